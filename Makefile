@@ -1,0 +1,28 @@
+# DevOps Control Tower: developer commands. `make` alone lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/devops-control-tower
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test fmt lint migrate
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: ## Build the release binary
+	$(CARGO) build --release --locked
+
+run: ## Start the daemon (API + worker) on the embedded SQLite default
+	$(CARGO) run --release --locked --
+
+test: ## Run every test (starts a throwaway PostgreSQL for them)
+	tests/support/with-postgres.sh $(CARGO) test --locked --all-targets
+
+fmt: ## Format the code
+	$(CARGO) fmt
+
+lint: ## Clippy with warnings as errors
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+migrate: ## Apply migrations to DATABASE_URL and exit
+	$(CARGO) run --release --locked -- migrate

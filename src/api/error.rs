@@ -1,0 +1,165 @@
+//! API errors and their one mapping to HTTP: status, `error` code, `message`.
+//!
+//! Every error body is `{"error": "<snake_case_code>", "message": "<one sentence>"}`, plus
+//! `task_id` where the client needs it. 5xx bodies say nothing internal; the cause goes
+//! to the log.
+
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::store::StoreError;
+use crate::task::{InvalidField, TaskId, TaskStatus};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("unknown task type {given:?}; known types: {known}")]
+    UnknownType { given: String, known: String },
+    #[error("{0}")]
+    InvalidFilter(String),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{0:?} is not a task id (expected a UUID)")]
+    InvalidId(String),
+    #[error("no task with id {0}")]
+    TaskNotFound(TaskId),
+    #[error("no such route (see the README for the API)")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("task {id} is {status}; only queued tasks can be cancelled")]
+    NotCancellable { id: TaskId, status: TaskStatus },
+    #[error("idempotency key already used by task {existing}")]
+    DuplicateIdempotencyKey { existing: TaskId },
+    #[error("missing or wrong API key (send Authorization: Bearer <key>)")]
+    Unauthorized,
+    #[error("the task store is unavailable; try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) | InvalidId(_) | BadQuery(_) => StatusCode::BAD_REQUEST,
+            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            TaskNotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotCancellable { .. } | DuplicateIdempotencyKey { .. } => StatusCode::CONFLICT,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) => "malformed_json",
+            InvalidField(_) => "invalid_field",
+            UnknownType { .. } => "unknown_type",
+            InvalidFilter(_) => "invalid_filter",
+            BadQuery(_) => "bad_query",
+            UnsupportedMediaType => "unsupported_media_type",
+            PayloadTooLarge { .. } => "payload_too_large",
+            InvalidId(_) => "invalid_id",
+            TaskNotFound(_) => "task_not_found",
+            RouteNotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            NotCancellable { .. } => "not_cancellable",
+            DuplicateIdempotencyKey { .. } => "duplicate_idempotency_key",
+            Unauthorized => "unauthorized",
+            Unavailable => "store_unavailable",
+            Internal => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        match self {
+            ApiError::DuplicateIdempotencyKey { existing } => body["task_id"] = json!(existing),
+            ApiError::NotCancellable { id, status } => {
+                body["task_id"] = json!(id);
+                body["status"] = json!(status);
+            }
+            _ => {}
+        }
+        body
+    }
+
+    /// Maps a store failure; `id` names the task the operation was about.
+    pub fn from_store(e: StoreError, id: Option<TaskId>) -> Self {
+        match e {
+            StoreError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
+            StoreError::NotFound => match id {
+                Some(id) => ApiError::TaskNotFound(id),
+                None => ApiError::Internal,
+            },
+            StoreError::WrongState { status } => match id {
+                Some(id) => ApiError::NotCancellable { id, status },
+                None => ApiError::Internal,
+            },
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Internal(cause) => {
+                tracing::error!(%cause, "store error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<InvalidField> for ApiError {
+    fn from(e: InvalidField) -> Self {
+        ApiError::InvalidField(e.to_string())
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut res = warp::reply::with_status(warp::reply::json(&self.body()), status).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            res.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// Turns every rejection warp produces (no route, wrong method, our own) into the JSON
+/// error shape.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let err = if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::RouteNotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::BadQuery("the query string could not be decoded".into())
+    } else {
+        tracing::error!(?rejection, "unhandled rejection");
+        ApiError::Internal
+    };
+    Ok(err.into_response())
+}

@@ -1,0 +1,345 @@
+//! HTTP request handlers: parse and check the request, call the store, shape the answer.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Buf, Filter, Reply};
+
+use super::{ApiError, ApiState};
+use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
+
+/// The body of `POST /tasks/enqueue`. Unknown fields are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    #[serde(rename = "type")]
+    pub task_type: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    pub queue: Option<String>,
+    pub priority: Option<i32>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub idempotency_key: Option<String>,
+}
+
+impl EnqueueRequest {
+    /// The validated task this request asks for.
+    pub fn into_new_task(self, trace_id: String) -> Result<NewTask, ApiError> {
+        let mut task = NewTask::new(self.task_type, self.payload.unwrap_or_else(|| json!({})));
+        if let Some(q) = self.queue {
+            task.queue = q;
+        }
+        if let Some(p) = self.priority {
+            task.priority = p;
+        }
+        task.run_at = self.run_at;
+        if let Some(m) = self.max_attempts {
+            task.max_attempts = m;
+        }
+        if let Some(t) = self.timeout_seconds {
+            task.timeout_seconds = t;
+        }
+        task.idempotency_key = self.idempotency_key;
+        task.trace_id = Some(trace_id);
+        task.validate()?;
+        Ok(task)
+    }
+}
+
+/// Passes when no API key is configured, or the request carries it as a bearer token.
+pub fn authorized(key: Option<Arc<str>>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |given: Option<String>| {
+            let key = key.clone();
+            async move {
+                let Some(key) = key else { return Ok(()) };
+                let token = given.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+                if constant_time_eq(token.as_bytes(), key.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Compares without an early exit, so the time taken says nothing about the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+pub async fn health() -> Response {
+    warp::reply::json(&json!({ "status": "ok" })).into_response()
+}
+
+pub async fn ready(state: ApiState) -> Response {
+    let listener = state.listener.as_ref().map(|l| l.is_connected());
+    match state.store.ping().await {
+        Ok(()) => warp::reply::json(&json!({ "status": "ready", "store": "ok", "listener_connected": listener }))
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            let body = json!({
+                "error": "store_unavailable",
+                "message": "the task store does not answer",
+                "store": "unavailable",
+                "listener_connected": listener,
+            });
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE).into_response()
+        }
+    }
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("could not read the body: {e}")))?;
+        if out.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            out.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
+    match header {
+        Some(t) if !t.is_empty() && t.len() <= crate::task::limits::TRACE_ID_MAX => Ok(t),
+        Some(_) => Err(ApiError::InvalidField(format!(
+            "X-Trace-Id: must be 1 to {} characters",
+            crate::task::limits::TRACE_ID_MAX
+        ))),
+        None => Ok(uuid::Uuid::new_v4().simple().to_string()),
+    }
+}
+
+/// Parses and validates an enqueue body into a task.
+pub fn parse_enqueue(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidField("the body must be a JSON object".into()));
+    }
+    let req: EnqueueRequest = serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+    let task = req.into_new_task(trace_id)?;
+    if !state.registry.contains(&task.task_type) {
+        return Err(ApiError::UnknownType {
+            given: task.task_type,
+            known: state.registry.types().join(", "),
+        });
+    }
+    Ok(task)
+}
+
+pub async fn enqueue<S, B>(
+    content_type: Option<String>,
+    trace_header: Option<String>,
+    body: S,
+    state: ApiState,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let result = async {
+        if !is_json(content_type.as_deref()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = read_body(body, state.max_body_bytes).await?;
+        let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
+        let stored = state
+            .store
+            .enqueue(task)
+            .await
+            .map_err(|e| ApiError::from_store(e, None))?;
+        if let Some(wake) = &state.wake {
+            wake.notify_one();
+        }
+        tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
+        Ok(stored)
+    }
+    .await;
+    match result {
+        Ok(task) => {
+            let location = format!("/tasks/{}", task.id);
+            let mut res = warp::reply::with_status(warp::reply::json(&task), StatusCode::CREATED).into_response();
+            if let Ok(v) = warp::http::HeaderValue::from_str(&location) {
+                res.headers_mut().insert(warp::http::header::LOCATION, v);
+            }
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError::InvalidId(raw.to_string()))
+}
+
+pub async fn get(raw_id: String, state: ApiState) -> Response {
+    let result = async {
+        let id = parse_id(&raw_id)?;
+        match state
+            .store
+            .get(id)
+            .await
+            .map_err(|e| ApiError::from_store(e, Some(id)))?
+        {
+            Some(task) => Ok(task),
+            None => Err(ApiError::TaskNotFound(id)),
+        }
+    }
+    .await;
+    match result {
+        Ok(task) => warp::reply::json(&task).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Parses `status`, `type`, `queue`, `limit`, `offset`; anything else is refused.
+pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> {
+    let mut f = TaskFilter {
+        limit: TaskFilter::DEFAULT_LIMIT,
+        ..TaskFilter::default()
+    };
+    for (k, v) in query {
+        match k.as_str() {
+            "status" => {
+                f.status = Some(v.parse::<TaskStatus>().map_err(|_| {
+                    ApiError::InvalidFilter(format!(
+                        "status must be one of queued, running, completed, failed, cancelled (got {v:?})"
+                    ))
+                })?)
+            }
+            "type" => f.task_type = Some(v.clone()),
+            "queue" => f.queue = Some(v.clone()),
+            "limit" => {
+                f.limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=TaskFilter::MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::InvalidFilter(format!(
+                            "limit must be from 1 to {} (got {v:?})",
+                            TaskFilter::MAX_LIMIT
+                        ))
+                    })?
+            }
+            "offset" => {
+                f.offset = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| ApiError::InvalidFilter(format!("offset must be a whole number (got {v:?})")))?
+            }
+            other => {
+                return Err(ApiError::InvalidFilter(format!(
+                    "unknown filter {other:?} (known: status, type, queue, limit, offset)"
+                )))
+            }
+        }
+    }
+    Ok(f)
+}
+
+pub async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
+    let result = async {
+        let filter = parse_filter(&query)?;
+        state
+            .store
+            .list(&filter)
+            .await
+            .map_err(|e| ApiError::from_store(e, None))
+    }
+    .await;
+    match result {
+        Ok(tasks) => warp::reply::json(&tasks).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn cancel(raw_id: String, state: ApiState) -> Response {
+    let result = async {
+        let id = parse_id(&raw_id)?;
+        state
+            .store
+            .cancel(id)
+            .await
+            .map_err(|e| ApiError::from_store(e, Some(id)))
+    }
+    .await;
+    match result {
+        Ok(task) => {
+            tracing::info!(task_id = %task.id, "task cancelled");
+            warp::reply::json(&task).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json(Some("application/vnd.api+json")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn constant_time_eq_matches_only_equal() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn filters_refuse_unknown_and_bad_values() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let f = parse_filter(&q(&[("status", "failed"), ("limit", "5"), ("offset", "10")])).unwrap();
+        assert_eq!((f.status, f.limit, f.offset), (Some(TaskStatus::Failed), 5, 10));
+        assert!(parse_filter(&q(&[("status", "done")])).is_err());
+        assert!(parse_filter(&q(&[("limit", "0")])).is_err());
+        assert!(parse_filter(&q(&[("limit", "x")])).is_err());
+        assert!(parse_filter(&q(&[("colour", "red")])).is_err());
+    }
+}

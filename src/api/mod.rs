@@ -1,0 +1,105 @@
+//! The HTTP API: warp filters ([`routes`]), their handlers ([`handlers`]) and the one
+//! error-to-HTTP mapping ([`error`]).
+//!
+//! Handlers never return a rejection for a request they understood: they answer with a
+//! task or an [`error::ApiError`]. Only routing misses travel as rejections, and
+//! [`error::recover`] turns those into the same JSON error shape.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use warp::Filter;
+
+use crate::handlers::Registry;
+use crate::notifier::ListenerStatus;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+pub mod error;
+pub mod handlers;
+
+pub use error::ApiError;
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    /// Known task types: the API refuses others.
+    pub registry: Arc<Registry>,
+    /// Wakes a worker in this same process after an enqueue (no poll wait).
+    pub wake: Option<Arc<Notify>>,
+    /// The LISTEN connection's state, when there is one (PostgreSQL).
+    pub listener: Option<Arc<ListenerStatus>>,
+    pub max_body_bytes: u64,
+    pub api_key: Option<Arc<str>>,
+}
+
+/// Every route, with errors recovered into JSON.
+pub fn routes(
+    state: ApiState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = handlers::authorized(state.api_key.clone());
+
+    let health = warp::path!("health").and(warp::get()).then(handlers::health).boxed();
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(handlers::ready)
+        .boxed();
+    let enqueue = warp::path!("tasks" / "enqueue")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("x-trace-id"))
+        .and(warp::body::stream())
+        .and(with_state.clone())
+        .then(handlers::enqueue)
+        .boxed();
+    let get = warp::path!("tasks" / String)
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with_state.clone())
+        .then(handlers::get)
+        .boxed();
+    let list = warp::path!("tasks")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(with_state.clone())
+        .then(handlers::list)
+        .boxed();
+    let cancel = warp::path!("tasks" / String / "cancel")
+        .and(warp::post())
+        .and(auth)
+        .and(with_state)
+        .then(handlers::cancel)
+        .boxed();
+
+    health
+        .or(ready)
+        .unify()
+        .or(enqueue)
+        .unify()
+        .or(get)
+        .unify()
+        .or(list)
+        .unify()
+        .or(cancel)
+        .unify()
+        .recover(error::recover)
+        .unify()
+}
+
+/// Serves the API on `listener` until shutdown, then lets requests in flight finish.
+pub async fn serve(listener: TcpListener, state: ApiState, shutdown: Shutdown) {
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(async move { shutdown.stopping().await })
+        .run()
+        .await;
+}

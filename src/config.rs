@@ -1,0 +1,236 @@
+//! Configuration: the one place that reads the environment.
+//!
+//! Every knob in DESIGN.md's table is parsed here into a typed [`Config`]. Anything
+//! unparseable is a [`ConfigError`] naming the variable, so start-up fails with one
+//! clear line instead of a surprise deep inside the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where tasks are stored, parsed from `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://…` or `postgresql://…`, passed to tokio-postgres as is.
+    Postgres(String),
+    /// `sqlite://PATH` (also `sqlite:///./PATH`): an embedded database file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    pub const DEFAULT: &'static str = "sqlite://./devops_control_tower.db";
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            raw.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            return Ok(DatabaseUrl::Postgres(raw.to_string()));
+        }
+        if let Some(rest) = raw.strip_prefix("sqlite://") {
+            // `sqlite:///./x.db` is the SQLAlchemy spelling of a relative path.
+            let path = match rest.strip_prefix('/') {
+                Some(rel) if rel.starts_with("./") || rel.starts_with("../") => rel,
+                _ => rest,
+            };
+            if path.is_empty() {
+                return Err("sqlite URL has no file path (expected sqlite://PATH)".into());
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        Err("unknown scheme (expected postgres://, postgresql:// or sqlite://)".into())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DatabaseUrl::Postgres(_))
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let creds = &url[s + 3..at];
+                    match creds.find(':') {
+                        Some(colon) => format!("{}{}:***{}", &url[..s + 3], &creds[..colon], &url[at..]),
+                        None => url.clone(),
+                    }
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// Log output format for the daemon's own log on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the daemon can be told from outside.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseUrl,
+    pub bind: SocketAddr,
+    pub trace_dir: PathBuf,
+    pub workers: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub api_key: Option<String>,
+    pub max_body_bytes: u64,
+    pub listen: bool,
+    pub trace: bool,
+    pub log_format: LogFormat,
+    /// The `RUST_LOG` filter directive.
+    pub log_filter: String,
+}
+
+/// A variable that could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a configuration from any variable source (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
+        let bad = |name: &'static str, value: &str, reason: String| ConfigError {
+            var: name,
+            value: value.to_string(),
+            reason,
+        };
+
+        let db_raw = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
+        let database = DatabaseUrl::parse(&db_raw).map_err(|r| bad("DATABASE_URL", &db_raw, r))?;
+
+        let bind_raw = var("JCT_BIND").unwrap_or_else(|| "0.0.0.0:8000".into());
+        let bind = bind_raw
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("JCT_BIND", &bind_raw, format!("expected HOST:PORT ({e})")))?;
+
+        let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(raw) => match raw.trim().parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    Ok(_) => Err(bad(name, &raw, format!("expected a number from {min} to {max}"))),
+                    Err(_) => Err(bad(name, &raw, "expected a whole number".into())),
+                },
+            }
+        };
+        let switch = |name: &'static str| -> Result<bool, ConfigError> {
+            match var(name) {
+                None => Ok(true),
+                Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                    "on" | "true" | "1" | "yes" => Ok(true),
+                    "off" | "false" | "0" | "no" => Ok(false),
+                    _ => Err(bad(name, &raw, "expected on or off".into())),
+                },
+            }
+        };
+
+        let default_poll = if database.is_postgres() { 1000 } else { 200 };
+        let log_format = match var("JCT_LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(bad("JCT_LOG_FORMAT", &raw, "expected text or json".into())),
+            },
+        };
+
+        Ok(Config {
+            bind,
+            trace_dir: PathBuf::from(var("JCT_TRACE_DIR").unwrap_or_else(|| "./logs".into())),
+            workers: number("JCT_WORKERS", 4, 1, 4096)? as usize,
+            poll_interval: Duration::from_millis(number("JCT_POLL_INTERVAL_MS", default_poll, 1, 3_600_000)?),
+            lease: Duration::from_secs(number("JCT_LEASE_SECONDS", 30, 1, 86_400)?),
+            shutdown_grace: Duration::from_secs(number("JCT_SHUTDOWN_GRACE_SECONDS", 30, 0, 86_400)?),
+            api_key: var("JCT_API_KEY"),
+            max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
+            listen: switch("JCT_LISTEN")?,
+            trace: switch("JCT_TRACE")?,
+            log_format,
+            log_filter: {
+                let raw = var("RUST_LOG").unwrap_or_else(|| "info".into());
+                tracing_subscriber::EnvFilter::try_new(&raw)
+                    .map_err(|e| bad("RUST_LOG", &raw, format!("not a log filter: {e}")))?;
+                raw
+            },
+            database,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.database, DatabaseUrl::Sqlite("./devops_control_tower.db".into()));
+        assert_eq!(c.bind.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.trace_dir, PathBuf::from("./logs"));
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.poll_interval, Duration::from_millis(200));
+        assert_eq!(c.lease, Duration::from_secs(30));
+        assert!(c.listen && c.trace);
+        assert_eq!(c.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn postgres_polls_every_second_by_default() {
+        let c = from(&[("DATABASE_URL", "postgres://u:p@localhost/db")]).unwrap();
+        assert!(c.database.is_postgres());
+        assert_eq!(c.poll_interval, Duration::from_millis(1000));
+        assert_eq!(c.database.redacted(), "postgres://u:***@localhost/db");
+    }
+
+    #[test]
+    fn sqlite_url_spellings() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///./x.db").unwrap(),
+            DatabaseUrl::Sqlite("./x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://rel.db").unwrap(),
+            DatabaseUrl::Sqlite("rel.db".into())
+        );
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(from(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
+        assert_eq!(from(&[("JCT_WORKERS", "four")]).unwrap_err().var, "JCT_WORKERS");
+        assert_eq!(from(&[("JCT_WORKERS", "0")]).unwrap_err().var, "JCT_WORKERS");
+        assert_eq!(from(&[("JCT_BIND", "nowhere")]).unwrap_err().var, "JCT_BIND");
+        assert_eq!(from(&[("JCT_LISTEN", "maybe")]).unwrap_err().var, "JCT_LISTEN");
+        assert_eq!(from(&[("JCT_LOG_FORMAT", "xml")]).unwrap_err().var, "JCT_LOG_FORMAT");
+    }
+}

@@ -1,0 +1,399 @@
+//! The PostgreSQL store: tokio-postgres on a deadpool pool.
+//!
+//! Every hot operation is one round trip with a cached prepared statement: the claim is a
+//! `FOR UPDATE SKIP LOCKED` CTE plus `UPDATE … RETURNING`, and a whole batch of finished
+//! attempts is one `UPDATE … FROM unnest(…)`. Times come from the database clock
+//! (`now()`), so several daemons on several hosts agree on leases and schedules.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{lease_secs, ClaimParams, Finish, Outcome, Store, StoreError, StoreResult};
+use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// The channel the insert trigger notifies.
+pub const NOTIFY_CHANNEL: &str = "jct_tasks";
+
+/// Serialises migrations across daemons starting at once (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x004a_4354_5f6d_6967; // "JCT_mig"
+
+/// A task store in PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Migrates the database (under an advisory lock) and opens a pool of `pool_size`.
+    pub async fn connect(url: &str, pool_size: usize) -> StoreResult<Self> {
+        migrate(url).await?;
+        Self::connect_no_migrate(url, pool_size)
+    }
+
+    /// A pool without running migrations (for tools that know the schema is current).
+    pub fn connect_no_migrate(url: &str, pool_size: usize) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("jct");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// Runs the embedded migrations on their own connection, one daemon at a time.
+pub async fn migrate(url: &str) -> StoreResult<()> {
+    let (mut client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg_err)?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err)?;
+    let result = embedded::migrations::runner().run_async(&mut client).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    drop(client);
+    let _ = driver.await;
+    result
+        .map(|_| ())
+        .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+}
+
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code)
+            if code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(_) => StoreError::Internal(e.to_string()),
+        // No SQLSTATE: the socket broke or never opened.
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn task_from_row(row: &Row) -> StoreResult<Task> {
+    let get = |e: tokio_postgres::Error| StoreError::Internal(format!("unreadable task row: {e}"));
+    let id = TaskId(row.try_get::<_, Uuid>("id").map_err(get)?);
+    let status: &str = row.try_get("status").map_err(get)?;
+    Ok(Task {
+        id,
+        task_id: id,
+        task_type: row.try_get("type").map_err(get)?,
+        payload: row.try_get("payload").map_err(get)?,
+        status: status.parse().map_err(StoreError::Internal)?,
+        queue: row.try_get("queue").map_err(get)?,
+        priority: row.try_get("priority").map_err(get)?,
+        run_at: row.try_get("run_at").map_err(get)?,
+        attempts: row.try_get("attempts").map_err(get)?,
+        max_attempts: row.try_get("max_attempts").map_err(get)?,
+        timeout_seconds: row.try_get("timeout_seconds").map_err(get)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        trace_id: row.try_get("trace_id").map_err(get)?,
+        locked_by: row.try_get("locked_by").map_err(get)?,
+        locked_until: row.try_get("locked_until").map_err(get)?,
+        result: row.try_get("result").map_err(get)?,
+        last_error: row.try_get("last_error").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        finished_at: row.try_get("finished_at").map_err(get)?,
+    })
+}
+
+fn tasks_from_rows(rows: &[Row]) -> StoreResult<Vec<Task>> {
+    rows.iter().map(task_from_row).collect()
+}
+
+fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
+    ids.iter().map(|i| i.0).collect()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn enqueue(&self, task: NewTask) -> StoreResult<Task> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
+                 timeout_seconds, idempotency_key, trace_id) \
+                 VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &task.id.0,
+                    &task.task_type,
+                    &task.payload,
+                    &task.queue,
+                    &task.priority,
+                    &task.run_at,
+                    &task.max_attempts,
+                    &task.timeout_seconds,
+                    &task.idempotency_key,
+                    &task.trace_id,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        match row {
+            Some(row) => task_from_row(&row),
+            None => {
+                let row = client
+                    .query_one(
+                        "SELECT id FROM tasks WHERE idempotency_key = $1",
+                        &[&task.idempotency_key],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Err(StoreError::Duplicate {
+                    existing: TaskId(row.get(0)),
+                })
+            }
+        }
+    }
+
+    async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH next AS ( \
+                   SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
+                   ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
+                   locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
+                 FROM next WHERE tasks.id = next.id RETURNING tasks.*",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut tasks = tasks_from_rows(&rows)?;
+        tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+        Ok(tasks)
+    }
+
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
+                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .execute(&stmt, &[&uuids(ids), &worker.0, &lease_secs(lease)])
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = outcomes.len();
+        let (mut ids, mut attempts, mut statuses) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut results, mut errors, mut run_ats) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for o in outcomes {
+            ids.push(o.id.0);
+            attempts.push(o.attempt);
+            let (status, result, error, run_at): (_, Option<&Value>, Option<&str>, Option<DateTime<Utc>>) =
+                match &o.finish {
+                    Finish::Completed { result } => (TaskStatus::Completed, Some(result), None, None),
+                    Finish::Retry { error, run_at } => (TaskStatus::Queued, None, Some(error), Some(*run_at)),
+                    Finish::Failed { error } => (TaskStatus::Failed, None, Some(error), None),
+                };
+            statuses.push(status.as_str());
+            results.push(result);
+            errors.push(error);
+            run_ats.push(run_at);
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tasks SET status = u.status, \
+                   result = CASE WHEN u.status = 'completed' THEN u.result ELSE tasks.result END, \
+                   last_error = coalesce(u.error, tasks.last_error), \
+                   run_at = coalesce(u.run_at, tasks.run_at), \
+                   finished_at = CASE WHEN u.status = 'queued' THEN NULL ELSE now() END, \
+                   updated_at = now(), locked_by = NULL, locked_until = NULL \
+                 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) \
+                   AS u(id, attempt, status, result, error, run_at) \
+                 WHERE tasks.id = u.id AND tasks.status = 'running' AND tasks.locked_by = $7 \
+                   AND tasks.attempts = u.attempt \
+                 RETURNING tasks.id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&ids, &attempts, &statuses, &results, &errors, &run_ats, &worker.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = now(), \
+                 locked_by = NULL, locked_until = NULL, started_at = NULL \
+                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+                &[&uuids(ids), &worker.0],
+            )
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn cancel(&self, id: TaskId) -> StoreResult<Task> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status = 'queued' RETURNING *",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = row {
+            return task_from_row(&row);
+        }
+        let row = client
+            .query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0])
+            .await
+            .map_err(pg_err)?;
+        match row {
+            None => Err(StoreError::NotFound),
+            Some(row) => Err(StoreError::WrongState {
+                status: row.get::<_, &str>(0).parse().map_err(StoreError::Internal)?,
+            }),
+        }
+    }
+
+    async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT * FROM tasks WHERE id = $1")
+            .await
+            .map_err(pg_err)?;
+        let row = client.query_opt(&stmt, &[&id.0]).await.map_err(pg_err)?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT * FROM tasks \
+                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) \
+                   AND ($3::text IS NULL OR queue = $3) \
+                 ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &filter.status.map(TaskStatus::as_str),
+                    &filter.task_type,
+                    &filter.queue,
+                    &(filter.limit as i64),
+                    &(filter.offset as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        tasks_from_rows(&rows)
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE tasks SET \
+                   status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                   finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END, \
+                   last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
+                   locked_by = NULL, locked_until = NULL, updated_at = now() \
+                 WHERE status = 'running' AND locked_until < now()",
+                &[],
+            )
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()")
+            .await
+            .map_err(pg_err)?;
+        let row = client.query_one(&stmt, &[]).await.map_err(pg_err)?;
+        Ok(row.get(0))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The task: its id, its states, a validated spec for a new one, and the stored row.
+//!
+//! Everything here is plain data shared by the store, the API and the worker. The rules
+//! for what a valid task looks like live in [`NewTask::validate`], so the HTTP API and
+//! any future intake (batch, CWOM bridge) refuse the same things with the same words.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A task's id: a UUID (v7 when made by the daemon, any version when made by SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub Uuid);
+
+impl TaskId {
+    /// A new time-ordered id.
+    pub fn new() -> Self {
+        TaskId(Uuid::now_v7())
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(TaskId)
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting to be claimed once `run_at` has passed. Left by a claim.
+    Queued,
+    /// Claimed by a daemon that holds its lease. Left by completion, failure (to
+    /// `queued` for a retry or `failed`), cancellation, a graceful hand-back, or the
+    /// rescuer when the lease expires.
+    Running,
+    /// The handler returned a result. Final.
+    Completed,
+    /// The last attempt failed, or the task could never run (unknown type). Final.
+    Failed,
+    /// Cancelled through the API. Final.
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown task status {s:?}"))
+    }
+}
+
+/// Defaults shared by the API, the SQL column defaults and the README.
+pub mod defaults {
+    pub const QUEUE: &str = "default";
+    pub const MAX_ATTEMPTS: i32 = 3;
+    pub const TIMEOUT_SECONDS: i32 = 900;
+}
+
+/// Limits on what a task may carry.
+pub mod limits {
+    pub const TYPE_MAX: usize = 128;
+    pub const QUEUE_MAX: usize = 128;
+    pub const IDEMPOTENCY_KEY_MAX: usize = 256;
+    pub const TRACE_ID_MAX: usize = 128;
+    pub const MAX_ATTEMPTS_MAX: i32 = 100;
+    pub const TIMEOUT_SECONDS_MAX: i32 = 7 * 24 * 3600;
+}
+
+/// A task about to be stored, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub task_type: String,
+    pub payload: Value,
+    pub queue: String,
+    pub priority: i32,
+    /// `None` means "now, by the store's clock".
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl NewTask {
+    /// A task with every optional field at its default.
+    pub fn new(task_type: impl Into<String>, payload: Value) -> Self {
+        NewTask {
+            id: TaskId::new(),
+            task_type: task_type.into(),
+            payload,
+            queue: defaults::QUEUE.to_string(),
+            priority: 0,
+            run_at: None,
+            max_attempts: defaults::MAX_ATTEMPTS,
+            timeout_seconds: defaults::TIMEOUT_SECONDS,
+            idempotency_key: None,
+            trace_id: None,
+        }
+    }
+
+    /// Checks the field limits; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        let len = |field: &'static str, value: &str, max: usize| {
+            if value.is_empty() || value.chars().count() > max {
+                Err(InvalidField::new(field, format!("must be 1 to {max} characters")))
+            } else {
+                Ok(())
+            }
+        };
+        len("type", &self.task_type, limits::TYPE_MAX)?;
+        len("queue", &self.queue, limits::QUEUE_MAX)?;
+        if let Some(key) = &self.idempotency_key {
+            len("idempotency_key", key, limits::IDEMPOTENCY_KEY_MAX)?;
+        }
+        if let Some(trace) = &self.trace_id {
+            len("trace_id", trace, limits::TRACE_ID_MAX)?;
+        }
+        if !(1..=limits::MAX_ATTEMPTS_MAX).contains(&self.max_attempts) {
+            return Err(InvalidField::new(
+                "max_attempts",
+                format!("must be from 1 to {}", limits::MAX_ATTEMPTS_MAX),
+            ));
+        }
+        if !(1..=limits::TIMEOUT_SECONDS_MAX).contains(&self.timeout_seconds) {
+            return Err(InvalidField::new(
+                "timeout_seconds",
+                format!("must be from 1 to {}", limits::TIMEOUT_SECONDS_MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A field that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A stored task, as the API shows it and the worker runs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: TaskId,
+    /// The same as `id`, under the name the enqueue contract uses.
+    pub task_id: TaskId,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    pub payload: Value,
+    pub status: TaskStatus,
+    pub queue: String,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Filters for listing tasks, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub task_type: Option<String>,
+    pub queue: Option<String>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+impl TaskFilter {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 1000;
+}
+
+/// The id of one running daemon, stamped into `locked_by` on every claim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(pub String);
+
+impl WorkerId {
+    /// `host:pid:random`, readable in `locked_by` and unique across restarts.
+    pub fn generate() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let short = Uuid::new_v4().simple().to_string();
+        WorkerId(format!("{host}:{}:{}", std::process::id(), &short[..8]))
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

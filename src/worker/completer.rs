@@ -1,0 +1,96 @@
+//! The completer: writes the ends of attempts back to the store, in batches.
+//!
+//! Executors send their results here and move on; the completer takes whatever has
+//! arrived, writes it in one fenced store call, and repeats. A write that fails because
+//! the database is away is retried until it lands: a finished attempt is never dropped.
+//! A write the fence refuses (the lease moved to another daemon) is logged and dropped,
+//! because the newer attempt owns the task now.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::store::{Outcome, Store};
+use crate::task::{TaskId, WorkerId};
+
+/// Most attempt ends written in one store call.
+pub const MAX_BATCH: usize = 512;
+
+/// What an executor reports.
+#[derive(Debug)]
+pub enum Completion {
+    /// The attempt ended; write its outcome.
+    Finish(Outcome),
+    /// The attempt was interrupted by shutdown; give the task back uncounted.
+    Release(TaskId),
+}
+
+#[derive(Debug, Clone)]
+pub struct CompletionSender(mpsc::UnboundedSender<Completion>);
+
+impl CompletionSender {
+    pub fn send(&self, c: Completion) {
+        // The receiver lives until every sender is gone, so this cannot fail while we run.
+        let _ = self.0.send(c);
+    }
+}
+
+pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (CompletionSender(tx), rx)
+}
+
+/// Runs until every sender is dropped and everything sent is written.
+pub async fn run(store: Arc<dyn Store>, worker: WorkerId, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut buf = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        let mut outcomes = Vec::with_capacity(buf.len());
+        let mut releases = Vec::new();
+        for c in buf.drain(..) {
+            match c {
+                Completion::Finish(o) => outcomes.push(o),
+                Completion::Release(id) => releases.push(id),
+            }
+        }
+        if !outcomes.is_empty() {
+            write_outcomes(&*store, &worker, &outcomes).await;
+        }
+        if !releases.is_empty() {
+            let n = retry_until_ok("hand back", || store.release(&worker, &releases)).await;
+            tracing::info!(handed_back = n, "interrupted tasks returned to the queue");
+        }
+    }
+}
+
+async fn write_outcomes(store: &dyn Store, worker: &WorkerId, outcomes: &[Outcome]) {
+    let applied = retry_until_ok("finish", || store.finish(worker, outcomes)).await;
+    if applied.len() < outcomes.len() {
+        for o in outcomes.iter().filter(|o| !applied.contains(&o.id)) {
+            tracing::warn!(
+                task_id = %o.id,
+                attempt = o.attempt,
+                "result discarded: the task is no longer running under this daemon's lease"
+            );
+        }
+    }
+}
+
+/// Retries a store write with capped backoff until it succeeds.
+async fn retry_until_ok<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::store::StoreResult<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "completer: {what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

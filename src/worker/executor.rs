@@ -1,0 +1,239 @@
+//! The executor: runs one claimed task from trace folder to outcome.
+//!
+//! For each task it opens the trace folder (one blocking job), runs the handler inside the
+//! task's span with its timeout, turns a return, an error, a panic, a timeout or an
+//! interruption into an attempt end, writes `output.json`, and hands the end to the
+//! completer. The retry policy (which failures run again, and when) lives here too.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::completer::{Completion, CompletionSender};
+use super::Worker;
+use crate::handlers::{HandlerError, TaskContext};
+use crate::shutdown::Shutdown;
+use crate::store::{Finish, Outcome};
+use crate::task::Task;
+use crate::trace::{self, AttemptRecord, TaskTrace};
+
+/// First retry delay; each further attempt doubles it, up to [`RETRY_CAP`].
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+pub const RETRY_CAP: Duration = Duration::from_secs(600);
+
+/// The delay before attempt `attempt + 1`: `RETRY_BASE · 2^(attempt-1)`, capped at
+/// `RETRY_CAP`, then scaled by a random factor in [0.75, 1.0] so that tasks failing
+/// together do not retry in lockstep.
+pub fn retry_delay(attempt: i32) -> Duration {
+    let exp = attempt.clamp(1, 30) - 1;
+    let raw = RETRY_BASE.saturating_mul(1u32 << exp).min(RETRY_CAP);
+    raw.mul_f64(0.75 + 0.25 * rand::random::<f64>())
+}
+
+/// How a handler run ended, before the retry policy decides what it means.
+enum RunEnd {
+    Returned(Value),
+    Failed(String),
+    /// Never retried: the task cannot succeed (no handler for its type).
+    Permanent(String),
+    /// Interrupted by the hard shutdown: handed back, not counted.
+    Interrupted,
+}
+
+/// Starts running `task` in its own tokio task; the slot is freed when it ends.
+pub fn spawn(
+    worker: Arc<Worker>,
+    task: Task,
+    permit: OwnedSemaphorePermit,
+    completer: CompletionSender,
+    shutdown: Shutdown,
+) {
+    tokio::spawn(async move {
+        let id = task.id;
+        let token = shutdown.hard_token().child_token();
+        worker.in_flight.insert(id, token.clone());
+        run(&worker, task, token, &completer, &shutdown).await;
+        worker.in_flight.remove(id);
+        drop(permit);
+    });
+}
+
+async fn run(
+    worker: &Worker,
+    task: Task,
+    cancel: tokio_util::sync::CancellationToken,
+    completer: &CompletionSender,
+    shutdown: &Shutdown,
+) {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let task = Arc::new(task);
+    let folder = open_trace(worker, &task).await;
+
+    let span = tracing::info_span!("task", task_id = %task.id, task_type = %task.task_type, attempt = task.attempts);
+    if let Some(folder) = &folder {
+        trace::attach(&span, folder);
+    }
+    let end = run_handler(worker, &task, cancel, shutdown).instrument(span).await;
+
+    let outcome = match end {
+        RunEnd::Interrupted => {
+            tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
+            completer.send(Completion::Release(task.id));
+            return;
+        }
+        RunEnd::Returned(result) => Finish::Completed { result },
+        RunEnd::Permanent(error) => Finish::Failed { error },
+        RunEnd::Failed(error) if task.attempts < task.max_attempts => {
+            let run_at = Utc::now() + chrono::Duration::from_std(retry_delay(task.attempts)).unwrap_or_default();
+            Finish::Retry { error, run_at }
+        }
+        RunEnd::Failed(error) => Finish::Failed { error },
+    };
+    match &outcome {
+        Finish::Completed { .. } => tracing::debug!(task_id = %task.id, "task completed"),
+        Finish::Retry { error, run_at } => {
+            tracing::info!(task_id = %task.id, attempt = task.attempts, %error, %run_at, "attempt failed; will retry")
+        }
+        Finish::Failed { error } => tracing::warn!(task_id = %task.id, attempt = task.attempts, %error, "task failed"),
+    }
+    if let Some(folder) = folder {
+        let record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());
+        let writer = worker.trace.clone();
+        let written = tokio::task::spawn_blocking(move || writer.finish(&folder, &record)).await;
+        if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+            tracing::error!(task_id = %task.id, error = %e, "could not write output.json");
+        }
+    }
+    completer.send(Completion::Finish(Outcome {
+        id: task.id,
+        attempt: task.attempts,
+        finish: outcome,
+    }));
+}
+
+async fn open_trace(worker: &Worker, task: &Arc<Task>) -> Option<TaskTrace> {
+    if !worker.trace.is_enabled() {
+        return None;
+    }
+    let writer = worker.trace.clone();
+    let t = task.clone();
+    match tokio::task::spawn_blocking(move || writer.begin(&t)).await {
+        Ok(Ok(folder)) => folder,
+        // The task still runs: a trace problem must not lose work.
+        Ok(Err(e)) => {
+            tracing::error!(task_id = %task.id, error = %e, "could not open the trace folder");
+            None
+        }
+        Err(e) => {
+            tracing::error!(task_id = %task.id, error = %e, "trace folder job failed");
+            None
+        }
+    }
+}
+
+async fn run_handler(
+    worker: &Worker,
+    task: &Task,
+    cancel: tokio_util::sync::CancellationToken,
+    shutdown: &Shutdown,
+) -> RunEnd {
+    let Some(handler) = worker.registry.get(&task.task_type) else {
+        let known = worker.registry.types().join(", ");
+        let msg = format!("unknown task type {:?} (known types: {known})", task.task_type);
+        tracing::error!("{msg}");
+        return RunEnd::Permanent(msg);
+    };
+    let ctx = TaskContext {
+        id: task.id,
+        attempt: task.attempts,
+        payload: task.payload.clone(),
+        cancel: cancel.clone(),
+    };
+    let limit = Duration::from_secs(task.timeout_seconds.max(1) as u64);
+    let guarded = AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+    tokio::select! {
+        biased;
+        _ = shutdown.hard() => {
+            cancel.cancel();
+            RunEnd::Interrupted
+        }
+        ran = tokio::time::timeout(limit, guarded) => match ran {
+            Ok(Ok(Ok(value))) => RunEnd::Returned(value),
+            Ok(Ok(Err(HandlerError(msg)))) => {
+                tracing::warn!(error = %msg, "handler returned an error");
+                RunEnd::Failed(msg)
+            }
+            Ok(Err(panic)) => {
+                let msg = format!("handler panicked: {}", panic_message(&panic));
+                tracing::error!("{msg}");
+                RunEnd::Failed(msg)
+            }
+            Err(_) => {
+                cancel.cancel();
+                let msg = format!("timed out after {} s", limit.as_secs());
+                tracing::error!("{msg}");
+                RunEnd::Failed(msg)
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn attempt_record(
+    task: &Task,
+    finish: &Finish,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    took: Duration,
+) -> AttemptRecord {
+    let (status, result, error, retry_at) = match finish {
+        Finish::Completed { result } => ("completed", Some(result.clone()), None, None),
+        Finish::Retry { error, run_at } => ("queued", None, Some(error.clone()), Some(*run_at)),
+        Finish::Failed { error } => ("failed", None, Some(error.clone()), None),
+    };
+    AttemptRecord {
+        task_id: task.id,
+        status,
+        attempt: task.attempts,
+        result,
+        error,
+        retry_at,
+        started_at,
+        finished_at,
+        duration_ms: took.as_secs_f64() * 1000.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        for attempt in 1..=12 {
+            let d = retry_delay(attempt);
+            let nominal = RETRY_BASE.saturating_mul(1 << (attempt - 1)).min(RETRY_CAP);
+            assert!(
+                d <= nominal && d >= nominal.mul_f64(0.75),
+                "attempt {attempt}: {d:?} vs {nominal:?}"
+            );
+        }
+        assert!(retry_delay(40) <= RETRY_CAP);
+    }
+}

@@ -1,0 +1,119 @@
+//! The worker: claims tasks, runs them, writes their ends back.
+//!
+//! Split as River splits a queue client, one service per concern:
+//! - [`producer`] waits for a wake-up (NOTIFY, an in-process enqueue, a rescue), the poll
+//!   timer or the next scheduled `run_at`, and claims as many tasks as there are free slots;
+//! - [`executor`] runs one claimed task: trace folder, handler, timeout, panic, output;
+//! - [`completer`] batches the attempts' ends into fenced store writes;
+//! - [`rescuer`] returns tasks whose lease expired, and renews the leases of ours.
+//!
+//! [`Worker::run`] wires them and drains them on shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::handlers::Registry;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::task::{TaskId, WorkerId};
+use crate::trace::TraceWriter;
+
+pub mod completer;
+pub mod executor;
+pub mod producer;
+pub mod rescuer;
+
+/// The worker's knobs (from [`crate::config::Config`]).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub id: WorkerId,
+    /// Tasks run at once.
+    pub slots: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Tasks this daemon is running, with the token that interrupts each one.
+///
+/// The heartbeat renews the leases of exactly these; cancellation finds them here.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    tasks: Mutex<HashMap<TaskId, CancellationToken>>,
+}
+
+impl InFlight {
+    fn insert(&self, id: TaskId, token: CancellationToken) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token);
+    }
+
+    fn remove(&self, id: TaskId) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    pub fn ids(&self) -> Vec<TaskId> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything the worker's services share.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub trace: TraceWriter,
+    pub settings: WorkerSettings,
+    /// Woken by the notifier, the API and the rescuer: "there may be work now".
+    pub wake: Arc<Notify>,
+    pub in_flight: Arc<InFlight>,
+}
+
+impl Worker {
+    /// Runs until `shutdown`, then drains: running tasks get the grace period, the rest
+    /// are interrupted and handed back, and every attempt's end is written before return.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let slots = Arc::new(Semaphore::new(self.settings.slots));
+        let (completer, completions) = completer::channel();
+        let completer_task = tokio::spawn(completer::run(
+            self.store.clone(),
+            self.settings.id.clone(),
+            completions,
+        ));
+        let rescuer_task = tokio::spawn(rescuer::run(self.clone(), shutdown.clone()));
+
+        producer::run(&self, &slots, &completer, &shutdown).await;
+
+        // Drain: wait for every slot to come back, or for the grace period to end.
+        let all = self.settings.slots as u32;
+        let drained = tokio::time::timeout(self.settings.shutdown_grace, slots.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                running = self.in_flight.len(),
+                grace_s = self.settings.shutdown_grace.as_secs_f64(),
+                "grace period over: interrupting running tasks and handing them back"
+            );
+            shutdown.trigger_hard();
+            let _ = slots.acquire_many(all).await;
+        }
+        drop(completer);
+        let _ = completer_task.await;
+        rescuer_task.abort();
+        tracing::info!("worker stopped");
+    }
+}

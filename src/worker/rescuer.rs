@@ -1,0 +1,57 @@
+//! The rescuer: keeps leases honest, ours and everyone's.
+//!
+//! Every few seconds it returns tasks whose lease expired (their daemon died or hung) to
+//! the queue, or to `failed` when their attempts are used up, and wakes the producer so
+//! they run at once. On a shorter beat it renews the leases of the tasks this daemon is
+//! running, in one store call for all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Worker;
+use crate::shutdown::Shutdown;
+
+/// How often expired leases are looked for: half a lease, at most every 5 s.
+pub fn rescue_interval(lease: Duration) -> Duration {
+    (lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// How often our leases are renewed: a third of a lease, so two beats can be missed.
+pub fn heartbeat_interval(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(100))
+}
+
+pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {
+    let lease = worker.settings.lease;
+    let mut rescue = tokio::time::interval(rescue_interval(lease));
+    let mut beat = tokio::time::interval(heartbeat_interval(lease));
+    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = rescue.tick(), if !shutdown.is_stopping() => match worker.store.rescue_expired().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(rescued = n, "returned tasks whose lease expired");
+                    worker.wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "rescue failed"),
+            },
+            _ = beat.tick() => {
+                let ids = worker.in_flight.ids();
+                if ids.is_empty() {
+                    continue;
+                }
+                match worker.store.heartbeat(&worker.settings.id, &ids, lease).await {
+                    Ok(n) if (n as usize) < ids.len() => tracing::warn!(
+                        running = ids.len(),
+                        renewed = n,
+                        "some running tasks lost their lease; their results will be discarded"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        }
+    }
+}

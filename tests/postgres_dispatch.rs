@@ -1,0 +1,252 @@
+//! PostgreSQL dispatch with real daemon processes: NOTIFY-driven claims of raw-SQL
+//! inserts, one wake-up per statement, several daemons sharing a database, and a LISTEN
+//! connection killed from the server side.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{wait_for, wait_status, PgDb, Spawn};
+
+/// A poll interval long enough that only NOTIFY can explain a fast dispatch.
+const NO_POLL: &str = "60000";
+
+async fn listener_connected(d: &support::DaemonProcess) {
+    wait_for("the LISTEN connection", Duration::from_secs(10), || async {
+        let body: Value = support::http()
+            .get(d.url("/ready"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["listener_connected"] == true).then_some(())
+    })
+    .await;
+}
+
+async fn status_counts(client: &tokio_postgres::Client) -> HashMap<String, i64> {
+    client
+        .query("SELECT status, count(*) FROM tasks GROUP BY status", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_insert_is_dispatched_by_notify_within_a_second() {
+    let db = PgDb::new().await;
+    let d = Spawn::new()
+        .env("DATABASE_URL", &db.url)
+        .env("JCT_POLL_INTERVAL_MS", NO_POLL)
+        .start();
+    listener_connected(&d).await;
+    let client = db.client().await;
+    for round in 0..3 {
+        let row = client
+            .query_one(
+                "INSERT INTO tasks (type, payload) VALUES ('echo', '{\"x\":1}') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap();
+        let id = row.get::<_, uuid::Uuid>(0).to_string();
+        let done = wait_status(&d.url(""), &id, "completed", Duration::from_secs(1)).await;
+        assert_eq!(done["result"], json!({"x": 1}), "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ten_thousand_row_insert_is_one_notification_and_all_run() {
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    // Count the notifications one statement sends, on our own LISTEN connection.
+    let (listener, mut conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(msg)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send(n.channel().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jct_tasks").await.unwrap();
+
+    let d = Spawn::new()
+        .env("DATABASE_URL", &db.url)
+        .env("JCT_POLL_INTERVAL_MS", NO_POLL)
+        .env("JCT_WORKERS", "32")
+        .env("JCT_TRACE", "off")
+        .start();
+    listener_connected(&d).await;
+    client
+        .execute(
+            "INSERT INTO tasks (type, payload) SELECT 'echo', jsonb_build_object('i', g) FROM generate_series(1, 10000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for("all 10,000 tasks to complete", Duration::from_secs(120), || async {
+        let counts = status_counts(&client).await;
+        (counts.get("completed") == Some(&10_000)).then_some(())
+    })
+    .await;
+    listener.batch_execute("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut notes = 0;
+    while rx.try_recv().is_ok() {
+        notes += 1;
+    }
+    assert_eq!(notes, 1, "one notification for one INSERT statement");
+    let bad = client
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE attempts <> 1 OR result <> payload",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(bad, 0, "each task ran once and echoed its payload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_daemons_run_five_thousand_tasks_exactly_once() {
+    let db = PgDb::new().await;
+    let traces = tempfile::tempdir().unwrap();
+    let trace_dir = traces.path().display().to_string();
+    let daemons: Vec<_> = (0..4)
+        .map(|_| {
+            Spawn::new()
+                .arg("worker")
+                .no_api()
+                .env("DATABASE_URL", &db.url)
+                .env("JCT_TRACE_DIR", &trace_dir)
+                .env("JCT_POLL_INTERVAL_MS", "500")
+                .start()
+        })
+        .collect();
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO tasks (type, payload) SELECT 'echo', jsonb_build_object('i', g) FROM generate_series(1, 5000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for("all 5,000 tasks to complete", Duration::from_secs(180), || async {
+        (status_counts(&client).await.get("completed") == Some(&5_000)).then_some(())
+    })
+    .await;
+    let retried: i64 = client
+        .query_one("SELECT count(*) FROM tasks WHERE attempts <> 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 0);
+    // Every trace folder records exactly one attempt, and the work was shared.
+    let mut workers = HashSet::new();
+    let ids: Vec<uuid::Uuid> = client
+        .query("SELECT id FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in ids {
+        let folder = traces.path().join(id.to_string());
+        let log = std::fs::read_to_string(folder.join("log.txt")).unwrap();
+        assert_eq!(
+            log.lines().filter(|l| l.starts_with("=== attempt")).count(),
+            1,
+            "task {id} ran once"
+        );
+        let input: Value = serde_json::from_slice(&std::fs::read(folder.join("input.json")).unwrap()).unwrap();
+        workers.insert(input["locked_by"].as_str().unwrap().to_string());
+    }
+    assert!(workers.len() >= 2, "more than one daemon took part: {workers:?}");
+    drop(daemons);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listen_connection_is_replaced_and_dispatch_continues() {
+    let db = PgDb::new().await;
+    let d = Spawn::new()
+        .env("DATABASE_URL", &db.url)
+        .env("JCT_POLL_INTERVAL_MS", NO_POLL)
+        .start();
+    listener_connected(&d).await;
+    let client = db.client().await;
+    let find_listener = || async {
+        client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jct-listener' \
+                 AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let old = find_listener()
+        .await
+        .expect("the listener is visible in pg_stat_activity");
+    let killed: bool = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&old])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    // Inserted while the listener is down: the reconnect's wake-up must pick it up.
+    let id: uuid::Uuid = client
+        .query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_status(&d.url(""), &id.to_string(), "completed", Duration::from_secs(10)).await;
+    let new = wait_for("a new listener", Duration::from_secs(10), || async {
+        find_listener().await.filter(|pid| *pid != old)
+    })
+    .await;
+    assert_ne!(new, old);
+    // And the new connection carries notifications again.
+    let id: uuid::Uuid = client
+        .query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_status(&d.url(""), &id.to_string(), "completed", Duration::from_secs(2)).await;
+    assert!(d.stderr().contains("LISTEN connection lost"), "{}", d.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimal_insert_gets_every_default() {
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "INSERT INTO tasks (type, payload) VALUES ('echo', '{\"x\":1}') \
+             RETURNING id, status, queue, priority, attempts, max_attempts, timeout_seconds, \
+                       run_at <= now() AS due, created_at IS NOT NULL AS created",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>("status"), "queued");
+    assert_eq!(row.get::<_, String>("queue"), "default");
+    assert_eq!(row.get::<_, i32>("priority"), 0);
+    assert_eq!(row.get::<_, i32>("attempts"), 0);
+    assert_eq!(row.get::<_, i32>("max_attempts"), 3);
+    assert_eq!(row.get::<_, i32>("timeout_seconds"), 900);
+    assert!(row.get::<_, bool>("due") && row.get::<_, bool>("created"));
+    let bad = client
+        .execute("INSERT INTO tasks (type, status) VALUES ('echo', 'bogus')", &[])
+        .await;
+    assert!(bad.is_err(), "status is constrained");
+}

@@ -1,0 +1,427 @@
+//! The store conformance suite: every case runs against a real SQLite file and a real
+//! PostgreSQL database, so both implementations keep one contract.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use devops_control_tower::store::{ClaimParams, Finish, Outcome, Store, StoreError};
+use devops_control_tower::task::{NewTask, TaskFilter, TaskId, TaskStatus, WorkerId};
+use serde_json::json;
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId(name.to_string())
+}
+
+fn claim(w: &str, limit: usize) -> ClaimParams {
+    ClaimParams {
+        worker: worker(w),
+        limit,
+        lease: Duration::from_secs(30),
+    }
+}
+
+async fn enqueue(store: &dyn Store, t: &str) -> TaskId {
+    store.enqueue(NewTask::new(t, json!({ "n": 1 }))).await.unwrap().id
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn enqueue_then_get_round_trips(store: Arc<dyn Store>) {
+        let mut t = NewTask::new("echo", json!({"nested": {"a": [1, 2, 3]}, "s": "é"}));
+        t.queue = "builds".into();
+        t.priority = 7;
+        t.max_attempts = 5;
+        t.timeout_seconds = 60;
+        t.trace_id = Some("trace-1".into());
+        let stored = store.enqueue(t.clone()).await.unwrap();
+        assert_eq!(stored.id, t.id);
+        assert_eq!(stored.status, TaskStatus::Queued);
+        assert_eq!(stored.attempts, 0);
+        let got = store.get(t.id).await.unwrap().expect("stored task is found");
+        assert_eq!(got.payload, t.payload);
+        assert_eq!(
+            (got.queue.as_str(), got.priority, got.max_attempts, got.timeout_seconds),
+            ("builds", 7, 5, 60)
+        );
+        assert_eq!(got.trace_id.as_deref(), Some("trace-1"));
+        assert!(got.started_at.is_none() && got.result.is_none());
+        assert!((Utc::now() - got.created_at).num_seconds().abs() < 5);
+    }
+
+    pub async fn get_missing_is_none(store: Arc<dyn Store>) {
+        assert!(store.get(TaskId::new()).await.unwrap().is_none());
+    }
+
+    pub async fn claim_takes_due_tasks_by_priority(store: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for p in [0, 5, 1] {
+            let mut t = NewTask::new("echo", json!({}));
+            t.priority = p;
+            ids.push(store.enqueue(t).await.unwrap().id);
+        }
+        let got = store.claim(&claim("w1", 2)).await.unwrap();
+        assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[1], ids[2]]);
+        for t in &got {
+            assert_eq!(t.status, TaskStatus::Running);
+            assert_eq!(t.attempts, 1);
+            assert_eq!(t.locked_by.as_deref(), Some("w1"));
+            assert!(t.locked_until.unwrap() > Utc::now() + chrono::Duration::seconds(20));
+            assert!(t.started_at.is_some());
+        }
+        let rest = store.claim(&claim("w1", 10)).await.unwrap();
+        assert_eq!(rest.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[0]]);
+        assert!(store.claim(&claim("w1", 10)).await.unwrap().is_empty());
+    }
+
+    pub async fn claim_waits_for_run_at(store: Arc<dyn Store>) {
+        let mut t = NewTask::new("echo", json!({}));
+        let at = Utc::now() + chrono::Duration::hours(1);
+        t.run_at = Some(at);
+        store.enqueue(t).await.unwrap();
+        assert!(store.claim(&claim("w", 10)).await.unwrap().is_empty());
+        let next = store.next_scheduled().await.unwrap().expect("a scheduled task");
+        assert!((next - at).num_milliseconds().abs() < 5, "next {next} vs run_at {at}");
+    }
+
+    pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn Store>) {
+        for _ in 0..200 {
+            enqueue(&*store, "echo").await;
+        }
+        let mut joins = Vec::new();
+        for w in 0..8 {
+            let store = store.clone();
+            joins.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim(&claim(&format!("w{w}"), 7)).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|t| t.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for j in joins {
+            all.extend(j.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 200, "every task claimed once");
+        assert_eq!(unique.len(), 200, "no task claimed twice");
+    }
+
+    pub async fn finish_is_fenced_by_worker_and_attempt(store: Arc<dyn Store>) {
+        let id = enqueue(&*store, "echo").await;
+        let t = store.claim(&claim("w1", 1)).await.unwrap().remove(0);
+        let done = |attempt| Outcome {
+            id,
+            attempt,
+            finish: Finish::Completed {
+                result: json!({"ok": true}),
+            },
+        };
+        assert!(store
+            .finish(&worker("intruder"), &[done(t.attempts)])
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .finish(&worker("w1"), &[done(t.attempts + 1)])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap(),
+            vec![id]
+        );
+        assert!(
+            store
+                .finish(&worker("w1"), &[done(t.attempts)])
+                .await
+                .unwrap()
+                .is_empty(),
+            "only once"
+        );
+        let got = store.get(id).await.unwrap().unwrap();
+        assert_eq!(got.status, TaskStatus::Completed);
+        assert_eq!(got.result, Some(json!({"ok": true})));
+        assert!(got.finished_at.is_some() && got.locked_by.is_none());
+    }
+
+    pub async fn finish_batches_mixed_outcomes(store: Arc<dyn Store>) {
+        let a = enqueue(&*store, "echo").await;
+        let b = enqueue(&*store, "fail").await;
+        let c = enqueue(&*store, "fail").await;
+        let claimed = store.claim(&claim("w", 3)).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let retry_at = Utc::now() + chrono::Duration::seconds(60);
+        let outcomes = vec![
+            Outcome {
+                id: a,
+                attempt: 1,
+                finish: Finish::Completed { result: json!(1) },
+            },
+            Outcome {
+                id: b,
+                attempt: 1,
+                finish: Finish::Retry {
+                    error: "boom".into(),
+                    run_at: retry_at,
+                },
+            },
+            Outcome {
+                id: c,
+                attempt: 1,
+                finish: Finish::Failed { error: "fatal".into() },
+            },
+        ];
+        let applied: HashSet<_> = store
+            .finish(&worker("w"), &outcomes)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(applied, HashSet::from([a, b, c]));
+
+        let b = store.get(b).await.unwrap().unwrap();
+        assert_eq!(b.status, TaskStatus::Queued);
+        assert_eq!(b.last_error.as_deref(), Some("boom"));
+        assert!((b.run_at - retry_at).num_milliseconds().abs() < 5);
+        assert!(b.locked_by.is_none() && b.finished_at.is_none());
+        assert_eq!(b.attempts, 1, "the failed attempt stays counted");
+
+        let c = store.get(c).await.unwrap().unwrap();
+        assert_eq!(c.status, TaskStatus::Failed);
+        assert_eq!(c.last_error.as_deref(), Some("fatal"));
+        assert!(c.finished_at.is_some());
+        // The retried task is not due yet.
+        assert!(store.claim(&claim("w", 3)).await.unwrap().is_empty());
+    }
+
+    pub async fn cancel_only_queued(store: Arc<dyn Store>) {
+        let queued = enqueue(&*store, "echo").await;
+        let cancelled = store.cancel(queued).await.unwrap();
+        assert_eq!(cancelled.status, TaskStatus::Cancelled);
+        assert!(cancelled.finished_at.is_some());
+        assert!(matches!(
+            store.cancel(queued).await,
+            Err(StoreError::WrongState {
+                status: TaskStatus::Cancelled
+            })
+        ));
+        let running = enqueue(&*store, "echo").await;
+        store.claim(&claim("w", 1)).await.unwrap();
+        assert!(matches!(
+            store.cancel(running).await,
+            Err(StoreError::WrongState {
+                status: TaskStatus::Running
+            })
+        ));
+        assert!(matches!(store.cancel(TaskId::new()).await, Err(StoreError::NotFound)));
+        // A cancelled task is never claimed.
+        assert!(store.claim(&claim("w", 10)).await.unwrap().is_empty());
+    }
+
+    pub async fn idempotency_key_is_unique(store: Arc<dyn Store>) {
+        let mut t = NewTask::new("echo", json!({}));
+        t.idempotency_key = Some("key-1".into());
+        let first = store.enqueue(t.clone()).await.unwrap();
+        let mut again = t.clone();
+        again.id = TaskId::new();
+        match store.enqueue(again).await {
+            Err(StoreError::Duplicate { existing }) => assert_eq!(existing, first.id),
+            other => panic!("expected Duplicate, got {other:?}"),
+        }
+        let all = store
+            .list(&TaskFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1, "the duplicate inserted nothing");
+    }
+
+    pub async fn list_filters_newest_first(store: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for (i, ty) in ["echo", "fail", "echo", "sleep", "echo"].iter().enumerate() {
+            let mut t = NewTask::new(*ty, json!({ "i": i }));
+            if i == 3 {
+                t.queue = "other".into();
+            }
+            ids.push(store.enqueue(t).await.unwrap().id);
+            // Distinct creation times, so "newest first" has one right answer.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let all = store
+            .list(&TaskFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|t| t.id).collect::<Vec<_>>(),
+            ids.iter().rev().copied().collect::<Vec<_>>()
+        );
+        let echoes = store
+            .list(&TaskFilter {
+                task_type: Some("echo".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            echoes.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[2], ids[0]]
+        );
+        let page = store
+            .list(&TaskFilter {
+                task_type: Some("echo".into()),
+                limit: 1,
+                offset: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2]]);
+        let other = store
+            .list(&TaskFilter {
+                queue: Some("other".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(other.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3]]);
+        store.cancel(ids[1]).await.unwrap();
+        let cancelled = store
+            .list(&TaskFilter {
+                status: Some(TaskStatus::Cancelled),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(cancelled.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[1]]);
+    }
+
+    pub async fn rescue_returns_expired_leases(store: Arc<dyn Store>) {
+        let retry = enqueue(&*store, "echo").await;
+        let mut last = NewTask::new("echo", json!({}));
+        last.max_attempts = 1;
+        let last = store.enqueue(last).await.unwrap().id;
+        let short = ClaimParams {
+            worker: worker("dead"),
+            limit: 2,
+            lease: Duration::from_millis(50),
+        };
+        assert_eq!(store.claim(&short).await.unwrap().len(), 2);
+        assert_eq!(store.rescue_expired().await.unwrap(), 0, "leases still valid");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(store.rescue_expired().await.unwrap(), 2);
+        let r = store.get(retry).await.unwrap().unwrap();
+        assert_eq!(r.status, TaskStatus::Queued);
+        assert!(r.last_error.unwrap().contains("lease expired"));
+        assert!(r.locked_by.is_none());
+        let l = store.get(last).await.unwrap().unwrap();
+        assert_eq!(l.status, TaskStatus::Failed, "attempts used up");
+        // The dead worker's late result is refused.
+        let late = Outcome {
+            id: retry,
+            attempt: 1,
+            finish: Finish::Completed { result: json!(0) },
+        };
+        assert!(store.finish(&worker("dead"), &[late]).await.unwrap().is_empty());
+        let again = store.claim(&claim("alive", 5)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 2);
+    }
+
+    pub async fn heartbeat_extends_only_own_leases(store: Arc<dyn Store>) {
+        let id = enqueue(&*store, "echo").await;
+        let short = ClaimParams {
+            worker: worker("w"),
+            limit: 1,
+            lease: Duration::from_secs(1),
+        };
+        store.claim(&short).await.unwrap();
+        assert_eq!(
+            store
+                .heartbeat(&worker("other"), &[id], Duration::from_secs(60))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .heartbeat(&worker("w"), &[id], Duration::from_secs(60))
+                .await
+                .unwrap(),
+            1
+        );
+        let t = store.get(id).await.unwrap().unwrap();
+        assert!(t.locked_until.unwrap() > Utc::now() + chrono::Duration::seconds(50));
+    }
+
+    pub async fn release_gives_back_uncounted(store: Arc<dyn Store>) {
+        let id = enqueue(&*store, "echo").await;
+        store.claim(&claim("w", 1)).await.unwrap();
+        assert_eq!(store.release(&worker("other"), &[id]).await.unwrap(), 0);
+        assert_eq!(store.release(&worker("w"), &[id]).await.unwrap(), 1);
+        let t = store.get(id).await.unwrap().unwrap();
+        assert_eq!((t.status, t.attempts), (TaskStatus::Queued, 0));
+        assert!(t.locked_by.is_none() && t.started_at.is_none());
+        assert_eq!(store.claim(&claim("w2", 1)).await.unwrap()[0].attempts, 1);
+    }
+
+    pub async fn ping_answers(store: Arc<dyn Store>) {
+        store.ping().await.unwrap();
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::SqliteDb::new();
+                    crate::cases::$case(db.store().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::PgDb::new().await;
+                    crate::cases::$case(db.store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    enqueue_then_get_round_trips,
+    get_missing_is_none,
+    claim_takes_due_tasks_by_priority,
+    claim_waits_for_run_at,
+    concurrent_claims_never_share_a_task,
+    finish_is_fenced_by_worker_and_attempt,
+    finish_batches_mixed_outcomes,
+    cancel_only_queued,
+    idempotency_key_is_unique,
+    list_filters_newest_first,
+    rescue_returns_expired_leases,
+    heartbeat_extends_only_own_leases,
+    release_gives_back_uncounted,
+    ping_answers,
+);
