@@ -22,6 +22,13 @@ pub enum ApiError {
     UnknownType { given: String, known: String },
     #[error("{0}")]
     InvalidFilter(String),
+    /// One task of a batch is invalid; the whole batch is refused.
+    #[error("task [{index}] of the batch: {message}")]
+    InvalidBatchItem {
+        index: usize,
+        code: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     BadQuery(String),
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -53,7 +60,9 @@ impl ApiError {
         use ApiError::*;
         match self {
             MalformedJson(_) | InvalidId(_) | BadQuery(_) => StatusCode::BAD_REQUEST,
-            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) | InvalidBatchItem { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             TaskNotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
@@ -72,6 +81,7 @@ impl ApiError {
             InvalidField(_) => "invalid_field",
             UnknownType { .. } => "unknown_type",
             InvalidFilter(_) => "invalid_filter",
+            InvalidBatchItem { code, .. } => code,
             BadQuery(_) => "bad_query",
             UnsupportedMediaType => "unsupported_media_type",
             PayloadTooLarge { .. } => "payload_too_large",
@@ -91,6 +101,7 @@ impl ApiError {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
             ApiError::DuplicateIdempotencyKey { existing } => body["task_id"] = json!(existing),
+            ApiError::InvalidBatchItem { index, .. } => body["index"] = json!(index),
             ApiError::NotCancellable { id, status } => {
                 body["task_id"] = json!(id);
                 body["status"] = json!(status);

@@ -149,6 +149,11 @@ fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
 /// Parses and validates an enqueue body into a task.
 pub fn parse_enqueue(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    task_from_value(value, trace_id, state)
+}
+
+/// Validates one task spec (an enqueue body, or one element of a batch).
+fn task_from_value(value: Value, trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
@@ -199,6 +204,65 @@ where
                 res.headers_mut().insert(warp::http::header::LOCATION, v);
             }
             res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Parses a batch body: a JSON array of task specs, each checked like a single enqueue.
+pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<Vec<NewTask>, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(ApiError::InvalidField("the body must be a JSON array of tasks".into()));
+    };
+    if items.is_empty() {
+        return Err(ApiError::InvalidField("the batch is empty".into()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            task_from_value(item, trace_id.clone(), state).map_err(|e| ApiError::InvalidBatchItem {
+                index,
+                code: e.code(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+pub async fn enqueue_batch<S, B>(
+    content_type: Option<String>,
+    trace_header: Option<String>,
+    body: S,
+    state: ApiState,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let result = async {
+        if !is_json(content_type.as_deref()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = read_body(body, state.max_body_bytes).await?;
+        let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
+        let ids = state
+            .store
+            .enqueue_batch(tasks)
+            .await
+            .map_err(|e| ApiError::from_store(e, None))?;
+        if let Some(wake) = &state.wake {
+            wake.notify_one();
+        }
+        tracing::debug!(count = ids.len(), "batch enqueued");
+        Ok(ids)
+    }
+    .await;
+    match result {
+        Ok(ids) => {
+            let body = json!({ "status": "queued", "count": ids.len(), "task_ids": ids });
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response()
         }
         Err(e) => e.into_response(),
     }

@@ -80,6 +80,10 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a task. A used idempotency key gives [`StoreError::Duplicate`].
     async fn enqueue(&self, task: NewTask) -> StoreResult<Task>;
 
+    /// Inserts many tasks in one transaction: all or none. Any used idempotency key
+    /// (in the store or twice in the batch) gives [`StoreError::Duplicate`].
+    async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> StoreResult<Vec<TaskId>>;
+
     /// Atomically moves up to `limit` due, queued tasks to `running` (highest priority,
     /// then earliest `run_at`), counting an attempt and taking a lease. Never hands the
     /// same task to two callers.

@@ -200,6 +200,87 @@ impl Store for PgStore {
         }
     }
 
+    async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> StoreResult<Vec<TaskId>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = tasks.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut queues = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut run_ats = Vec::with_capacity(n);
+        let mut max_attempts = Vec::with_capacity(n);
+        let mut timeouts = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut trace_ids = Vec::with_capacity(n);
+        for t in &tasks {
+            ids.push(t.id.0);
+            types.push(t.task_type.as_str());
+            payloads.push(&t.payload);
+            queues.push(t.queue.as_str());
+            priorities.push(t.priority);
+            run_ats.push(t.run_at);
+            max_attempts.push(t.max_attempts);
+            timeouts.push(t.timeout_seconds);
+            keys.push(t.idempotency_key.as_deref());
+            trace_ids.push(t.trace_id.as_deref());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
+                 timeout_seconds, idempotency_key, trace_id) \
+                 SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_at, now()), \
+                        u.max_attempts, u.timeout_seconds, u.idempotency_key, u.trace_id \
+                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int4[], \
+                             $6::timestamptz[], $7::int4[], $8::int4[], $9::text[], $10::text[]) \
+                   AS u(id, type, payload, queue, priority, run_at, max_attempts, timeout_seconds, \
+                        idempotency_key, trace_id) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &types,
+                    &payloads,
+                    &queues,
+                    &priorities,
+                    &run_ats,
+                    &max_attempts,
+                    &timeouts,
+                    &keys,
+                    &trace_ids,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if rows.len() < n {
+            // Some key was taken: nothing of the batch is kept. Name the task that holds it.
+            let inserted: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+            tx.rollback().await.map_err(pg_err)?;
+            let skipped = tasks.iter().find(|t| !inserted.contains(&t.id.0));
+            let key = skipped.and_then(|t| t.idempotency_key.clone());
+            let existing = client
+                .query_opt("SELECT id FROM tasks WHERE idempotency_key = $1", &[&key])
+                .await
+                .map_err(pg_err)?
+                .map(|r| TaskId(r.get(0)))
+                // The key was repeated inside the batch itself: name the first holder.
+                .or_else(|| tasks.iter().find(|t| t.idempotency_key == key).map(|t| t.id))
+                .ok_or_else(|| StoreError::Internal("batch insert skipped a row without a key".into()))?;
+            return Err(StoreError::Duplicate { existing });
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
         let client = self.client().await?;
         let stmt = client

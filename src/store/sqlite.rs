@@ -243,6 +243,58 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> StoreResult<Vec<TaskId>> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let tx = conn.transaction().map_err(internal)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
+                         timeout_seconds, idempotency_key, trace_id, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                         ON CONFLICT (idempotency_key) DO NOTHING",
+                    )
+                    .map_err(internal)?;
+                for t in &tasks {
+                    let run_at = t.run_at.map(fmt_ts).unwrap_or_else(|| now.clone());
+                    let n = stmt
+                        .execute(params![
+                            t.id.to_string(),
+                            t.task_type,
+                            t.payload.to_string(),
+                            t.queue,
+                            t.priority,
+                            run_at,
+                            t.max_attempts,
+                            t.timeout_seconds,
+                            t.idempotency_key,
+                            t.trace_id,
+                            now,
+                        ])
+                        .map_err(internal)?;
+                    if n == 0 {
+                        // Dropping the transaction rolls the whole batch back.
+                        let existing: String = tx
+                            .query_row(
+                                "SELECT id FROM tasks WHERE idempotency_key = ?1",
+                                [&t.idempotency_key],
+                                |r| r.get(0),
+                            )
+                            .map_err(internal)?;
+                        let existing = existing
+                            .parse()
+                            .map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
+                        return Err(StoreError::Duplicate { existing });
+                    }
+                }
+            }
+            tx.commit().map_err(internal)?;
+            Ok(tasks.iter().map(|t| t.id).collect())
+        })
+        .await
+    }
+
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
         let worker = params.worker.0.clone();
         let limit = params.limit as i64;
