@@ -16,7 +16,7 @@ run: ## Start the daemon (API + worker) on the embedded SQLite default
 	$(CARGO) run --release --locked --
 
 test: ## Run every test (starts a throwaway PostgreSQL for them)
-	tests/support/with-postgres.sh $(CARGO) test --locked --all-targets
+	tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
 
 fmt: ## Format the code
 	$(CARGO) fmt
