@@ -23,8 +23,7 @@ impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            raw.parse::<tokio_postgres::Config>()
-                .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            raw.parse::<tokio_postgres::Config>().map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
             return Ok(DatabaseUrl::Postgres(raw.to_string()));
         }
         if let Some(rest) = raw.strip_prefix("sqlite://") {
@@ -209,18 +208,9 @@ mod tests {
 
     #[test]
     fn sqlite_url_spellings() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///./x.db").unwrap(),
-            DatabaseUrl::Sqlite("./x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
-            DatabaseUrl::Sqlite("/tmp/x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://rel.db").unwrap(),
-            DatabaseUrl::Sqlite("rel.db".into())
-        );
+        assert_eq!(DatabaseUrl::parse("sqlite:///./x.db").unwrap(), DatabaseUrl::Sqlite("./x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("/tmp/x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite://rel.db").unwrap(), DatabaseUrl::Sqlite("rel.db".into()));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
     }
 

@@ -95,12 +95,7 @@ pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Arc<dyn 
                     "database not reachable yet"
                 );
             }
-            Err(source) => {
-                return Err(StartError::Store {
-                    url: config.database.redacted(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StartError::Store { url: config.database.redacted(), source }),
         }
         tokio::select! {
             _ = shutdown.stopping() => return Err(StartError::Interrupted),
@@ -126,15 +121,14 @@ pub async fn start_with_store(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let wake = Arc::new(Notify::new());
+    let in_flight = Arc::new(InFlight::default());
     let mut parts = Vec::new();
 
     let trace = if !role.runs_worker() || !config.trace {
         TraceWriter::disabled()
     } else {
-        TraceWriter::new(&config.trace_dir).map_err(|source| StartError::TraceDir {
-            path: config.trace_dir.display().to_string(),
-            source,
-        })?
+        TraceWriter::new(&config.trace_dir)
+            .map_err(|source| StartError::TraceDir { path: config.trace_dir.display().to_string(), source })?
     };
 
     let listener_status = match (&config.database, role.runs_worker() && config.listen) {
@@ -143,6 +137,7 @@ pub async fn start_with_store(
             parts.push(tokio::spawn(notifier::run(
                 url.clone(),
                 wake.clone(),
+                in_flight.clone(),
                 status.clone(),
                 shutdown.clone(),
             )));
@@ -153,17 +148,14 @@ pub async fn start_with_store(
 
     let mut addr = None;
     if role.runs_api() {
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
         addr = listener.local_addr().ok();
         let state = ApiState {
             store: store.clone(),
             registry: registry.clone(),
             wake: role.runs_worker().then(|| wake.clone()),
+            in_flight: role.runs_worker().then(|| in_flight.clone()),
             listener: listener_status,
             max_body_bytes: config.max_body_bytes,
             api_key: config.api_key.as_deref().map(Arc::from),
@@ -185,7 +177,7 @@ pub async fn start_with_store(
                 shutdown_grace: config.shutdown_grace,
             },
             wake,
-            in_flight: Arc::new(InFlight::default()),
+            in_flight,
         });
         tracing::info!(
             worker_id = %worker.settings.id,

@@ -38,9 +38,5 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
             .boxed(),
     };
     let task_logs = TaskLogLayer.with_filter(EnvFilter::try_new(filter).expect("RUST_LOG is validated by Config"));
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(task_logs)
-        .try_init()
-        .map_err(|e| e.to_string())
+    tracing_subscriber::registry().with(stderr).with(task_logs).try_init().map_err(|e| e.to_string())
 }

@@ -111,11 +111,7 @@ async fn migrate(config: &Config, shutdown: &Shutdown) -> ExitCode {
 fn healthcheck(bind: SocketAddr) -> ExitCode {
     let mut addr = bind;
     if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
     let check = || -> std::io::Result<bool> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;

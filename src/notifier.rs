@@ -1,7 +1,8 @@
 //! The notifier: a dedicated PostgreSQL connection that LISTENs for inserted tasks.
 //!
-//! Its one job is to turn the insert trigger's NOTIFY into a wake-up of the producer, and
-//! to keep doing so whatever happens to the connection. Dropped LISTEN connections that
+//! Its job is to turn the insert trigger's NOTIFY into a wake-up of the producer (and a
+//! `jct_cancel` notification into a stop of the named running task), and to keep doing
+//! so whatever happens to the connection. Dropped LISTEN connections that
 //! silently stop dispatch are the classic queue bug, so this loop assumes the connection
 //! will die: a socket error ends it, a periodic `SELECT 1` with a deadline catches a
 //! half-open one, and every (re)connect re-issues LISTEN and wakes the producer at once so
@@ -16,7 +17,8 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::shutdown::Shutdown;
-use crate::store::postgres::NOTIFY_CHANNEL;
+use crate::store::postgres::{CANCEL_CHANNEL, NOTIFY_CHANNEL};
+use crate::worker::{InFlight, StopReason};
 
 /// How often the idle connection is checked, and how long the check may take.
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
@@ -41,12 +43,18 @@ impl ListenerStatus {
 }
 
 /// Listens until shutdown, reconnecting with jittered exponential backoff.
-pub async fn run(url: String, wake: Arc<Notify>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
+pub async fn run(
+    url: String,
+    wake: Arc<Notify>,
+    in_flight: Arc<InFlight>,
+    status: Arc<ListenerStatus>,
+    shutdown: Shutdown,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = tokio::select! {
             _ = shutdown.stopping() => return,
-            r = listen_once(&url, &wake, &status) => r,
+            r = listen_once(&url, &wake, &in_flight, &status) => r,
         };
         status.set(false);
         match session {
@@ -64,7 +72,12 @@ pub async fn run(url: String, wake: Arc<Notify>, status: Arc<ListenerStatus>, sh
 }
 
 /// One connection's life: connect, LISTEN, forward notifications until it breaks.
-async fn listen_once(url: &str, wake: &Arc<Notify>, status: &ListenerStatus) -> Result<(), String> {
+async fn listen_once(
+    url: &str,
+    wake: &Arc<Notify>,
+    in_flight: &Arc<InFlight>,
+    status: &ListenerStatus,
+) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     // Named, so operators (and tests) can find the listener in pg_stat_activity.
     config.application_name(APPLICATION_NAME);
@@ -73,11 +86,16 @@ async fn listen_once(url: &str, wake: &Arc<Notify>, status: &ListenerStatus) -> 
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
     // The connection object must be polled to deliver notifications; it runs in its own
     // task, wakes the producer straight from there, and reports how it ended.
-    let notified = wake.clone();
+    let (notified, cancels) = (wake.clone(), in_flight.clone());
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         let end = loop {
             match messages.next().await {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CANCEL_CHANNEL => {
+                    if let Ok(id) = n.payload().parse() {
+                        cancels.stop(id, StopReason::Cancelled);
+                    }
+                }
                 Some(Ok(AsyncMessage::Notification(_))) => notified.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break format!("connection error: {e}"),
@@ -88,7 +106,7 @@ async fn listen_once(url: &str, wake: &Arc<Notify>, status: &ListenerStatus) -> 
     });
     let result = async {
         client
-            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))
             .await
             .map_err(|e| format!("LISTEN: {e}"))?;
         status.set(true);

@@ -62,13 +62,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [
-        TaskStatus::Queued,
-        TaskStatus::Running,
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-    ];
+    pub const ALL: [TaskStatus; 5] =
+        [TaskStatus::Queued, TaskStatus::Running, TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -94,10 +89,7 @@ impl fmt::Display for TaskStatus {
 impl FromStr for TaskStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown task status {s:?}"))
+        TaskStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown task status {s:?}"))
     }
 }
 
@@ -169,10 +161,7 @@ impl NewTask {
             len("trace_id", trace, limits::TRACE_ID_MAX)?;
         }
         if !(1..=limits::MAX_ATTEMPTS_MAX).contains(&self.max_attempts) {
-            return Err(InvalidField::new(
-                "max_attempts",
-                format!("must be from 1 to {}", limits::MAX_ATTEMPTS_MAX),
-            ));
+            return Err(InvalidField::new("max_attempts", format!("must be from 1 to {}", limits::MAX_ATTEMPTS_MAX)));
         }
         if !(1..=limits::TIMEOUT_SECONDS_MAX).contains(&self.timeout_seconds) {
             return Err(InvalidField::new(
@@ -194,10 +183,7 @@ pub struct InvalidField {
 
 impl InvalidField {
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        InvalidField {
-            field,
-            reason: reason.into(),
-        }
+        InvalidField { field, reason: reason.into() }
     }
 }
 

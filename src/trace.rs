@@ -95,9 +95,7 @@ impl TraceWriter {
         let probe = root.join(format!(".jct-write-probe-{}", std::process::id()));
         fs::write(&probe, b"ok")?;
         fs::remove_file(&probe)?;
-        Ok(TraceWriter {
-            root: Some(root.to_path_buf()),
-        })
+        Ok(TraceWriter { root: Some(root.to_path_buf()) })
     }
 
     /// A writer that writes nothing (`JCT_TRACE=off`).
@@ -124,10 +122,7 @@ impl TraceWriter {
         if task.attempts > 1 {
             let previous = dir.join(OUTPUT_FILE);
             if previous.exists() {
-                fs::rename(
-                    &previous,
-                    dir.join(format!("output.attempt-{}.json", task.attempts - 1)),
-                )?;
+                fs::rename(&previous, dir.join(format!("output.attempt-{}.json", task.attempts - 1)))?;
             }
         }
         let input = InputRecord {
@@ -161,10 +156,7 @@ impl TraceWriter {
             ts(task.started_at.unwrap_or_else(Utc::now))
         );
         log.make_writer().write_all(header.as_bytes())?;
-        Ok(Some(TaskTrace {
-            dir,
-            log: Arc::new(log),
-        }))
+        Ok(Some(TaskTrace { dir, log: Arc::new(log) }))
     }
 
     /// Writes `output.json`, the last file of an attempt.
@@ -214,9 +206,7 @@ pub fn in_task_span<S>(cx: &Context<'_, S>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    cx.lookup_current()
-        .map(|span| span.scope().any(|s| s.extensions().get::<TaskLog>().is_some()))
-        .unwrap_or(false)
+    cx.lookup_current().map(|span| span.scope().any(|s| s.extensions().get::<TaskLog>().is_some())).unwrap_or(false)
 }
 
 impl<S> Layer<S> for TaskLogLayer
@@ -231,10 +221,7 @@ where
                 continue;
             };
             let meta = event.metadata();
-            let mut visitor = LineVisitor {
-                fields: String::new(),
-                message: None,
-            };
+            let mut visitor = LineVisitor { fields: String::new(), message: None };
             event.record(&mut visitor);
             let mut line = String::with_capacity(96 + visitor.fields.len());
             let _ = write!(

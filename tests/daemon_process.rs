@@ -14,14 +14,8 @@ async fn no_configuration_creates_the_default_database_and_logs() {
     let base = d.url("");
     let id = support::enqueue(&base, json!({"type": "echo", "payload": {"n": 1}})).await;
     wait_status(&base, &id, "completed", Duration::from_secs(10)).await;
-    assert!(
-        d.workdir.join("devops_control_tower.db").is_file(),
-        "the default SQLite file"
-    );
-    assert!(
-        d.workdir.join("logs").join(&id).join("output.json").is_file(),
-        "traces under ./logs"
-    );
+    assert!(d.workdir.join("devops_control_tower.db").is_file(), "the default SQLite file");
+    assert!(d.workdir.join("logs").join(&id).join("output.json").is_file(), "traces under ./logs");
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
@@ -30,10 +24,7 @@ async fn no_configuration_creates_the_default_database_and_logs() {
 async fn sigterm_and_sigint_exit_zero() {
     for sig in ["TERM", "INT"] {
         let mut d = Spawn::new().start();
-        assert_eq!(
-            support::http().get(d.url("/health")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(support::http().get(d.url("/health")).send().await.unwrap().status(), 200);
         d.signal(sig);
         let status = d.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), Some(0), "SIG{sig}; stderr:\n{}", d.stderr());
@@ -73,22 +64,14 @@ async fn an_unknown_type_inserted_by_sql_fails_once_with_a_clear_error() {
     let id: String = tokio::task::spawn_blocking(move || {
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.query_row(
-            "INSERT INTO tasks (type) VALUES ('no_such_type') RETURNING id",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+        conn.query_row("INSERT INTO tasks (type) VALUES ('no_such_type') RETURNING id", [], |r| r.get(0)).unwrap()
     })
     .await
     .unwrap();
     let failed = wait_status(&d.url(""), &id, "failed", Duration::from_secs(10)).await;
     assert_eq!(failed["attempts"], 1, "no retries for an unknown type");
     let err = failed["last_error"].as_str().unwrap();
-    assert!(
-        err.contains("unknown task type") && err.contains("no_such_type") && err.contains("echo"),
-        "{err}"
-    );
+    assert!(err.contains("unknown task type") && err.contains("no_such_type") && err.contains("echo"), "{err}");
     let output: Value =
         serde_json::from_slice(&std::fs::read(d.trace_dir.join(&id).join("output.json")).unwrap()).unwrap();
     assert_eq!(output["status"], "failed");
@@ -117,21 +100,12 @@ async fn concurrent_tasks_write_only_to_their_own_log() {
     for (i, id) in ids.iter().enumerate() {
         let log = std::fs::read_to_string(d.trace_dir.join(id).join("log.txt")).unwrap();
         let own = format!("ms={}", 400 + i);
-        assert!(
-            log.contains(&format!("sleeping {own}")) && log.contains("woke up"),
-            "task {i} log:\n{log}"
-        );
+        assert!(log.contains(&format!("sleeping {own}")) && log.contains("woke up"), "task {i} log:\n{log}");
         for j in (0..8).filter(|j| *j != i) {
-            assert!(
-                !log.contains(&format!("ms={}", 400 + j)),
-                "task {i}'s log has task {j}'s line:\n{log}"
-            );
+            assert!(!log.contains(&format!("ms={}", 400 + j)), "task {i}'s log has task {j}'s line:\n{log}");
         }
         assert_eq!(log.lines().filter(|l| l.starts_with("=== attempt")).count(), 1);
-        assert!(
-            !d.stderr().contains(&format!("sleeping {own}")),
-            "task lines stay out of the daemon log"
-        );
+        assert!(!d.stderr().contains(&format!("sleeping {own}")), "task lines stay out of the daemon log");
     }
 }
 
@@ -167,31 +141,19 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_tasks_retry_then_fail_keeping_every_attempt() {
-    let d = Spawn::new().env("JCT_POLL_INTERVAL_MS", "50").start();
+async fn a_second_signal_exits_at_once() {
+    let mut d = Spawn::new().env("JCT_SHUTDOWN_GRACE_SECONDS", "60").start();
     let base = d.url("");
-    let id = support::enqueue(
-        &base,
-        json!({"type": "fail", "payload": {"message": "kaboom"}, "max_attempts": 2}),
-    )
+    let id = support::enqueue(&base, json!({"type": "sleep", "payload": {"ms": 60000}})).await;
+    wait_status(&base, &id, "running", Duration::from_secs(5)).await;
+    d.signal("TERM");
+    wait_for("the drain to begin", Duration::from_secs(5), || async {
+        d.stderr().contains("shutting down").then_some(())
+    })
     .await;
-    let failed = wait_status(&base, &id, "failed", Duration::from_secs(15)).await;
-    assert_eq!(failed["attempts"], 2);
-    assert_eq!(failed["last_error"], "kaboom");
-    let folder = d.trace_dir.join(&id);
-    let first: Value = serde_json::from_slice(&std::fs::read(folder.join("output.attempt-1.json")).unwrap()).unwrap();
-    assert_eq!(
-        (first["status"].as_str(), first["attempt"].as_i64()),
-        (Some("queued"), Some(1))
-    );
-    assert!(first["retry_at"].is_string());
-    let last: Value = serde_json::from_slice(&std::fs::read(folder.join("output.json")).unwrap()).unwrap();
-    assert_eq!(
-        (last["status"].as_str(), last["attempt"].as_i64()),
-        (Some("failed"), Some(2))
-    );
-    let log = std::fs::read_to_string(folder.join("log.txt")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.starts_with("=== attempt")).count(), 2, "{log}");
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "an immediate, non-clean exit; stderr:\n{}", d.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

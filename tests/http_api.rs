@@ -3,14 +3,10 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devops_control_tower::config::Config;
-use devops_control_tower::daemon::{self, Role};
 use devops_control_tower::handlers::Registry;
-use devops_control_tower::shutdown::Shutdown;
 use devops_control_tower::store::Store;
 use serde_json::{json, Value};
 use support::{http, wait_status};
@@ -18,65 +14,23 @@ use support::{http, wait_status};
 struct App {
     base: String,
     store: Arc<dyn Store>,
-    shutdown: Shutdown,
-    _db: Option<support::SqliteDb>,
-    _trace: tempfile::TempDir,
+    daemon: support::InProcess,
+    _db: support::SqliteDb,
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.trigger_hard();
-    }
-}
-
-async fn start_with(
-    store: Arc<dyn Store>,
-    db_url: &str,
-    extra: &[(&str, &str)],
-) -> (String, Shutdown, tempfile::TempDir) {
-    let trace = tempfile::tempdir().unwrap();
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), db_url.to_string()),
-        ("JCT_BIND".into(), "127.0.0.1:0".into()),
-        ("JCT_TRACE_DIR".into(), trace.path().display().to_string()),
-        ("JCT_LISTEN".into(), "off".into()),
-    ]);
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let shutdown = Shutdown::new();
-    let running = daemon::start_with_store(
-        &config,
-        Role::Serve,
-        store,
-        Arc::new(Registry::builtin()),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.local_addr().unwrap());
-    (base, shutdown, trace)
+async fn start_with(store: Arc<dyn Store>, db_url: &str, extra: &[(&str, &str)]) -> support::InProcess {
+    support::start_in_process(store, db_url, extra, Registry::builtin()).await
 }
 
 async fn app(extra: &[(&str, &str)]) -> App {
     let db = support::SqliteDb::new();
     let store = db.store().await;
-    let (base, shutdown, trace) = start_with(store.clone(), &db.url(), extra).await;
-    App {
-        base,
-        store,
-        shutdown,
-        _db: Some(db),
-        _trace: trace,
-    }
+    let daemon = start_with(store.clone(), &db.url(), extra).await;
+    App { base: daemon.base.clone(), store, daemon, _db: db }
 }
 
 async fn count(store: &Arc<dyn Store>) -> usize {
-    let filter = devops_control_tower::task::TaskFilter {
-        limit: 1000,
-        ..Default::default()
-    };
+    let filter = devops_control_tower::task::TaskFilter { limit: 1000, ..Default::default() };
     store.list(&filter).await.unwrap().len()
 }
 
@@ -99,10 +53,7 @@ async fn get_json(base: &str, path: &str) -> (u16, Value) {
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "body: {body}");
     assert_eq!(body["error"], want_code, "body: {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "a message: {body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "a message: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +85,7 @@ async fn enqueue_runs_the_task_and_get_shows_the_result() {
     assert_eq!(done["result"], json!({"hello": "world"}));
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["trace_id"], "req-42");
-    let folder = app._trace.path().join(&id);
+    let folder = app.daemon.trace.path().join(&id);
     let input: Value = serde_json::from_slice(&std::fs::read(folder.join("input.json")).unwrap()).unwrap();
     assert_eq!(input["trace_id"], "req-42");
     assert_eq!(input["payload"], json!({"hello": "world"}));
@@ -142,9 +93,7 @@ async fn enqueue_runs_the_task_and_get_shows_the_result() {
     assert_eq!(output["status"], "completed");
     assert_eq!(output["result"], json!({"hello": "world"}));
     assert!(output["duration_ms"].as_f64().unwrap() >= 0.0);
-    assert!(std::fs::read_to_string(folder.join("log.txt"))
-        .unwrap()
-        .starts_with("=== attempt 1 of 3"));
+    assert!(std::fs::read_to_string(folder.join("log.txt")).unwrap().starts_with("=== attempt 1 of 3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +107,7 @@ async fn list_filters_and_pages_newest_first() {
     }
     let (status, all) = get_json(&app.base, "/tasks").await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let listed: Vec<&str> = all.as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap()).collect();
     assert_eq!(listed, vec![ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
     let (_, echoes) = get_json(&app.base, "/tasks?type=echo&status=queued&limit=1&offset=1").await;
     assert_eq!(echoes.as_array().unwrap().len(), 1);
@@ -214,77 +158,17 @@ async fn bad_input_is_refused_without_side_effects() {
     let before = count(&app.store).await;
     let json_ct = Some("application/json");
     let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
-        (
-            "malformed JSON",
-            json_ct,
-            "{\"type\": \"echo\",".into(),
-            400,
-            "malformed_json",
-        ),
-        (
-            "missing type",
-            json_ct,
-            json!({"payload": {}}).to_string(),
-            422,
-            "invalid_field",
-        ),
-        (
-            "mistyped field",
-            json_ct,
-            json!({"type": "echo", "priority": "high"}).to_string(),
-            422,
-            "invalid_field",
-        ),
-        (
-            "unknown field",
-            json_ct,
-            json!({"type": "echo", "colour": "red"}).to_string(),
-            422,
-            "invalid_field",
-        ),
+        ("malformed JSON", json_ct, "{\"type\": \"echo\",".into(), 400, "malformed_json"),
+        ("missing type", json_ct, json!({"payload": {}}).to_string(), 422, "invalid_field"),
+        ("mistyped field", json_ct, json!({"type": "echo", "priority": "high"}).to_string(), 422, "invalid_field"),
+        ("unknown field", json_ct, json!({"type": "echo", "colour": "red"}).to_string(), 422, "invalid_field"),
         ("not an object", json_ct, "[1, 2]".into(), 422, "invalid_field"),
-        (
-            "empty type",
-            json_ct,
-            json!({"type": ""}).to_string(),
-            422,
-            "invalid_field",
-        ),
-        (
-            "bad max_attempts",
-            json_ct,
-            json!({"type": "echo", "max_attempts": 0}).to_string(),
-            422,
-            "invalid_field",
-        ),
-        (
-            "bad run_at",
-            json_ct,
-            json!({"type": "echo", "run_at": "tomorrow"}).to_string(),
-            422,
-            "invalid_field",
-        ),
-        (
-            "unknown type",
-            json_ct,
-            json!({"type": "launch_rockets"}).to_string(),
-            422,
-            "unknown_type",
-        ),
-        (
-            "text content type",
-            Some("text/plain"),
-            json!({"type": "echo"}).to_string(),
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "no content type",
-            None,
-            json!({"type": "echo"}).to_string(),
-            415,
-            "unsupported_media_type",
-        ),
+        ("empty type", json_ct, json!({"type": ""}).to_string(), 422, "invalid_field"),
+        ("bad max_attempts", json_ct, json!({"type": "echo", "max_attempts": 0}).to_string(), 422, "invalid_field"),
+        ("bad run_at", json_ct, json!({"type": "echo", "run_at": "tomorrow"}).to_string(), 422, "invalid_field"),
+        ("unknown type", json_ct, json!({"type": "launch_rockets"}).to_string(), 422, "unknown_type"),
+        ("text content type", Some("text/plain"), json!({"type": "echo"}).to_string(), 415, "unsupported_media_type"),
+        ("no content type", None, json!({"type": "echo"}).to_string(), 415, "unsupported_media_type"),
         (
             "body over the limit",
             json_ct,
@@ -299,26 +183,14 @@ async fn bad_input_is_refused_without_side_effects() {
         assert_eq!(got["error"], want_code, "{what}: {got}");
         assert!(got["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {got}");
     }
-    let (status, got) = post_raw(
-        &app.base,
-        "/tasks/enqueue",
-        json_ct,
-        json!({"type": "nope"}).to_string(),
-    )
-    .await;
+    let (status, got) = post_raw(&app.base, "/tasks/enqueue", json_ct, json!({"type": "nope"}).to_string()).await;
     assert_eq!(status, 422);
     let message = got["message"].as_str().unwrap();
-    assert!(
-        message.contains("echo") && message.contains("sleep") && message.contains("fail"),
-        "{message}"
-    );
+    assert!(message.contains("echo") && message.contains("sleep") && message.contains("fail"), "{message}");
 
     // A chunked body (no Content-Length) over the limit is refused too.
-    let chunks: Vec<Result<String, std::io::Error>> = vec![
-        Ok("{\"type\":\"echo\",\"payload\":\"".into()),
-        Ok("y".repeat(4096)),
-        Ok("\"}".into()),
-    ];
+    let chunks: Vec<Result<String, std::io::Error>> =
+        vec![Ok("{\"type\":\"echo\",\"payload\":\"".into()), Ok("y".repeat(4096)), Ok("\"}".into())];
     let stream = futures_util::stream::iter(chunks);
     let (status, got) = post_raw(&app.base, "/tasks/enqueue", json_ct, reqwest::Body::wrap_stream(stream)).await;
     assert_error(status, &got, 413, "payload_too_large");
@@ -329,11 +201,7 @@ async fn bad_input_is_refused_without_side_effects() {
     assert_error(status, &got, 404, "task_not_found");
     let (status, got) = get_json(&app.base, "/no/such/route").await;
     assert_error(status, &got, 404, "not_found");
-    let res = http()
-        .delete(format!("{}/tasks/{seed}", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = http().delete(format!("{}/tasks/{seed}", app.base)).send().await.unwrap();
     let status = res.status().as_u16();
     let got: Value = res.json().await.unwrap();
     assert!(status == 405 || status == 404, "{status}");
@@ -348,22 +216,12 @@ async fn bad_input_is_refused_without_side_effects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_guards_task_routes_only() {
     let app = app(&[("JCT_API_KEY", "s3cret")]).await;
-    let res = http()
-        .post(format!("{}/tasks/enqueue", app.base))
-        .json(&json!({"type": "echo"}))
-        .send()
-        .await
-        .unwrap();
+    let res = http().post(format!("{}/tasks/enqueue", app.base)).json(&json!({"type": "echo"})).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized");
-    let res = http()
-        .get(format!("{}/tasks", app.base))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let res = http().get(format!("{}/tasks", app.base)).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(res.status(), 401);
     let res = http()
         .post(format!("{}/tasks/enqueue", app.base))
@@ -381,7 +239,8 @@ async fn api_key_guards_task_routes_only() {
 async fn the_same_api_on_postgres() {
     let db = support::PgDb::new().await;
     let store = db.store().await;
-    let (base, shutdown, _trace) = start_with(store.clone(), &db.url, &[]).await;
+    let daemon = start_with(store.clone(), &db.url, &[]).await;
+    let base = daemon.base.clone();
     let id = support::enqueue(&base, json!({"type": "echo", "payload": [1, "two"]})).await;
     let done = wait_status(&base, &id, "completed", Duration::from_secs(10)).await;
     assert_eq!(done["result"], json!([1, "two"]));
@@ -389,5 +248,4 @@ async fn the_same_api_on_postgres() {
     assert_error(status, &body, 400, "malformed_json");
     let (status, body) = get_json(&base, "/ready").await;
     assert_eq!(status, 200, "{body}");
-    shutdown.trigger_hard();
 }

@@ -17,11 +17,7 @@ fn worker(name: &str) -> WorkerId {
 }
 
 fn claim(w: &str, limit: usize) -> ClaimParams {
-    ClaimParams {
-        worker: worker(w),
-        limit,
-        lease: Duration::from_secs(30),
-    }
+    ClaimParams { worker: worker(w), limit, lease: Duration::from_secs(30) }
 }
 
 async fn enqueue(store: &dyn Store, t: &str) -> TaskId {
@@ -44,10 +40,7 @@ mod cases {
         assert_eq!(stored.attempts, 0);
         let got = store.get(t.id).await.unwrap().expect("stored task is found");
         assert_eq!(got.payload, t.payload);
-        assert_eq!(
-            (got.queue.as_str(), got.priority, got.max_attempts, got.timeout_seconds),
-            ("builds", 7, 5, 60)
-        );
+        assert_eq!((got.queue.as_str(), got.priority, got.max_attempts, got.timeout_seconds), ("builds", 7, 5, 60));
         assert_eq!(got.trace_id.as_deref(), Some("trace-1"));
         assert!(got.started_at.is_none() && got.result.is_none());
         assert!((Utc::now() - got.created_at).num_seconds().abs() < 5);
@@ -118,35 +111,11 @@ mod cases {
     pub async fn finish_is_fenced_by_worker_and_attempt(store: Arc<dyn Store>) {
         let id = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w1", 1)).await.unwrap().remove(0);
-        let done = |attempt| Outcome {
-            id,
-            attempt,
-            finish: Finish::Completed {
-                result: json!({"ok": true}),
-            },
-        };
-        assert!(store
-            .finish(&worker("intruder"), &[done(t.attempts)])
-            .await
-            .unwrap()
-            .is_empty());
-        assert!(store
-            .finish(&worker("w1"), &[done(t.attempts + 1)])
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap(),
-            vec![id]
-        );
-        assert!(
-            store
-                .finish(&worker("w1"), &[done(t.attempts)])
-                .await
-                .unwrap()
-                .is_empty(),
-            "only once"
-        );
+        let done = |attempt| Outcome { id, attempt, finish: Finish::Completed { result: json!({"ok": true}) } };
+        assert!(store.finish(&worker("intruder"), &[done(t.attempts)]).await.unwrap().is_empty());
+        assert!(store.finish(&worker("w1"), &[done(t.attempts + 1)]).await.unwrap().is_empty());
+        assert_eq!(store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap(), vec![id]);
+        assert!(store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap().is_empty(), "only once");
         let got = store.get(id).await.unwrap().unwrap();
         assert_eq!(got.status, TaskStatus::Completed);
         assert_eq!(got.result, Some(json!({"ok": true})));
@@ -161,31 +130,11 @@ mod cases {
         assert_eq!(claimed.len(), 3);
         let retry_at = Utc::now() + chrono::Duration::seconds(60);
         let outcomes = vec![
-            Outcome {
-                id: a,
-                attempt: 1,
-                finish: Finish::Completed { result: json!(1) },
-            },
-            Outcome {
-                id: b,
-                attempt: 1,
-                finish: Finish::Retry {
-                    error: "boom".into(),
-                    run_at: retry_at,
-                },
-            },
-            Outcome {
-                id: c,
-                attempt: 1,
-                finish: Finish::Failed { error: "fatal".into() },
-            },
+            Outcome { id: a, attempt: 1, finish: Finish::Completed { result: json!(1) } },
+            Outcome { id: b, attempt: 1, finish: Finish::Retry { error: "boom".into(), run_at: retry_at } },
+            Outcome { id: c, attempt: 1, finish: Finish::Failed { error: "fatal".into() } },
         ];
-        let applied: HashSet<_> = store
-            .finish(&worker("w"), &outcomes)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+        let applied: HashSet<_> = store.finish(&worker("w"), &outcomes).await.unwrap().into_iter().collect();
         assert_eq!(applied, HashSet::from([a, b, c]));
 
         let b = store.get(b).await.unwrap().unwrap();
@@ -208,23 +157,55 @@ mod cases {
         let cancelled = store.cancel(queued).await.unwrap();
         assert_eq!(cancelled.status, TaskStatus::Cancelled);
         assert!(cancelled.finished_at.is_some());
-        assert!(matches!(
-            store.cancel(queued).await,
-            Err(StoreError::WrongState {
-                status: TaskStatus::Cancelled
-            })
-        ));
-        let running = enqueue(&*store, "echo").await;
-        store.claim(&claim("w", 1)).await.unwrap();
-        assert!(matches!(
-            store.cancel(running).await,
-            Err(StoreError::WrongState {
-                status: TaskStatus::Running
-            })
-        ));
+        assert!(matches!(store.cancel(queued).await, Err(StoreError::WrongState { status: TaskStatus::Cancelled })));
         assert!(matches!(store.cancel(TaskId::new()).await, Err(StoreError::NotFound)));
         // A cancelled task is never claimed.
         assert!(store.claim(&claim("w", 10)).await.unwrap().is_empty());
+    }
+
+    pub async fn cancel_running_fences_out_its_worker(store: Arc<dyn Store>) {
+        let id = enqueue(&*store, "echo").await;
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let cancelled = store.cancel(id).await.unwrap();
+        assert_eq!(cancelled.status, TaskStatus::Cancelled);
+        assert_eq!(cancelled.last_error.as_deref(), Some("cancelled while running"));
+        assert!(cancelled.locked_by.is_none() && cancelled.finished_at.is_some());
+        // Its daemon learns at the next heartbeat, and its late result is refused.
+        assert!(store.heartbeat(&worker("w"), &[id], Duration::from_secs(30)).await.unwrap().is_empty());
+        let late = Outcome { id, attempt: t.attempts, finish: Finish::Completed { result: json!(1) } };
+        assert!(store.finish(&worker("w"), &[late]).await.unwrap().is_empty());
+        assert_eq!(store.get(id).await.unwrap().unwrap().status, TaskStatus::Cancelled);
+        let done = enqueue(&*store, "echo").await;
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let ok = Outcome { id: done, attempt: t.attempts, finish: Finish::Completed { result: json!(1) } };
+        store.finish(&worker("w"), &[ok]).await.unwrap();
+        assert!(matches!(store.cancel(done).await, Err(StoreError::WrongState { status: TaskStatus::Completed })));
+    }
+
+    pub async fn enqueue_batch_is_all_or_nothing(store: Arc<dyn Store>) {
+        let tasks: Vec<_> = (0..50).map(|i| NewTask::new("echo", json!({ "i": i }))).collect();
+        let ids = store.enqueue_batch(tasks.clone()).await.unwrap();
+        assert_eq!(ids, tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+        let got = store.get(ids[49]).await.unwrap().unwrap();
+        assert_eq!((got.payload.clone(), got.status), (json!({"i": 49}), TaskStatus::Queued));
+
+        let mut keyed = NewTask::new("echo", json!({}));
+        keyed.idempotency_key = Some("k".into());
+        let holder = store.enqueue(keyed.clone()).await.unwrap().id;
+        let mut clash = NewTask::new("echo", json!({}));
+        clash.idempotency_key = Some("k".into());
+        let batch = vec![NewTask::new("echo", json!({})), clash, NewTask::new("echo", json!({}))];
+        match store.enqueue_batch(batch).await {
+            Err(StoreError::Duplicate { existing }) => assert_eq!(existing, holder),
+            other => panic!("expected Duplicate, got {other:?}"),
+        }
+        let mut twice_a = NewTask::new("echo", json!({}));
+        twice_a.idempotency_key = Some("inside".into());
+        let mut twice_b = NewTask::new("echo", json!({}));
+        twice_b.idempotency_key = Some("inside".into());
+        assert!(matches!(store.enqueue_batch(vec![twice_a, twice_b]).await, Err(StoreError::Duplicate { .. })));
+        let all = store.list(&TaskFilter { limit: 1000, ..Default::default() }).await.unwrap();
+        assert_eq!(all.len(), 51, "the refused batches inserted nothing");
     }
 
     pub async fn idempotency_key_is_unique(store: Arc<dyn Store>) {
@@ -237,13 +218,7 @@ mod cases {
             Err(StoreError::Duplicate { existing }) => assert_eq!(existing, first.id),
             other => panic!("expected Duplicate, got {other:?}"),
         }
-        let all = store
-            .list(&TaskFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let all = store.list(&TaskFilter { limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), 1, "the duplicate inserted nothing");
     }
 
@@ -258,55 +233,22 @@ mod cases {
             // Distinct creation times, so "newest first" has one right answer.
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
-        let all = store
-            .list(&TaskFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            all.iter().map(|t| t.id).collect::<Vec<_>>(),
-            ids.iter().rev().copied().collect::<Vec<_>>()
-        );
-        let echoes = store
-            .list(&TaskFilter {
-                task_type: Some("echo".into()),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            echoes.iter().map(|t| t.id).collect::<Vec<_>>(),
-            vec![ids[4], ids[2], ids[0]]
-        );
+        let all = store.list(&TaskFilter { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
+        let echoes =
+            store.list(&TaskFilter { task_type: Some("echo".into()), limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(echoes.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[4], ids[2], ids[0]]);
         let page = store
-            .list(&TaskFilter {
-                task_type: Some("echo".into()),
-                limit: 1,
-                offset: 1,
-                ..Default::default()
-            })
+            .list(&TaskFilter { task_type: Some("echo".into()), limit: 1, offset: 1, ..Default::default() })
             .await
             .unwrap();
         assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2]]);
-        let other = store
-            .list(&TaskFilter {
-                queue: Some("other".into()),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let other =
+            store.list(&TaskFilter { queue: Some("other".into()), limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(other.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3]]);
         store.cancel(ids[1]).await.unwrap();
         let cancelled = store
-            .list(&TaskFilter {
-                status: Some(TaskStatus::Cancelled),
-                limit: 100,
-                ..Default::default()
-            })
+            .list(&TaskFilter { status: Some(TaskStatus::Cancelled), limit: 100, ..Default::default() })
             .await
             .unwrap();
         assert_eq!(cancelled.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[1]]);
@@ -317,11 +259,7 @@ mod cases {
         let mut last = NewTask::new("echo", json!({}));
         last.max_attempts = 1;
         let last = store.enqueue(last).await.unwrap().id;
-        let short = ClaimParams {
-            worker: worker("dead"),
-            limit: 2,
-            lease: Duration::from_millis(50),
-        };
+        let short = ClaimParams { worker: worker("dead"), limit: 2, lease: Duration::from_millis(50) };
         assert_eq!(store.claim(&short).await.unwrap().len(), 2);
         assert_eq!(store.rescue_expired().await.unwrap(), 0, "leases still valid");
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -333,11 +271,7 @@ mod cases {
         let l = store.get(last).await.unwrap().unwrap();
         assert_eq!(l.status, TaskStatus::Failed, "attempts used up");
         // The dead worker's late result is refused.
-        let late = Outcome {
-            id: retry,
-            attempt: 1,
-            finish: Finish::Completed { result: json!(0) },
-        };
+        let late = Outcome { id: retry, attempt: 1, finish: Finish::Completed { result: json!(0) } };
         assert!(store.finish(&worker("dead"), &[late]).await.unwrap().is_empty());
         let again = store.claim(&claim("alive", 5)).await.unwrap();
         assert_eq!(again.len(), 1);
@@ -346,26 +280,10 @@ mod cases {
 
     pub async fn heartbeat_extends_only_own_leases(store: Arc<dyn Store>) {
         let id = enqueue(&*store, "echo").await;
-        let short = ClaimParams {
-            worker: worker("w"),
-            limit: 1,
-            lease: Duration::from_secs(1),
-        };
+        let short = ClaimParams { worker: worker("w"), limit: 1, lease: Duration::from_secs(1) };
         store.claim(&short).await.unwrap();
-        assert_eq!(
-            store
-                .heartbeat(&worker("other"), &[id], Duration::from_secs(60))
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .heartbeat(&worker("w"), &[id], Duration::from_secs(60))
-                .await
-                .unwrap(),
-            1
-        );
+        assert!(store.heartbeat(&worker("other"), &[id], Duration::from_secs(60)).await.unwrap().is_empty());
+        assert_eq!(store.heartbeat(&worker("w"), &[id], Duration::from_secs(60)).await.unwrap(), vec![id]);
         let t = store.get(id).await.unwrap().unwrap();
         assert!(t.locked_until.unwrap() > Utc::now() + chrono::Duration::seconds(50));
     }
@@ -418,6 +336,8 @@ conformance!(
     finish_is_fenced_by_worker_and_attempt,
     finish_batches_mixed_outcomes,
     cancel_only_queued,
+    cancel_running_fences_out_its_worker,
+    enqueue_batch_is_all_or_nothing,
     idempotency_key_is_unique,
     list_filters_newest_first,
     rescue_returns_expired_leases,

@@ -24,11 +24,7 @@ pub enum ApiError {
     InvalidFilter(String),
     /// One task of a batch is invalid; the whole batch is refused.
     #[error("task [{index}] of the batch: {message}")]
-    InvalidBatchItem {
-        index: usize,
-        code: &'static str,
-        message: String,
-    },
+    InvalidBatchItem { index: usize, code: &'static str, message: String },
     #[error("{0}")]
     BadQuery(String),
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -43,7 +39,7 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
-    #[error("task {id} is {status}; only queued tasks can be cancelled")]
+    #[error("task {id} is already {status}; only queued or running tasks can be cancelled")]
     NotCancellable { id: TaskId, status: TaskStatus },
     #[error("idempotency key already used by task {existing}")]
     DuplicateIdempotencyKey { existing: TaskId },
@@ -146,10 +142,8 @@ impl Reply for ApiError {
         let status = self.status();
         let mut res = warp::reply::with_status(warp::reply::json(&self.body()), status).into_response();
         if matches!(self, ApiError::Unauthorized) {
-            res.headers_mut().insert(
-                warp::http::header::WWW_AUTHENTICATE,
-                warp::http::HeaderValue::from_static("Bearer"),
-            );
+            res.headers_mut()
+                .insert(warp::http::header::WWW_AUTHENTICATE, warp::http::HeaderValue::from_static("Bearer"));
         }
         res
     }

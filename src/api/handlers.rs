@@ -12,6 +12,7 @@ use warp::{Buf, Filter, Reply};
 
 use super::{ApiError, ApiState};
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
+use crate::worker::StopReason;
 
 /// The body of `POST /tasks/enqueue`. Unknown fields are refused.
 #[derive(Debug, Deserialize)]
@@ -160,10 +161,7 @@ fn task_from_value(value: Value, trace_id: String, state: &ApiState) -> Result<N
     let req: EnqueueRequest = serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))?;
     let task = req.into_new_task(trace_id)?;
     if !state.registry.contains(&task.task_type) {
-        return Err(ApiError::UnknownType {
-            given: task.task_type,
-            known: state.registry.types().join(", "),
-        });
+        return Err(ApiError::UnknownType { given: task.task_type, known: state.registry.types().join(", ") });
     }
     Ok(task)
 }
@@ -184,11 +182,7 @@ where
         }
         let bytes = read_body(body, state.max_body_bytes).await?;
         let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
-        let stored = state
-            .store
-            .enqueue(task)
-            .await
-            .map_err(|e| ApiError::from_store(e, None))?;
+        let stored = state.store.enqueue(task).await.map_err(|e| ApiError::from_store(e, None))?;
         if let Some(wake) = &state.wake {
             wake.notify_one();
         }
@@ -247,11 +241,7 @@ where
         }
         let bytes = read_body(body, state.max_body_bytes).await?;
         let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
-        let ids = state
-            .store
-            .enqueue_batch(tasks)
-            .await
-            .map_err(|e| ApiError::from_store(e, None))?;
+        let ids = state.store.enqueue_batch(tasks).await.map_err(|e| ApiError::from_store(e, None))?;
         if let Some(wake) = &state.wake {
             wake.notify_one();
         }
@@ -275,12 +265,7 @@ fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
 pub async fn get(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        match state
-            .store
-            .get(id)
-            .await
-            .map_err(|e| ApiError::from_store(e, Some(id)))?
-        {
+        match state.store.get(id).await.map_err(|e| ApiError::from_store(e, Some(id)))? {
             Some(task) => Ok(task),
             None => Err(ApiError::TaskNotFound(id)),
         }
@@ -294,10 +279,7 @@ pub async fn get(raw_id: String, state: ApiState) -> Response {
 
 /// Parses `status`, `type`, `queue`, `limit`, `offset`; anything else is refused.
 pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> {
-    let mut f = TaskFilter {
-        limit: TaskFilter::DEFAULT_LIMIT,
-        ..TaskFilter::default()
-    };
+    let mut f = TaskFilter { limit: TaskFilter::DEFAULT_LIMIT, ..TaskFilter::default() };
     for (k, v) in query {
         match k.as_str() {
             "status" => {
@@ -310,11 +292,8 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
             "type" => f.task_type = Some(v.clone()),
             "queue" => f.queue = Some(v.clone()),
             "limit" => {
-                f.limit = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=TaskFilter::MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
+                f.limit =
+                    v.parse::<u32>().ok().filter(|n| (1..=TaskFilter::MAX_LIMIT).contains(n)).ok_or_else(|| {
                         ApiError::InvalidFilter(format!(
                             "limit must be from 1 to {} (got {v:?})",
                             TaskFilter::MAX_LIMIT
@@ -341,11 +320,7 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
 pub async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
     let result = async {
         let filter = parse_filter(&query)?;
-        state
-            .store
-            .list(&filter)
-            .await
-            .map_err(|e| ApiError::from_store(e, None))
+        state.store.list(&filter).await.map_err(|e| ApiError::from_store(e, None))
     }
     .await;
     match result {
@@ -357,15 +332,15 @@ pub async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
 pub async fn cancel(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        state
-            .store
-            .cancel(id)
-            .await
-            .map_err(|e| ApiError::from_store(e, Some(id)))
+        state.store.cancel(id).await.map_err(|e| ApiError::from_store(e, Some(id)))
     }
     .await;
     match result {
         Ok(task) => {
+            // Running here? Stop it now rather than at the next heartbeat.
+            if let Some(in_flight) = &state.in_flight {
+                in_flight.stop(task.id, StopReason::Cancelled);
+            }
             tracing::info!(task_id = %task.id, "task cancelled");
             warp::reply::json(&task).into_response()
         }

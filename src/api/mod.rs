@@ -15,6 +15,7 @@ use crate::handlers::Registry;
 use crate::notifier::ListenerStatus;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::worker::InFlight;
 
 pub mod error;
 pub mod handlers;
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// Wakes a worker in this same process after an enqueue (no poll wait).
     pub wake: Option<Arc<Notify>>,
+    /// Tasks the worker in this same process runs, so a cancel can stop one at once.
+    pub in_flight: Option<Arc<InFlight>>,
     /// The LISTEN connection's state, when there is one (PostgreSQL).
     pub listener: Option<Arc<ListenerStatus>>,
     pub max_body_bytes: u64,
@@ -46,11 +49,7 @@ pub fn routes(
     let auth = handlers::authorized(state.api_key.clone());
 
     let health = warp::path!("health").and(warp::get()).then(handlers::health).boxed();
-    let ready = warp::path!("ready")
-        .and(warp::get())
-        .and(with_state.clone())
-        .then(handlers::ready)
-        .boxed();
+    let ready = warp::path!("ready").and(warp::get()).and(with_state.clone()).then(handlers::ready).boxed();
     let enqueue = warp::path!("tasks" / "enqueue")
         .and(warp::post())
         .and(auth.clone())
@@ -108,9 +107,5 @@ pub fn routes(
 
 /// Serves the API on `listener` until shutdown, then lets requests in flight finish.
 pub async fn serve(listener: TcpListener, state: ApiState, shutdown: Shutdown) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async move { shutdown.stopping().await })
-        .run()
-        .await;
+    warp::serve(routes(state)).incoming(listener).graceful(async move { shutdown.stopping().await }).run().await;
 }

@@ -89,8 +89,9 @@ pub trait Store: Send + Sync + 'static {
     /// same task to two callers.
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>>;
 
-    /// Extends the lease of these running tasks; returns how many were still ours.
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<u64>;
+    /// Extends the lease of these running tasks; returns the ids that were still ours
+    /// (the others were cancelled or rescued, and their handlers should stop).
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>>;
 
     /// Writes the end of attempts. Returns the ids whose write applied; the others were
     /// no longer running under this worker's lease and attempt.
@@ -100,7 +101,9 @@ pub trait Store: Send + Sync + 'static {
     /// shutdown). Returns how many were given back.
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64>;
 
-    /// Cancels a queued task. [`StoreError::WrongState`] if it is not queued.
+    /// Cancels a queued or running task. A running task's daemon is told (on PostgreSQL
+    /// by a `jct_cancel` notification, everywhere by its next heartbeat) and its late
+    /// result is refused by the fence. [`StoreError::WrongState`] for a final task.
     async fn cancel(&self, id: TaskId) -> StoreResult<Task>;
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<Task>>;

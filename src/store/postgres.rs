@@ -25,6 +25,9 @@ mod embedded {
 /// The channel the insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "jct_tasks";
 
+/// The channel a cancelled running task's id is sent on, for the daemon running it.
+pub const CANCEL_CHANNEL: &str = "jct_cancel";
+
 /// Serialises migrations across daemons starting at once (an arbitrary constant).
 const MIGRATION_LOCK: i64 = 0x004a_4354_5f6d_6967; // "JCT_mig"
 
@@ -43,22 +46,15 @@ impl PgStore {
 
     /// A pool without running migrations (for tools that know the schema is current).
     pub fn connect_no_migrate(url: &str, pool_size: usize) -> StoreResult<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?;
         if config.get_application_name().is_none() {
             config.application_name("jct");
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -70,10 +66,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 
@@ -83,19 +76,12 @@ pub async fn migrate(url: &str) -> StoreResult<()> {
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(pg_err)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_err)?;
     let result = embedded::migrations::runner().run_async(&mut client).await;
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     drop(client);
     let _ = driver.await;
-    result
-        .map(|_| ())
-        .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    result.map(|_| ()).map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
 }
 
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
@@ -187,15 +173,10 @@ impl Store for PgStore {
             Some(row) => task_from_row(&row),
             None => {
                 let row = client
-                    .query_one(
-                        "SELECT id FROM tasks WHERE idempotency_key = $1",
-                        &[&task.idempotency_key],
-                    )
+                    .query_one("SELECT id FROM tasks WHERE idempotency_key = $1", &[&task.idempotency_key])
                     .await
                     .map_err(pg_err)?;
-                Err(StoreError::Duplicate {
-                    existing: TaskId(row.get(0)),
-                })
+                Err(StoreError::Duplicate { existing: TaskId(row.get(0)) })
             }
         }
     }
@@ -246,18 +227,7 @@ impl Store for PgStore {
         let rows = tx
             .query(
                 &stmt,
-                &[
-                    &ids,
-                    &types,
-                    &payloads,
-                    &queues,
-                    &priorities,
-                    &run_ats,
-                    &max_attempts,
-                    &timeouts,
-                    &keys,
-                    &trace_ids,
-                ],
+                &[&ids, &types, &payloads, &queues, &priorities, &run_ats, &max_attempts, &timeouts, &keys, &trace_ids],
             )
             .await
             .map_err(pg_err)?;
@@ -295,10 +265,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         let rows = client
-            .query(
-                &stmt,
-                &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease)],
-            )
+            .query(&stmt, &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease)])
             .await
             .map_err(pg_err)?;
         let mut tasks = tasks_from_rows(&rows)?;
@@ -306,19 +273,17 @@ impl Store for PgStore {
         Ok(tasks)
     }
 
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<u64> {
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
-                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 RETURNING id",
             )
             .await
             .map_err(pg_err)?;
-        client
-            .execute(&stmt, &[&uuids(ids), &worker.0, &lease_secs(lease)])
-            .await
-            .map_err(pg_err)
+        let rows = client.query(&stmt, &[&uuids(ids), &worker.0, &lease_secs(lease)]).await.map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
     async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>> {
@@ -362,10 +327,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         let rows = client
-            .query(
-                &stmt,
-                &[&ids, &attempts, &statuses, &results, &errors, &run_ats, &worker.0],
-            )
+            .query(&stmt, &[&ids, &attempts, &statuses, &results, &errors, &run_ats, &worker.0])
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
@@ -388,33 +350,41 @@ impl Store for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now() \
-                 WHERE id = $1 AND status = 'queued' RETURNING *",
+                "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+                   last_error = CASE WHEN old.was = 'running' THEN 'cancelled while running' \
+                                     ELSE tasks.last_error END, \
+                   locked_by = NULL, locked_until = NULL \
+                 FROM (SELECT id, status AS was FROM tasks WHERE id = $1 FOR UPDATE) old \
+                 WHERE tasks.id = old.id AND old.was IN ('queued', 'running') \
+                 RETURNING tasks.*, old.was",
                 &[&id.0],
             )
             .await
             .map_err(pg_err)?;
+        if let Some(row) = &row {
+            if row.get::<_, &str>("was") == "running" {
+                // Tell whichever daemon runs it to stop the handler now.
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.to_string()])
+                    .await
+                    .map_err(pg_err)?;
+            }
+        }
         if let Some(row) = row {
             return task_from_row(&row);
         }
-        let row = client
-            .query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0])
-            .await
-            .map_err(pg_err)?;
+        let row = client.query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
         match row {
             None => Err(StoreError::NotFound),
-            Some(row) => Err(StoreError::WrongState {
-                status: row.get::<_, &str>(0).parse().map_err(StoreError::Internal)?,
-            }),
+            Some(row) => {
+                Err(StoreError::WrongState { status: row.get::<_, &str>(0).parse().map_err(StoreError::Internal)? })
+            }
         }
     }
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT * FROM tasks WHERE id = $1")
-            .await
-            .map_err(pg_err)?;
+        let stmt = client.prepare_cached("SELECT * FROM tasks WHERE id = $1").await.map_err(pg_err)?;
         let row = client.query_opt(&stmt, &[&id.0]).await.map_err(pg_err)?;
         row.as_ref().map(task_from_row).transpose()
     }

@@ -49,10 +49,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("sqlite open task failed: {e}")))??;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -90,10 +87,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             }
         }
     }
-    Err(StoreError::Internal(format!(
-        "sqlite migration failed: {}",
-        last.unwrap_or_default()
-    )))
+    Err(StoreError::Internal(format!("sqlite migration failed: {}", last.unwrap_or_default())))
 }
 
 fn internal(e: rusqlite::Error) -> StoreError {
@@ -145,8 +139,7 @@ fn opt_ts_col(row: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> 
 
 fn json_col(row: &Row, idx: usize) -> rusqlite::Result<Option<serde_json::Value>> {
     let s: Option<String> = row.get(idx)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| conversion(idx, e.to_string())))
-        .transpose()
+    s.map(|s| serde_json::from_str(&s).map_err(|e| conversion(idx, e.to_string()))).transpose()
 }
 
 fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
@@ -227,15 +220,11 @@ impl Store for SqliteStore {
                 Some(t) => Ok(t),
                 None => {
                     let existing: String = conn
-                        .query_row(
-                            "SELECT id FROM tasks WHERE idempotency_key = ?1",
-                            [&task.idempotency_key],
-                            |r| r.get(0),
-                        )
+                        .query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [&task.idempotency_key], |r| {
+                            r.get(0)
+                        })
                         .map_err(internal)?;
-                    let existing = existing
-                        .parse()
-                        .map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
+                    let existing = existing.parse().map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
                     Err(StoreError::Duplicate { existing })
                 }
             }
@@ -276,15 +265,12 @@ impl Store for SqliteStore {
                     if n == 0 {
                         // Dropping the transaction rolls the whole batch back.
                         let existing: String = tx
-                            .query_row(
-                                "SELECT id FROM tasks WHERE idempotency_key = ?1",
-                                [&t.idempotency_key],
-                                |r| r.get(0),
-                            )
+                            .query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [&t.idempotency_key], |r| {
+                                r.get(0)
+                            })
                             .map_err(internal)?;
-                        let existing = existing
-                            .parse()
-                            .map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
+                        let existing =
+                            existing.parse().map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
                         return Err(StoreError::Duplicate { existing });
                     }
                 }
@@ -311,9 +297,8 @@ impl Store for SqliteStore {
                      RETURNING {COLUMNS}"
                 ))
                 .map_err(internal)?;
-            let rows = stmt
-                .query_map(params![worker, fmt_ts(until), fmt_ts(now), limit], task_from_row)
-                .map_err(internal)?;
+            let rows =
+                stmt.query_map(params![worker, fmt_ts(until), fmt_ts(now), limit], task_from_row).map_err(internal)?;
             let mut tasks = collect(rows)?;
             tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
             Ok(tasks)
@@ -321,14 +306,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<u64> {
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
         let worker = worker.0.clone();
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let ids = ids.to_vec();
         self.call(move |conn| {
             let now = Utc::now();
             let until = fmt_ts(now + chrono::Duration::microseconds(lease.as_micros() as i64));
             let tx = conn.transaction().map_err(internal)?;
-            let mut n = 0;
+            let mut renewed = Vec::with_capacity(ids.len());
             {
                 let mut stmt = tx
                     .prepare_cached(
@@ -337,11 +322,13 @@ impl Store for SqliteStore {
                     )
                     .map_err(internal)?;
                 for id in &ids {
-                    n += stmt.execute(params![until, id, worker]).map_err(internal)? as u64;
+                    if stmt.execute(params![until, id.to_string(), worker]).map_err(internal)? == 1 {
+                        renewed.push(*id);
+                    }
                 }
             }
             tx.commit().map_err(internal)?;
-            Ok(n)
+            Ok(renewed)
         })
         .await
     }
@@ -426,8 +413,10 @@ impl Store for SqliteStore {
             let now = fmt_ts(Utc::now());
             let cancelled = conn
                 .prepare_cached(&format!(
-                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2 \
-                     WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
+                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                       last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
+                       locked_by = NULL, locked_until = NULL \
+                     WHERE id = ?1 AND status IN ('queued', 'running') RETURNING {COLUMNS}"
                 ))
                 .map_err(internal)?
                 .query_row(params![id.to_string(), now], task_from_row)
@@ -460,13 +449,7 @@ impl Store for SqliteStore {
                 .map_err(internal)?;
             let rows = stmt
                 .query_map(
-                    params![
-                        f.status.map(TaskStatus::as_str),
-                        f.task_type,
-                        f.queue,
-                        f.limit as i64,
-                        f.offset as i64
-                    ],
+                    params![f.status.map(TaskStatus::as_str), f.task_type, f.queue, f.limit as i64, f.offset as i64],
                     task_from_row,
                 )
                 .map_err(internal)?;
@@ -508,7 +491,6 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
-            .await
+        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
     }
 }

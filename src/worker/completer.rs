@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use crate::store::{Outcome, Store};
+use crate::store::{Finish, Outcome, Store};
 use crate::task::{TaskId, WorkerId};
 
 /// Most attempt ends written in one store call.
@@ -42,7 +42,15 @@ pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
 }
 
 /// Runs until every sender is dropped and everything sent is written.
-pub async fn run(store: Arc<dyn Store>, worker: WorkerId, mut rx: mpsc::UnboundedReceiver<Completion>) {
+///
+/// `wake` is nudged after retries and hand-backs: the producer may be asleep until a
+/// later poll and must learn of the new `run_at`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    worker: WorkerId,
+    wake: Arc<Notify>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
         let mut outcomes = Vec::with_capacity(buf.len());
@@ -53,12 +61,16 @@ pub async fn run(store: Arc<dyn Store>, worker: WorkerId, mut rx: mpsc::Unbounde
                 Completion::Release(id) => releases.push(id),
             }
         }
+        let requeued = outcomes.iter().any(|o| matches!(o.finish, Finish::Retry { .. }));
         if !outcomes.is_empty() {
             write_outcomes(&*store, &worker, &outcomes).await;
         }
         if !releases.is_empty() {
             let n = retry_until_ok("hand back", || store.release(&worker, &releases)).await;
             tracing::info!(handed_back = n, "interrupted tasks returned to the queue");
+        }
+        if requeued || !releases.is_empty() {
+            wake.notify_one();
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::completer::{Completion, CompletionSender};
-use super::Worker;
+use super::{StopReason, Worker};
 use crate::handlers::{HandlerError, TaskContext};
 use crate::shutdown::Shutdown;
 use crate::store::{Finish, Outcome};
@@ -44,7 +44,12 @@ enum RunEnd {
     Permanent(String),
     /// Interrupted by the hard shutdown: handed back, not counted.
     Interrupted,
+    /// Stopped on request (cancel) or because our lease was lost.
+    Stopped(StopReason),
 }
+
+/// How long a handler asked to stop may take to return before it is dropped.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts running `task` in its own tokio task; the slot is freed when it ends.
 pub fn spawn(
@@ -88,6 +93,28 @@ async fn run(
             completer.send(Completion::Release(task.id));
             return;
         }
+        RunEnd::Stopped(StopReason::LeaseLost) => {
+            // Another daemon may own the task (and its trace folder) now: leave both alone.
+            tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
+            return;
+        }
+        RunEnd::Stopped(StopReason::Cancelled) => {
+            tracing::info!(task_id = %task.id, attempt = task.attempts, "stopped: task cancelled");
+            // The store already says `cancelled`; only the trace needs the ending.
+            if let Some(folder) = folder {
+                let mut record = attempt_record(
+                    &task,
+                    &Finish::Failed { error: String::new() },
+                    started_at,
+                    Utc::now(),
+                    clock.elapsed(),
+                );
+                record.status = "cancelled";
+                record.error = Some("cancelled while running".into());
+                write_output(worker, folder, record, &task).await;
+            }
+            return;
+        }
         RunEnd::Returned(result) => Finish::Completed { result },
         RunEnd::Permanent(error) => Finish::Failed { error },
         RunEnd::Failed(error) if task.attempts < task.max_attempts => {
@@ -105,17 +132,18 @@ async fn run(
     }
     if let Some(folder) = folder {
         let record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());
-        let writer = worker.trace.clone();
-        let written = tokio::task::spawn_blocking(move || writer.finish(&folder, &record)).await;
-        if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
-            tracing::error!(task_id = %task.id, error = %e, "could not write output.json");
-        }
+        write_output(worker, folder, record, &task).await;
     }
-    completer.send(Completion::Finish(Outcome {
-        id: task.id,
-        attempt: task.attempts,
-        finish: outcome,
-    }));
+    completer.send(Completion::Finish(Outcome { id: task.id, attempt: task.attempts, finish: outcome }));
+}
+
+/// Writes `output.json` (and closes the folder's log when `folder` drops).
+async fn write_output(worker: &Worker, folder: TaskTrace, record: AttemptRecord, task: &Task) {
+    let writer = worker.trace.clone();
+    let written = tokio::task::spawn_blocking(move || writer.finish(&folder, &record)).await;
+    if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+        tracing::error!(task_id = %task.id, error = %e, "could not write output.json");
+    }
 }
 
 async fn open_trace(worker: &Worker, task: &Arc<Task>) -> Option<TaskTrace> {
@@ -150,21 +178,25 @@ async fn run_handler(
         tracing::error!("{msg}");
         return RunEnd::Permanent(msg);
     };
-    let ctx = TaskContext {
-        id: task.id,
-        attempt: task.attempts,
-        payload: task.payload.clone(),
-        cancel: cancel.clone(),
-    };
+    let ctx =
+        TaskContext { id: task.id, attempt: task.attempts, payload: task.payload.clone(), cancel: cancel.clone() };
     let limit = Duration::from_secs(task.timeout_seconds.max(1) as u64);
     let guarded = AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+    let mut ran = std::pin::pin!(tokio::time::timeout(limit, guarded));
     tokio::select! {
         biased;
         _ = shutdown.hard() => {
             cancel.cancel();
             RunEnd::Interrupted
         }
-        ran = tokio::time::timeout(limit, guarded) => match ran {
+        _ = cancel.cancelled() => {
+            let reason = worker.in_flight.reason(task.id).unwrap_or(StopReason::Cancelled);
+            tracing::warn!(?reason, "asked to stop; waiting up to {} s for the handler", STOP_GRACE.as_secs());
+            // A cooperative handler returns soon; an uncooperative one is dropped.
+            let _ = tokio::time::timeout(STOP_GRACE, &mut ran).await;
+            RunEnd::Stopped(reason)
+        }
+        ran = &mut ran => match ran {
             Ok(Ok(Ok(value))) => RunEnd::Returned(value),
             Ok(Ok(Err(HandlerError(msg)))) => {
                 tracing::warn!(error = %msg, "handler returned an error");
@@ -229,10 +261,7 @@ mod tests {
         for attempt in 1..=12 {
             let d = retry_delay(attempt);
             let nominal = RETRY_BASE.saturating_mul(1 << (attempt - 1)).min(RETRY_CAP);
-            assert!(
-                d <= nominal && d >= nominal.mul_f64(0.75),
-                "attempt {attempt}: {d:?} vs {nominal:?}"
-            );
+            assert!(d <= nominal && d >= nominal.mul_f64(0.75), "attempt {attempt}: {d:?} vs {nominal:?}");
         }
         assert!(retry_delay(40) <= RETRY_CAP);
     }

@@ -38,34 +38,66 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
+/// Why a running task's handler was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Cancelled through the API (or by another daemon's API, via NOTIFY).
+    Cancelled,
+    /// Our lease is gone: the task was rescued and may be running elsewhere.
+    LeaseLost,
+}
+
+#[derive(Debug)]
+struct Running {
+    token: CancellationToken,
+    reason: Option<StopReason>,
+}
+
 /// Tasks this daemon is running, with the token that interrupts each one.
 ///
 /// The heartbeat renews the leases of exactly these; cancellation finds them here.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    tasks: Mutex<HashMap<TaskId, CancellationToken>>,
+    tasks: Mutex<HashMap<TaskId, Running>>,
 }
 
 impl InFlight {
-    fn insert(&self, id: TaskId, token: CancellationToken) {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remove(&self, id: TaskId) {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    fn insert(&self, id: TaskId, token: CancellationToken) {
+        self.lock().insert(id, Running { token, reason: None });
+    }
+
+    /// Removes the task, returning why it was stopped, if it was.
+    fn remove(&self, id: TaskId) -> Option<StopReason> {
+        self.lock().remove(&id).and_then(|r| r.reason)
+    }
+
+    /// Asks the task's handler to stop; returns false if the task does not run here.
+    pub fn stop(&self, id: TaskId, reason: StopReason) -> bool {
+        match self.lock().get_mut(&id) {
+            Some(running) => {
+                running.reason.get_or_insert(reason);
+                running.token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Why the task was asked to stop, if it was.
+    fn reason(&self, id: TaskId) -> Option<StopReason> {
+        self.lock().get(&id).and_then(|r| r.reason)
     }
 
     pub fn ids(&self) -> Vec<TaskId> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        self.lock().keys().copied().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,11 +122,8 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let slots = Arc::new(Semaphore::new(self.settings.slots));
         let (completer, completions) = completer::channel();
-        let completer_task = tokio::spawn(completer::run(
-            self.store.clone(),
-            self.settings.id.clone(),
-            completions,
-        ));
+        let completer_task =
+            tokio::spawn(completer::run(self.store.clone(), self.settings.id.clone(), self.wake.clone(), completions));
         let rescuer_task = tokio::spawn(rescuer::run(self.clone(), shutdown.clone()));
 
         producer::run(&self, &slots, &completer, &shutdown).await;

@@ -19,11 +19,7 @@ use crate::store::ClaimParams;
 
 /// Runs until shutdown is asked for; returns without waiting for running tasks.
 pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &CompletionSender, shutdown: &Shutdown) {
-    let params = ClaimParams {
-        worker: worker.settings.id.clone(),
-        limit: 0,
-        lease: worker.settings.lease,
-    };
+    let params = ClaimParams { worker: worker.settings.id.clone(), limit: 0, lease: worker.settings.lease };
     let poll = worker.settings.poll_interval;
     loop {
         // Wait for at least one free slot, then take every other free one.
@@ -37,13 +33,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
             permits.push(p);
         }
         let wanted = permits.len();
-        let claimed = worker
-            .store
-            .claim(&ClaimParams {
-                limit: wanted,
-                ..params.clone()
-            })
-            .await;
+        let claimed = worker.store.claim(&ClaimParams { limit: wanted, ..params.clone() }).await;
         let full = match claimed {
             Ok(tasks) => {
                 let got = tasks.len();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Worker;
+use super::{StopReason, Worker};
 use crate::shutdown::Shutdown;
 
 /// How often expired leases are looked for: half a lease, at most every 5 s.
@@ -43,11 +43,14 @@ pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {
                     continue;
                 }
                 match worker.store.heartbeat(&worker.settings.id, &ids, lease).await {
-                    Ok(n) if (n as usize) < ids.len() => tracing::warn!(
-                        running = ids.len(),
-                        renewed = n,
-                        "some running tasks lost their lease; their results will be discarded"
-                    ),
+                    Ok(renewed) if renewed.len() < ids.len() => {
+                        // Not ours any more: cancelled, or rescued after we stalled.
+                        // Stop the handlers; their results would be refused anyway.
+                        for id in ids.iter().filter(|id| !renewed.contains(id)) {
+                            tracing::warn!(task_id = %id, "task is no longer running under our lease; stopping it");
+                            worker.in_flight.stop(*id, StopReason::LeaseLost);
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                 }

@@ -16,13 +16,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_devops-control-tower");
 
 /// The cluster `make test` started (tests/support/with-postgres.sh).
 pub fn pg_base_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect(
-            "TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a throwaway \
+    std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()).expect(
+        "TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a throwaway \
          PostgreSQL (or set TEST_DATABASE_URL to a server you own)",
-        )
+    )
 }
 
 fn with_db_name(url: &str, name: &str) -> String {
@@ -56,32 +53,20 @@ impl PgDb {
         let admin = admin_client(&admin_url).await;
         // One test binary at a time builds the template; the others wait for it.
         admin.execute("SELECT pg_advisory_lock(7411)", &[]).await.unwrap();
-        let exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&TEMPLATE])
-            .await
-            .unwrap()
-            .is_some();
+        let exists =
+            admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&TEMPLATE]).await.unwrap().is_some();
         if !exists {
-            admin
-                .batch_execute(&format!("CREATE DATABASE {TEMPLATE}_build"))
-                .await
-                .unwrap();
+            admin.batch_execute(&format!("CREATE DATABASE {TEMPLATE}_build")).await.unwrap();
             devops_control_tower::store::postgres::migrate(&with_db_name(&admin_url, &format!("{TEMPLATE}_build")))
                 .await
                 .expect("migrating the template database");
-            admin
-                .batch_execute(&format!("ALTER DATABASE {TEMPLATE}_build RENAME TO {TEMPLATE}"))
-                .await
-                .unwrap();
+            admin.batch_execute(&format!("ALTER DATABASE {TEMPLATE}_build RENAME TO {TEMPLATE}")).await.unwrap();
         }
         admin.execute("SELECT pg_advisory_unlock(7411)", &[]).await.unwrap();
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut tries = 0;
         loop {
-            match admin
-                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
-                .await
-            {
+            match admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")).await {
                 Ok(()) => break,
                 // Another test is cloning the template at this instant.
                 Err(e) if tries < 50 && e.to_string().contains("being accessed") => {
@@ -91,11 +76,7 @@ impl PgDb {
                 Err(e) => panic!("cannot create test database: {e}"),
             }
         }
-        PgDb {
-            url: with_db_name(&admin_url, &name),
-            name,
-            admin_url,
-        }
+        PgDb { url: with_db_name(&admin_url, &name), name, admin_url }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -112,18 +93,13 @@ impl Drop for PgDb {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs outside async context: a short-lived runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
             })
         })
@@ -164,10 +140,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -193,12 +166,7 @@ pub struct Spawn<'a> {
 
 impl<'a> Spawn<'a> {
     pub fn new() -> Self {
-        Spawn {
-            args: Vec::new(),
-            env: Vec::new(),
-            workdir: None,
-            wait_api: true,
-        }
+        Spawn { args: Vec::new(), env: Vec::new(), workdir: None, wait_api: true }
     }
 
     pub fn env(mut self, k: &'a str, v: impl Into<String>) -> Self {
@@ -254,19 +222,9 @@ impl<'a> Spawn<'a> {
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| workdir.join("logs"));
         let child = cmd.spawn().expect("spawning the daemon binary");
-        let mut d = DaemonProcess {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            workdir,
-            trace_dir,
-            stderr_path,
-            _tmp: tmp,
-        };
-        let marker = if self.wait_api {
-            "HTTP API listening addr="
-        } else {
-            "worker started"
-        };
+        let mut d =
+            DaemonProcess { child, addr: "127.0.0.1:0".parse().unwrap(), workdir, trace_dir, stderr_path, _tmp: tmp };
+        let marker = if self.wait_api { "HTTP API listening addr=" } else { "worker started" };
         let start = Instant::now();
         loop {
             let log = d.stderr();
@@ -281,10 +239,7 @@ impl<'a> Spawn<'a> {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("daemon exited during start-up with {status}; stderr:\n{log}");
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "daemon did not start in 30 s; stderr:\n{log}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(30), "daemon did not start in 30 s; stderr:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -324,11 +279,7 @@ impl DaemonProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                start.elapsed() < timeout,
-                "daemon did not exit within {timeout:?}; stderr:\n{}",
-                self.stderr()
-            );
+            assert!(start.elapsed() < timeout, "daemon did not exit within {timeout:?}; stderr:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -345,20 +296,12 @@ impl Drop for DaemonProcess {
 
 /// An HTTP client for the tests.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// Enqueues over HTTP and returns the new task's id.
 pub async fn enqueue(base: &str, body: serde_json::Value) -> String {
-    let res = http()
-        .post(format!("{base}/tasks/enqueue"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = http().post(format!("{base}/tasks/enqueue")).json(&body).send().await.unwrap();
     let status = res.status();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(status, 201, "enqueue answered {status}: {body}");
@@ -379,4 +322,78 @@ pub async fn wait_status(base: &str, id: &str, status: &str, timeout: Duration) 
         (t["status"] == status).then_some(t)
     })
     .await
+}
+
+/// A daemon running inside the test process (API + worker), on `store`.
+pub struct InProcess {
+    pub base: String,
+    pub shutdown: devops_control_tower::shutdown::Shutdown,
+    pub trace: TempDir,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.trigger_hard();
+    }
+}
+
+/// Starts the daemon in-process on `store`, bound to a free port, with `extra`
+/// configuration and the given handlers.
+pub async fn start_in_process(
+    store: Arc<dyn Store>,
+    db_url: &str,
+    extra: &[(&str, &str)],
+    registry: devops_control_tower::handlers::Registry,
+) -> InProcess {
+    use devops_control_tower::{config::Config, daemon, shutdown::Shutdown};
+    let trace = tempfile::tempdir().unwrap();
+    let mut vars: std::collections::HashMap<String, String> = [
+        ("DATABASE_URL", db_url.to_string()),
+        ("JCT_BIND", "127.0.0.1:0".into()),
+        ("JCT_TRACE_DIR", trace.path().display().to_string()),
+        ("JCT_LISTEN", "off".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let shutdown = Shutdown::new();
+    let running = daemon::start_with_store(&config, daemon::Role::Serve, store, Arc::new(registry), shutdown.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.local_addr().unwrap());
+    InProcess { base, shutdown, trace }
+}
+
+/// The store under test, by name, with what keeps it alive.
+pub enum TestDb {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl TestDb {
+    pub async fn new(kind: &str) -> TestDb {
+        match kind {
+            "sqlite" => TestDb::Sqlite(SqliteDb::new()),
+            "postgres" => TestDb::Postgres(PgDb::new().await),
+            other => panic!("unknown store kind {other}"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(db) => db.url(),
+            TestDb::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        match self {
+            TestDb::Sqlite(db) => db.store().await,
+            TestDb::Postgres(db) => db.store().await,
+        }
+    }
 }
