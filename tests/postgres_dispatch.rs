@@ -15,14 +15,7 @@ const NO_POLL: &str = "60000";
 
 async fn listener_connected(d: &support::DaemonProcess) {
     wait_for("the LISTEN connection", Duration::from_secs(10), || async {
-        let body: Value = support::http()
-            .get(d.url("/ready"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let body: Value = support::http().get(d.url("/ready")).send().await.ok()?.json().await.ok()?;
         (body["listener_connected"] == true).then_some(())
     })
     .await;
@@ -41,18 +34,12 @@ async fn status_counts(client: &tokio_postgres::Client) -> HashMap<String, i64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_insert_is_dispatched_by_notify_within_a_second() {
     let db = PgDb::new().await;
-    let d = Spawn::new()
-        .env("DATABASE_URL", &db.url)
-        .env("JCT_POLL_INTERVAL_MS", NO_POLL)
-        .start();
+    let d = Spawn::new().env("DATABASE_URL", &db.url).env("JCT_POLL_INTERVAL_MS", NO_POLL).start();
     listener_connected(&d).await;
     let client = db.client().await;
     for round in 0..3 {
         let row = client
-            .query_one(
-                "INSERT INTO tasks (type, payload) VALUES ('echo', '{\"x\":1}') RETURNING id",
-                &[],
-            )
+            .query_one("INSERT INTO tasks (type, payload) VALUES ('echo', '{\"x\":1}') RETURNING id", &[])
             .await
             .unwrap();
         let id = row.get::<_, uuid::Uuid>(0).to_string();
@@ -106,10 +93,7 @@ async fn one_ten_thousand_row_insert_is_one_notification_and_all_run() {
     }
     assert_eq!(notes, 1, "one notification for one INSERT statement");
     let bad = client
-        .query_one(
-            "SELECT count(*) FROM tasks WHERE attempts <> 1 OR result <> payload",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM tasks WHERE attempts <> 1 OR result <> payload", &[])
         .await
         .unwrap()
         .get::<_, i64>(0);
@@ -144,29 +128,16 @@ async fn four_daemons_run_five_thousand_tasks_exactly_once() {
         (status_counts(&client).await.get("completed") == Some(&5_000)).then_some(())
     })
     .await;
-    let retried: i64 = client
-        .query_one("SELECT count(*) FROM tasks WHERE attempts <> 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let retried: i64 = client.query_one("SELECT count(*) FROM tasks WHERE attempts <> 1", &[]).await.unwrap().get(0);
     assert_eq!(retried, 0);
     // Every trace folder records exactly one attempt, and the work was shared.
     let mut workers = HashSet::new();
-    let ids: Vec<uuid::Uuid> = client
-        .query("SELECT id FROM tasks", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<uuid::Uuid> =
+        client.query("SELECT id FROM tasks", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     for id in ids {
         let folder = traces.path().join(id.to_string());
         let log = std::fs::read_to_string(folder.join("log.txt")).unwrap();
-        assert_eq!(
-            log.lines().filter(|l| l.starts_with("=== attempt")).count(),
-            1,
-            "task {id} ran once"
-        );
+        assert_eq!(log.lines().filter(|l| l.starts_with("=== attempt")).count(), 1, "task {id} ran once");
         let input: Value = serde_json::from_slice(&std::fs::read(folder.join("input.json")).unwrap()).unwrap();
         workers.insert(input["locked_by"].as_str().unwrap().to_string());
     }
@@ -177,10 +148,7 @@ async fn four_daemons_run_five_thousand_tasks_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_listen_connection_is_replaced_and_dispatch_continues() {
     let db = PgDb::new().await;
-    let d = Spawn::new()
-        .env("DATABASE_URL", &db.url)
-        .env("JCT_POLL_INTERVAL_MS", NO_POLL)
-        .start();
+    let d = Spawn::new().env("DATABASE_URL", &db.url).env("JCT_POLL_INTERVAL_MS", NO_POLL).start();
     listener_connected(&d).await;
     let client = db.client().await;
     let find_listener = || async {
@@ -194,21 +162,12 @@ async fn a_killed_listen_connection_is_replaced_and_dispatch_continues() {
             .unwrap()
             .map(|r| r.get::<_, i32>(0))
     };
-    let old = find_listener()
-        .await
-        .expect("the listener is visible in pg_stat_activity");
-    let killed: bool = client
-        .query_one("SELECT pg_terminate_backend($1)", &[&old])
-        .await
-        .unwrap()
-        .get(0);
+    let old = find_listener().await.expect("the listener is visible in pg_stat_activity");
+    let killed: bool = client.query_one("SELECT pg_terminate_backend($1)", &[&old]).await.unwrap().get(0);
     assert!(killed);
     // Inserted while the listener is down: the reconnect's wake-up must pick it up.
-    let id: uuid::Uuid = client
-        .query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id: uuid::Uuid =
+        client.query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[]).await.unwrap().get(0);
     wait_status(&d.url(""), &id.to_string(), "completed", Duration::from_secs(10)).await;
     let new = wait_for("a new listener", Duration::from_secs(10), || async {
         find_listener().await.filter(|pid| *pid != old)
@@ -216,11 +175,8 @@ async fn a_killed_listen_connection_is_replaced_and_dispatch_continues() {
     .await;
     assert_ne!(new, old);
     // And the new connection carries notifications again.
-    let id: uuid::Uuid = client
-        .query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id: uuid::Uuid =
+        client.query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[]).await.unwrap().get(0);
     wait_status(&d.url(""), &id.to_string(), "completed", Duration::from_secs(2)).await;
     assert!(d.stderr().contains("LISTEN connection lost"), "{}", d.stderr());
 }
@@ -245,8 +201,6 @@ async fn the_minimal_insert_gets_every_default() {
     assert_eq!(row.get::<_, i32>("max_attempts"), 3);
     assert_eq!(row.get::<_, i32>("timeout_seconds"), 900);
     assert!(row.get::<_, bool>("due") && row.get::<_, bool>("created"));
-    let bad = client
-        .execute("INSERT INTO tasks (type, status) VALUES ('echo', 'bogus')", &[])
-        .await;
+    let bad = client.execute("INSERT INTO tasks (type, status) VALUES ('echo', 'bogus')", &[]).await;
     assert!(bad.is_err(), "status is constrained");
 }

@@ -15,9 +15,7 @@ fn restart_server() {
     let (ctl, log, opts) = (var("TEST_PG_CTL"), var("TEST_PG_LOG"), var("TEST_PG_OPTS"));
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "{ctl} -w -t 60 -l '{log}' -o '{opts}' restart -m fast >/dev/null"
-        ))
+        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' restart -m fast >/dev/null"))
         .status()
         .expect("running pg_ctl");
     assert!(status.success(), "pg_ctl restart failed");
@@ -25,13 +23,8 @@ fn restart_server() {
 
 async fn counts(db: &PgDb) -> Option<(i64, i64)> {
     let client = tokio::time::timeout(Duration::from_secs(2), db.client()).await.ok()?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM tasks",
-            &[],
-        )
-        .await
-        .ok()?;
+    let row =
+        client.query_one("SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM tasks", &[]).await.ok()?;
     Some((row.get(0), row.get(1)))
 }
 
@@ -59,38 +52,23 @@ async fn a_server_restart_mid_run_loses_nothing() {
     })
     .await;
     restart_server();
-    let (done, total) = wait_for(
-        "every task to complete after the restart",
-        Duration::from_secs(90),
-        || async { counts(&db).await.filter(|(done, total)| done == total) },
-    )
+    let (done, total) = wait_for("every task to complete after the restart", Duration::from_secs(90), || async {
+        counts(&db).await.filter(|(done, total)| done == total)
+    })
     .await;
     assert_eq!((done, total), (200, 200));
 
     // The daemon is whole again: the listener reconnected and dispatches a new insert.
     wait_for("the listener to reconnect", Duration::from_secs(30), || async {
-        let body: Value = support::http()
-            .get(d.url("/ready"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let body: Value = support::http().get(d.url("/ready")).send().await.ok()?.json().await.ok()?;
         (body["listener_connected"] == true).then_some(())
     })
     .await;
     let client = db.client().await;
-    let id: uuid::Uuid = client
-        .query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id: uuid::Uuid =
+        client.query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[]).await.unwrap().get(0);
     support::wait_status(&d.url(""), &id.to_string(), "completed", Duration::from_secs(5)).await;
-    let failed: i64 = client
-        .query_one("SELECT count(*) FROM tasks WHERE status <> 'completed'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let failed: i64 =
+        client.query_one("SELECT count(*) FROM tasks WHERE status <> 'completed'", &[]).await.unwrap().get(0);
     assert_eq!(failed, 0);
 }
