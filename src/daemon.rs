@@ -15,10 +15,11 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::config::{Config, DatabaseUrl};
+use crate::cwom::Cwom;
 use crate::handlers::Registry;
 use crate::notifier::{self, ListenerStatus};
 use crate::shutdown::Shutdown;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Backend, StoreError};
 use crate::task::WorkerId;
 use crate::trace::TraceWriter;
 use crate::worker::{InFlight, Worker, WorkerSettings};
@@ -80,12 +81,12 @@ impl Running {
 
 /// Opens the store, retrying while the database is unreachable (a container that starts
 /// before its database must not crash-loop). Other errors stop start-up at once.
-pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Arc<dyn Store>, StartError> {
+pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Backend, StartError> {
     let pool_size = config.workers.max(8) + 4;
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1;
     loop {
-        match store::connect(&config.database, pool_size).await {
+        match Backend::open(&config.database, pool_size).await {
             Ok(s) => return Ok(s),
             Err(StoreError::Unavailable(cause)) if config.database.is_postgres() => {
                 tracing::warn!(
@@ -108,18 +109,19 @@ pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Arc<dyn 
 
 /// Starts the parts `role` asks for.
 pub async fn start(config: &Config, role: Role, shutdown: Shutdown) -> Result<Running, StartError> {
-    let store = open_store(config, &shutdown).await?;
-    start_with_store(config, role, store, Arc::new(Registry::builtin()), shutdown).await
+    let backend = open_store(config, &shutdown).await?;
+    start_with(config, role, &backend, Arc::new(Registry::builtin()), shutdown).await
 }
 
-/// Starts the parts `role` asks for on an already open store and a given registry.
-pub async fn start_with_store(
+/// Starts the parts `role` asks for on an already open database and a given registry.
+pub async fn start_with(
     config: &Config,
     role: Role,
-    store: Arc<dyn Store>,
+    backend: &Backend,
     registry: Arc<Registry>,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
+    let store = backend.tasks();
     let wake = Arc::new(Notify::new());
     let in_flight = Arc::new(InFlight::default());
     let mut parts = Vec::new();
@@ -157,6 +159,7 @@ pub async fn start_with_store(
             wake: role.runs_worker().then(|| wake.clone()),
             in_flight: role.runs_worker().then(|| in_flight.clone()),
             listener: listener_status,
+            cwom: Cwom::new(backend),
             max_body_bytes: config.max_body_bytes,
             api_key: config.api_key.as_deref().map(Arc::from),
         };

@@ -11,7 +11,8 @@
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`] |
 //! | [`api`] | warp routes, request handlers, the one error → HTTP mapping |
-//! | [`store`] | the [`store::Store`] trait of domain operations; `sqlite` and `postgres` own their SQL and migrations (`migrations/<dialect>/`) |
+//! | [`store`] | the [`store::Store`] trait of domain operations; `sqlite` and `postgres` own their SQL and migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database the layers share |
+//! | [`cwom`] | the canonical work object model (Repo … Artifact): types, storage on both databases, routes under `/cwom` |
 //! | [`notifier`] | the PostgreSQL LISTEN connection that turns NOTIFY into wake-ups, and reconnects |
 //! | [`worker`] | `producer` (when and how much to claim), `executor` (one task: trace, handler, timeout, panic, retry policy), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
 //! | [`handlers`] | the [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
@@ -50,6 +51,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cwom;
 pub mod daemon;
 pub mod handlers;
 pub mod logging;

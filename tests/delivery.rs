@@ -144,7 +144,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
         let db = TestDb::new(kind).await;
         let mut registry = Registry::builtin();
         registry.register("panics", Panics);
-        let app = support::start_in_process(db.store().await, &db.url(), &[], registry).await;
+        let app = support::start_in_process(&db.backend().await, &db.url(), &[], registry).await;
         let id = enqueue(&app.base, json!({"type": "panics", "max_attempts": 1})).await;
         let failed = wait_status(&app.base, &id, "failed", Duration::from_secs(10)).await;
         let err = failed["last_error"].as_str().unwrap();
@@ -192,7 +192,7 @@ async fn sigterm_gives_a_long_task_back_after_the_grace_period() {
 async fn twelve_concurrent_enqueues_with_one_key_make_one_task() {
     for kind in STORES {
         let db = TestDb::new(kind).await;
-        let app = support::start_in_process(db.store().await, &db.url(), &[], Registry::builtin()).await;
+        let app = support::start_in_process(&db.backend().await, &db.url(), &[], Registry::builtin()).await;
         let body = json!({"type": "echo", "idempotency_key": format!("once-{kind}")});
         let mut joins = Vec::new();
         for _ in 0..12 {

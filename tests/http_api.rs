@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devops_control_tower::handlers::Registry;
-use devops_control_tower::store::Store;
+use devops_control_tower::store::{Backend, Store};
 use serde_json::{json, Value};
 use support::{http, wait_status};
 
@@ -18,14 +18,15 @@ struct App {
     _db: support::SqliteDb,
 }
 
-async fn start_with(store: Arc<dyn Store>, db_url: &str, extra: &[(&str, &str)]) -> support::InProcess {
-    support::start_in_process(store, db_url, extra, Registry::builtin()).await
+async fn start_with(backend: &Backend, db_url: &str, extra: &[(&str, &str)]) -> support::InProcess {
+    support::start_in_process(backend, db_url, extra, Registry::builtin()).await
 }
 
 async fn app(extra: &[(&str, &str)]) -> App {
     let db = support::SqliteDb::new();
-    let store = db.store().await;
-    let daemon = start_with(store.clone(), &db.url(), extra).await;
+    let backend = db.backend().await;
+    let store = backend.tasks();
+    let daemon = start_with(&backend, &db.url(), extra).await;
     App { base: daemon.base.clone(), store, daemon, _db: db }
 }
 
@@ -238,8 +239,7 @@ async fn api_key_guards_task_routes_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_api_on_postgres() {
     let db = support::PgDb::new().await;
-    let store = db.store().await;
-    let daemon = start_with(store.clone(), &db.url, &[]).await;
+    let daemon = start_with(&db.backend().await, &db.url, &[]).await;
     let base = daemon.base.clone();
     let id = support::enqueue(&base, json!({"type": "echo", "payload": [1, "two"]})).await;
     let done = wait_status(&base, &id, "completed", Duration::from_secs(10)).await;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use warp::Filter;
 
+use crate::cwom::Cwom;
 use crate::handlers::Registry;
 use crate::notifier::ListenerStatus;
 use crate::shutdown::Shutdown;
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub in_flight: Option<Arc<InFlight>>,
     /// The LISTEN connection's state, when there is one (PostgreSQL).
     pub listener: Option<Arc<ListenerStatus>>,
+    /// The work object model's service (routes under `/cwom`).
+    pub cwom: Cwom,
     pub max_body_bytes: u64,
     pub api_key: Option<Arc<str>>,
 }
@@ -81,6 +84,7 @@ pub fn routes(
         .and(with_state.clone())
         .then(handlers::list)
         .boxed();
+    let cwom = crate::cwom::api::routes(state.cwom.clone(), auth.clone(), state.max_body_bytes);
     let cancel = warp::path!("tasks" / String / "cancel")
         .and(warp::post())
         .and(auth)
@@ -100,6 +104,8 @@ pub fn routes(
         .or(list)
         .unify()
         .or(cancel)
+        .unify()
+        .or(cwom)
         .unify()
         .recover(error::recover)
         .unify()

@@ -122,12 +122,30 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Opens (and migrates) the store `DATABASE_URL` names.
-pub async fn connect(url: &DatabaseUrl, pool_size: usize) -> StoreResult<Arc<dyn Store>> {
-    Ok(match url {
-        DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        DatabaseUrl::Postgres(url) => Arc::new(PgStore::connect(url, pool_size).await?),
-    })
+/// An open, migrated database of either kind. The task store and the layers above it
+/// (CWOM) share its connections.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Backend {
+    /// Opens (and migrates) the database `DATABASE_URL` names.
+    pub async fn open(url: &DatabaseUrl, pool_size: usize) -> StoreResult<Backend> {
+        Ok(match url {
+            DatabaseUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path).await?),
+            DatabaseUrl::Postgres(url) => Backend::Postgres(PgStore::connect(url, pool_size).await?),
+        })
+    }
+
+    /// The task store on this database.
+    pub fn tasks(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+            Backend::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
 }
 
 /// Seconds of a lease as the float both dialects take.

@@ -65,7 +65,8 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    /// A pooled connection (shared with the CWOM layer).
+    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }

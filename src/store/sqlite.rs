@@ -56,8 +56,8 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` with the connection on the blocking pool (shared with the CWOM layer).
+    pub(crate) async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -90,7 +90,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Err(StoreError::Internal(format!("sqlite migration failed: {}", last.unwrap_or_default())))
 }
 
-fn internal(e: rusqlite::Error) -> StoreError {
+pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(err, _)
             if matches!(

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devops_control_tower::store::{PgStore, SqliteStore, Store};
+use devops_control_tower::store::{Backend, PgStore, SqliteStore, Store};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
@@ -84,7 +84,11 @@ impl PgDb {
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
-        Arc::new(PgStore::connect(&self.url, 8).await.expect("PgStore::connect"))
+        self.backend().await.tasks()
+    }
+
+    pub async fn backend(&self) -> Backend {
+        Backend::Postgres(PgStore::connect(&self.url, 8).await.expect("PgStore::connect"))
     }
 }
 
@@ -125,7 +129,11 @@ impl SqliteDb {
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open(&self.path).await.expect("SqliteStore::open"))
+        self.backend().await.tasks()
+    }
+
+    pub async fn backend(&self) -> Backend {
+        Backend::Sqlite(SqliteStore::open(&self.path).await.expect("SqliteStore::open"))
     }
 }
 
@@ -337,10 +345,10 @@ impl Drop for InProcess {
     }
 }
 
-/// Starts the daemon in-process on `store`, bound to a free port, with `extra`
+/// Starts the daemon in-process on `backend`, bound to a free port, with `extra`
 /// configuration and the given handlers.
 pub async fn start_in_process(
-    store: Arc<dyn Store>,
+    backend: &Backend,
     db_url: &str,
     extra: &[(&str, &str)],
     registry: devops_control_tower::handlers::Registry,
@@ -361,9 +369,8 @@ pub async fn start_in_process(
     }
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     let shutdown = Shutdown::new();
-    let running = daemon::start_with_store(&config, daemon::Role::Serve, store, Arc::new(registry), shutdown.clone())
-        .await
-        .unwrap();
+    let running =
+        daemon::start_with(&config, daemon::Role::Serve, backend, Arc::new(registry), shutdown.clone()).await.unwrap();
     let base = format!("http://{}", running.local_addr().unwrap());
     InProcess { base, shutdown, trace }
 }
@@ -391,9 +398,13 @@ impl TestDb {
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
+        self.backend().await.tasks()
+    }
+
+    pub async fn backend(&self) -> Backend {
         match self {
-            TestDb::Sqlite(db) => db.store().await,
-            TestDb::Postgres(db) => db.store().await,
+            TestDb::Sqlite(db) => db.backend().await,
+            TestDb::Postgres(db) => db.backend().await,
         }
     }
 }
