@@ -1,9 +1,17 @@
-//! The PostgreSQL store: tokio-postgres on a deadpool pool.
+//! The PostgreSQL store: tokio-postgres on deadpool pools.
 //!
 //! Every hot operation is one round trip with a cached prepared statement: the claim is a
-//! `FOR UPDATE SKIP LOCKED` CTE plus `UPDATE … RETURNING`, and a whole batch of finished
-//! attempts is one `UPDATE … FROM unnest(…)`. Times come from the database clock
-//! (`now()`), so several daemons on several hosts agree on leases and schedules.
+//! `FOR UPDATE SKIP LOCKED` CTE plus `UPDATE … RETURNING`, a whole batch of finished
+//! attempts is one `UPDATE … FROM unnest(…)`, and concurrent enqueues are folded into one
+//! INSERT by [`intake`]. Times come from the database clock (`now()`), so several daemons
+//! on several hosts agree on leases and schedules.
+//!
+//! Two pools, because two kinds of write need different durability. Enqueues (and the API's
+//! other writes) commit durably: a 201 means the task survives a crash. The worker's
+//! bookkeeping (claim, heartbeat, finish, release, rescue) commits with
+//! `synchronous_commit = off`: a commit lost in a database crash only means the task is
+//! claimed or run again, which at-least-once delivery already allows, and not waiting for
+//! the WAL flush on every claim and finish is most of the drain rate.
 
 use std::time::Duration;
 
@@ -31,10 +39,18 @@ pub const CANCEL_CHANNEL: &str = "jct_cancel";
 /// Serialises migrations across daemons starting at once (an arbitrary constant).
 const MIGRATION_LOCK: i64 = 0x004a_4354_5f6d_6967; // "JCT_mig"
 
+mod intake;
+
+use intake::{Columns, Intake, INSERT_UNNEST};
+
 /// A task store in PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
+    /// Durable commits: enqueue, cancel, reads, and the CWOM layer.
     pool: Pool,
+    /// `synchronous_commit = off`: the worker's claim/finish/lease bookkeeping.
+    worker_pool: Pool,
+    intake: Intake,
 }
 
 impl PgStore {
@@ -54,21 +70,35 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("cannot build pool: {e}")))?;
-        Ok(PgStore { pool })
+        let pool = build_pool(config.clone(), pool_size.max(2))?;
+        let mut lax = config;
+        let options = lax.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        lax.options(format!("{options}-c synchronous_commit=off"));
+        let worker_pool = build_pool(lax, 4)?;
+        let intake = Intake::start(pool.clone());
+        Ok(PgStore { pool, worker_pool, intake })
     }
 
-    /// A pooled connection (shared with the CWOM layer).
+    /// A pooled connection with durable commits (shared with the CWOM layer).
     pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
+
+    /// A pooled connection for the worker's bookkeeping (commits not waited for).
+    async fn worker_client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.worker_pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+fn build_pool(config: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Internal(format!("cannot build pool: {e}")))
 }
 
 /// Runs the embedded migrations on their own connection, one daemon at a time.
@@ -102,7 +132,7 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn task_from_row(row: &Row) -> StoreResult<Task> {
+pub(super) fn task_from_row(row: &Row) -> StoreResult<Task> {
     let get = |e: tokio_postgres::Error| StoreError::Internal(format!("unreadable task row: {e}"));
     let id = TaskId(row.try_get::<_, Uuid>("id").map_err(get)?);
     let status: &str = row.try_get("status").map_err(get)?;
@@ -142,44 +172,7 @@ fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
 #[async_trait]
 impl Store for PgStore {
     async fn enqueue(&self, task: NewTask) -> StoreResult<Task> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                 timeout_seconds, idempotency_key, trace_id) \
-                 VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
-            )
-            .await
-            .map_err(pg_err)?;
-        let row = client
-            .query_opt(
-                &stmt,
-                &[
-                    &task.id.0,
-                    &task.task_type,
-                    &task.payload,
-                    &task.queue,
-                    &task.priority,
-                    &task.run_at,
-                    &task.max_attempts,
-                    &task.timeout_seconds,
-                    &task.idempotency_key,
-                    &task.trace_id,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        match row {
-            Some(row) => task_from_row(&row),
-            None => {
-                let row = client
-                    .query_one("SELECT id FROM tasks WHERE idempotency_key = $1", &[&task.idempotency_key])
-                    .await
-                    .map_err(pg_err)?;
-                Err(StoreError::Duplicate { existing: TaskId(row.get(0)) })
-            }
-        }
+        self.intake.enqueue(task).await
     }
 
     async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> StoreResult<Vec<TaskId>> {
@@ -187,51 +180,11 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let n = tasks.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut queues = Vec::with_capacity(n);
-        let mut priorities = Vec::with_capacity(n);
-        let mut run_ats = Vec::with_capacity(n);
-        let mut max_attempts = Vec::with_capacity(n);
-        let mut timeouts = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut trace_ids = Vec::with_capacity(n);
-        for t in &tasks {
-            ids.push(t.id.0);
-            types.push(t.task_type.as_str());
-            payloads.push(&t.payload);
-            queues.push(t.queue.as_str());
-            priorities.push(t.priority);
-            run_ats.push(t.run_at);
-            max_attempts.push(t.max_attempts);
-            timeouts.push(t.timeout_seconds);
-            keys.push(t.idempotency_key.as_deref());
-            trace_ids.push(t.trace_id.as_deref());
-        }
+        let columns = Columns::of(tasks.iter());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                 timeout_seconds, idempotency_key, trace_id) \
-                 SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_at, now()), \
-                        u.max_attempts, u.timeout_seconds, u.idempotency_key, u.trace_id \
-                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int4[], \
-                             $6::timestamptz[], $7::int4[], $8::int4[], $9::text[], $10::text[]) \
-                   AS u(id, type, payload, queue, priority, run_at, max_attempts, timeout_seconds, \
-                        idempotency_key, trace_id) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            )
-            .await
-            .map_err(pg_err)?;
-        let rows = tx
-            .query(
-                &stmt,
-                &[&ids, &types, &payloads, &queues, &priorities, &run_ats, &max_attempts, &timeouts, &keys, &trace_ids],
-            )
-            .await
-            .map_err(pg_err)?;
+        let stmt = tx.prepare_cached(&format!("{INSERT_UNNEST} RETURNING id")).await.map_err(pg_err)?;
+        let rows = tx.query(&stmt, &columns.params()).await.map_err(pg_err)?;
         if rows.len() < n {
             // Some key was taken: nothing of the batch is kept. Name the task that holds it.
             let inserted: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
@@ -249,11 +202,11 @@ impl Store for PgStore {
             return Err(StoreError::Duplicate { existing });
         }
         tx.commit().await.map_err(pg_err)?;
-        Ok(ids.into_iter().map(TaskId).collect())
+        Ok(columns.ids.into_iter().map(TaskId).collect())
     }
 
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
                 "WITH next AS ( \
@@ -275,7 +228,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
                 "UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
@@ -310,7 +263,7 @@ impl Store for PgStore {
             errors.push(error);
             run_ats.push(run_at);
         }
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
                 "UPDATE tasks SET status = u.status, \
@@ -335,7 +288,7 @@ impl Store for PgStore {
     }
 
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         client
             .execute(
                 "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = now(), \
@@ -418,7 +371,7 @@ impl Store for PgStore {
     }
 
     async fn rescue_expired(&self) -> StoreResult<u64> {
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         client
             .execute(
                 "UPDATE tasks SET \
@@ -434,7 +387,7 @@ impl Store for PgStore {
     }
 
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let client = self.client().await?;
+        let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()")
             .await
