@@ -6,6 +6,7 @@
 //! once a shutdown has drained them all.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,6 +182,7 @@ pub async fn start_with(
             },
             wake,
             in_flight,
+            run_time_ewma_us: AtomicU64::new(u64::MAX),
         });
         tracing::info!(
             worker_id = %worker.settings.id,

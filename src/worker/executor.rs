@@ -61,8 +61,7 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let id = task.id;
-        let token = shutdown.hard_token().child_token();
-        worker.in_flight.insert(id, token.clone());
+        let token = worker.in_flight.token(id).unwrap_or_else(|| worker.in_flight.hold(id, &shutdown));
         run(&worker, task, token, &completer, &shutdown).await;
         worker.in_flight.remove(id);
         drop(permit);
@@ -76,6 +75,11 @@ async fn run(
     completer: &CompletionSender,
     shutdown: &Shutdown,
 ) {
+    if cancel.is_cancelled() {
+        // Stopped while waiting in the producer's buffer: it never ran.
+        tracing::info!(task_id = %task.id, reason = ?worker.in_flight.reason(task.id), "stopped before it started");
+        return;
+    }
     let started_at = Utc::now();
     let clock = Instant::now();
     let task = Arc::new(task);
@@ -85,7 +89,9 @@ async fn run(
     if let Some(folder) = &folder {
         trace::attach(&span, folder);
     }
+    let handler_clock = Instant::now();
     let end = run_handler(worker, &task, cancel, shutdown).instrument(span).await;
+    worker.record_run(handler_clock.elapsed());
 
     let outcome = match end {
         RunEnd::Interrupted => {

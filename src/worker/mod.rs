@@ -10,6 +10,7 @@
 //! [`Worker::run`] wires them and drains them on shutdown.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,8 +67,16 @@ impl InFlight {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, id: TaskId, token: CancellationToken) {
-        self.lock().insert(id, Running { token, reason: None });
+    /// Starts tracking a claimed task (its lease is ours from now on).
+    fn hold(&self, id: TaskId, shutdown: &Shutdown) -> CancellationToken {
+        let token = shutdown.hard_token().child_token();
+        self.lock().insert(id, Running { token: token.clone(), reason: None });
+        token
+    }
+
+    /// The token that interrupts a held task.
+    fn token(&self, id: TaskId) -> Option<CancellationToken> {
+        self.lock().get(&id).map(|r| r.token.clone())
     }
 
     /// Removes the task, returning why it was stopped, if it was.
@@ -114,9 +123,28 @@ pub struct Worker {
     /// Woken by the notifier, the API and the rescuer: "there may be work now".
     pub wake: Arc<Notify>,
     pub in_flight: Arc<InFlight>,
+    /// Moving average of handler run time in µs (`u64::MAX`: none yet); sizes prefetch.
+    pub run_time_ewma_us: AtomicU64,
 }
 
 impl Worker {
+    /// The moving average of recent handler run times, once there is one.
+    pub fn average_run(&self) -> Option<Duration> {
+        match self.run_time_ewma_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Folds one run time into the average (weight 1/16: a few slow tasks move it fast
+    /// enough to stop prefetching, a single one does not).
+    fn record_run(&self, took: Duration) {
+        let sample = took.as_micros().min(u64::MAX as u128 - 1) as u64;
+        let _ = self.run_time_ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(if old == u64::MAX { sample } else { old - old / 16 + sample / 16 })
+        });
+    }
+
     /// Runs until `shutdown`, then drains: running tasks get the grace period, the rest
     /// are interrupted and handed back, and every attempt's end is written before return.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
