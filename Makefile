@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/release/devops-control-tower
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test fmt lint migrate
+.PHONY: help build run test fmt lint migrate compose-up compose-down compose-logs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,3 +26,12 @@ lint: ## Clippy with warnings as errors
 
 migrate: ## Apply migrations to DATABASE_URL and exit
 	$(CARGO) run --release --locked -- migrate
+
+compose-up: ## Start the compose stack (postgres + control-tower on port 8000)
+	docker compose up --build -d
+
+compose-down: ## Stop the compose stack, optional profiles included (the database volume is kept)
+	docker compose --profile workers --profile redis down
+
+compose-logs: ## Follow the compose stack's logs
+	docker compose logs -f
