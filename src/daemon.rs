@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::config::{Config, DatabaseUrl};
 use crate::cwom::Cwom;
 use crate::handlers::Registry;
+use crate::metrics::Metrics;
 use crate::notifier::{self, ListenerStatus};
 use crate::shutdown::Shutdown;
 use crate::store::{Backend, StoreError};
@@ -125,6 +126,7 @@ pub async fn start_with(
     let store = backend.tasks();
     let wake = Arc::new(Notify::new());
     let in_flight = Arc::new(InFlight::default());
+    let metrics = Arc::new(Metrics::new());
     let mut parts = Vec::new();
 
     let trace = if !role.runs_worker() || !config.trace {
@@ -161,6 +163,7 @@ pub async fn start_with(
             in_flight: role.runs_worker().then(|| in_flight.clone()),
             listener: listener_status,
             cwom: Cwom::new(backend),
+            metrics: metrics.clone(),
             max_body_bytes: config.max_body_bytes,
             api_key: config.api_key.as_deref().map(Arc::from),
         };
@@ -183,6 +186,7 @@ pub async fn start_with(
             wake,
             in_flight,
             run_time_ewma_us: AtomicU64::new(u64::MAX),
+            metrics,
         });
         tracing::info!(
             worker_id = %worker.settings.id,

@@ -181,3 +181,28 @@ async fn healthcheck_subcommand_tracks_the_daemon() {
     .await;
     assert!(!dead.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_task_and_its_trace_id() {
+    let d = Spawn::new().env("JCT_LOG_FORMAT", "json").start();
+    let res = support::http()
+        .post(d.url("/tasks/enqueue"))
+        .header("x-trace-id", "trace-abc")
+        .json(&json!({"type": "fail", "max_attempts": 1}))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string();
+    wait_status(&d.url(""), &id, "failed", Duration::from_secs(10)).await;
+    let line = wait_for("the failure line", Duration::from_secs(5), || async {
+        d.stderr().lines().find(|l| l.contains("task failed")).map(str::to_string)
+    })
+    .await;
+    let entry: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["task_id"], id.as_str());
+    assert_eq!(entry["trace_id"], "trace-abc");
+    assert_eq!(entry["level"], "WARN");
+    for l in d.stderr().lines() {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("every line is JSON ({e}): {l}"));
+    }
+}

@@ -249,3 +249,68 @@ async fn the_same_api_on_postgres() {
     let (status, body) = get_json(&base, "/ready").await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let app = app(&[]).await;
+    let id = support::enqueue(&app.base, json!({"type": "echo"})).await;
+    wait_status(&app.base, &id, "completed", Duration::from_secs(10)).await;
+    let failing = support::enqueue(&app.base, json!({"type": "fail", "max_attempts": 1})).await;
+    wait_status(&app.base, &failing, "failed", Duration::from_secs(10)).await;
+    let res = http().get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().contains("openmetrics-text"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "jct_tasks_enqueued_total{task_type=\"echo\"} 1",
+        "jct_tasks_enqueued_total{task_type=\"fail\"} 1",
+        "jct_tasks_completed_total{task_type=\"echo\"} 1",
+        "jct_tasks_failed_total{task_type=\"fail\"} 1",
+        "jct_tasks{status=\"completed\"} 1",
+        "jct_tasks{status=\"failed\"} 1",
+        "jct_tasks{status=\"queued\"} 0",
+        "jct_task_run_seconds_count{task_type=\"echo\"} 1",
+        "jct_task_claim_to_start_seconds_count 2",
+        "jct_listener_connected 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_answer_gives_503() {
+    // A PostgreSQL URL where nothing listens: the pool cannot connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://nobody@127.0.0.1:{port}/none");
+    let backend = Backend::Postgres(devops_control_tower::store::PgStore::connect_no_migrate(&url, 2).unwrap());
+    let app = support::start_in_process(&backend, &url, &[], Registry::builtin()).await;
+    let (status, body) = get_json(&app.base, "/ready").await;
+    assert_error(status, &body, 503, "store_unavailable");
+    let (status, body) =
+        post_raw(&app.base, "/tasks/enqueue", Some("application/json"), json!({"type": "echo"}).to_string()).await;
+    assert_error(status, &body, 503, "store_unavailable");
+    assert_eq!(get_json(&app.base, "/health").await.0, 200, "alive even without its store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_all_or_nothing_over_http() {
+    let app = app(&[]).await;
+    let batch = json!([{"type": "echo", "payload": 1}, {"type": "echo", "payload": 2}]);
+    let (status, body) = post_raw(&app.base, "/tasks/enqueue_batch", Some("application/json"), batch.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["count"], 2);
+    let ids: Vec<String> = body["task_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let done = wait_status(&app.base, id, "completed", Duration::from_secs(10)).await;
+        assert_eq!(done["result"], json!(i + 1));
+    }
+    let bad = json!([{"type": "echo"}, {"type": "echo", "priority": "high"}, {"type": "nope"}]);
+    let (status, body) = post_raw(&app.base, "/tasks/enqueue_batch", Some("application/json"), bad.to_string()).await;
+    assert_error(status, &body, 422, "invalid_field");
+    assert_eq!(body["index"], 1, "the first bad task is named: {body}");
+    for (body, code) in [("{}", "invalid_field"), ("[]", "invalid_field"), ("[{", "malformed_json")] {
+        let (status, got) = post_raw(&app.base, "/tasks/enqueue_batch", Some("application/json"), body).await;
+        assert_error(status, &got, if code == "malformed_json" { 400 } else { 422 }, code);
+    }
+    assert_eq!(count(&app.store).await, 2, "refused batches stored nothing");
+}

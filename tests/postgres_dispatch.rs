@@ -204,3 +204,38 @@ async fn the_minimal_insert_gets_every_default() {
     let bad = client.execute("INSERT INTO tasks (type, status) VALUES ('echo', 'bogus')", &[]).await;
     assert!(bad.is_err(), "status is constrained");
 }
+
+/// Several daemons migrating one empty database at once: the advisory lock lets one
+/// apply the migrations and the others find them applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_on_an_empty_database_all_succeed() {
+    let admin = support::pg_base_url();
+    let name = format!("m_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let url = format!("{base}/{name}");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(support::BIN)
+                .arg("migrate")
+                .env_clear()
+                .env("DATABASE_URL", &url)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let applied: i64 = db.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await.unwrap().get(0);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(applied as usize, files, "each migration applied exactly once");
+    drop(db);
+    client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+}

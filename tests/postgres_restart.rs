@@ -10,15 +10,68 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{wait_for, PgDb, Spawn};
 
-fn restart_server() {
+/// The tests here stop and restart the one server: one at a time.
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    SERVER.lock().await
+}
+
+/// Runs `pg_ctl <action>` on the test cluster (`restart`, `stop`, `start`).
+fn pg_ctl(action: &str) {
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test`"));
     let (ctl, log, opts) = (var("TEST_PG_CTL"), var("TEST_PG_LOG"), var("TEST_PG_OPTS"));
+    let mode = if action == "start" { "" } else { "-m fast" };
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' restart -m fast >/dev/null"))
+        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' {action} {mode} >/dev/null"))
         .status()
         .expect("running pg_ctl");
-    assert!(status.success(), "pg_ctl restart failed");
+    assert!(status.success(), "pg_ctl {action} failed");
+}
+
+/// Starts the server again on drop if a failed test left it stopped, so the test
+/// binaries after this one still have their database.
+struct EnsureRunning;
+
+impl Drop for EnsureRunning {
+    fn drop(&mut self) {
+        let (Ok(ctl), Ok(log), Ok(opts)) =
+            (std::env::var("TEST_PG_CTL"), std::env::var("TEST_PG_LOG"), std::env::var("TEST_PG_OPTS"))
+        else {
+            return;
+        };
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ctl} status >/dev/null || {ctl} -w -t 60 -l '{log}' -o '{opts}' start >/dev/null"))
+            .status();
+    }
+}
+
+fn restart_server() {
+    pg_ctl("restart");
+}
+
+/// A daemon that starts before its database waits for it, one log line per attempt,
+/// instead of exiting (and crash-looping under a supervisor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_before_its_database_waits_for_it() {
+    let _server = exclusive().await;
+    let db = PgDb::new().await;
+    let _restart = EnsureRunning;
+    pg_ctl("stop");
+    let mut d = Spawn::new().env("DATABASE_URL", &db.url).until_line("database not reachable yet").start();
+    wait_for("a few attempts", Duration::from_secs(20), || async {
+        (d.stderr().lines().filter(|l| l.contains("database not reachable yet")).count() >= 3).then_some(())
+    })
+    .await;
+    assert!(d.stderr().lines().filter(|l| l.contains("database not reachable yet")).all(|l| l.contains("attempt=")));
+    pg_ctl("start");
+    d.wait_listening(Duration::from_secs(30));
+    let res = support::http().get(d.url("/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let id = support::enqueue(&d.url(""), serde_json::json!({"type": "echo"})).await;
+    support::wait_status(&d.url(""), &id, "completed", Duration::from_secs(10)).await;
 }
 
 async fn counts(db: &PgDb) -> Option<(i64, i64)> {
@@ -30,6 +83,7 @@ async fn counts(db: &PgDb) -> Option<(i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_run_loses_nothing() {
+    let _server = exclusive().await;
     let db = PgDb::new().await;
     let d = Spawn::new()
         .env("DATABASE_URL", &db.url)

@@ -9,6 +9,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::cwom::types::{ObjectKind, Status};
+use crate::cwom::CwomError;
 use crate::store::StoreError;
 use crate::task::{InvalidField, TaskId, TaskStatus};
 
@@ -43,6 +45,19 @@ pub enum ApiError {
     NotCancellable { id: TaskId, status: TaskStatus },
     #[error("idempotency key already used by task {existing}")]
     DuplicateIdempotencyKey { existing: TaskId },
+    /// A CWOM Ref names no object of its kind, or the wrong kind; says which Ref.
+    #[error("{0}")]
+    InvalidRef(String),
+    #[error("no {kind} with id {id:?}")]
+    CwomNotFound { kind: ObjectKind, id: String },
+    /// PUT or PATCH on a kind that never changes once created.
+    #[error("a {0} is immutable once created; create a new one instead")]
+    ImmutableObject(ObjectKind),
+    /// A CWOM unique key is taken (repo slug; doctrine namespace, name and version).
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{kind} {id} is {status}, a final status; it cannot become {to}")]
+    FinalStatus { kind: ObjectKind, id: String, status: Status, to: Status },
     #[error("missing or wrong API key (send Authorization: Bearer <key>)")]
     Unauthorized,
     #[error("the task store is unavailable; try again shortly")]
@@ -56,14 +71,16 @@ impl ApiError {
         use ApiError::*;
         match self {
             MalformedJson(_) | InvalidId(_) | BadQuery(_) => StatusCode::BAD_REQUEST,
-            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) | InvalidBatchItem { .. } => {
+            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) | InvalidBatchItem { .. } | InvalidRef(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TaskNotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            NotCancellable { .. } | DuplicateIdempotencyKey { .. } => StatusCode::CONFLICT,
+            TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } => StatusCode::NOT_FOUND,
+            MethodNotAllowed | ImmutableObject(_) => StatusCode::METHOD_NOT_ALLOWED,
+            NotCancellable { .. } | DuplicateIdempotencyKey { .. } | AlreadyExists(_) | FinalStatus { .. } => {
+                StatusCode::CONFLICT
+            }
             Unauthorized => StatusCode::UNAUTHORIZED,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +104,11 @@ impl ApiError {
             MethodNotAllowed => "method_not_allowed",
             NotCancellable { .. } => "not_cancellable",
             DuplicateIdempotencyKey { .. } => "duplicate_idempotency_key",
+            InvalidRef(_) => "invalid_ref",
+            CwomNotFound { .. } => "object_not_found",
+            ImmutableObject(_) => "immutable_object",
+            AlreadyExists(_) => "already_exists",
+            FinalStatus { .. } => "final_status",
             Unauthorized => "unauthorized",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
@@ -100,6 +122,15 @@ impl ApiError {
             ApiError::InvalidBatchItem { index, .. } => body["index"] = json!(index),
             ApiError::NotCancellable { id, status } => {
                 body["task_id"] = json!(id);
+                body["status"] = json!(status);
+            }
+            ApiError::CwomNotFound { kind, id } => {
+                body["kind"] = json!(kind);
+                body["id"] = json!(id);
+            }
+            ApiError::FinalStatus { kind, id, status, .. } => {
+                body["kind"] = json!(kind);
+                body["id"] = json!(id);
                 body["status"] = json!(status);
             }
             _ => {}
@@ -127,6 +158,20 @@ impl ApiError {
                 tracing::error!(%cause, "store error");
                 ApiError::Internal
             }
+        }
+    }
+}
+
+impl From<CwomError> for ApiError {
+    fn from(e: CwomError) -> Self {
+        match e {
+            CwomError::Invalid(m) => ApiError::InvalidField(m),
+            CwomError::InvalidRef(m) => ApiError::InvalidRef(m),
+            CwomError::InvalidFilter(m) => ApiError::InvalidFilter(m),
+            CwomError::NotFound { kind, id } => ApiError::CwomNotFound { kind, id },
+            CwomError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            CwomError::FinalStatus { kind, id, status, to } => ApiError::FinalStatus { kind, id, status, to },
+            CwomError::Store(e) => ApiError::from_store(e, None),
         }
     }
 }

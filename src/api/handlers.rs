@@ -103,7 +103,34 @@ pub async fn ready(state: ApiState) -> Response {
     }
 }
 
-fn is_json(content_type: Option<&str>) -> bool {
+/// `GET /openapi.json`: built once, served from memory.
+pub fn openapi() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::openapi::document().to_string());
+    let mut res = DOCUMENT.as_str().into_response();
+    res.headers_mut()
+        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
+    res
+}
+
+/// `GET /metrics`: refreshes the store-derived gauges (at most every few seconds) and
+/// renders everything.
+pub async fn metrics(state: ApiState) -> Response {
+    if state.metrics.status_counts_due() {
+        match state.store.count_by_status().await {
+            Ok(counts) => state.metrics.set_status_counts(&counts),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count tasks by status"),
+        }
+    }
+    state.metrics.set_listener_connected(state.listener.as_ref().is_some_and(|l| l.is_connected()));
+    let mut res = state.metrics.render().into_response();
+    res.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
+}
+
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
         .map(|mime| {
@@ -114,7 +141,7 @@ fn is_json(content_type: Option<&str>) -> bool {
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+pub(crate) async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -186,6 +213,7 @@ where
         if let Some(wake) = &state.wake {
             wake.notify_one();
         }
+        state.metrics.enqueued(&stored.task_type, 1);
         tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
         Ok(stored)
     }
@@ -241,7 +269,14 @@ where
         }
         let bytes = read_body(body, state.max_body_bytes).await?;
         let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
+        let mut per_type: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for t in &tasks {
+            *per_type.entry(t.task_type.clone()).or_default() += 1;
+        }
         let ids = state.store.enqueue_batch(tasks).await.map_err(|e| ApiError::from_store(e, None))?;
+        for (task_type, n) in per_type {
+            state.metrics.enqueued(&task_type, n);
+        }
         if let Some(wake) = &state.wake {
             wake.notify_one();
         }

@@ -13,6 +13,7 @@ use warp::Filter;
 
 use crate::cwom::Cwom;
 use crate::handlers::Registry;
+use crate::metrics::Metrics;
 use crate::notifier::ListenerStatus;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -20,6 +21,7 @@ use crate::worker::InFlight;
 
 pub mod error;
 pub mod handlers;
+pub mod openapi;
 
 pub use error::ApiError;
 
@@ -35,6 +37,7 @@ pub struct ApiState {
     pub in_flight: Option<Arc<InFlight>>,
     /// The LISTEN connection's state, when there is one (PostgreSQL).
     pub listener: Option<Arc<ListenerStatus>>,
+    pub metrics: Arc<Metrics>,
     /// The work object model's service (routes under `/cwom`).
     pub cwom: Cwom,
     pub max_body_bytes: u64,
@@ -53,6 +56,8 @@ pub fn routes(
 
     let health = warp::path!("health").and(warp::get()).then(handlers::health).boxed();
     let ready = warp::path!("ready").and(warp::get()).and(with_state.clone()).then(handlers::ready).boxed();
+    let metrics = warp::path!("metrics").and(warp::get()).and(with_state.clone()).then(handlers::metrics).boxed();
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(handlers::openapi).boxed();
     let enqueue = warp::path!("tasks" / "enqueue")
         .and(warp::post())
         .and(auth.clone())
@@ -94,6 +99,10 @@ pub fn routes(
 
     health
         .or(ready)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
         .unify()
         .or(enqueue)
         .unify()

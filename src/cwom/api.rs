@@ -1,10 +1,24 @@
-//! HTTP routes under `/cwom`.
+//! HTTP routes under `/cwom`: for each kind's collection, `POST` (create) and `GET`
+//! (list); for one object, `GET`, and `PATCH` on issues and runs. `PUT`/`PATCH` on the
+//! immutable kinds answer 405 `immutable_object`.
+//!
+//! Two filters cover every path (`/cwom/<kind>` and `/cwom/<kind>/<id>`); the handler
+//! picks by kind and method, so an unknown kind is a 404 and a known path with a method
+//! it does not take is a 405 with the JSON error shape. Bodies are read exactly like
+//! `/tasks` (same size limit, content type and malformed-JSON answers).
 
+use futures_util::Stream;
+use serde_json::Value;
 use warp::filters::BoxedFilter;
+use warp::http::{Method, StatusCode};
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Buf, Filter, Reply};
 
+use super::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
+use super::types::{Object, ObjectKind};
 use super::Cwom;
+use crate::api::handlers::{is_json, read_body};
+use crate::api::ApiError;
 
 /// Every `/cwom` route, behind `auth`.
 pub fn routes(
@@ -12,6 +26,107 @@ pub fn routes(
     auth: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
     max_body_bytes: u64,
 ) -> BoxedFilter<(Response,)> {
-    let _ = (cwom, max_body_bytes);
-    warp::path("cwom").and(auth).and_then(|| async { Err::<Response, _>(warp::reject::not_found()) }).boxed()
+    let with_cwom = warp::any().map(move || cwom.clone());
+    let collection = warp::path!("cwom" / String)
+        .and(auth.clone())
+        .and(warp::method())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .and(with_cwom.clone())
+        .then(move |segment: String, method: Method, query, content_type, body, cwom| async move {
+            let request = Request { cwom, method, content_type, max_body_bytes };
+            request.collection(&segment, query, body).await.unwrap_or_else(|e| e.into_response())
+        });
+    let item = warp::path!("cwom" / String / String)
+        .and(auth)
+        .and(warp::method())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .and(with_cwom)
+        .then(move |segment: String, id: String, method: Method, content_type, body, cwom| async move {
+            let request = Request { cwom, method, content_type, max_body_bytes };
+            request.item(&segment, &id, body).await.unwrap_or_else(|e| e.into_response())
+        });
+    collection.or(item).unify().boxed()
+}
+
+/// What every handler needs from the request besides its path and body.
+struct Request {
+    cwom: Cwom,
+    method: Method,
+    content_type: Option<String>,
+    max_body_bytes: u64,
+}
+
+fn kind_of(segment: &str) -> Result<ObjectKind, ApiError> {
+    ObjectKind::from_path(segment).ok_or(ApiError::RouteNotFound)
+}
+
+fn json(object: &Object, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(object), status).into_response()
+}
+
+impl Request {
+    async fn collection<S, B>(self, segment: &str, query: Vec<(String, String)>, body: S) -> Result<Response, ApiError>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        let kind = kind_of(segment)?;
+        match self.method {
+            Method::POST => {
+                let body = self.json_body(body).await?;
+                let object = self.cwom.create(kind, body).await?;
+                tracing::debug!(kind = %kind, id = object.id(), "cwom object created");
+                let mut res = json(&object, StatusCode::CREATED);
+                let location = format!("/cwom/{}/{}", kind.path(), object.id());
+                if let Ok(v) = warp::http::HeaderValue::from_str(&location) {
+                    res.headers_mut().insert(warp::http::header::LOCATION, v);
+                }
+                Ok(res)
+            }
+            Method::GET => {
+                let objects = self.cwom.list(&ListQuery::parse(kind, &query)?).await?;
+                Ok(warp::reply::json(&objects).into_response())
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+
+    async fn item<S, B>(self, segment: &str, id: &str, body: S) -> Result<Response, ApiError>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        let kind = kind_of(segment)?;
+        match (&self.method, kind) {
+            (&Method::GET, _) => Ok(json(&self.cwom.get(kind, id).await?, StatusCode::OK)),
+            (&Method::PUT | &Method::PATCH, kind) if kind.is_immutable() => Err(ApiError::ImmutableObject(kind)),
+            (&Method::PATCH, ObjectKind::Issue) => {
+                let patch: IssuePatch = parse_body(self.json_body(body).await?)?;
+                let issue = self.cwom.update_issue(id, patch).await?;
+                Ok(json(&issue.into(), StatusCode::OK))
+            }
+            (&Method::PATCH, ObjectKind::Run) => {
+                let patch: RunPatch = parse_body(self.json_body(body).await?)?;
+                let run = self.cwom.update_run(id, patch).await?;
+                Ok(json(&run.into(), StatusCode::OK))
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+
+    /// The body as JSON, read like `/tasks` reads it: 415, 413, then 400.
+    async fn json_body<S, B>(&self, body: S) -> Result<Value, ApiError>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        if !is_json(self.content_type.as_deref()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = read_body(body, self.max_body_bytes).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+    }
 }

@@ -102,8 +102,10 @@ impl ObjectKind {
 wire_enum! {
     /// Where an Issue or a Run is in its life. `done`, `failed` and `canceled` are final:
     /// nothing moves an object out of them (a change is refused with 409).
+    #[derive(Default)]
     pub enum Status {
         /// Known, not yet ready to start. The default.
+        #[default]
         Planned => "planned",
         /// Everything needed is there; may start.
         Ready => "ready",
@@ -126,12 +128,6 @@ impl Status {
     }
 }
 
-impl Default for Status {
-    fn default() -> Self {
-        Status::Planned
-    }
-}
-
 wire_enum! {
     pub enum IssueType {
         Feature => "feature",
@@ -146,18 +142,14 @@ wire_enum! {
 
 wire_enum! {
     /// P0 is the most urgent.
+    #[derive(Default)]
     pub enum Priority {
         P0 => "P0",
         P1 => "P1",
+        #[default]
         P2 => "P2",
         P3 => "P3",
         P4 => "P4",
-    }
-}
-
-impl Default for Priority {
-    fn default() -> Self {
-        Priority::P2
     }
 }
 
@@ -189,16 +181,12 @@ wire_enum! {
 }
 
 wire_enum! {
+    #[derive(Default)]
     pub enum VerificationStatus {
+        #[default]
         Unverified => "unverified",
         Passed => "passed",
         Failed => "failed",
-    }
-}
-
-impl Default for VerificationStatus {
-    fn default() -> Self {
-        VerificationStatus::Unverified
     }
 }
 
@@ -213,30 +201,22 @@ wire_enum! {
 }
 
 wire_enum! {
+    #[derive(Default)]
     pub enum DoctrinePriority {
         Must => "must",
+        #[default]
         Should => "should",
         May => "may",
     }
 }
 
-impl Default for DoctrinePriority {
-    fn default() -> Self {
-        DoctrinePriority::Should
-    }
-}
-
 wire_enum! {
+    #[derive(Default)]
     pub enum Visibility {
         Public => "public",
+        #[default]
         Private => "private",
         Internal => "internal",
-    }
-}
-
-impl Default for Visibility {
-    fn default() -> Self {
-        Visibility::Private
     }
 }
 

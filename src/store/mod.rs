@@ -3,7 +3,7 @@
 //! The rest of the daemon never sees SQL. Each implementation owns its dialect, its
 //! migrations and its connection handling; both pass the same conformance suite
 //! (`tests/store_conformance.rs`). Which one runs is chosen once, from `DATABASE_URL`,
-//! by [`connect`].
+//! by [`Backend::open`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +117,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest `run_at` among queued tasks not yet due, for the producer's timer.
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// How many tasks are in each status (statuses with none may be missing).
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>>;
 
     /// Answers when the database does; for `/ready`.
     async fn ping(&self) -> StoreResult<()>;

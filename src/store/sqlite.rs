@@ -490,6 +490,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
+        self.call(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status").map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(internal)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(internal)?;
+            rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(StoreError::Internal)?, n as u64))).collect()
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
     }

@@ -82,6 +82,9 @@ async fn run(
     }
     let started_at = Utc::now();
     let clock = Instant::now();
+    if let Some(claimed) = task.started_at {
+        worker.metrics.started_after_claim((started_at - claimed).to_std().unwrap_or_default());
+    }
     let task = Arc::new(task);
     let folder = open_trace(worker, &task).await;
 
@@ -91,7 +94,9 @@ async fn run(
     }
     let handler_clock = Instant::now();
     let end = run_handler(worker, &task, cancel, shutdown).instrument(span).await;
-    worker.record_run(handler_clock.elapsed());
+    let took = handler_clock.elapsed();
+    worker.record_run(took);
+    worker.metrics.ran(&task.task_type, took);
 
     let outcome = match end {
         RunEnd::Interrupted => {
@@ -130,11 +135,27 @@ async fn run(
         RunEnd::Failed(error) => Finish::Failed { error },
     };
     match &outcome {
+        Finish::Completed { .. } => worker.metrics.completed(&task.task_type),
+        Finish::Retry { .. } => worker.metrics.retried(&task.task_type),
+        Finish::Failed { .. } => worker.metrics.failed(&task.task_type),
+    }
+    match &outcome {
         Finish::Completed { .. } => tracing::debug!(task_id = %task.id, "task completed"),
-        Finish::Retry { error, run_at } => {
-            tracing::info!(task_id = %task.id, attempt = task.attempts, %error, %run_at, "attempt failed; will retry")
-        }
-        Finish::Failed { error } => tracing::warn!(task_id = %task.id, attempt = task.attempts, %error, "task failed"),
+        Finish::Retry { error, run_at } => tracing::info!(
+            task_id = %task.id,
+            trace_id = task.trace_id.as_deref().unwrap_or(""),
+            attempt = task.attempts,
+            %error,
+            %run_at,
+            "attempt failed; will retry"
+        ),
+        Finish::Failed { error } => tracing::warn!(
+            task_id = %task.id,
+            trace_id = task.trace_id.as_deref().unwrap_or(""),
+            attempt = task.attempts,
+            %error,
+            "task failed"
+        ),
     }
     if let Some(folder) = folder {
         let record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());

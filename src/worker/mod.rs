@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::Registry;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::task::{TaskId, WorkerId};
@@ -123,6 +124,7 @@ pub struct Worker {
     /// Woken by the notifier, the API and the rescuer: "there may be work now".
     pub wake: Arc<Notify>,
     pub in_flight: Arc<InFlight>,
+    pub metrics: Arc<Metrics>,
     /// Moving average of handler run time in µs (`u64::MAX`: none yet); sizes prefetch.
     pub run_time_ewma_us: AtomicU64,
 }

@@ -170,11 +170,13 @@ pub struct Spawn<'a> {
     pub workdir: Option<PathBuf>,
     /// Wait for the API to listen (false for the `worker` role).
     pub wait_api: bool,
+    /// Wait for this stderr text instead (start-up still in progress).
+    pub wait_line: Option<&'a str>,
 }
 
 impl<'a> Spawn<'a> {
     pub fn new() -> Self {
-        Spawn { args: Vec::new(), env: Vec::new(), workdir: None, wait_api: true }
+        Spawn { args: Vec::new(), env: Vec::new(), workdir: None, wait_api: true, wait_line: None }
     }
 
     pub fn env(mut self, k: &'a str, v: impl Into<String>) -> Self {
@@ -194,6 +196,12 @@ impl<'a> Spawn<'a> {
 
     pub fn no_api(mut self) -> Self {
         self.wait_api = false;
+        self
+    }
+
+    /// Returns as soon as stderr shows `line` (the API may not listen yet).
+    pub fn until_line(mut self, line: &'a str) -> Self {
+        self.wait_line = Some(line);
         self
     }
 
@@ -232,15 +240,17 @@ impl<'a> Spawn<'a> {
         let child = cmd.spawn().expect("spawning the daemon binary");
         let mut d =
             DaemonProcess { child, addr: "127.0.0.1:0".parse().unwrap(), workdir, trace_dir, stderr_path, _tmp: tmp };
-        let marker = if self.wait_api { "HTTP API listening addr=" } else { "worker started" };
+        let marker = match (self.wait_line, self.wait_api) {
+            (Some(line), _) => line,
+            (None, true) => "HTTP API listening",
+            (None, false) => "worker started",
+        };
         let start = Instant::now();
         loop {
             let log = d.stderr();
-            if let Some(pos) = log.find(marker) {
-                if self.wait_api {
-                    let rest = &log[pos + marker.len()..];
-                    let addr = rest.split_whitespace().next().unwrap();
-                    d.addr = addr.parse().unwrap_or_else(|_| panic!("bad addr in log: {addr}"));
+            if let Some(line) = log.lines().find(|l| l.contains(marker)) {
+                if self.wait_api && self.wait_line.is_none() {
+                    d.addr = listening_addr(line).unwrap_or_else(|| panic!("no address in: {line}"));
                 }
                 return d;
             }
@@ -253,7 +263,30 @@ impl<'a> Spawn<'a> {
     }
 }
 
+/// The address in the daemon's "HTTP API listening" line, text or JSON.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) {
+        return entry["addr"].as_str()?.parse().ok();
+    }
+    line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 impl DaemonProcess {
+    /// Learns the API address once the daemon logs it (after [`Spawn::until_line`]).
+    pub fn wait_listening(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) =
+                self.stderr().lines().find(|l| l.contains("HTTP API listening")).and_then(listening_addr)
+            {
+                self.addr = addr;
+                return;
+            }
+            assert!(start.elapsed() < timeout, "the API did not listen within {timeout:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -3,7 +3,7 @@
 //! Every hot operation is one round trip with a cached prepared statement: the claim is a
 //! `FOR UPDATE SKIP LOCKED` CTE plus `UPDATE … RETURNING`, a whole batch of finished
 //! attempts is one `UPDATE … FROM unnest(…)`, and concurrent enqueues are folded into one
-//! INSERT by [`intake`]. Times come from the database clock (`now()`), so several daemons
+//! INSERT by the `intake` module. Times come from the database clock (`now()`), so several daemons
 //! on several hosts agree on leases and schedules.
 //!
 //! Two pools, because two kinds of write need different durability. Enqueues (and the API's
@@ -394,6 +394,14 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let row = client.query_one(&stmt, &[]).await.map_err(pg_err)?;
         Ok(row.get(0))
+    }
+
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT status, count(*) FROM tasks GROUP BY status", &[]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((r.get::<_, &str>(0).parse().map_err(StoreError::Internal)?, r.get::<_, i64>(1) as u64)))
+            .collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

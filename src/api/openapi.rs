@@ -1,0 +1,328 @@
+//! The OpenAPI 3 document of the HTTP API, served at `GET /openapi.json`.
+//!
+//! Written by hand next to the routes it describes; `tests/openapi.rs` walks every path
+//! and method in it against a running daemon and checks the answers match, so the two
+//! cannot drift apart unnoticed.
+
+use serde_json::{json, Value};
+
+/// The CWOM collections under `/cwom`, with the filters each list takes.
+const CWOM_KINDS: [(&str, &str, &[&str]); 7] = [
+    ("repos", "Repo", &["visibility"]),
+    ("issues", "Issue", &["repo_id", "status", "type", "priority"]),
+    ("context-packets", "ContextPacket", &[]),
+    ("constraint-snapshots", "ConstraintSnapshot", &[]),
+    ("doctrine-refs", "DoctrineRef", &["namespace", "type"]),
+    ("runs", "Run", &["issue_id", "repo_id", "status", "mode"]),
+    ("artifacts", "Artifact", &["run_id", "issue_id", "type"]),
+];
+
+fn error(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn id_param(description: &str) -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn query_params(names: &[&str]) -> Vec<Value> {
+    names
+        .iter()
+        .map(|n| json!({ "name": n, "in": "query", "required": false, "schema": { "type": "string" } }))
+        .collect()
+}
+
+fn paging() -> Vec<Value> {
+    vec![
+        json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+        json!({ "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } }),
+    ]
+}
+
+fn task_paths() -> Value {
+    let enqueue_errors = json!({
+        "400": error("Malformed JSON"),
+        "401": error("Missing or wrong API key"),
+        "409": error("Idempotency key already used; the body names the existing task_id"),
+        "413": error("Body larger than JCT_MAX_BODY_BYTES"),
+        "415": error("Not application/json"),
+        "422": error("Invalid or unknown field, or unknown task type"),
+        "503": error("Store unavailable"),
+    });
+    let mut enqueue_responses = enqueue_errors.clone();
+    enqueue_responses["201"] = ok_json("The task, queued", schema_ref("Task"));
+    let mut batch_responses = enqueue_errors;
+    batch_responses["201"] = ok_json("All tasks queued", schema_ref("BatchResult"));
+    json!({
+        "/health": { "get": {
+            "summary": "Liveness: the process answers",
+            "responses": { "200": ok_json("Alive", schema_ref("Health")) }
+        }},
+        "/ready": { "get": {
+            "summary": "Readiness: the store answers",
+            "responses": { "200": ok_json("Ready", schema_ref("Ready")), "503": error("Store unavailable") }
+        }},
+        "/metrics": { "get": {
+            "summary": "Prometheus/OpenMetrics text",
+            "responses": { "200": { "description": "Metrics", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } }
+        }},
+        "/openapi.json": { "get": {
+            "summary": "This document",
+            "responses": { "200": ok_json("The OpenAPI document", json!({ "type": "object", "required": ["openapi", "paths"] })) }
+        }},
+        "/tasks/enqueue": { "post": {
+            "summary": "Enqueue one task",
+            "parameters": [{ "name": "X-Trace-Id", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 128 } }],
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": schema_ref("TaskSpec"),
+                "example": { "type": "echo", "payload": { "hello": "world" } }
+            }}},
+            "responses": enqueue_responses
+        }},
+        "/tasks/enqueue_batch": { "post": {
+            "summary": "Enqueue many tasks in one all-or-nothing insert",
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": { "type": "array", "minItems": 1, "items": schema_ref("TaskSpec") },
+                "example": [{ "type": "echo", "payload": 1 }, { "type": "echo", "payload": 2 }]
+            }}},
+            "responses": batch_responses
+        }},
+        "/tasks": { "get": {
+            "summary": "List tasks, newest first",
+            "parameters": ([query_params(&["status", "type", "queue"]), paging()].concat()),
+            "responses": {
+                "200": ok_json("Tasks", json!({ "type": "array", "items": schema_ref("Task") })),
+                "400": error("Undecodable query string"),
+                "401": error("Missing or wrong API key"),
+                "422": error("Unknown filter or bad value"),
+            }
+        }},
+        "/tasks/{id}": { "get": {
+            "summary": "One task",
+            "parameters": [id_param("Task id (UUID)")],
+            "responses": {
+                "200": ok_json("The task", schema_ref("Task")),
+                "400": error("Not a UUID"),
+                "401": error("Missing or wrong API key"),
+                "404": error("No such task"),
+            }
+        }},
+        "/tasks/{id}/cancel": { "post": {
+            "summary": "Cancel a queued or running task",
+            "parameters": [id_param("Task id (UUID)")],
+            "responses": {
+                "200": ok_json("The task, now cancelled", schema_ref("Task")),
+                "400": error("Not a UUID"),
+                "401": error("Missing or wrong API key"),
+                "404": error("No such task"),
+                "409": error("Already completed, failed or cancelled"),
+            }
+        }},
+    })
+}
+
+fn cwom_paths() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (segment, kind, filters) in CWOM_KINDS {
+        let create_errors = json!({
+            "400": error("Malformed JSON"),
+            "401": error("Missing or wrong API key"),
+            "409": error("Duplicate unique key"),
+            "413": error("Body too large"),
+            "415": error("Not application/json"),
+            "422": error("Invalid field, missing required field, or a Ref to a missing object"),
+        });
+        let mut create = create_errors;
+        create["201"] = ok_json(&format!("The new {kind}"), schema_ref(kind));
+        paths.insert(
+            format!("/cwom/{segment}"),
+            json!({
+                "post": {
+                    "summary": format!("Create a {kind}"),
+                    "requestBody": { "required": true, "content": { "application/json": {
+                        "schema": { "type": "object" },
+                        "example": { "unknown_field": true }
+                    }}},
+                    "responses": create
+                },
+                "get": {
+                    "summary": format!("List {kind} objects"),
+                    "parameters": ([query_params(filters), paging()].concat()),
+                    "responses": {
+                        "200": ok_json(&format!("{kind} objects"), json!({ "type": "array", "items": schema_ref(kind) })),
+                        "401": error("Missing or wrong API key"),
+                        "422": error("Unknown filter or bad value"),
+                    }
+                }
+            }),
+        );
+        let mut item = json!({
+            "get": {
+                "summary": format!("One {kind}"),
+                "parameters": [id_param(&format!("{kind} id"))],
+                "responses": {
+                    "200": ok_json(&format!("The {kind}"), schema_ref(kind)),
+                    "401": error("Missing or wrong API key"),
+                    "404": error("No such object"),
+                }
+            }
+        });
+        match segment {
+            "issues" | "runs" => {
+                item["patch"] = json!({
+                    "summary": format!("Update a {kind} (status moves; not out of a final status)"),
+                    "parameters": [id_param(&format!("{kind} id"))],
+                    "requestBody": { "required": true, "content": { "application/json": {
+                        "schema": { "type": "object" }, "example": { "status": "running" }
+                    }}},
+                    "responses": {
+                        "200": ok_json(&format!("The updated {kind}"), schema_ref(kind)),
+                        "400": error("Malformed JSON"),
+                        "401": error("Missing or wrong API key"),
+                        "404": error("No such object"),
+                        "409": error("Transition out of a final status"),
+                        "422": error("Invalid field"),
+                    }
+                });
+            }
+            "context-packets" | "constraint-snapshots" => {
+                let immutable = json!({
+                    "summary": format!("Refused: a {kind} is immutable"),
+                    "parameters": [id_param(&format!("{kind} id"))],
+                    "responses": { "405": error("immutable_object") }
+                });
+                item["put"] = immutable.clone();
+                item["patch"] = immutable;
+            }
+            _ => {}
+        }
+        paths.insert(format!("/cwom/{segment}/{{id}}"), item);
+    }
+    Value::Object(paths)
+}
+
+fn cwom_schema(required: &[&str]) -> Value {
+    let mut all = vec!["kind", "id", "tags", "meta"];
+    all.extend_from_slice(required);
+    json!({ "type": "object", "required": all })
+}
+
+fn schemas() -> Value {
+    let task_fields = [
+        "id",
+        "task_id",
+        "type",
+        "payload",
+        "status",
+        "queue",
+        "priority",
+        "run_at",
+        "attempts",
+        "max_attempts",
+        "timeout_seconds",
+        "idempotency_key",
+        "trace_id",
+        "locked_by",
+        "locked_until",
+        "result",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+    ];
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": { "type": "string", "description": "snake_case code" },
+                "message": { "type": "string", "description": "one human sentence" },
+                "task_id": { "type": "string", "description": "the task concerned, where there is one" },
+                "index": { "type": "integer", "description": "the refused task of a batch" }
+            }
+        },
+        "Health": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["ok"] } } },
+        "Ready": {
+            "type": "object",
+            "required": ["status", "store", "listener_connected"],
+            "properties": {
+                "status": { "type": "string" },
+                "store": { "type": "string" },
+                "listener_connected": { "type": ["boolean", "null"], "description": "null without a LISTEN connection" }
+            }
+        },
+        "TaskSpec": {
+            "type": "object",
+            "required": ["type"],
+            "additionalProperties": false,
+            "properties": {
+                "type": { "type": "string", "minLength": 1, "maxLength": 128 },
+                "payload": { "description": "any JSON; default {}" },
+                "queue": { "type": "string", "default": "default" },
+                "priority": { "type": "integer", "default": 0 },
+                "run_at": { "type": "string", "format": "date-time" },
+                "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
+                "timeout_seconds": { "type": "integer", "minimum": 1, "default": 900 },
+                "idempotency_key": { "type": "string", "maxLength": 256 }
+            }
+        },
+        "Task": {
+            "type": "object",
+            "required": task_fields,
+            "properties": {
+                "status": { "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"] },
+                "attempts": { "type": "integer" },
+                "result": { "description": "the handler's output once completed" }
+            }
+        },
+        "BatchResult": {
+            "type": "object",
+            "required": ["status", "count", "task_ids"],
+            "properties": {
+                "status": { "type": "string" },
+                "count": { "type": "integer" },
+                "task_ids": { "type": "array", "items": { "type": "string" } }
+            }
+        },
+        "Repo": cwom_schema(&["name", "slug", "source", "created_at", "updated_at"]),
+        "Issue": cwom_schema(&["repo", "title", "type", "priority", "status", "created_at", "updated_at"]),
+        "ContextPacket": cwom_schema(&["for_issue", "version", "summary", "created_at", "updated_at"]),
+        "ConstraintSnapshot": cwom_schema(&["scope", "owner", "captured_at"]),
+        "DoctrineRef": cwom_schema(&["namespace", "name", "version", "type", "statement", "created_at", "updated_at"]),
+        "Run": cwom_schema(&["for_issue", "repo", "status", "mode", "executor", "created_at", "updated_at"]),
+        "Artifact": cwom_schema(&["produced_by", "for_issue", "type", "title", "uri", "created_at", "updated_at"]),
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = task_paths();
+    if let (Value::Object(p), Value::Object(c)) = (&mut paths, cwom_paths()) {
+        p.extend(c);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "DevOps Control Tower",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Task intake and execution. Every error body is {\"error\": code, \"message\": sentence}."
+        },
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "only when JCT_API_KEY is set" } }
+        },
+        "paths": paths,
+    })
+}

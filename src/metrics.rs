@@ -1,0 +1,180 @@
+//! Metrics: what `GET /metrics` exposes, in the Prometheus/OpenMetrics text format.
+//!
+//! Counters and histograms are updated where things happen (the API counts enqueues, the
+//! executor counts ends and times runs); the task counts by status are read from the
+//! store when scraped, at most every [`STATUS_TTL`], so a busy scraper costs one cheap
+//! query a few seconds.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::task::TaskStatus;
+
+/// How long a read of the task counts by status is reused.
+pub const STATUS_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub task_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+fn by_type(task_type: &str) -> TypeLabel {
+    TypeLabel { task_type: task_type.to_string() }
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Registry,
+    enqueued: Family<TypeLabel, Counter>,
+    completed: Family<TypeLabel, Counter>,
+    failed: Family<TypeLabel, Counter>,
+    retried: Family<TypeLabel, Counter>,
+    run_seconds: Family<TypeLabel, Histogram, fn() -> Histogram>,
+    claim_to_start_seconds: Histogram,
+    tasks: Family<StatusLabel, Gauge>,
+    listener_connected: Gauge,
+    status_read_at: Mutex<Option<Instant>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        fn run_histogram() -> Histogram {
+            // 100 µs to ~30 min.
+            Histogram::new(exponential_buckets(0.0001, 4.0, 13))
+        }
+        let mut registry = Registry::with_prefix("jct");
+        let enqueued = Family::<TypeLabel, Counter>::default();
+        let completed = Family::<TypeLabel, Counter>::default();
+        let failed = Family::<TypeLabel, Counter>::default();
+        let retried = Family::<TypeLabel, Counter>::default();
+        let run_seconds = Family::<TypeLabel, Histogram, fn() -> Histogram>::new_with_constructor(run_histogram);
+        // 10 µs to ~40 s.
+        let claim_to_start_seconds = Histogram::new(exponential_buckets(0.00001, 4.0, 12));
+        let tasks = Family::<StatusLabel, Gauge>::default();
+        let listener_connected = Gauge::default();
+        registry.register("tasks_enqueued", "Tasks enqueued through the API", enqueued.clone());
+        registry.register("tasks_completed", "Tasks completed", completed.clone());
+        registry.register("tasks_failed", "Tasks failed for good (attempts used up or unknown type)", failed.clone());
+        registry.register("tasks_retried", "Failed attempts that will be retried", retried.clone());
+        registry.register("task_run_seconds", "Handler run time", run_seconds.clone());
+        registry.register(
+            "task_claim_to_start_seconds",
+            "Time from claim to the handler's start",
+            claim_to_start_seconds.clone(),
+        );
+        registry.register("tasks", "Tasks in the store by status", tasks.clone());
+        registry.register(
+            "listener_connected",
+            "1 when the PostgreSQL LISTEN connection is up",
+            listener_connected.clone(),
+        );
+        Metrics {
+            registry,
+            enqueued,
+            completed,
+            failed,
+            retried,
+            run_seconds,
+            claim_to_start_seconds,
+            tasks,
+            listener_connected,
+            status_read_at: Mutex::new(None),
+        }
+    }
+
+    pub fn enqueued(&self, task_type: &str, n: u64) {
+        self.enqueued.get_or_create(&by_type(task_type)).inc_by(n);
+    }
+
+    pub fn completed(&self, task_type: &str) {
+        self.completed.get_or_create(&by_type(task_type)).inc();
+    }
+
+    pub fn failed(&self, task_type: &str) {
+        self.failed.get_or_create(&by_type(task_type)).inc();
+    }
+
+    pub fn retried(&self, task_type: &str) {
+        self.retried.get_or_create(&by_type(task_type)).inc();
+    }
+
+    pub fn ran(&self, task_type: &str, took: Duration) {
+        self.run_seconds.get_or_create(&by_type(task_type)).observe(took.as_secs_f64());
+    }
+
+    pub fn started_after_claim(&self, waited: Duration) {
+        self.claim_to_start_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn set_listener_connected(&self, up: bool) {
+        self.listener_connected.set(up as i64);
+    }
+
+    /// True when the counts by status are older than [`STATUS_TTL`] (and marks them
+    /// as being refreshed, so concurrent scrapes do not all query).
+    pub fn status_counts_due(&self) -> bool {
+        let mut at = self.status_read_at.lock().unwrap_or_else(|p| p.into_inner());
+        match *at {
+            Some(t) if t.elapsed() < STATUS_TTL => false,
+            _ => {
+                *at = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    pub fn set_status_counts(&self, counts: &[(TaskStatus, u64)]) {
+        for status in TaskStatus::ALL {
+            let n = counts.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
+            self.tasks.get_or_create(&StatusLabel { status: status.as_str().into() }).set(n as i64);
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_by_type_and_counts_by_status() {
+        let m = Metrics::new();
+        m.enqueued("echo", 3);
+        m.completed("echo");
+        m.failed("fail");
+        m.ran("echo", Duration::from_millis(2));
+        m.set_status_counts(&[(TaskStatus::Queued, 7)]);
+        let text = m.render();
+        assert!(text.contains("jct_tasks_enqueued_total{task_type=\"echo\"} 3"), "{text}");
+        assert!(text.contains("jct_tasks_completed_total{task_type=\"echo\"} 1"), "{text}");
+        assert!(text.contains("jct_tasks_failed_total{task_type=\"fail\"} 1"), "{text}");
+        assert!(text.contains("jct_tasks{status=\"queued\"} 7"), "{text}");
+        assert!(text.contains("jct_tasks{status=\"running\"} 0"), "{text}");
+        assert!(text.contains("jct_task_run_seconds_count{task_type=\"echo\"} 1"), "{text}");
+        assert!(m.status_counts_due() && !m.status_counts_due(), "the second scrape reuses the counts");
+    }
+}
