@@ -165,7 +165,9 @@ impl Config {
             trace: switch("JCT_TRACE")?,
             log_format,
             log_filter: {
-                let raw = var("RUST_LOG").unwrap_or_else(|| "info".into());
+                // warp logs a client's idle keep-alive connection closed by a graceful
+                // shutdown as an ERROR; that is the normal way to stop, not an error.
+                let raw = var("RUST_LOG").unwrap_or_else(|| "info,warp::server=off".into());
                 tracing_subscriber::EnvFilter::try_new(&raw)
                     .map_err(|e| bad("RUST_LOG", &raw, format!("not a log filter: {e}")))?;
                 raw

@@ -187,6 +187,7 @@ pub async fn start_with(
             in_flight,
             run_time_ewma_us: AtomicU64::new(u64::MAX),
             metrics,
+            cwom: Cwom::new(backend),
         });
         tracing::info!(
             worker_id = %worker.settings.id,

@@ -124,6 +124,8 @@ pub struct NewTask {
     pub timeout_seconds: i32,
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
+    /// The CWOM Issue this task's runs are recorded under, if any.
+    pub cwom_issue_id: Option<String>,
 }
 
 impl NewTask {
@@ -140,6 +142,7 @@ impl NewTask {
             timeout_seconds: defaults::TIMEOUT_SECONDS,
             idempotency_key: None,
             trace_id: None,
+            cwom_issue_id: None,
         }
     }
 
@@ -213,6 +216,8 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The CWOM Issue this task's runs are recorded under, if any.
+    pub cwom_issue_id: Option<String>,
 }
 
 /// Filters for listing tasks, newest first.

@@ -66,6 +66,9 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: f64,
+    /// The CWOM Run recording this attempt, for a task linked to an Issue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwom_run_id: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -241,6 +241,7 @@ fn schemas() -> Value {
         "updated_at",
         "started_at",
         "finished_at",
+        "cwom_issue_id",
     ];
     json!({
         "Error": {
@@ -275,7 +276,8 @@ fn schemas() -> Value {
                 "run_at": { "type": "string", "format": "date-time" },
                 "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
                 "timeout_seconds": { "type": "integer", "minimum": 1, "default": 900 },
-                "idempotency_key": { "type": "string", "maxLength": 256 }
+                "idempotency_key": { "type": "string", "maxLength": 256 },
+                "cwom_issue_id": { "type": "string", "description": "record each attempt as a Run of this CWOM Issue" }
             }
         },
         "Task": {

@@ -23,7 +23,7 @@ mod embedded {
 
 const COLUMNS: &str = "id, type, payload, status, queue, priority, run_at, attempts, max_attempts, \
      timeout_seconds, idempotency_key, trace_id, locked_by, locked_until, result, last_error, \
-     created_at, updated_at, started_at, finished_at";
+     created_at, updated_at, started_at, finished_at, cwom_issue_id";
 
 /// A task store in one SQLite file.
 #[derive(Clone)]
@@ -168,6 +168,7 @@ fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
         updated_at: ts_col(row, 17)?,
         started_at: opt_ts_col(row, 18)?,
         finished_at: opt_ts_col(row, 19)?,
+        cwom_issue_id: row.get(20)?,
     })
 }
 
@@ -193,8 +194,8 @@ impl Store for SqliteStore {
             let inserted = conn
                 .prepare_cached(&format!(
                     "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                     timeout_seconds, idempotency_key, trace_id, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                     timeout_seconds, idempotency_key, trace_id, created_at, updated_at, cwom_issue_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12) \
                      ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
                 ))
                 .map_err(internal)?
@@ -211,6 +212,7 @@ impl Store for SqliteStore {
                         task.idempotency_key,
                         task.trace_id,
                         now,
+                        task.cwom_issue_id,
                     ],
                     task_from_row,
                 )
@@ -240,8 +242,8 @@ impl Store for SqliteStore {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                         timeout_seconds, idempotency_key, trace_id, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                         timeout_seconds, idempotency_key, trace_id, created_at, updated_at, cwom_issue_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12) \
                          ON CONFLICT (idempotency_key) DO NOTHING",
                     )
                     .map_err(internal)?;
@@ -260,6 +262,7 @@ impl Store for SqliteStore {
                             t.idempotency_key,
                             t.trace_id,
                             now,
+                            t.cwom_issue_id,
                         ])
                         .map_err(internal)?;
                     if n == 0 {

@@ -15,8 +15,10 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::bridge::{self, Ending};
 use super::completer::{Completion, CompletionSender};
 use super::{StopReason, Worker};
+use crate::cwom::types::FailureCategory;
 use crate::handlers::{HandlerError, TaskContext};
 use crate::shutdown::Shutdown;
 use crate::store::{Finish, Outcome};
@@ -87,6 +89,9 @@ async fn run(
     }
     let task = Arc::new(task);
     let folder = open_trace(worker, &task).await;
+    let run = bridge::start(worker, &task, started_at).await;
+    let run_id = run.as_ref().map(|r| r.run_id.clone());
+    let trace_dir = folder.as_ref().map(|f| f.dir().to_path_buf());
 
     let span = tracing::info_span!("task", task_id = %task.id, task_type = %task.task_type, attempt = task.attempts);
     if let Some(folder) = &folder {
@@ -101,16 +106,22 @@ async fn run(
     let outcome = match end {
         RunEnd::Interrupted => {
             tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
+            let ending = Ending::Failed { category: FailureCategory::Runtime, message: "interrupted by shutdown" };
+            bridge::finish(worker, &task, run, ending, None).await;
             completer.send(Completion::Release(task.id));
             return;
         }
         RunEnd::Stopped(StopReason::LeaseLost) => {
             // Another daemon may own the task (and its trace folder) now: leave both alone.
             tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
+            let ending = Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" };
+            bridge::finish(worker, &task, run, ending, None).await;
             return;
         }
         RunEnd::Stopped(StopReason::Cancelled) => {
             tracing::info!(task_id = %task.id, attempt = task.attempts, "stopped: task cancelled");
+            let ending = Ending::Failed { category: FailureCategory::Unknown, message: "cancelled while running" };
+            bridge::finish(worker, &task, run, ending, trace_dir.as_deref()).await;
             // The store already says `cancelled`; only the trace needs the ending.
             if let Some(folder) = folder {
                 let mut record = attempt_record(
@@ -122,6 +133,7 @@ async fn run(
                 );
                 record.status = "cancelled";
                 record.error = Some("cancelled while running".into());
+                record.cwom_run_id = run_id;
                 write_output(worker, folder, record, &task).await;
             }
             return;
@@ -157,8 +169,16 @@ async fn run(
             "task failed"
         ),
     }
+    let ending = match &outcome {
+        Finish::Completed { .. } => Ending::Done,
+        Finish::Retry { error, .. } | Finish::Failed { error } => {
+            Ending::Failed { category: FailureCategory::Runtime, message: error }
+        }
+    };
+    bridge::finish(worker, &task, run, ending, trace_dir.as_deref()).await;
     if let Some(folder) = folder {
-        let record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());
+        let mut record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());
+        record.cwom_run_id = run_id;
         write_output(worker, folder, record, &task).await;
     }
     completer.send(Completion::Finish(Outcome { id: task.id, attempt: task.attempts, finish: outcome }));
@@ -276,6 +296,7 @@ fn attempt_record(
         started_at,
         finished_at,
         duration_ms: took.as_secs_f64() * 1000.0,
+        cwom_run_id: None,
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::cwom::Cwom;
 use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -24,6 +25,7 @@ use crate::store::Store;
 use crate::task::{TaskId, WorkerId};
 use crate::trace::TraceWriter;
 
+pub mod bridge;
 pub mod completer;
 pub mod executor;
 pub mod producer;
@@ -125,6 +127,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     pub in_flight: Arc<InFlight>,
     pub metrics: Arc<Metrics>,
+    /// Where linked tasks record their Runs.
+    pub cwom: Cwom,
     /// Moving average of handler run time in µs (`u64::MAX`: none yet); sizes prefetch.
     pub run_time_ewma_us: AtomicU64,
 }

@@ -129,13 +129,14 @@ async fn insert(pool: &Pool, tasks: &[&NewTask]) -> StoreResult<HashMap<TaskId, 
 
 /// Inserts rows from column arrays; the caller appends its RETURNING clause.
 pub(super) const INSERT_UNNEST: &str = "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-     timeout_seconds, idempotency_key, trace_id) \
+     timeout_seconds, idempotency_key, trace_id, cwom_issue_id) \
      SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_at, now()), \
-            u.max_attempts, u.timeout_seconds, u.idempotency_key, u.trace_id \
+            u.max_attempts, u.timeout_seconds, u.idempotency_key, u.trace_id, u.cwom_issue_id \
      FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int4[], \
-                 $6::timestamptz[], $7::int4[], $8::int4[], $9::text[], $10::text[]) \
-       AS u(id, type, payload, queue, priority, run_at, max_attempts, timeout_seconds, idempotency_key, trace_id) \
-     ON CONFLICT (idempotency_key) DO NOTHING";
+                 $6::timestamptz[], $7::int4[], $8::int4[], $9::text[], $10::text[], $11::text[]) \
+       AS u(id, type, payload, queue, priority, run_at, max_attempts, timeout_seconds, idempotency_key, trace_id, \
+            cwom_issue_id) \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 /// New tasks as one array per column, the parameters of [`INSERT_UNNEST`].
 pub(super) struct Columns<'a> {
@@ -149,6 +150,7 @@ pub(super) struct Columns<'a> {
     timeouts: Vec<i32>,
     keys: Vec<Option<&'a str>>,
     trace_ids: Vec<Option<&'a str>>,
+    cwom_issue_ids: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -165,6 +167,7 @@ impl<'a> Columns<'a> {
             timeouts: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
             trace_ids: Vec::with_capacity(n),
+            cwom_issue_ids: Vec::with_capacity(n),
         };
         for t in tasks {
             c.ids.push(t.id.0);
@@ -177,11 +180,12 @@ impl<'a> Columns<'a> {
             c.timeouts.push(t.timeout_seconds);
             c.keys.push(t.idempotency_key.as_deref());
             c.trace_ids.push(t.trace_id.as_deref());
+            c.cwom_issue_ids.push(t.cwom_issue_id.as_deref());
         }
         c
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.ids,
             &self.types,
@@ -193,6 +197,7 @@ impl<'a> Columns<'a> {
             &self.timeouts,
             &self.keys,
             &self.trace_ids,
+            &self.cwom_issue_ids,
         ]
     }
 }

@@ -158,6 +158,7 @@ pub(super) fn task_from_row(row: &Row) -> StoreResult<Task> {
         updated_at: row.try_get("updated_at").map_err(get)?,
         started_at: row.try_get("started_at").map_err(get)?,
         finished_at: row.try_get("finished_at").map_err(get)?,
+        cwom_issue_id: row.try_get("cwom_issue_id").map_err(get)?,
     })
 }
 
