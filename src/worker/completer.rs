@@ -17,6 +17,11 @@ use crate::task::{TaskId, WorkerId};
 /// Most attempt ends written in one store call.
 pub const MAX_BATCH: usize = 512;
 
+/// How long a small batch waits for company. Ends trickle in one by one from the
+/// executors; a short wait turns many one-row writes into a few large ones, and costs
+/// only how soon `completed` becomes visible, never when a task starts.
+pub const LINGER: Duration = Duration::from_millis(2);
+
 /// What an executor reports.
 #[derive(Debug)]
 pub enum Completion {
@@ -53,6 +58,15 @@ pub async fn run(
 ) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while buf.len() < MAX_BATCH {
+            let room = MAX_BATCH - buf.len();
+            tokio::select! {
+                n = rx.recv_many(&mut buf, room) => if n == 0 { break },
+                _ = &mut linger => break,
+            }
+        }
         let mut outcomes = Vec::with_capacity(buf.len());
         let mut releases = Vec::new();
         for c in buf.drain(..) {

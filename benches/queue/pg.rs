@@ -1,0 +1,141 @@
+//! The PostgreSQL side: a throwaway database per scenario run and the bench's own SQL.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::support::{Context, Result, TaskCounts};
+
+/// Connects, driving the connection on a task of its own.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {}", redact(url)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The server named by TEST_DATABASE_URL, through a superuser connection that creates
+/// and drops the scenario databases.
+pub struct PgServer {
+    admin: Client,
+    admin_url: String,
+}
+
+/// One scenario run's database: created empty, so every run starts from the same state.
+pub struct PgDatabase {
+    name: String,
+    pub url: String,
+}
+
+impl PgServer {
+    pub async fn connect(admin_url: &str) -> Result<PgServer> {
+        Ok(PgServer { admin: connect(admin_url).await?, admin_url: admin_url.to_string() })
+    }
+
+    pub async fn version(&self) -> Result<String> {
+        let row = self.admin.query_one("SHOW server_version", &[]).await.context("SHOW server_version")?;
+        Ok(row.get(0))
+    }
+
+    pub async fn create_database(&self) -> Result<PgDatabase> {
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        let url = with_database(&self.admin_url, &name)?;
+        Ok(PgDatabase { name, url })
+    }
+
+    /// Drops the database even if a daemon still holds connections to it. A failure is
+    /// only printed: it costs disk space, not correctness.
+    pub async fn drop_database(&self, db: PgDatabase) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name);
+        if let Err(e) = self.admin.batch_execute(&sql).await {
+            eprintln!("[bench] warning: {sql} failed: {e}");
+        }
+    }
+}
+
+/// Inserts `n` echo tasks exactly as another service would, one statement (and so one
+/// NOTIFY) each, `pause` apart so that the daemon sees them one by one.
+pub async fn insert_one_by_one(client: &Client, n: usize, pause: Duration) -> Result<()> {
+    let insert = client
+        .prepare("INSERT INTO tasks (type, payload) VALUES ('echo', '{}')")
+        .await
+        .context("preparing the INSERT")?;
+    for _ in 0..n {
+        client.execute(&insert, &[]).await.context("INSERT INTO tasks")?;
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
+}
+
+/// Inserts `n` echo tasks in one statement: a backlog for the worker to drain.
+pub async fn insert_backlog(client: &Client, n: usize) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO tasks (type, payload) \
+         SELECT 'echo', jsonb_build_object('i', g) FROM generate_series(1, {n}) g"
+    );
+    client.batch_execute(&sql).await.context("inserting the backlog")
+}
+
+pub async fn task_counts(client: &Client) -> Result<TaskCounts> {
+    let row = client
+        .query_one(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE status = 'completed'), \
+                    count(*) FILTER (WHERE status IN ('failed', 'cancelled')), \
+                    min(last_error) FILTER (WHERE status IN ('failed', 'cancelled')) \
+             FROM tasks",
+            &[],
+        )
+        .await
+        .context("counting tasks")?;
+    Ok(TaskCounts { total: row.get(0), completed: row.get(1), failed: row.get(2), sample_error: row.get(3) })
+}
+
+/// Dispatch latency of every task, `started_at - created_at`, both on the database clock.
+pub async fn start_latencies_ms(client: &Client) -> Result<Vec<f64>> {
+    let rows = client
+        .query(
+            "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM tasks \
+             WHERE started_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("reading latencies")?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Seconds from the first claim to the last completion, on the database clock.
+pub async fn drain_seconds(client: &Client) -> Result<f64> {
+    let row = client
+        .query_one("SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 FROM tasks", &[])
+        .await
+        .context("reading the drain span")?;
+    Ok(row.get::<_, Option<f64>>(0).ok_or("no task was run")?)
+}
+
+/// `url` with its database name replaced (and its query string kept).
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| format!("TEST_DATABASE_URL is not a URL: {}", redact(url)))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = path.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    Ok(format!("{scheme}://{authority}/{name}{query}"))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,331 @@
+//! The scenarios: each one starts from an empty store and a fresh daemon, applies a fixed
+//! load, reads its number from the store's own clock where it can, and stops the daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::daemon::{Daemon, DaemonConfig};
+use crate::http;
+use crate::pg;
+use crate::setup::Bench;
+use crate::sqlite;
+use crate::support::{blocking, percentile, poll_until, progress, Result, TaskCounts};
+
+/// Pause between single inserts/requests in the latency scenarios, so that each task is
+/// dispatched alone instead of in a batch with the next one.
+const LATENCY_PAUSE: Duration = Duration::from_millis(1);
+/// Time for the LISTEN connection to settle after the daemon reports it connected.
+const LISTENER_SETTLE: Duration = Duration::from_millis(300);
+/// Latency scenarios wait this long for completion: longer than the 60 s poll of the
+/// notify scenario, so that missed notifications show up as latency, not as a timeout.
+const LATENCY_TIMEOUT: Duration = Duration::from_secs(90);
+/// A drain that takes longer fails the scenario rather than hanging the bench.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the bench looks at the store while it waits.
+const COUNT_POLL: Duration = Duration::from_millis(200);
+/// Enough for the 100,000-task batch body (about 3.5 MB) with a wide margin.
+const BULK_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    NotifyLatency,
+    PollLatency,
+    HttpEnqueue,
+    BulkEnqueue,
+    Drain,
+    DrainNoTrace,
+    SqliteDrain,
+    SqliteHttpLatency,
+}
+
+/// What a scenario is held to.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// Reported for comparison only.
+    None,
+    /// A rate of at least this many per second.
+    AtLeast(f64),
+    /// Latency percentiles of at most these milliseconds.
+    AtMost { p50: f64, p99: Option<f64> },
+}
+
+/// One repetition's number.
+#[derive(Clone, Copy, Debug)]
+pub enum Sample {
+    /// Tasks per second.
+    Rate(f64),
+    /// Milliseconds from `created_at` to `started_at`.
+    Latency { p50: f64, p99: f64 },
+}
+
+/// One repetition: its number, plus what went wrong without invalidating it.
+#[derive(Debug)]
+pub struct Measured {
+    pub sample: Sample,
+    /// Requests that did not get their 201.
+    pub errors: u64,
+    /// Daemon warnings, failed requests, unclean exits: for the report.
+    pub problems: Vec<String>,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::NotifyLatency,
+        Scenario::PollLatency,
+        Scenario::HttpEnqueue,
+        Scenario::BulkEnqueue,
+        Scenario::Drain,
+        Scenario::DrainNoTrace,
+        Scenario::SqliteDrain,
+        Scenario::SqliteHttpLatency,
+    ];
+
+    /// The scenario's key in results.json.
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::NotifyLatency => "notify_latency_ms",
+            Scenario::PollLatency => "poll_latency_ms",
+            Scenario::HttpEnqueue => "http_enqueue_per_s",
+            Scenario::BulkEnqueue => "bulk_enqueue_per_s",
+            Scenario::Drain => "drain_per_s",
+            Scenario::DrainNoTrace => "drain_no_trace_per_s",
+            Scenario::SqliteDrain => "sqlite_drain_per_s",
+            Scenario::SqliteHttpLatency => "sqlite_http_latency_ms",
+        }
+    }
+
+    pub fn target(self) -> Target {
+        match self {
+            Scenario::NotifyLatency => Target::AtMost { p50: 0.8, p99: Some(1.3) },
+            Scenario::PollLatency => Target::None,
+            Scenario::HttpEnqueue => Target::AtLeast(10_000.0),
+            Scenario::BulkEnqueue => Target::AtLeast(100_000.0),
+            Scenario::Drain => Target::AtLeast(12_000.0),
+            Scenario::DrainNoTrace => Target::AtLeast(45_000.0),
+            Scenario::SqliteDrain => Target::AtLeast(10_000.0),
+            Scenario::SqliteHttpLatency => Target::AtMost { p50: 1.0, p99: None },
+        }
+    }
+
+    pub async fn run(self, bench: &Bench) -> Result<Measured> {
+        match self {
+            Scenario::NotifyLatency => pg_insert_latency(bench, Dispatch::Notify).await,
+            Scenario::PollLatency => pg_insert_latency(bench, Dispatch::Poll).await,
+            Scenario::HttpEnqueue => http_enqueue(bench).await,
+            Scenario::BulkEnqueue => bulk_enqueue(bench).await,
+            Scenario::Drain => pg_drain(bench, Traces::On).await,
+            Scenario::DrainNoTrace => pg_drain(bench, Traces::Off).await,
+            Scenario::SqliteDrain => sqlite_drain(bench).await,
+            Scenario::SqliteHttpLatency => sqlite_http_latency(bench).await,
+        }
+    }
+}
+
+/// How the daemon learns of a task inserted by another service.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// LISTEN/NOTIFY, with the poll pushed out of the way (60 s).
+    Notify,
+    /// The 1 s poll alone, LISTEN off.
+    Poll,
+}
+
+#[derive(Clone, Copy)]
+enum Traces {
+    On,
+    Off,
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl Measured {
+    fn rate(tasks: usize, seconds: f64, problems: Vec<String>) -> Result<Measured> {
+        if seconds <= 0.0 {
+            return Err(format!("a non-positive time span ({seconds} s) for {tasks} tasks").into());
+        }
+        Ok(Measured { sample: Sample::Rate(tasks as f64 / seconds), errors: 0, problems })
+    }
+
+    fn latency(latencies_ms: &[f64], problems: Vec<String>) -> Result<Measured> {
+        let (Some(p50), Some(p99)) = (percentile(latencies_ms, 0.50), percentile(latencies_ms, 0.99)) else {
+            return Err("no task was started".into());
+        };
+        Ok(Measured { sample: Sample::Latency { p50, p99 }, errors: 0, problems })
+    }
+}
+
+/// Waits until all `expected` tasks completed, failing early when one fails, tasks go
+/// missing or the daemon dies; `counts` reads the store.
+async fn wait_all_completed<F, Fut>(
+    daemon: &mut Daemon,
+    expected: usize,
+    timeout: Duration,
+    mut counts: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<TaskCounts>>,
+{
+    let what = format!("{expected} tasks to complete");
+    poll_until(&what, COUNT_POLL, timeout, || {
+        let alive = daemon.check_alive();
+        let counts = counts();
+        async move {
+            alive?;
+            Ok(counts.await?.all_completed(expected)?.then_some(()))
+        }
+    })
+    .await
+}
+
+/// `notify_latency_ms` / `poll_latency_ms`: tasks inserted one by one by raw SQL, as
+/// another service would; latency is `started_at - created_at` on the database clock.
+async fn pg_insert_latency(bench: &Bench, dispatch: Dispatch) -> Result<Measured> {
+    let n = bench.loads.latency_tasks;
+    let (listen, poll_ms) = match dispatch {
+        Dispatch::Notify => (true, 60_000),
+        Dispatch::Poll => (false, 1_000),
+    };
+    bench
+        .with_pg_database(|url| async move {
+            let config =
+                DaemonConfig::serve(&url).env("JCT_POLL_INTERVAL_MS", poll_ms).env("JCT_LISTEN", on_off(listen));
+            let mut daemon = bench.start_daemon(config).await?;
+            let mut problems = Vec::new();
+            let client = http::client(1)?;
+            http::wait_healthy(&client, &daemon.base_url()).await?;
+            if listen {
+                if let Err(e) = http::wait_listener(&client, &daemon.base_url()).await {
+                    problems.push(e.to_string());
+                }
+            }
+            tokio::time::sleep(LISTENER_SETTLE).await;
+
+            let db = pg::connect(&url).await?;
+            progress!("  inserting {n} tasks one by one");
+            pg::insert_one_by_one(&db, n, LATENCY_PAUSE).await?;
+            wait_all_completed(&mut daemon, n, LATENCY_TIMEOUT, || pg::task_counts(&db)).await?;
+            let latencies = pg::start_latencies_ms(&db).await?;
+            problems.extend(daemon.stop().await);
+            Measured::latency(&latencies, problems)
+        })
+        .await
+}
+
+/// `http_enqueue_per_s`: many keep-alive clients enqueueing single tasks as fast as the
+/// daemon answers. Like `bulk_enqueue_per_s` it runs the `api` role, so it measures the
+/// intake (and the load generator shares the two cores with it), not a drain at once.
+async fn http_enqueue(bench: &Bench) -> Result<Measured> {
+    let loads = bench.loads;
+    bench
+        .with_pg_database(|url| async move {
+            let daemon = bench.start_daemon(DaemonConfig::serve(&url).subcommand("api")).await?;
+            let client = http::client(loads.flood_clients * 2)?;
+            http::wait_healthy(&client, &daemon.base_url()).await?;
+            progress!("  {} clients enqueueing for {} s", loads.flood_clients, loads.flood.as_secs_f64());
+            let (tally, elapsed) =
+                http::enqueue_flood(&client, &daemon.base_url(), loads.flood_clients, loads.flood).await?;
+            let mut problems = daemon.stop().await;
+            problems.extend(tally.describe_errors());
+            let mut measured = Measured::rate(tally.created as usize, elapsed.as_secs_f64(), problems)?;
+            measured.errors = tally.errors();
+            Ok(measured)
+        })
+        .await
+}
+
+/// `bulk_enqueue_per_s`: one enqueue_batch request on an API-only daemon, so that no
+/// worker competes with the insert. The body is built before the clock starts.
+async fn bulk_enqueue(bench: &Bench) -> Result<Measured> {
+    let n = bench.loads.batch_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            let body = http::batch_body(n)?;
+            let config = DaemonConfig::serve(&url).subcommand("api").env("JCT_MAX_BODY_BYTES", BULK_MAX_BODY_BYTES);
+            let daemon = bench.start_daemon(config).await?;
+            let client = http::client(1)?;
+            http::wait_healthy(&client, &daemon.base_url()).await?;
+            progress!("  posting one batch of {n} tasks ({} bytes)", body.len());
+            let elapsed = http::enqueue_batch(&client, &daemon.base_url(), body, n).await?;
+            let problems = daemon.stop().await;
+            let stored = pg::task_counts(&pg::connect(&url).await?).await?.total;
+            if stored != n as i64 {
+                return Err(format!("the batch answered 201 for {n} tasks, but {stored} are stored").into());
+            }
+            Measured::rate(n, elapsed.as_secs_f64(), problems)
+        })
+        .await
+}
+
+/// `drain_per_s` / `drain_no_trace_per_s`: a backlog inserted before the daemon starts;
+/// the rate is from the first claim to the last completion, on the database clock.
+async fn pg_drain(bench: &Bench, traces: Traces) -> Result<Measured> {
+    let n = bench.loads.drain_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            bench.migrate(&url).await?;
+            let db = pg::connect(&url).await?;
+            pg::insert_backlog(&db, n).await?;
+            let config = DaemonConfig::serve(&url)
+                .env("JCT_POLL_INTERVAL_MS", 1_000)
+                .env("JCT_TRACE", on_off(matches!(traces, Traces::On)));
+            let mut daemon = bench.start_daemon(config).await?;
+            progress!("  draining {n} tasks");
+            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::task_counts(&db)).await?;
+            let problems = daemon.stop().await;
+            Measured::rate(n, pg::drain_seconds(&db).await?, problems)
+        })
+        .await
+}
+
+/// A new SQLite database file in a fresh directory.
+fn fresh_sqlite_file(bench: &Bench) -> Result<PathBuf> {
+    Ok(bench.fresh_dir()?.join("tasks.db"))
+}
+
+/// Reads the task counts of a SQLite file off the async threads.
+async fn sqlite_counts(path: PathBuf) -> Result<TaskCounts> {
+    blocking(move || sqlite::task_counts(&path)).await
+}
+
+/// `sqlite_drain_per_s`: the drain scenario on the embedded store, traces on.
+async fn sqlite_drain(bench: &Bench) -> Result<Measured> {
+    let n = bench.loads.drain_tasks;
+    let path = fresh_sqlite_file(bench)?;
+    let url = sqlite::url(&path);
+    bench.migrate(&url).await?;
+    let backlog_path = path.clone();
+    blocking(move || sqlite::insert_backlog(&backlog_path, n)).await?;
+    let mut daemon = bench.start_daemon(DaemonConfig::serve(&url)).await?;
+    progress!("  draining {n} tasks");
+    wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || sqlite_counts(path.clone())).await?;
+    let problems = daemon.stop().await;
+    let seconds = blocking(move || sqlite::drain_seconds(&path)).await?;
+    Measured::rate(n, seconds, problems)
+}
+
+/// `sqlite_http_latency_ms`: single tasks over HTTP, one at a time, to one `serve`
+/// process; the API wakes the worker in the same process.
+async fn sqlite_http_latency(bench: &Bench) -> Result<Measured> {
+    let n = bench.loads.latency_tasks;
+    let path = fresh_sqlite_file(bench)?;
+    let mut daemon = bench.start_daemon(DaemonConfig::serve(&sqlite::url(&path))).await?;
+    let client = http::client(1)?;
+    http::wait_healthy(&client, &daemon.base_url()).await?;
+    progress!("  posting {n} tasks one by one");
+    let tally = http::enqueue_sequentially(&client, &daemon.base_url(), n, LATENCY_PAUSE).await;
+    let created = tally.created as usize;
+    wait_all_completed(&mut daemon, created, LATENCY_TIMEOUT, || sqlite_counts(path.clone())).await?;
+    let mut problems = daemon.stop().await;
+    problems.extend(tally.describe_errors());
+    let latencies = blocking(move || sqlite::start_latencies_ms(&path)).await?;
+    let mut measured = Measured::latency(&latencies, problems)?;
+    measured.errors = tally.errors();
+    Ok(measured)
+}
