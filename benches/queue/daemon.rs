@@ -39,7 +39,7 @@ impl DaemonConfig {
                 ("JCT_BIND", "127.0.0.1:0".to_string()),
                 // `info` for the daemon's own start-up lines (the listening address), `warn`
                 // for the libraries, so that logging costs nothing per task.
-                ("RUST_LOG", "warn,devops_control_tower=info".to_string()),
+                ("RUST_LOG", "warn,devops_control_tower=info,warp::server=off".to_string()),
                 ("JCT_LOG_FORMAT", "text".to_string()),
             ],
         }

@@ -46,9 +46,12 @@ pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {
                     Ok(renewed) if renewed.len() < ids.len() => {
                         // Not ours any more: cancelled, or rescued after we stalled.
                         // Stop the handlers; their results would be refused anyway.
+                        // A task that finished while the heartbeat ran is not renewed
+                        // either, but it is no longer held: only held ones are stopped.
                         for id in ids.iter().filter(|id| !renewed.contains(id)) {
-                            tracing::warn!(task_id = %id, "task is no longer running under our lease; stopping it");
-                            worker.in_flight.stop(*id, StopReason::LeaseLost);
+                            if worker.in_flight.stop(*id, StopReason::LeaseLost) {
+                                tracing::warn!(task_id = %id, "task is no longer running under our lease; stopping it");
+                            }
                         }
                     }
                     Ok(_) => {}

@@ -116,6 +116,11 @@ pub async fn migrate(url: &str) -> StoreResult<()> {
 }
 
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    // tokio-postgres displays a server error as just "db error": keep its code and words.
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", e, db.code().code(), db.message()),
+        None => e.to_string(),
+    };
     match e.code() {
         Some(code)
             if code.code().starts_with("08")
@@ -124,11 +129,11 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || *code == SqlState::TOO_MANY_CONNECTIONS =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(text)
         }
-        Some(_) => StoreError::Internal(e.to_string()),
+        Some(_) => StoreError::Internal(text),
         // No SQLSTATE: the socket broke or never opened.
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(text),
     }
 }
 
@@ -232,8 +237,11 @@ impl Store for PgStore {
         let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
-                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 RETURNING id",
+                "WITH mine AS ( \
+                   SELECT id FROM tasks WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 \
+                   ORDER BY id FOR UPDATE) \
+                 UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
+                 FROM mine WHERE tasks.id = mine.id RETURNING tasks.id",
             )
             .await
             .map_err(pg_err)?;
@@ -267,16 +275,20 @@ impl Store for PgStore {
         let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE tasks SET status = u.status, \
+                "WITH u AS ( \
+                   SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], \
+                                        $6::timestamptz[]) AS u(id, attempt, status, result, error, run_at)), \
+                 mine AS ( \
+                   SELECT t.id FROM tasks t JOIN u ON t.id = u.id \
+                   WHERE t.status = 'running' AND t.locked_by = $7 AND t.attempts = u.attempt \
+                   ORDER BY t.id FOR UPDATE OF t) \
+                 UPDATE tasks SET status = u.status, \
                    result = CASE WHEN u.status = 'completed' THEN u.result ELSE tasks.result END, \
                    last_error = coalesce(u.error, tasks.last_error), \
                    run_at = coalesce(u.run_at, tasks.run_at), \
                    finished_at = CASE WHEN u.status = 'queued' THEN NULL ELSE now() END, \
                    updated_at = now(), locked_by = NULL, locked_until = NULL \
-                 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) \
-                   AS u(id, attempt, status, result, error, run_at) \
-                 WHERE tasks.id = u.id AND tasks.status = 'running' AND tasks.locked_by = $7 \
-                   AND tasks.attempts = u.attempt \
+                 FROM u, mine WHERE tasks.id = u.id AND tasks.id = mine.id \
                  RETURNING tasks.id",
             )
             .await
@@ -292,9 +304,12 @@ impl Store for PgStore {
         let client = self.worker_client().await?;
         client
             .execute(
-                "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = now(), \
-                 locked_by = NULL, locked_until = NULL, started_at = NULL \
-                 WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+                "WITH mine AS ( \
+                   SELECT id FROM tasks WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 \
+                   ORDER BY id FOR UPDATE) \
+                 UPDATE tasks SET status = 'queued', attempts = tasks.attempts - 1, updated_at = now(), \
+                   locked_by = NULL, locked_until = NULL, started_at = NULL \
+                 FROM mine WHERE tasks.id = mine.id",
                 &[&uuids(ids), &worker.0],
             )
             .await
@@ -380,7 +395,8 @@ impl Store for PgStore {
                    finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END, \
                    last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
                    locked_by = NULL, locked_until = NULL, updated_at = now() \
-                 WHERE status = 'running' AND locked_until < now()",
+                 WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND locked_until < now() \
+                              ORDER BY id FOR UPDATE SKIP LOCKED)",
                 &[],
             )
             .await
