@@ -275,20 +275,20 @@ impl Store for PgStore {
         let client = self.worker_client().await?;
         let stmt = client
             .prepare_cached(
-                "WITH u AS ( \
-                   SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], \
-                                        $6::timestamptz[]) AS u(id, attempt, status, result, error, run_at)), \
-                 mine AS ( \
-                   SELECT t.id FROM tasks t JOIN u ON t.id = u.id \
+                "WITH mine AS ( \
+                   SELECT t.id, u.status, u.result, u.error, u.run_at \
+                   FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) \
+                     AS u(id, attempt, status, result, error, run_at) \
+                   JOIN tasks t ON t.id = u.id \
                    WHERE t.status = 'running' AND t.locked_by = $7 AND t.attempts = u.attempt \
                    ORDER BY t.id FOR UPDATE OF t) \
-                 UPDATE tasks SET status = u.status, \
-                   result = CASE WHEN u.status = 'completed' THEN u.result ELSE tasks.result END, \
-                   last_error = coalesce(u.error, tasks.last_error), \
-                   run_at = coalesce(u.run_at, tasks.run_at), \
-                   finished_at = CASE WHEN u.status = 'queued' THEN NULL ELSE now() END, \
+                 UPDATE tasks SET status = mine.status, \
+                   result = CASE WHEN mine.status = 'completed' THEN mine.result ELSE tasks.result END, \
+                   last_error = coalesce(mine.error, tasks.last_error), \
+                   run_at = coalesce(mine.run_at, tasks.run_at), \
+                   finished_at = CASE WHEN mine.status = 'queued' THEN NULL ELSE now() END, \
                    updated_at = now(), locked_by = NULL, locked_until = NULL \
-                 FROM u, mine WHERE tasks.id = u.id AND tasks.id = mine.id \
+                 FROM mine WHERE tasks.id = mine.id \
                  RETURNING tasks.id",
             )
             .await
