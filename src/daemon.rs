@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{Backend, StoreError};
 use crate::task::WorkerId;
 use crate::trace::TraceWriter;
-use crate::worker::{InFlight, Worker, WorkerSettings};
+use crate::worker::{InFlight, Worker, WorkerSettings, MAX_UNFINISHED};
 
 /// Which parts this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +185,7 @@ pub async fn start_with(
             },
             wake,
             in_flight,
+            unfinished: Arc::new(Semaphore::new(MAX_UNFINISHED)),
             run_time_ewma_us: AtomicU64::new(u64::MAX),
             metrics,
             cwom: Cwom::new(backend),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use super::InFlight;
 use crate::store::{Finish, Outcome, Store};
 use crate::task::{TaskId, WorkerId};
 
@@ -49,11 +50,13 @@ pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
 /// Runs until every sender is dropped and everything sent is written.
 ///
 /// `wake` is nudged after retries and hand-backs: the producer may be asleep until a
-/// later poll and must learn of the new `run_at`.
+/// later poll and must learn of the new `run_at`. Each written task is let go from
+/// `in_flight` (its lease no longer renewed, its place among the unfinished freed).
 pub async fn run(
     store: Arc<dyn Store>,
     worker: WorkerId,
     wake: Arc<Notify>,
+    in_flight: Arc<InFlight>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
 ) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
@@ -78,10 +81,16 @@ pub async fn run(
         let requeued = outcomes.iter().any(|o| matches!(o.finish, Finish::Retry { .. }));
         if !outcomes.is_empty() {
             write_outcomes(&*store, &worker, &outcomes).await;
+            for o in &outcomes {
+                in_flight.remove(o.id);
+            }
         }
         if !releases.is_empty() {
             let n = retry_until_ok("hand back", || store.release(&worker, &releases)).await;
             tracing::info!(handed_back = n, "interrupted tasks returned to the queue");
+            for id in &releases {
+                in_flight.remove(*id);
+            }
         }
         if requeued || !releases.is_empty() {
             wake.notify_one();

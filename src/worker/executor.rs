@@ -63,9 +63,13 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let id = task.id;
-        let token = worker.in_flight.token(id).unwrap_or_else(|| worker.in_flight.hold(id, &shutdown));
+        let Some(token) = worker.in_flight.token(id) else {
+            // Not held: let go (stopped, or lost) between the claim and now.
+            return;
+        };
+        // Whoever writes the task's end lets it go: the completer after its store write,
+        // or `run` itself when nothing is left to write.
         run(&worker, task, token, &completer, &shutdown).await;
-        worker.in_flight.remove(id);
         drop(permit);
     });
 }
@@ -80,6 +84,7 @@ async fn run(
     if cancel.is_cancelled() {
         // Stopped while waiting in the producer's buffer: it never ran.
         tracing::info!(task_id = %task.id, reason = ?worker.in_flight.reason(task.id), "stopped before it started");
+        worker.in_flight.remove(task.id);
         return;
     }
     let started_at = Utc::now();
@@ -116,6 +121,7 @@ async fn run(
             tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
             let ending = Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" };
             bridge::finish(worker, &task, run, ending, None).await;
+            worker.in_flight.remove(task.id);
             return;
         }
         RunEnd::Stopped(StopReason::Cancelled) => {
@@ -136,6 +142,7 @@ async fn run(
                 record.cwom_run_id = run_id;
                 write_output(worker, folder, record, &task).await;
             }
+            worker.in_flight.remove(task.id);
             return;
         }
         RunEnd::Returned(result) => Finish::Completed { result },

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::cwom::Cwom;
@@ -55,9 +55,18 @@ pub enum StopReason {
 struct Running {
     token: CancellationToken,
     reason: Option<StopReason>,
+    /// A place among the [`MAX_UNFINISHED`]; given back when the task is let go.
+    _unfinished: OwnedSemaphorePermit,
 }
 
-/// Tasks this daemon is running, with the token that interrupts each one.
+/// Most tasks one daemon holds between claim and the store write of their end: buffered,
+/// running, or waiting for the completer. It is the producer's backpressure: when the
+/// store writes ends slower than handlers produce them, claiming slows down too, instead
+/// of piling up claimed tasks whose leases run out.
+pub const MAX_UNFINISHED: usize = 4096;
+
+/// Tasks this daemon holds a lease on, from claim until their end is written (or they
+/// are handed back), with the token that interrupts each one.
 ///
 /// The heartbeat renews the leases of exactly these; cancellation finds them here.
 #[derive(Debug, Default)]
@@ -71,9 +80,9 @@ impl InFlight {
     }
 
     /// Starts tracking a claimed task (its lease is ours from now on).
-    fn hold(&self, id: TaskId, shutdown: &Shutdown) -> CancellationToken {
+    fn hold(&self, id: TaskId, shutdown: &Shutdown, unfinished: OwnedSemaphorePermit) -> CancellationToken {
         let token = shutdown.hard_token().child_token();
-        self.lock().insert(id, Running { token: token.clone(), reason: None });
+        self.lock().insert(id, Running { token: token.clone(), reason: None, _unfinished: unfinished });
         token
     }
 
@@ -83,7 +92,7 @@ impl InFlight {
     }
 
     /// Removes the task, returning why it was stopped, if it was.
-    fn remove(&self, id: TaskId) -> Option<StopReason> {
+    pub(crate) fn remove(&self, id: TaskId) -> Option<StopReason> {
         self.lock().remove(&id).and_then(|r| r.reason)
     }
 
@@ -126,6 +135,8 @@ pub struct Worker {
     /// Woken by the notifier, the API and the rescuer: "there may be work now".
     pub wake: Arc<Notify>,
     pub in_flight: Arc<InFlight>,
+    /// Places for tasks between claim and written end ([`MAX_UNFINISHED`]).
+    pub unfinished: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     /// Where linked tasks record their Runs.
     pub cwom: Cwom,
@@ -156,8 +167,13 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let slots = Arc::new(Semaphore::new(self.settings.slots));
         let (completer, completions) = completer::channel();
-        let completer_task =
-            tokio::spawn(completer::run(self.store.clone(), self.settings.id.clone(), self.wake.clone(), completions));
+        let completer_task = tokio::spawn(completer::run(
+            self.store.clone(),
+            self.settings.id.clone(),
+            self.wake.clone(),
+            self.in_flight.clone(),
+            completions,
+        ));
         let rescuer_task = tokio::spawn(rescuer::run(self.clone(), shutdown.clone()));
 
         producer::run(&self, &slots, &completer, &shutdown).await;

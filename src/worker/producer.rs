@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::completer::{Completion, CompletionSender};
 use super::{executor, Worker};
@@ -47,7 +47,7 @@ type Claim = Pin<Box<dyn Future<Output = StoreResult<Vec<Task>>> + Send>>;
 pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &CompletionSender, shutdown: &Shutdown) {
     let poll = worker.settings.poll_interval;
     let mut buffer: VecDeque<Task> = VecDeque::new();
-    let mut claiming: Option<(Claim, usize)> = None;
+    let mut claiming: Option<(Claim, OwnedSemaphorePermit)> = None;
     // Whether the queue may hold due work we have not claimed yet.
     let mut maybe_more = true;
     loop {
@@ -60,9 +60,13 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
 
         // Refill when the buffer runs low, not after every task.
         let extra = prefetch(worker.settings.slots, worker.average_run());
-        let room = (slots.available_permits() + extra).saturating_sub(buffer.len());
+        let room =
+            (slots.available_permits() + extra).saturating_sub(buffer.len()).min(worker.unfinished.available_permits());
         if claiming.is_none() && maybe_more && room > 0 && buffer.len() <= extra / 2 {
-            claiming = Some((claim(worker, room), room));
+            // Places for what the claim may return, taken before it is sent.
+            if let Ok(places) = worker.unfinished.clone().try_acquire_many_owned(room as u32) {
+                claiming = Some((claim(worker, room), places));
+            }
         }
 
         let mut wait = poll;
@@ -73,17 +77,20 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 wait = wait.min(until.max(Duration::from_millis(2)));
             }
         }
+        // A freed slot, or a freed place among the unfinished, can both unblock a claim.
         let want_slot = !buffer.is_empty() || (maybe_more && claiming.is_none());
+        let want_place = maybe_more && claiming.is_none() && worker.unfinished.available_permits() == 0;
         tokio::select! {
             biased;
             _ = shutdown.stopping() => break,
             claimed = async { (&mut claiming.as_mut().expect("guarded").0).await }, if claiming.is_some() => {
-                let (_, asked) = claiming.take().expect("guarded");
+                let (_, mut places) = claiming.take().expect("guarded");
                 match claimed {
                     Ok(tasks) => {
-                        maybe_more = tasks.len() == asked;
+                        maybe_more = tasks.len() == places.num_permits();
                         for task in tasks {
-                            worker.in_flight.hold(task.id, shutdown);
+                            let place = places.split(1).expect("one place was taken per task asked for");
+                            worker.in_flight.hold(task.id, shutdown, place);
                             buffer.push_back(task);
                         }
                     }
@@ -95,17 +102,22 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
             }
             _ = worker.wake.notified() => maybe_more = true,
             permit = slots.clone().acquire_owned(), if want_slot => drop(permit),
+            place = worker.unfinished.clone().acquire_owned(), if want_place => drop(place),
             _ = tokio::time::sleep(wait), if claiming.is_none() => maybe_more = true,
         }
     }
     // A claim still in flight may have taken tasks: let it land, then give everything back.
-    if let Some((pending, _)) = claiming {
+    if let Some((pending, mut places)) = claiming {
         if let Ok(tasks) = pending.await {
-            buffer.extend(tasks);
+            for task in tasks {
+                let place = places.split(1).expect("one place was taken per task asked for");
+                worker.in_flight.hold(task.id, shutdown, place);
+                buffer.push_back(task);
+            }
         }
     }
+    // The completer lets them go once they are back in the queue.
     for task in buffer {
-        worker.in_flight.remove(task.id);
         completer.send(Completion::Release(task.id));
     }
 }
