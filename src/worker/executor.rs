@@ -113,6 +113,7 @@ async fn run(
             tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
             let ending = Ending::Failed { category: FailureCategory::Runtime, message: "interrupted by shutdown" };
             bridge::finish(worker, &task, run, ending, None).await;
+            worker.in_flight.mark_ended(task.id);
             completer.send(Completion::Release(task.id));
             return;
         }
@@ -188,6 +189,7 @@ async fn run(
         record.cwom_run_id = run_id;
         write_output(worker, folder, record, &task).await;
     }
+    worker.in_flight.mark_ended(task.id);
     completer.send(Completion::Finish(Outcome { id: task.id, attempt: task.attempts, finish: outcome }));
 }
 

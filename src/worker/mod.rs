@@ -55,6 +55,9 @@ pub enum StopReason {
 struct Running {
     token: CancellationToken,
     reason: Option<StopReason>,
+    /// The handler is done and its end is on its way to the store: a heartbeat that finds
+    /// the row no longer running has only raced the completer.
+    ended: bool,
     /// A place among the [`MAX_UNFINISHED`]; given back when the task is let go.
     _unfinished: OwnedSemaphorePermit,
 }
@@ -82,7 +85,7 @@ impl InFlight {
     /// Starts tracking a claimed task (its lease is ours from now on).
     fn hold(&self, id: TaskId, shutdown: &Shutdown, unfinished: OwnedSemaphorePermit) -> CancellationToken {
         let token = shutdown.hard_token().child_token();
-        self.lock().insert(id, Running { token: token.clone(), reason: None, _unfinished: unfinished });
+        self.lock().insert(id, Running { token: token.clone(), reason: None, ended: false, _unfinished: unfinished });
         token
     }
 
@@ -106,6 +109,20 @@ impl InFlight {
             }
             None => false,
         }
+    }
+
+    /// Marks the handler done (its end is sent to the completer).
+    fn mark_ended(&self, id: TaskId) {
+        if let Some(running) = self.lock().get_mut(&id) {
+            running.ended = true;
+        }
+    }
+
+    /// Stops a held task whose lease a heartbeat could not renew; false when it is not
+    /// held or already ended (then nothing is wrong).
+    fn lost(&self, id: TaskId) -> bool {
+        let ended = self.lock().get(&id).is_none_or(|r| r.ended);
+        !ended && self.stop(id, StopReason::LeaseLost)
     }
 
     /// Why the task was asked to stop, if it was.

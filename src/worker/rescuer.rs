@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{StopReason, Worker};
+use super::Worker;
 use crate::shutdown::Shutdown;
 
 /// How often expired leases are looked for: half a lease, at most every 5 s.
@@ -49,7 +49,7 @@ pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {
                         // A task that finished while the heartbeat ran is not renewed
                         // either, but it is no longer held: only held ones are stopped.
                         for id in ids.iter().filter(|id| !renewed.contains(id)) {
-                            if worker.in_flight.stop(*id, StopReason::LeaseLost) {
+                            if worker.in_flight.lost(*id) {
                                 tracing::warn!(task_id = %id, "task is no longer running under our lease; stopping it");
                             }
                         }
