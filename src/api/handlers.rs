@@ -133,7 +133,7 @@ pub async fn metrics(state: ApiState) -> Response {
     res
 }
 
-pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
         .map(|mime| {
@@ -143,8 +143,20 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
         .unwrap_or(false)
 }
 
+/// Reads a JSON request body: 415 unless it says it is JSON, 413 past `limit` bytes.
+pub(crate) async fn read_json_body<S, B>(content_type: Option<&str>, body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if !is_json(content_type) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    read_body(body, limit).await
+}
+
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-pub(crate) async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -211,19 +223,13 @@ where
     B: Buf,
 {
     let result = async {
-        if !is_json(content_type.as_deref()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = read_body(body, state.max_body_bytes).await?;
+        let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
         let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
         check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
         let stored = state.store.enqueue(task).await.map_err(|e| ApiError::from_store(e, None))?;
-        if let Some(wake) = &state.wake {
-            wake.notify_one();
-        }
-        state.metrics.enqueued(&stored.task_type, 1);
+        enqueued(&state, &[(stored.task_type.as_str(), 1)]);
         tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
-        Ok(stored)
+        Ok::<_, ApiError>(stored)
     }
     .await;
     match result {
@@ -236,6 +242,16 @@ where
             res
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// After a successful enqueue: wake a worker in this process and count the tasks.
+fn enqueued(state: &ApiState, per_type: &[(&str, u64)]) {
+    if let Some(wake) = &state.wake {
+        wake.notify_one();
+    }
+    for (task_type, n) in per_type {
+        state.metrics.enqueued(task_type, *n);
     }
 }
 
@@ -306,25 +322,22 @@ where
     B: Buf,
 {
     let result = async {
-        if !is_json(content_type.as_deref()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = read_body(body, state.max_body_bytes).await?;
+        let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
         let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
         check_cwom_links(&tasks, &state, true).await?;
-        let mut per_type: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        // Counted by type before the tasks move into the store (types are few).
+        let mut per_type: Vec<(String, u64)> = Vec::new();
         for t in &tasks {
-            *per_type.entry(t.task_type.clone()).or_default() += 1;
+            match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
+                Some((_, n)) => *n += 1,
+                None => per_type.push((t.task_type.clone(), 1)),
+            }
         }
         let ids = state.store.enqueue_batch(tasks).await.map_err(|e| ApiError::from_store(e, None))?;
-        for (task_type, n) in per_type {
-            state.metrics.enqueued(&task_type, n);
-        }
-        if let Some(wake) = &state.wake {
-            wake.notify_one();
-        }
+        let counts: Vec<(&str, u64)> = per_type.iter().map(|(ty, n)| (ty.as_str(), *n)).collect();
+        enqueued(&state, &counts);
         tracing::debug!(count = ids.len(), "batch enqueued");
-        Ok(ids)
+        Ok::<_, ApiError>(ids)
     }
     .await;
     match result {

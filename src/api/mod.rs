@@ -58,21 +58,16 @@ pub fn routes(
     let ready = warp::path!("ready").and(warp::get()).and(with_state.clone()).then(handlers::ready).boxed();
     let metrics = warp::path!("metrics").and(warp::get()).and(with_state.clone()).then(handlers::metrics).boxed();
     let openapi = warp::path!("openapi.json").and(warp::get()).map(handlers::openapi).boxed();
-    let enqueue = warp::path!("tasks" / "enqueue")
-        .and(warp::post())
+    // What both enqueue routes read: content type, trace id, the body as a stream.
+    let intake = warp::post()
         .and(auth.clone())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("x-trace-id"))
-        .and(warp::body::stream())
-        .and(with_state.clone())
-        .then(handlers::enqueue)
-        .boxed();
+        .and(warp::body::stream());
+    let enqueue =
+        warp::path!("tasks" / "enqueue").and(intake.clone()).and(with_state.clone()).then(handlers::enqueue).boxed();
     let enqueue_batch = warp::path!("tasks" / "enqueue_batch")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("x-trace-id"))
-        .and(warp::body::stream())
+        .and(intake)
         .and(with_state.clone())
         .then(handlers::enqueue_batch)
         .boxed();

@@ -17,7 +17,7 @@ use warp::{Buf, Filter, Reply};
 use super::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
 use super::types::{Object, ObjectKind};
 use super::Cwom;
-use crate::api::handlers::{is_json, read_body};
+use crate::api::handlers::read_json_body;
 use crate::api::ApiError;
 
 /// Every `/cwom` route, behind `auth`.
@@ -123,10 +123,7 @@ impl Request {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        if !is_json(self.content_type.as_deref()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = read_body(body, self.max_body_bytes).await?;
+        let bytes = read_json_body(self.content_type.as_deref(), body, self.max_body_bytes).await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
     }
 }

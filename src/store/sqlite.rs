@@ -6,7 +6,7 @@
 //! service inserting rows by hand) share the file. No transaction is ever held while a
 //! handler runs: each operation is one short statement or batch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,14 +29,12 @@ const COLUMNS: &str = "id, type, payload, status, queue, priority, run_at, attem
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database file.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let path = path.to_path_buf();
-        let p = path.clone();
+        let p = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
             let mut conn = Connection::open(&p)
                 .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", p.display())))?;
@@ -49,11 +47,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("sqlite open task failed: {e}")))??;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` with the connection on the blocking pool (shared with the CWOM layer).
@@ -176,6 +170,58 @@ fn collect(rows: rusqlite::MappedRows<'_, impl FnMut(&Row) -> rusqlite::Result<T
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)
 }
 
+/// Inserts one task; a used idempotency key makes it insert nothing.
+const INSERT: &str = "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
+     timeout_seconds, idempotency_key, trace_id, created_at, updated_at, cwom_issue_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// The parameters of [`INSERT`] for one task, with its text-encoded parts.
+struct InsertRow<'a> {
+    task: &'a NewTask,
+    id: String,
+    payload: String,
+    run_at: String,
+    now: String,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(task: &'a NewTask, now: String) -> Self {
+        InsertRow {
+            task,
+            id: task.id.to_string(),
+            payload: task.payload.to_string(),
+            run_at: task.run_at.map(fmt_ts).unwrap_or_else(|| now.clone()),
+            now,
+        }
+    }
+
+    fn params(&self) -> [&dyn rusqlite::ToSql; 12] {
+        let t = self.task;
+        [
+            &self.id,
+            &t.task_type,
+            &self.payload,
+            &t.queue,
+            &t.priority,
+            &self.run_at,
+            &t.max_attempts,
+            &t.timeout_seconds,
+            &t.idempotency_key,
+            &t.trace_id,
+            &self.now,
+            &t.cwom_issue_id,
+        ]
+    }
+}
+
+/// The task that holds an idempotency key.
+fn holder_of(conn: &Connection, key: &Option<String>) -> StoreResult<TaskId> {
+    let id: String =
+        conn.query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [key], |r| r.get(0)).map_err(internal)?;
+    id.parse().map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))
+}
+
 fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))
         .map_err(internal)?
@@ -188,47 +234,16 @@ fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
 impl Store for SqliteStore {
     async fn enqueue(&self, task: NewTask) -> StoreResult<Task> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
-            let run_at = task.run_at.map(fmt_ts).unwrap_or_else(|| now.clone());
-            let payload = task.payload.to_string();
+            let row = InsertRow::new(&task, fmt_ts(Utc::now()));
             let inserted = conn
-                .prepare_cached(&format!(
-                    "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                     timeout_seconds, idempotency_key, trace_id, created_at, updated_at, cwom_issue_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12) \
-                     ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-                ))
+                .prepare_cached(&format!("{INSERT} RETURNING {COLUMNS}"))
                 .map_err(internal)?
-                .query_row(
-                    params![
-                        task.id.to_string(),
-                        task.task_type,
-                        payload,
-                        task.queue,
-                        task.priority,
-                        run_at,
-                        task.max_attempts,
-                        task.timeout_seconds,
-                        task.idempotency_key,
-                        task.trace_id,
-                        now,
-                        task.cwom_issue_id,
-                    ],
-                    task_from_row,
-                )
+                .query_row(row.params(), task_from_row)
                 .optional()
                 .map_err(internal)?;
             match inserted {
                 Some(t) => Ok(t),
-                None => {
-                    let existing: String = conn
-                        .query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [&task.idempotency_key], |r| {
-                            r.get(0)
-                        })
-                        .map_err(internal)?;
-                    let existing = existing.parse().map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
-                    Err(StoreError::Duplicate { existing })
-                }
+                None => Err(StoreError::Duplicate { existing: holder_of(conn, &task.idempotency_key)? }),
             }
         })
         .await
@@ -239,42 +254,11 @@ impl Store for SqliteStore {
             let now = fmt_ts(Utc::now());
             let tx = conn.transaction().map_err(internal)?;
             {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO tasks (id, type, payload, queue, priority, run_at, max_attempts, \
-                         timeout_seconds, idempotency_key, trace_id, created_at, updated_at, cwom_issue_id) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12) \
-                         ON CONFLICT (idempotency_key) DO NOTHING",
-                    )
-                    .map_err(internal)?;
+                let mut stmt = tx.prepare_cached(INSERT).map_err(internal)?;
                 for t in &tasks {
-                    let run_at = t.run_at.map(fmt_ts).unwrap_or_else(|| now.clone());
-                    let n = stmt
-                        .execute(params![
-                            t.id.to_string(),
-                            t.task_type,
-                            t.payload.to_string(),
-                            t.queue,
-                            t.priority,
-                            run_at,
-                            t.max_attempts,
-                            t.timeout_seconds,
-                            t.idempotency_key,
-                            t.trace_id,
-                            now,
-                            t.cwom_issue_id,
-                        ])
-                        .map_err(internal)?;
-                    if n == 0 {
+                    if stmt.execute(InsertRow::new(t, now.clone()).params()).map_err(internal)? == 0 {
                         // Dropping the transaction rolls the whole batch back.
-                        let existing: String = tx
-                            .query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [&t.idempotency_key], |r| {
-                                r.get(0)
-                            })
-                            .map_err(internal)?;
-                        let existing =
-                            existing.parse().map_err(|e: uuid::Error| StoreError::Internal(e.to_string()))?;
-                        return Err(StoreError::Duplicate { existing });
+                        return Err(StoreError::Duplicate { existing: holder_of(&tx, &t.idempotency_key)? });
                     }
                 }
             }

@@ -131,15 +131,7 @@ async fn run(
             bridge::finish(worker, &task, run, ending, trace_dir.as_deref()).await;
             // The store already says `cancelled`; only the trace needs the ending.
             if let Some(folder) = folder {
-                let mut record = attempt_record(
-                    &task,
-                    &Finish::Failed { error: String::new() },
-                    started_at,
-                    Utc::now(),
-                    clock.elapsed(),
-                );
-                record.status = "cancelled";
-                record.error = Some("cancelled while running".into());
+                let mut record = attempt_record(&task, Ended::Cancelled, started_at, Utc::now(), clock.elapsed());
                 record.cwom_run_id = run_id;
                 write_output(worker, folder, record, &task).await;
             }
@@ -185,7 +177,7 @@ async fn run(
     };
     bridge::finish(worker, &task, run, ending, trace_dir.as_deref()).await;
     if let Some(folder) = folder {
-        let mut record = attempt_record(&task, &outcome, started_at, Utc::now(), clock.elapsed());
+        let mut record = attempt_record(&task, Ended::Finished(&outcome), started_at, Utc::now(), clock.elapsed());
         record.cwom_run_id = run_id;
         write_output(worker, folder, record, &task).await;
     }
@@ -283,17 +275,24 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// How an attempt that `output.json` describes ended.
+enum Ended<'a> {
+    Finished(&'a Finish),
+    Cancelled,
+}
+
 fn attempt_record(
     task: &Task,
-    finish: &Finish,
+    ended: Ended<'_>,
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
     took: Duration,
 ) -> AttemptRecord {
-    let (status, result, error, retry_at) = match finish {
-        Finish::Completed { result } => ("completed", Some(result.clone()), None, None),
-        Finish::Retry { error, run_at } => ("queued", None, Some(error.clone()), Some(*run_at)),
-        Finish::Failed { error } => ("failed", None, Some(error.clone()), None),
+    let (status, result, error, retry_at) = match ended {
+        Ended::Finished(Finish::Completed { result }) => ("completed", Some(result.clone()), None, None),
+        Ended::Finished(Finish::Retry { error, run_at }) => ("queued", None, Some(error.clone()), Some(*run_at)),
+        Ended::Finished(Finish::Failed { error }) => ("failed", None, Some(error.clone()), None),
+        Ended::Cancelled => ("cancelled", None, Some("cancelled while running".to_string()), None),
     };
     AttemptRecord {
         task_id: task.id,

@@ -95,7 +95,7 @@ impl InFlight {
     }
 
     /// Removes the task, returning why it was stopped, if it was.
-    pub(crate) fn remove(&self, id: TaskId) -> Option<StopReason> {
+    fn remove(&self, id: TaskId) -> Option<StopReason> {
         self.lock().remove(&id).and_then(|r| r.reason)
     }
 

@@ -84,15 +84,11 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
             biased;
             _ = shutdown.stopping() => break,
             claimed = async { (&mut claiming.as_mut().expect("guarded").0).await }, if claiming.is_some() => {
-                let (_, mut places) = claiming.take().expect("guarded");
+                let (_, places) = claiming.take().expect("guarded");
                 match claimed {
                     Ok(tasks) => {
                         maybe_more = tasks.len() == places.num_permits();
-                        for task in tasks {
-                            let place = places.split(1).expect("one place was taken per task asked for");
-                            worker.in_flight.hold(task.id, shutdown, place);
-                            buffer.push_back(task);
-                        }
+                        hold(worker, tasks, places, shutdown, &mut buffer);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "claim failed; retrying after the poll interval");
@@ -107,18 +103,30 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
         }
     }
     // A claim still in flight may have taken tasks: let it land, then give everything back.
-    if let Some((pending, mut places)) = claiming {
+    if let Some((pending, places)) = claiming {
         if let Ok(tasks) = pending.await {
-            for task in tasks {
-                let place = places.split(1).expect("one place was taken per task asked for");
-                worker.in_flight.hold(task.id, shutdown, place);
-                buffer.push_back(task);
-            }
+            hold(worker, tasks, places, shutdown, &mut buffer);
         }
     }
     // The completer lets them go once they are back in the queue.
     for task in buffer {
         completer.send(Completion::Release(task.id));
+    }
+}
+
+/// Holds freshly claimed tasks (each with one of the places taken for the claim; the
+/// rest go back when `places` drops) and queues them for a slot.
+fn hold(
+    worker: &Worker,
+    tasks: Vec<Task>,
+    mut places: OwnedSemaphorePermit,
+    shutdown: &Shutdown,
+    buffer: &mut VecDeque<Task>,
+) {
+    for task in tasks {
+        let place = places.split(1).expect("one place was taken per task asked for");
+        worker.in_flight.hold(task.id, shutdown, place);
+        buffer.push_back(task);
     }
 }
 
