@@ -1,6 +1,7 @@
 //! PostgreSQL dispatch with real daemon processes: NOTIFY-driven claims of raw-SQL
 //! inserts, one wake-up per statement, several daemons sharing a database, and a LISTEN
-//! connection killed from the server side.
+//! connection killed from the server side; and the schema under them: column defaults,
+//! time-ordered ids, and the lease statements' plans when statistics are stale.
 
 mod support;
 
@@ -203,6 +204,91 @@ async fn the_minimal_insert_gets_every_default() {
     assert!(row.get::<_, bool>("due") && row.get::<_, bool>("created"));
     let bad = client.execute("INSERT INTO tasks (type, status) VALUES ('echo', 'bogus')", &[]).await;
     assert!(bad.is_err(), "status is constrained");
+}
+
+/// Raw-SQL inserts get UUIDv7 ids like the daemon's, so ids order tasks by creation and the
+/// primary key serves "newest first" listing for tasks from either source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_inserts_get_time_ordered_ids_and_list_newest_first() {
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let row = client.query_one("INSERT INTO tasks (type) VALUES ('echo') RETURNING id", &[]).await.unwrap();
+        ids.push(row.get::<_, uuid::Uuid>(0));
+        // Ids from two clocks order by the millisecond: keep the creations in distinct ones.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let api = store.enqueue(devops_control_tower::task::NewTask::new("echo", json!({ "i": i }))).await.unwrap();
+        ids.push(api.id.0);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7, "{id} is not a version 7 UUID");
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids do not follow creation order: {ids:?}");
+    let filter = devops_control_tower::task::TaskFilter { limit: 10, ..Default::default() };
+    let listed: Vec<uuid::Uuid> = store.list(&filter).await.unwrap().iter().map(|t| t.id.0).collect();
+    let newest_first: Vec<uuid::Uuid> = ids.iter().rev().copied().collect();
+    assert_eq!(listed, newest_first);
+}
+
+/// Right after a bulk load the statistics say every task is queued, so the planner thinks
+/// `tasks_lease_idx` (the running rows) is empty. The heartbeat, finish and release
+/// statements must still reach their rows through the primary key: walking the lease index
+/// matches every running row against the whole batch (0.6 s per finish, measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_statements_use_the_primary_key_even_with_stale_statistics() {
+    use devops_control_tower::store::postgres::{FINISH, HEARTBEAT, RELEASE};
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO tasks (type) SELECT 'echo' FROM generate_series(1, 20000); \
+             ANALYZE tasks; \
+             UPDATE tasks SET status = 'running', attempts = 1, locked_by = 'w', \
+                    locked_until = now() + interval '1 minute' \
+             WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT 5000);",
+        )
+        .await
+        .unwrap();
+    // EXECUTE takes no subqueries: the batch's ids go in as an array literal.
+    let row = client
+        .query_one("SELECT array_agg(id)::text FROM (SELECT id FROM tasks WHERE status = 'running' LIMIT 512) r", &[])
+        .await
+        .unwrap();
+    let args = format!("'{}'::uuid[]", row.get::<_, String>(0));
+    let statements = [
+        ("heartbeat", HEARTBEAT, "uuid[], text, float8", format!("{args}, 'w', 30")),
+        (
+            "finish",
+            FINISH,
+            "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text",
+            format!(
+                "{args}, array_fill(1, ARRAY[512]), array_fill('completed'::text, ARRAY[512]), \
+                 array_fill('{{}}'::jsonb, ARRAY[512]), array_fill(NULL::text, ARRAY[512]), \
+                 array_fill(NULL::timestamptz, ARRAY[512]), 'w'"
+            ),
+        ),
+        ("release", RELEASE, "uuid[], text", format!("{args}, 'w'")),
+    ];
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        client.batch_execute(&format!("SET plan_cache_mode = {mode}")).await.unwrap();
+        for (name, sql, types, values) in &statements {
+            client.batch_execute(&format!("PREPARE {name}_q ({types}) AS {sql}")).await.unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}_q ({values})"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("tasks_lease_idx"), "{name} ({mode}) walks the lease index:\n{plan}");
+            assert!(plan.contains("tasks_pkey"), "{name} ({mode}) does not use the primary key:\n{plan}");
+            client.batch_execute(&format!("DEALLOCATE {name}_q")).await.unwrap();
+        }
+    }
 }
 
 /// Several daemons migrating one empty database at once: the advisory lock lets one

@@ -108,7 +108,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<Task>>;
 
-    /// Tasks matching the filter, newest first.
+    /// Tasks matching the filter, newest first: by id on PostgreSQL, where ids are
+    /// time-ordered (UUIDv7, to the millisecond) whoever inserts the row, by `created_at`
+    /// then id on SQLite.
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
 
     /// Returns running tasks whose lease expired to `queued`, or to `failed` when their
