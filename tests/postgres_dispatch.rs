@@ -49,6 +49,27 @@ async fn a_raw_insert_is_dispatched_by_notify_within_a_second() {
     }
 }
 
+/// A batch of plain tasks goes in by COPY, one with keys or start times by INSERT: both
+/// fire the statement trigger, so a daemon that only listens runs them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_batch_paths_are_dispatched_by_notify() {
+    let db = PgDb::new().await;
+    let d = Spawn::new().env("DATABASE_URL", &db.url).env("JCT_POLL_INTERVAL_MS", NO_POLL).start();
+    listener_connected(&d).await;
+    let http = support::http();
+    let plain = json!([{"type": "echo", "payload": 1}, {"type": "echo", "payload": 2}]);
+    let keyed = json!([{"type": "echo", "payload": 3, "idempotency_key": "batch-k"}]);
+    for batch in [plain, keyed] {
+        let reply = http.post(d.url("/tasks/enqueue_batch")).json(&batch).send().await.unwrap();
+        assert_eq!(reply.status(), 201);
+        let body: Value = reply.json().await.unwrap();
+        for (id, task) in body["task_ids"].as_array().unwrap().iter().zip(batch.as_array().unwrap()) {
+            let done = wait_status(&d.url(""), id.as_str().unwrap(), "completed", Duration::from_secs(1)).await;
+            assert_eq!(done["result"], task["payload"]);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ten_thousand_row_insert_is_one_notification_and_all_run() {
     let db = PgDb::new().await;

@@ -189,6 +189,31 @@ mod cases {
         let got = store.get(ids[49]).await.unwrap().unwrap();
         assert_eq!((got.payload.clone(), got.status), (json!({"i": 49}), TaskStatus::Queued));
 
+        // Every field survives both ways in: a plain batch (COPY on PostgreSQL) and one with
+        // a start time (INSERT).
+        let mut full = NewTask::new("echo", json!({"deep": [1, {"x": null}]}));
+        (full.queue, full.priority, full.max_attempts, full.timeout_seconds) = ("q2".into(), -3, 7, 11);
+        full.trace_id = Some("trace-batch".into());
+        let mut later = full.clone();
+        later.id = TaskId::new();
+        later.run_at = Some(Utc::now() + chrono::Duration::hours(1));
+        for t in [full, later] {
+            store.enqueue_batch(vec![t.clone()]).await.unwrap();
+            let got = store.get(t.id).await.unwrap().unwrap();
+            assert_eq!(
+                (&got.task_type, &got.payload, &got.queue, got.priority, got.max_attempts, got.timeout_seconds),
+                (&t.task_type, &t.payload, &t.queue, t.priority, t.max_attempts, t.timeout_seconds)
+            );
+            assert_eq!(
+                (got.trace_id.as_deref(), got.status, got.attempts),
+                (Some("trace-batch"), TaskStatus::Queued, 0)
+            );
+            match t.run_at {
+                Some(at) => assert!((got.run_at - at).num_milliseconds().abs() <= 1, "{} vs {at}", got.run_at),
+                None => assert!(got.run_at <= Utc::now() + chrono::Duration::seconds(1), "due now: {}", got.run_at),
+            }
+        }
+
         let mut keyed = NewTask::new("echo", json!({}));
         keyed.idempotency_key = Some("k".into());
         let holder = store.enqueue(keyed.clone()).await.unwrap().id;
@@ -205,7 +230,7 @@ mod cases {
         twice_b.idempotency_key = Some("inside".into());
         assert!(matches!(store.enqueue_batch(vec![twice_a, twice_b]).await, Err(StoreError::Duplicate { .. })));
         let all = store.list(&TaskFilter { limit: 1000, ..Default::default() }).await.unwrap();
-        assert_eq!(all.len(), 51, "the refused batches inserted nothing");
+        assert_eq!(all.len(), 53, "the refused batches inserted nothing");
     }
 
     pub async fn idempotency_key_is_unique(store: Arc<dyn Store>) {
