@@ -60,8 +60,9 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
 
         // Refill when the buffer runs low, not after every task.
         let extra = prefetch(worker.settings.slots, worker.average_run());
-        let room =
-            (slots.available_permits() + extra).saturating_sub(buffer.len()).min(worker.unfinished.available_permits());
+        let slot_room = (slots.available_permits() + extra).saturating_sub(buffer.len());
+        let place_room = worker.unfinished.available_permits();
+        let room = slot_room.min(place_room);
         if claiming.is_none() && maybe_more && room > 0 && buffer.len() <= extra / 2 {
             // Places for what the claim may return, taken before it is sent.
             if let Ok(places) = worker.unfinished.clone().try_acquire_many_owned(room as u32) {
@@ -77,9 +78,12 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 wait = wait.min(until.max(Duration::from_millis(2)));
             }
         }
-        // A freed slot, or a freed place among the unfinished, can both unblock a claim.
-        let want_slot = !buffer.is_empty() || (maybe_more && claiming.is_none());
-        let want_place = maybe_more && claiming.is_none() && worker.unfinished.available_permits() == 0;
+        // A freed slot starts a buffered task, or makes room for a claim that had none. Only
+        // then: when the claim waits for places alone, the free slots would answer a slot wait
+        // at once, every time, and spin this loop. The decision uses the room computed above,
+        // not a fresh look at the semaphores, so a slot or place freed since is never missed.
+        let want_slot = !buffer.is_empty() || (maybe_more && claiming.is_none() && slot_room == 0);
+        let want_place = maybe_more && claiming.is_none() && place_room == 0;
         tokio::select! {
             biased;
             _ = shutdown.stopping() => break,
