@@ -254,6 +254,36 @@ async fn raw_inserts_get_time_ordered_ids_and_list_newest_first() {
     assert_eq!(listed, newest_first);
 }
 
+/// A table never analyzed (a bulk load the moment before) makes the planner expect a few
+/// hundred queued rows; left alone it then bitmap-scans every queued row and sorts them for
+/// each claim. With the claim connection's settings it walks the claim index in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_walks_the_claim_index_on_a_table_never_analyzed() {
+    use devops_control_tower::store::postgres::{CLAIM, CLAIM_SETTINGS};
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    client.batch_execute("INSERT INTO tasks (type) SELECT 'echo' FROM generate_series(1, 50000)").await.unwrap();
+    for (name, value) in CLAIM_SETTINGS {
+        client.batch_execute(&format!("SET {name} = {value}")).await.unwrap();
+    }
+    client.batch_execute(&format!("PREPARE claim_q (int8, text, float8) AS {CLAIM}")).await.unwrap();
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        client.batch_execute(&format!("SET plan_cache_mode = {mode}")).await.unwrap();
+        for limit in [10, 200, 1024] {
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE claim_q ({limit}, 'w', 30)"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("Index Scan using tasks_claim_idx"), "claim of {limit} ({mode}):\n{plan}");
+            assert!(!plan.contains("Sort"), "claim of {limit} ({mode}) sorts:\n{plan}");
+        }
+    }
+}
+
 /// Right after a bulk load the statistics say every task is queued, so the planner thinks
 /// `tasks_lease_idx` (the running rows) is empty. The heartbeat, finish and release
 /// statements must still reach their rows through the primary key: walking the lease index
