@@ -8,7 +8,8 @@
 //! markdown table of medians and repetitions; `target/bench/results.json` gets every number.
 //!
 //! Each scenario repetition gets an empty store (a new PostgreSQL database or SQLite
-//! file), a daemon of its own and fresh directories. Scratch directories are deleted only
+//! file), a daemon of its own and fresh directories, and starts after `sync` has written the
+//! page cache out (see [`settle`]). Scratch directories are deleted only
 //! at the very end, in the background (see [`Bench::discard_scratch`]). The exit status
 //! is non-zero only when a scenario could not run: a missed target is a result, not a
 //! failure.
@@ -133,6 +134,7 @@ async fn run_scenario(bench: &Bench, scenario: Scenario) -> ScenarioResult {
     let mut result = ScenarioResult::new(scenario);
     for rep in 1..=bench.repetitions {
         progress!("{} (repetition {rep} of {})", scenario.key(), bench.repetitions);
+        settle().await;
         let started = Instant::now();
         match scenario.run(bench).await {
             Ok(measured) => {
@@ -153,6 +155,24 @@ async fn run_scenario(bench: &Bench, scenario: Scenario) -> ScenarioResult {
         }
     }
     result
+}
+
+/// Writes the dirty page cache out before a repetition starts. A drain with traces leaves
+/// hundreds of thousands of small files for the kernel to write back, and that writeback
+/// (measured: over a third of both cores) would otherwise be charged to whichever
+/// repetition runs next.
+async fn settle() {
+    let started = Instant::now();
+    let synced = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
+    match synced {
+        Ok(Ok(status)) if status.success() => {
+            let waited = started.elapsed().as_secs_f64();
+            if waited >= 1.0 {
+                progress!("  flushed the page cache first ({waited:.1} s)");
+            }
+        }
+        other => progress!("  `sync` failed ({other:?}); measuring anyway"),
+    }
 }
 
 fn describe(sample: Sample) -> String {
