@@ -254,6 +254,12 @@ async fn raw_inserts_get_time_ordered_ids_and_list_newest_first() {
     assert_eq!(listed, newest_first);
 }
 
+/// The plan PostgreSQL would run for `statement`, as EXPLAIN prints it.
+async fn explain(client: &tokio_postgres::Client, statement: &str) -> String {
+    let rows = client.query(&format!("EXPLAIN {statement}"), &[]).await.unwrap();
+    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+}
+
 /// A table never analyzed (a bulk load the moment before) makes the planner expect a few
 /// hundred queued rows; left alone it then bitmap-scans every queued row and sorts them for
 /// each claim. With the claim connection's settings it walks the claim index in order.
@@ -270,14 +276,7 @@ async fn the_claim_walks_the_claim_index_on_a_table_never_analyzed() {
     for mode in ["force_generic_plan", "force_custom_plan"] {
         client.batch_execute(&format!("SET plan_cache_mode = {mode}")).await.unwrap();
         for limit in [10, 200, 1024] {
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE claim_q ({limit}, 'w', 30)"), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let plan = plan.join("\n");
+            let plan = explain(&client, &format!("EXECUTE claim_q ({limit}, 'w', 30)")).await;
             assert!(plan.contains("Index Scan using tasks_claim_idx"), "claim of {limit} ({mode}):\n{plan}");
             assert!(!plan.contains("Sort"), "claim of {limit} ({mode}) sorts:\n{plan}");
         }
@@ -327,14 +326,7 @@ async fn lease_statements_use_the_primary_key_even_with_stale_statistics() {
         client.batch_execute(&format!("SET plan_cache_mode = {mode}")).await.unwrap();
         for (name, sql, types, values) in &statements {
             client.batch_execute(&format!("PREPARE {name}_q ({types}) AS {sql}")).await.unwrap();
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE {name}_q ({values})"), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let plan = plan.join("\n");
+            let plan = explain(&client, &format!("EXECUTE {name}_q ({values})")).await;
             assert!(!plan.contains("tasks_lease_idx"), "{name} ({mode}) walks the lease index:\n{plan}");
             assert!(plan.contains("tasks_pkey"), "{name} ({mode}) does not use the primary key:\n{plan}");
             client.batch_execute(&format!("DEALLOCATE {name}_q")).await.unwrap();
