@@ -214,6 +214,11 @@ async fn exec(tx: &Transaction<'_>, plan: &WritePlan) -> CwomResult<()> {
     Ok(())
 }
 
+/// A read-only transaction on one snapshot, so an object and its lists agree.
+async fn snapshot(client: &mut deadpool_postgres::Object) -> CwomResult<Transaction<'_>> {
+    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(db)
+}
+
 async fn stored(tx: &Transaction<'_>, kind: ObjectKind, id: &str) -> CwomResult<Object> {
     get(tx, kind, id, false)
         .await?
@@ -233,13 +238,7 @@ impl CwomStore for PgCwom {
 
     async fn get(&self, kind: ObjectKind, id: &str) -> CwomResult<Option<Object>> {
         let mut client = self.store.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut client).await?;
         let out = get(&tx, kind, id, false).await?;
         tx.commit().await.map_err(db)?;
         Ok(out)
@@ -267,13 +266,7 @@ impl CwomStore for PgCwom {
         params.push(&limit);
         params.push(&offset);
         let mut client = self.store.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut client).await?;
         let out = select(&tx, query.filter.kind(), &where_sql, &params).await?;
         tx.commit().await.map_err(db)?;
         Ok(out)

@@ -134,28 +134,36 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let pool = build_pool(config.clone(), pool_size.max(2))?;
-        let mut lax = config;
-        let options = lax.get_options().map(|o| format!("{o} ")).unwrap_or_default();
-        lax.options(format!("{options}-c synchronous_commit=off"));
+        let lax = with_settings(config, &[("synchronous_commit", "off")]);
         let worker_pool = build_pool(lax.clone(), 4)?;
-        let mut claiming = lax;
-        let settings: String = CLAIM_SETTINGS.iter().map(|(k, v)| format!(" -c {k}={v}")).collect();
-        let options = claiming.get_options().unwrap_or_default().to_string();
-        claiming.options(format!("{options}{settings}"));
-        let claim_pool = build_pool(claiming, 2)?;
+        let claim_pool = build_pool(with_settings(lax, CLAIM_SETTINGS), 2)?;
         let intake = Intake::start(pool.clone());
         Ok(PgStore { pool, worker_pool, claim_pool, intake })
     }
 
     /// A pooled connection with durable commits (shared with the CWOM layer).
     pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+        checkout(&self.pool).await
     }
 
     /// A pooled connection for the worker's bookkeeping (commits not waited for).
     async fn worker_client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.worker_pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+        checkout(&self.worker_pool).await
     }
+}
+
+async fn checkout(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// `config` with server settings added to its startup options (`-c name=value`).
+fn with_settings(mut config: tokio_postgres::Config, settings: &[(&str, &str)]) -> tokio_postgres::Config {
+    let mut options = config.get_options().unwrap_or_default().to_string();
+    for (name, value) in settings {
+        options.push_str(&format!(" -c {name}={value}"));
+    }
+    config.options(options.trim_start());
+    config
 }
 
 fn build_pool(config: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
@@ -321,7 +329,7 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
-        let client = self.claim_pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client = checkout(&self.claim_pool).await?;
         let stmt = client.prepare_cached(CLAIM).await.map_err(pg_err)?;
         let rows = client
             .query(&stmt, &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease)])
