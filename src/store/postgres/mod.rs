@@ -11,9 +11,9 @@
 //! bookkeeping (claim, heartbeat, finish, release, rescue) commits with
 //! `synchronous_commit = off`: a commit lost in a database crash only means the task is
 //! claimed or run again, which at-least-once delivery already allows, and not waiting for
-//! the WAL flush on every claim and finish is most of the drain rate. The claim has that
-//! pool's settings plus its own planner settings, on connections of its own (see
-//! [`CLAIM_SETTINGS`]).
+//! the WAL flush on every claim and finish is most of the drain rate. That pool also plans
+//! every statement generically ([`WORKER_SETTINGS`]). The claim has that pool's settings
+//! plus its own planner settings, on connections of its own (see [`CLAIM_SETTINGS`]).
 //!
 //! Heartbeat, finish and release test `status || '' = 'running'`, not `status = 'running'`.
 //! Right after a bulk load the table's statistics say every row is queued, and the planner
@@ -55,6 +55,19 @@ pub const CLAIM: &str = "WITH next AS ( \
      UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
        locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
      FROM next WHERE tasks.id = next.id RETURNING tasks.*";
+
+/// Settings of the worker's bookkeeping connections (claim, heartbeat, finish, release,
+/// rescue). `synchronous_commit = off`: see the module doc. `force_generic_plan`: every
+/// statement there finds its rows by id (or through a partial index), and a custom plan,
+/// which sees the batch's real size and this daemon's worker id, is where the planner goes
+/// wrong on a table it knows little about. Right after a bulk load (never analyzed), the
+/// finish's custom plan expected one running row for this worker, seq-scanned the table
+/// and matched every row it found against all 512 outcomes of the batch: 0.55 s per
+/// finish, most of a 100,000-task drain (auto_explain). The generic plan expects a few
+/// ids and looks each one up through the primary key, whatever the statistics say, and it
+/// is planned once per connection instead of on every call.
+pub const WORKER_SETTINGS: &[(&str, &str)] =
+    &[("synchronous_commit", "off"), ("plan_cache_mode", "force_generic_plan")];
 
 /// Planner settings of the claim's own connections. A table that has never been analyzed
 /// (right after a bulk load) makes the planner expect a few hundred queued rows, and it then
@@ -109,7 +122,7 @@ use intake::{Columns, Intake, INSERT_UNNEST};
 pub struct PgStore {
     /// Durable commits: enqueue, cancel, reads, and the CWOM layer.
     pool: Pool,
-    /// `synchronous_commit = off`: the worker's finish/lease bookkeeping.
+    /// [`WORKER_SETTINGS`]: the worker's finish/lease bookkeeping.
     worker_pool: Pool,
     /// The same, plus [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
     claim_pool: Pool,
@@ -134,7 +147,7 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let pool = build_pool(config.clone(), pool_size.max(2))?;
-        let lax = with_settings(config, &[("synchronous_commit", "off")]);
+        let lax = with_settings(config, WORKER_SETTINGS);
         let worker_pool = build_pool(lax.clone(), 4)?;
         let claim_pool = build_pool(with_settings(lax, CLAIM_SETTINGS), 2)?;
         let intake = Intake::start(pool.clone());
@@ -381,7 +394,8 @@ impl Store for PgStore {
 
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
         let client = self.worker_client().await?;
-        client.execute(RELEASE, &[&uuids(ids), &worker.0]).await.map_err(pg_err)
+        let stmt = client.prepare_cached(RELEASE).await.map_err(pg_err)?;
+        client.execute(&stmt, &[&uuids(ids), &worker.0]).await.map_err(pg_err)
     }
 
     async fn cancel(&self, id: TaskId) -> StoreResult<Task> {
