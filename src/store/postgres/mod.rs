@@ -11,9 +11,9 @@
 //! bookkeeping (claim, heartbeat, finish, release, rescue) commits with
 //! `synchronous_commit = off`: a commit lost in a database crash only means the task is
 //! claimed or run again, which at-least-once delivery already allows, and not waiting for
-//! the WAL flush on every claim and finish is most of the drain rate. That pool also plans
-//! every statement generically ([`WORKER_SETTINGS`]). The claim has that pool's settings
-//! plus its own planner settings, on connections of its own (see [`CLAIM_SETTINGS`]).
+//! the WAL flush on every claim and finish is most of the drain rate. Those connections
+//! also pin their plans ([`WORKER_SETTINGS`]); the claim has connections and planner
+//! settings of its own ([`CLAIM_SETTINGS`]).
 //!
 //! Heartbeat, finish and release test `status || '' = 'running'`, not `status = 'running'`.
 //! Right after a bulk load the table's statistics say every row is queued, and the planner
@@ -56,26 +56,40 @@ pub const CLAIM: &str = "WITH next AS ( \
        locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
      FROM next WHERE tasks.id = next.id RETURNING tasks.*";
 
-/// Settings of the worker's bookkeeping connections (claim, heartbeat, finish, release,
-/// rescue). `synchronous_commit = off`: see the module doc. `force_generic_plan`: every
-/// statement there finds its rows by id (or through a partial index), and a custom plan,
-/// which sees the batch's real size and this daemon's worker id, is where the planner goes
-/// wrong on a table it knows little about. Right after a bulk load (never analyzed), the
-/// finish's custom plan expected one running row for this worker, seq-scanned the table
-/// and matched every row it found against all 512 outcomes of the batch: 0.55 s per
-/// finish, most of a 100,000-task drain (auto_explain). The generic plan expects a few
-/// ids and looks each one up through the primary key, whatever the statistics say, and it
-/// is planned once per connection instead of on every call.
-pub const WORKER_SETTINGS: &[(&str, &str)] =
-    &[("synchronous_commit", "off"), ("plan_cache_mode", "force_generic_plan")];
+/// Settings of the worker's bookkeeping connections (heartbeat, finish, release, rescue).
+///
+/// `synchronous_commit = off`: see the module doc. The rest pins the plans. Every statement
+/// there reaches its rows by id (or through a partial index), so a join is always a nested
+/// loop over the primary key, and a custom plan, which sees the batch's real size and this
+/// daemon's worker id, is where the planner went wrong on a table it knew little about:
+/// right after a bulk load (never analyzed) the finish's custom plan expected one running
+/// row for this worker, seq-scanned the table and matched every row it found against all
+/// 512 outcomes of the batch, 0.55 s per finish and most of a 100,000-task drain
+/// (auto_explain). The generic plan expects a few ids and looks each one up through the
+/// primary key whatever the statistics say, and is planned once per connection.
+pub const WORKER_SETTINGS: &[(&str, &str)] = &[
+    ("synchronous_commit", "off"),
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
 
-/// Planner settings of the claim's own connections. A table that has never been analyzed
-/// (right after a bulk load) makes the planner expect a few hundred queued rows, and it then
-/// prefers a bitmap scan of every queued row plus a sort to the claim index's ordered scan:
-/// 50 ms per claim on a 50,000-task backlog instead of 2.4 ms (measured), until autovacuum
-/// analyzes the table. Without bitmap scans the ordered index scan is the cheap plan. Only
-/// the claim runs with it: the finish's best plan needs bitmap scans (90 µs a row without).
-pub const CLAIM_SETTINGS: &[(&str, &str)] = &[("enable_bitmapscan", "off")];
+/// Settings of the claim's own connections: the worker's commit and join settings, with a
+/// custom plan (the claim's `LIMIT` decides its best plan: a generic plan guesses a tenth
+/// of the table and joins it by hashing a scan of the whole table, 65 ms per claim on a
+/// 200,000-task backlog) and without bitmap scans. A table that has never been analyzed
+/// makes the planner expect a few hundred queued rows, and it then prefers a bitmap scan
+/// of every queued row plus a sort to the claim index's ordered scan: 50 ms per claim on a
+/// 50,000-task backlog instead of 2.4 ms (measured), until autovacuum analyzes the table.
+/// Only the claim runs without bitmap scans: the heartbeat's and release's lookups of many
+/// ids use them.
+pub const CLAIM_SETTINGS: &[(&str, &str)] = &[
+    ("synchronous_commit", "off"),
+    ("plan_cache_mode", "force_custom_plan"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+    ("enable_bitmapscan", "off"),
+];
 
 /// Renews the leases of running tasks this worker holds ($1 ids, $2 worker, $3 seconds).
 pub const HEARTBEAT: &str = "WITH mine AS ( \
@@ -124,7 +138,7 @@ pub struct PgStore {
     pool: Pool,
     /// [`WORKER_SETTINGS`]: the worker's finish/lease bookkeeping.
     worker_pool: Pool,
-    /// The same, plus [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
+    /// [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
     claim_pool: Pool,
     intake: Intake,
 }
@@ -147,9 +161,8 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let pool = build_pool(config.clone(), pool_size.max(2))?;
-        let lax = with_settings(config, WORKER_SETTINGS);
-        let worker_pool = build_pool(lax.clone(), 4)?;
-        let claim_pool = build_pool(with_settings(lax, CLAIM_SETTINGS), 2)?;
+        let worker_pool = build_pool(with_settings(config.clone(), WORKER_SETTINGS), 4)?;
+        let claim_pool = build_pool(with_settings(config, CLAIM_SETTINGS), 2)?;
         let intake = Intake::start(pool.clone());
         Ok(PgStore { pool, worker_pool, claim_pool, intake })
     }
