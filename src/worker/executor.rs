@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::bridge::{self, Ending};
 use super::completer::{Completion, CompletionSender};
+use super::producer::Buffer;
 use super::{StopReason, Worker};
 use crate::cwom::types::FailureCategory;
 use crate::handlers::{HandlerError, TaskContext};
@@ -53,23 +54,28 @@ enum RunEnd {
 /// How long a handler asked to stop may take to return before it is dropped.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts running `task` in its own tokio task; the slot is freed when it ends.
+/// Runs `task` on the slot `permit` in a tokio task of its own, then the buffer's next
+/// tasks on the same slot until the buffer is empty or shutdown is asked for; the slot is
+/// freed then.
 pub fn spawn(
     worker: Arc<Worker>,
     task: Task,
     permit: OwnedSemaphorePermit,
+    buffer: Arc<Buffer>,
     completer: CompletionSender,
     shutdown: Shutdown,
 ) {
     tokio::spawn(async move {
-        let id = task.id;
-        let Some(token) = worker.in_flight.token(id) else {
+        let mut next = Some(task);
+        while let Some(task) = next {
             // Not held: let go (stopped, or lost) between the claim and now.
-            return;
-        };
-        // Whoever writes the task's end lets it go: the completer after its store write,
-        // or `run` itself when nothing is left to write.
-        run(&worker, task, token, &completer, &shutdown).await;
+            if let Some(token) = worker.in_flight.token(task.id) {
+                // Whoever writes the task's end lets it go: the completer after its store
+                // write, or `run` itself when nothing is left to write.
+                run(&worker, task, token, &completer, &shutdown).await;
+            }
+            next = if shutdown.is_stopping() { None } else { buffer.take() };
+        }
         drop(permit);
     });
 }

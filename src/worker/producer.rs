@@ -6,21 +6,24 @@
 //! being lost. When idle it sleeps until the earliest of: a wake-up, the poll interval,
 //! the next scheduled `run_at`, a freed slot it has work for, or shutdown.
 //!
-//! Claims fill a local buffer ahead of the slots when tasks are short (see [`prefetch`]):
-//! one round trip then feeds many executions, and the next claim is already in flight
-//! while the buffer drains, which is what lets a single daemon drain tens of thousands of
-//! short tasks a second. Long tasks get no buffer, so a daemon never sits on work another
-//! daemon could start. Buffered tasks hold leases like running ones (the heartbeat renews
-//! them, cancels reach them) and are handed back at shutdown.
+//! Claims fill a local [`Buffer`] ahead of the slots when tasks are short (see
+//! [`prefetch`]): one round trip then feeds many executions, and the next claim is already
+//! in flight while the buffer drains, which is what lets a single daemon drain tens of
+//! thousands of short tasks a second. A slot whose task ended takes the next buffered task
+//! itself; the producer only starts slots that are idle. Long tasks get no buffer, so a
+//! daemon never sits on work another daemon could start. Buffered tasks hold leases like
+//! running ones (the heartbeat renews them, cancels reach them) and are handed back at
+//! shutdown.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::completer::{Completion, CompletionSender};
 use super::{executor, Worker};
@@ -42,28 +45,66 @@ pub fn prefetch(slots: usize, average_run: Option<Duration>) -> usize {
 
 type Claim = Pin<Box<dyn Future<Output = StoreResult<Vec<Task>>> + Send>>;
 
+/// Claimed tasks waiting for a slot, in claim order.
+///
+/// The producer fills it; a slot whose task ended takes the next one itself ([`take`]),
+/// without a round trip through the producer. With the default 4 slots that round trip
+/// (free the slot, wake the producer, spawn a new executor) held a drain of no-op tasks
+/// to ~39,000/s while 16 slots reached ~47,000/s (measured).
+///
+/// [`take`]: Buffer::take
+#[derive(Debug, Default)]
+pub struct Buffer {
+    tasks: Mutex<VecDeque<Task>>,
+    /// At or below this length the producer wants to claim more.
+    refill_at: AtomicUsize,
+    /// Wakes the producer when a take leaves the buffer at `refill_at` or below.
+    low: Notify,
+}
+
+impl Buffer {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Task>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The next task for a slot that just ended one.
+    pub fn take(&self) -> Option<Task> {
+        let mut tasks = self.lock();
+        let task = tasks.pop_front()?;
+        if tasks.len() <= self.refill_at.load(Ordering::Relaxed) {
+            self.low.notify_one();
+        }
+        Some(task)
+    }
+}
+
 /// Runs until shutdown is asked for; hands back what it buffered and returns without
 /// waiting for running tasks.
 pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &CompletionSender, shutdown: &Shutdown) {
     let poll = worker.settings.poll_interval;
-    let mut buffer: VecDeque<Task> = VecDeque::new();
+    let buffer = Arc::new(Buffer::default());
     let mut claiming: Option<(Claim, OwnedSemaphorePermit)> = None;
     // Whether the queue may hold due work we have not claimed yet.
     let mut maybe_more = true;
     loop {
-        // Start what we hold on every free slot.
-        while !buffer.is_empty() {
-            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
-            let task = buffer.pop_front().expect("buffer is not empty");
-            executor::spawn(worker.clone(), task, permit, completer.clone(), shutdown.clone());
+        // Start an executor on every idle slot we hold work for.
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            let Some(task) = buffer.lock().pop_front() else { break };
+            executor::spawn(worker.clone(), task, permit, buffer.clone(), completer.clone(), shutdown.clone());
         }
 
         // Refill when the buffer runs low, not after every task.
         let extra = prefetch(worker.settings.slots, worker.average_run());
-        let slot_room = (slots.available_permits() + extra).saturating_sub(buffer.len());
+        buffer.refill_at.store(extra / 2, Ordering::Relaxed);
+        let buffered = buffer.len();
+        let slot_room = (slots.available_permits() + extra).saturating_sub(buffered);
         let place_room = worker.unfinished.available_permits();
         let room = slot_room.min(place_room);
-        if claiming.is_none() && maybe_more && room > 0 && buffer.len() <= extra / 2 {
+        if claiming.is_none() && maybe_more && room > 0 && buffered <= extra / 2 {
             // Places for what the claim may return, taken before it is sent.
             if let Ok(places) = worker.unfinished.clone().try_acquire_many_owned(room as u32) {
                 claiming = Some((claim(worker, room), places));
@@ -71,7 +112,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
         }
 
         let mut wait = poll;
-        if claiming.is_none() && !maybe_more && buffer.is_empty() {
+        if claiming.is_none() && !maybe_more && buffered == 0 {
             if let Ok(Some(next)) = worker.store.next_scheduled().await {
                 // A floor keeps a clock skew between daemon and database from spinning.
                 let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -82,7 +123,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
         // then: when the claim waits for places alone, the free slots would answer a slot wait
         // at once, every time, and spin this loop. The decision uses the room computed above,
         // not a fresh look at the semaphores, so a slot or place freed since is never missed.
-        let want_slot = !buffer.is_empty() || (maybe_more && claiming.is_none() && slot_room == 0);
+        let want_slot = buffered > 0 || (maybe_more && claiming.is_none() && slot_room == 0);
         let want_place = maybe_more && claiming.is_none() && place_room == 0;
         tokio::select! {
             biased;
@@ -92,7 +133,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 match claimed {
                     Ok(tasks) => {
                         maybe_more = tasks.len() == places.num_permits();
-                        hold(worker, tasks, places, shutdown, &mut buffer);
+                        hold(worker, tasks, places, shutdown, &buffer);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "claim failed; retrying after the poll interval");
@@ -101,6 +142,8 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 }
             }
             _ = worker.wake.notified() => maybe_more = true,
+            // The slots took the buffer down to the refill mark.
+            _ = buffer.low.notified() => {}
             permit = slots.clone().acquire_owned(), if want_slot => drop(permit),
             place = worker.unfinished.clone().acquire_owned(), if want_place => drop(place),
             _ = tokio::time::sleep(wait), if claiming.is_none() => maybe_more = true,
@@ -109,29 +152,25 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     // A claim still in flight may have taken tasks: let it land, then give everything back.
     if let Some((pending, places)) = claiming {
         if let Ok(tasks) = pending.await {
-            hold(worker, tasks, places, shutdown, &mut buffer);
+            hold(worker, tasks, places, shutdown, &buffer);
         }
     }
-    // The completer lets them go once they are back in the queue.
-    for task in buffer {
+    // The completer lets them go once they are back in the queue. Slots take no more
+    // once shutdown is asked for.
+    let unstarted = std::mem::take(&mut *buffer.lock());
+    for task in unstarted {
         completer.send(Completion::Release(task.id));
     }
 }
 
 /// Holds freshly claimed tasks (each with one of the places taken for the claim; the
 /// rest go back when `places` drops) and queues them for a slot.
-fn hold(
-    worker: &Worker,
-    tasks: Vec<Task>,
-    mut places: OwnedSemaphorePermit,
-    shutdown: &Shutdown,
-    buffer: &mut VecDeque<Task>,
-) {
-    for task in tasks {
+fn hold(worker: &Worker, tasks: Vec<Task>, mut places: OwnedSemaphorePermit, shutdown: &Shutdown, buffer: &Buffer) {
+    for task in &tasks {
         let place = places.split(1).expect("one place was taken per task asked for");
         worker.in_flight.hold(task.id, shutdown, place);
-        buffer.push_back(task);
     }
+    buffer.lock().extend(tasks);
 }
 
 /// Starts a claim of up to `limit` tasks that runs while the producer keeps dispatching.
