@@ -82,6 +82,21 @@ pub async fn insert_backlog(client: &Client, n: usize) -> Result<()> {
     client.batch_execute(&sql).await.context("inserting the backlog")
 }
 
+/// Whether any task is still queued or running. Each half reads the first entry of a
+/// partial index, so watching a drain costs the database next to nothing (a full count
+/// took 20-40 ms of its CPU on a 100,000-task table, five times a second).
+pub async fn any_unfinished(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued') \
+                 OR EXISTS (SELECT 1 FROM tasks WHERE status = 'running')",
+            &[],
+        )
+        .await
+        .context("looking for unfinished tasks")?;
+    Ok(row.get(0))
+}
+
 pub async fn task_counts(client: &Client) -> Result<TaskCounts> {
     let row = client
         .query_one(

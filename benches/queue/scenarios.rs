@@ -21,7 +21,8 @@ const LISTENER_SETTLE: Duration = Duration::from_millis(300);
 const LATENCY_TIMEOUT: Duration = Duration::from_secs(90);
 /// A drain that takes longer fails the scenario rather than hanging the bench.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often the bench looks at the store while it waits.
+/// How often the bench looks for unfinished tasks while it waits (a cheap look: see
+/// [`pg::any_unfinished`]).
 const COUNT_POLL: Duration = Duration::from_millis(200);
 /// Enough for the 100,000-task batch body (about 3.5 MB) with a wide margin.
 const BULK_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
@@ -160,28 +161,39 @@ impl Measured {
     }
 }
 
-/// Waits until all `expected` tasks completed, failing early when one fails, tasks go
-/// missing or the daemon dies; `counts` reads the store.
-async fn wait_all_completed<F, Fut>(
+/// Waits until no task is queued or running (`unfinished` looks), failing early when the
+/// daemon dies, then checks with `counts` that all `expected` tasks completed: none failed
+/// and none went missing.
+async fn wait_all_completed<U, UFut, C, CFut>(
     daemon: &mut Daemon,
     expected: usize,
     timeout: Duration,
-    mut counts: F,
+    mut unfinished: U,
+    counts: C,
 ) -> Result<()>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<TaskCounts>>,
+    U: FnMut() -> UFut,
+    UFut: std::future::Future<Output = Result<bool>>,
+    C: FnOnce() -> CFut,
+    CFut: std::future::Future<Output = Result<TaskCounts>>,
 {
     let what = format!("{expected} tasks to complete");
     poll_until(&what, COUNT_POLL, timeout, || {
         let alive = daemon.check_alive();
-        let counts = counts();
+        let unfinished = unfinished();
         async move {
             alive?;
-            Ok(counts.await?.all_completed(expected)?.then_some(()))
+            Ok((!unfinished.await?).then_some(()))
         }
     })
-    .await
+    .await?;
+    let counts = counts().await?;
+    if !counts.all_completed(expected)? {
+        return Err(
+            format!("no task is queued or running, but only {} of {expected} completed", counts.completed).into()
+        );
+    }
+    Ok(())
 }
 
 /// `notify_latency_ms` / `poll_latency_ms`: tasks inserted one by one by raw SQL, as
@@ -210,7 +222,8 @@ async fn pg_insert_latency(bench: &Bench, dispatch: Dispatch) -> Result<Measured
             let db = pg::connect(&url).await?;
             progress!("  inserting {n} tasks one by one");
             pg::insert_one_by_one(&db, n, LATENCY_PAUSE).await?;
-            wait_all_completed(&mut daemon, n, LATENCY_TIMEOUT, || pg::task_counts(&db)).await?;
+            wait_all_completed(&mut daemon, n, LATENCY_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
             let latencies = pg::start_latencies_ms(&db).await?;
             problems.extend(daemon.stop().await);
             Measured::latency(&latencies, problems)
@@ -277,7 +290,8 @@ async fn pg_drain(bench: &Bench, traces: Traces) -> Result<Measured> {
                 .env("JCT_TRACE", on_off(matches!(traces, Traces::On)));
             let mut daemon = bench.start_daemon(config).await?;
             progress!("  draining {n} tasks");
-            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::task_counts(&db)).await?;
+            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
             let problems = daemon.stop().await;
             Measured::rate(n, pg::drain_seconds(&db).await?, problems)
         })
@@ -287,6 +301,11 @@ async fn pg_drain(bench: &Bench, traces: Traces) -> Result<Measured> {
 /// A new SQLite database file in a fresh directory.
 fn fresh_sqlite_file(bench: &Bench) -> Result<PathBuf> {
     Ok(bench.fresh_dir()?.join("tasks.db"))
+}
+
+/// Whether a SQLite file holds queued or running tasks, read off the async threads.
+async fn sqlite_unfinished(path: PathBuf) -> Result<bool> {
+    blocking(move || sqlite::any_unfinished(&path)).await
 }
 
 /// Reads the task counts of a SQLite file off the async threads.
@@ -304,7 +323,14 @@ async fn sqlite_drain(bench: &Bench) -> Result<Measured> {
     blocking(move || sqlite::insert_backlog(&backlog_path, n)).await?;
     let mut daemon = bench.start_daemon(DaemonConfig::serve(&url)).await?;
     progress!("  draining {n} tasks");
-    wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || sqlite_counts(path.clone())).await?;
+    wait_all_completed(
+        &mut daemon,
+        n,
+        DRAIN_TIMEOUT,
+        || sqlite_unfinished(path.clone()),
+        || sqlite_counts(path.clone()),
+    )
+    .await?;
     let problems = daemon.stop().await;
     let seconds = blocking(move || sqlite::drain_seconds(&path)).await?;
     Measured::rate(n, seconds, problems)
@@ -321,7 +347,14 @@ async fn sqlite_http_latency(bench: &Bench) -> Result<Measured> {
     progress!("  posting {n} tasks one by one");
     let tally = http::enqueue_sequentially(&client, &daemon.base_url(), n, LATENCY_PAUSE).await;
     let created = tally.created as usize;
-    wait_all_completed(&mut daemon, created, LATENCY_TIMEOUT, || sqlite_counts(path.clone())).await?;
+    wait_all_completed(
+        &mut daemon,
+        created,
+        LATENCY_TIMEOUT,
+        || sqlite_unfinished(path.clone()),
+        || sqlite_counts(path.clone()),
+    )
+    .await?;
     let mut problems = daemon.stop().await;
     problems.extend(tally.describe_errors());
     let latencies = blocking(move || sqlite::start_latencies_ms(&path)).await?;

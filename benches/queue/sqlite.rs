@@ -41,6 +41,19 @@ pub fn insert_backlog(path: &Path, n: usize) -> Result<()> {
     tx.commit().context("COMMIT")
 }
 
+/// Whether any task is still queued or running (the first entry of a partial index each;
+/// see [`crate::pg::any_unfinished`]).
+pub fn any_unfinished(path: &Path) -> Result<bool> {
+    let conn = open_read_only(path)?;
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued') \
+             OR EXISTS (SELECT 1 FROM tasks WHERE status = 'running')",
+        [],
+        |row| row.get(0),
+    )
+    .context("looking for unfinished tasks")
+}
+
 pub fn task_counts(path: &Path) -> Result<TaskCounts> {
     let conn = open_read_only(path)?;
     conn.query_row(
