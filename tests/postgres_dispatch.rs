@@ -267,7 +267,7 @@ async fn explain(client: &tokio_postgres::Client, statement: &str) -> String {
 /// walks the claim index in order and updates each claimed row through the primary key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
-    use devops_control_tower::store::postgres::{CLAIM, CLAIM_SETTINGS};
+    use devops_control_tower::store::postgres::{CLAIM, CLAIM_SETTINGS, WORKER_SETTINGS};
     let db = PgDb::new().await;
     let client = db.client().await;
     client
@@ -277,7 +277,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
         )
         .await
         .unwrap();
-    for (name, value) in CLAIM_SETTINGS {
+    for (name, value) in WORKER_SETTINGS.iter().chain(CLAIM_SETTINGS) {
         client.batch_execute(&format!("SET {name} = {value}")).await.unwrap();
     }
     client.batch_execute(&format!("PREPARE claim_q (int8, text, float8) AS {CLAIM}")).await.unwrap();

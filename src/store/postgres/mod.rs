@@ -56,7 +56,8 @@ pub const CLAIM: &str = "WITH next AS ( \
        locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
      FROM next WHERE tasks.id = next.id RETURNING tasks.*";
 
-/// Settings of the worker's bookkeeping connections (heartbeat, finish, release, rescue).
+/// Settings of the worker's bookkeeping connections (claim, heartbeat, finish, release,
+/// rescue).
 ///
 /// `synchronous_commit = off`: see the module doc. The rest pins the plans. Every statement
 /// there reaches its rows by id (or through a partial index), so a join is always a nested
@@ -74,22 +75,16 @@ pub const WORKER_SETTINGS: &[(&str, &str)] = &[
     ("enable_mergejoin", "off"),
 ];
 
-/// Settings of the claim's own connections: the worker's commit and join settings, with a
-/// custom plan (the claim's `LIMIT` decides its best plan: a generic plan guesses a tenth
-/// of the table and joins it by hashing a scan of the whole table, 65 ms per claim on a
-/// 200,000-task backlog) and without bitmap scans. A table that has never been analyzed
-/// makes the planner expect a few hundred queued rows, and it then prefers a bitmap scan
-/// of every queued row plus a sort to the claim index's ordered scan: 50 ms per claim on a
-/// 50,000-task backlog instead of 2.4 ms (measured), until autovacuum analyzes the table.
-/// Only the claim runs without bitmap scans: the heartbeat's and release's lookups of many
-/// ids use them.
-pub const CLAIM_SETTINGS: &[(&str, &str)] = &[
-    ("synchronous_commit", "off"),
-    ("plan_cache_mode", "force_custom_plan"),
-    ("enable_hashjoin", "off"),
-    ("enable_mergejoin", "off"),
-    ("enable_bitmapscan", "off"),
-];
+/// What the claim's own connections set on top of [`WORKER_SETTINGS`]: no bitmap scans.
+/// A table that has never been analyzed makes the planner expect a few hundred queued
+/// rows, and it then prefers a bitmap scan of every queued row plus a sort to the claim
+/// index's ordered scan: 50 ms per claim on a 50,000-task backlog instead of 2.4 ms
+/// (measured), until autovacuum analyzes the table. Only the claim runs without them: the
+/// heartbeat's and release's lookups of many ids use them. (The worker's join settings
+/// matter to the claim too: its generic plan guesses a tenth of the table for `LIMIT $1`,
+/// and with hash joins allowed it joins the claimed ids by hashing a scan of the whole
+/// table, 65 ms per claim on a 200,000-task backlog.)
+pub const CLAIM_SETTINGS: &[(&str, &str)] = &[("enable_bitmapscan", "off")];
 
 /// Renews the leases of running tasks this worker holds ($1 ids, $2 worker, $3 seconds).
 pub const HEARTBEAT: &str = "WITH mine AS ( \
@@ -138,7 +133,7 @@ pub struct PgStore {
     pool: Pool,
     /// [`WORKER_SETTINGS`]: the worker's finish/lease bookkeeping.
     worker_pool: Pool,
-    /// [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
+    /// The same plus [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
     claim_pool: Pool,
     intake: Intake,
 }
@@ -161,8 +156,9 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let pool = build_pool(config.clone(), pool_size.max(2))?;
-        let worker_pool = build_pool(with_settings(config.clone(), WORKER_SETTINGS), 4)?;
-        let claim_pool = build_pool(with_settings(config, CLAIM_SETTINGS), 2)?;
+        let worker = with_settings(config, WORKER_SETTINGS);
+        let worker_pool = build_pool(worker.clone(), 4)?;
+        let claim_pool = build_pool(with_settings(worker, CLAIM_SETTINGS), 2)?;
         let intake = Intake::start(pool.clone());
         Ok(PgStore { pool, worker_pool, claim_pool, intake })
     }
