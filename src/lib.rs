@@ -14,7 +14,7 @@
 //! | [`store`] | the [`store::Store`] trait of domain operations; `sqlite` and `postgres` own their SQL and migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database the layers share |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), a [`cwom::store::CwomStore`] on both databases (`migrations/<dialect>/V2__cwom.sql`), routes under `/cwom`; [`cwom::Cwom`] is the service the API and the worker call |
 //! | [`notifier`] | the PostgreSQL LISTEN connection that turns NOTIFY into wake-ups, and reconnects |
-//! | [`worker`] | `producer` (when and how much to claim), `executor` (one task: trace, handler, timeout, panic, retry policy), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats), `bridge` (a linked task's attempts as CWOM Runs and trace Artifacts) |
+//! | [`worker`] | `producer` (when and how much to claim), `executor` (a slot's tasks, one after another: trace, handler, timeout, panic, retry policy), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats), `bridge` (a linked task's attempts as CWOM Runs and trace Artifacts) |
 //! | [`handlers`] | the [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
@@ -32,7 +32,7 @@
 //! INSERT INTO tasks … (another service) ──────────▶ tasks ─(trigger NOTIFY)──────────────────────┤
 //! api (same process) ── wake ────────────────────────────────────────────────────────────────────┤
 //!                                                                            poll timer ─▶ producer
-//! producer ─ store.claim(free slots, lease) ─▶ executor (trace folder + handler) ─▶ completer
+//! producer ─ store.claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor (trace folder + handler) ─▶ completer
 //! completer ─ store.finish (batched, fenced by lease and attempt) ─▶ tasks
 //! rescuer ─ store.rescue_expired / store.heartbeat ─▶ tasks
 //! ```

@@ -1,6 +1,6 @@
 //! PostgreSQL dispatch with real daemon processes: NOTIFY-driven claims of raw-SQL
-//! inserts, one wake-up per statement, several daemons sharing a database, and a LISTEN
-//! connection killed from the server side; and the schema under them: column defaults,
+//! inserts (also one notified while a claim is in flight), one wake-up per statement,
+//! several daemons sharing a database, and a LISTEN connection killed from the server side; and the schema under them: column defaults,
 //! time-ordered ids, and the lease statements' plans when statistics are stale.
 
 mod support;
@@ -47,6 +47,51 @@ async fn a_raw_insert_is_dispatched_by_notify_within_a_second() {
         let done = wait_status(&d.url(""), &id, "completed", Duration::from_secs(1)).await;
         assert_eq!(done["result"], json!({"x": 1}), "round {round}");
     }
+}
+
+/// A task inserted while a claim is in flight may be missing from that claim's snapshot;
+/// its NOTIFY must still lead to another claim. A row trigger makes the claim of the first
+/// task take a second, and the second task is inserted (and notified) meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_inserted_during_a_claim_is_claimed_right_after_it() {
+    let db = PgDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.payload ? 'slow' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER slow_claim BEFORE UPDATE ON tasks FOR EACH ROW \
+               WHEN (OLD.status = 'queued') EXECUTE FUNCTION slow_claim();",
+        )
+        .await
+        .unwrap();
+    let d = Spawn::new().env("DATABASE_URL", &db.url).env("JCT_POLL_INTERVAL_MS", NO_POLL).start();
+    listener_connected(&d).await;
+    let insert = |payload: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!("INSERT INTO tasks (type, payload) VALUES ('echo', '{payload}') RETURNING id");
+            client.query_one(&sql, &[]).await.unwrap().get::<_, uuid::Uuid>(0).to_string()
+        }
+    };
+    let slow = insert(r#"{"slow": true}"#).await;
+    wait_for("the claim to sleep in the trigger", Duration::from_secs(5), || async {
+        let sleeping: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event = 'PgSleep' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (sleeping > 0).then_some(())
+    })
+    .await;
+    let quick = insert(r#"{"quick": true}"#).await;
+    wait_status(&d.url(""), &slow, "completed", Duration::from_secs(5)).await;
+    // Without another claim it would wait for the 60 s poll.
+    wait_status(&d.url(""), &quick, "completed", Duration::from_secs(5)).await;
 }
 
 /// A batch of plain tasks goes in by COPY, one with keys or start times by INSERT: both

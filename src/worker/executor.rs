@@ -1,9 +1,10 @@
-//! The executor: runs one claimed task from trace folder to outcome.
+//! The executor: runs claimed tasks on one slot, each from trace folder to outcome.
 //!
 //! For each task it opens the trace folder (one blocking job), runs the handler inside the
 //! task's span with its timeout, turns a return, an error, a panic, a timeout or an
 //! interruption into an attempt end, writes `output.json`, and hands the end to the
-//! completer. The retry policy (which failures run again, and when) lives here too.
+//! completer; then it takes the producer's next buffered task on the same slot. The retry
+//! policy (which failures run again, and when) lives here too.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

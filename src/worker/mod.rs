@@ -3,7 +3,8 @@
 //! Split as River splits a queue client, one service per concern:
 //! - [`producer`] waits for a wake-up (NOTIFY, an in-process enqueue, a rescue), the poll
 //!   timer or the next scheduled `run_at`, and claims as many tasks as there are free slots;
-//! - [`executor`] runs one claimed task: trace folder, handler, timeout, panic, output;
+//! - [`executor`] runs claimed tasks on a slot, taking the next buffered one itself: trace
+//!   folder, handler, timeout, panic, output;
 //! - [`completer`] batches the attempts' ends into fenced store writes;
 //! - [`rescuer`] returns tasks whose lease expired, and renews the leases of ours.
 //!

@@ -1,10 +1,10 @@
 //! The producer: decides when to claim, how many, and when each claimed task starts.
 //!
 //! A wake-up is only a hint. The producer always claims through the store and keeps
-//! claiming while batches come back full. A wake-up that arrives during a claim is kept
-//! by the [`Notify`](tokio::sync::Notify) permit, so it causes one more claim rather than
-//! being lost. When idle it sleeps until the earliest of: a wake-up, the poll interval,
-//! the next scheduled `run_at`, a freed slot it has work for, or shutdown.
+//! claiming while batches come back full. A wake-up that arrives during a claim causes one
+//! more claim after it, because that claim may have looked before the new task was there.
+//! When idle it sleeps until the earliest of: a wake-up, the poll interval, the next
+//! scheduled `run_at`, a freed slot it has work for, or shutdown.
 //!
 //! Claims fill a local [`Buffer`] ahead of the slots when tasks are short (see
 //! [`prefetch`]): one round trip then feeds many executions, and the next claim is already
@@ -90,6 +90,9 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     let mut claiming: Option<(Claim, OwnedSemaphorePermit)> = None;
     // Whether the queue may hold due work we have not claimed yet.
     let mut maybe_more = true;
+    // A wake-up that came while a claim was in flight: that claim's snapshot may predate
+    // the new task, so its result must not settle `maybe_more`.
+    let mut woken_while_claiming = false;
     loop {
         // Start an executor on every idle slot we hold work for.
         while let Ok(permit) = slots.clone().try_acquire_owned() {
@@ -132,7 +135,8 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 let (_, places) = claiming.take().expect("guarded");
                 match claimed {
                     Ok(tasks) => {
-                        maybe_more = tasks.len() == places.num_permits();
+                        maybe_more = tasks.len() == places.num_permits() || woken_while_claiming;
+                        woken_while_claiming = false;
                         hold(worker, tasks, places, shutdown, &buffer);
                     }
                     Err(e) => {
@@ -141,7 +145,10 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                     }
                 }
             }
-            _ = worker.wake.notified() => maybe_more = true,
+            _ = worker.wake.notified() => {
+                maybe_more = true;
+                woken_while_claiming = claiming.is_some();
+            }
             // The slots took the buffer down to the refill mark.
             _ = buffer.low.notified() => {}
             permit = slots.clone().acquire_owned(), if want_slot => drop(permit),
@@ -193,5 +200,52 @@ mod tests {
         assert_eq!(prefetch(4, Some(Duration::from_micros(200))), 256);
         assert_eq!(prefetch(8, Some(Duration::from_micros(200))), 512);
         assert_eq!(prefetch(100, Some(Duration::from_micros(200))), 1024);
+    }
+
+    fn queued_task() -> Task {
+        let now = Utc::now();
+        let id = crate::task::TaskId::new();
+        Task {
+            id,
+            task_id: id,
+            task_type: "echo".into(),
+            payload: serde_json::json!({}),
+            status: crate::task::TaskStatus::Running,
+            queue: "default".into(),
+            priority: 0,
+            run_at: now,
+            attempts: 1,
+            max_attempts: 3,
+            timeout_seconds: 60,
+            idempotency_key: None,
+            trace_id: None,
+            locked_by: None,
+            locked_until: None,
+            result: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            cwom_issue_id: None,
+        }
+    }
+
+    #[test]
+    fn slots_take_in_claim_order_and_wake_the_producer_at_the_refill_mark() {
+        use futures_util::FutureExt;
+        let buffer = Buffer::default();
+        buffer.refill_at.store(2, Ordering::Relaxed);
+        let tasks: Vec<Task> = (0..5).map(|_| queued_task()).collect();
+        let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+        buffer.lock().extend(tasks);
+        let woken = || buffer.low.notified().now_or_never().is_some();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(buffer.take().map(|t| t.id), Some(*id), "take {i} follows claim order");
+            let left = ids.len() - i - 1;
+            assert_eq!(woken(), left <= 2, "with {left} left");
+        }
+        assert!(buffer.take().is_none());
+        assert!(!woken(), "an empty take wakes nobody");
     }
 }
