@@ -11,6 +11,10 @@ use crate::daemon::{self, Daemon, DaemonConfig};
 use crate::pg::{PgDatabase, PgServer};
 use crate::support::{bail, fresh_dir, progress, Context, Result};
 
+/// How long file creation on this disk was measured to stay slow after a mass delete
+/// (ext4 without a journal walks the recently freed inodes on every allocation).
+const DELETION_AFTERMATH: Duration = Duration::from_secs(10 * 60);
+
 /// The load of every scenario. Fixed, so that runs on different days compare.
 #[derive(Clone, Copy, Debug)]
 pub struct Loads {
@@ -147,6 +151,14 @@ impl Bench {
                  and the scenarios that write trace folders measure low",
                 self.out_dir.join("trash").display()
             );
+        } else if let Some(ago) = self.since_last_deletion().filter(|ago| *ago < DELETION_AFTERMATH) {
+            progress!(
+                "WARNING: an earlier run's scratch finished deleting {} s ago; on ext4, creating \
+                 files stays slow for minutes after a mass delete (up to {} min measured), so the \
+                 scenarios that write trace folders may measure low",
+                ago.as_secs(),
+                DELETION_AFTERMATH.as_secs() / 60
+            );
         }
         let stale = count(self.out_dir.join("tmp")).saturating_sub(1);
         if stale > 0 {
@@ -156,6 +168,13 @@ impl Bench {
                 self.out_dir.join("tmp").display()
             );
         }
+    }
+
+    /// How long ago the last scratch dir left the trash (the trash dir's modification time,
+    /// which its last removal sets), if one ever did.
+    fn since_last_deletion(&self) -> Option<Duration> {
+        let modified = std::fs::metadata(self.out_dir.join("trash")).ok()?.modified().ok()?;
+        modified.elapsed().ok()
     }
 
     /// Hands every directory this run created (trace folders included) to a background
