@@ -133,10 +133,10 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
             _ = shutdown.stopping() => break,
             claimed = async { (&mut claiming.as_mut().expect("guarded").0).await }, if claiming.is_some() => {
                 let (_, places) = claiming.take().expect("guarded");
+                let woken = std::mem::take(&mut woken_while_claiming);
                 match claimed {
                     Ok(tasks) => {
-                        maybe_more = tasks.len() == places.num_permits() || woken_while_claiming;
-                        woken_while_claiming = false;
+                        maybe_more = tasks.len() == places.num_permits() || woken;
                         hold(worker, tasks, places, shutdown, &buffer);
                     }
                     Err(e) => {
