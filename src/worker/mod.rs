@@ -2,7 +2,8 @@
 //!
 //! Split as River splits a queue client, one service per concern:
 //! - [`producer`] waits for a wake-up (NOTIFY, an in-process enqueue, a rescue), the poll
-//!   timer or the next scheduled `run_at`, and claims as many tasks as there are free slots;
+//!   timer or the next scheduled `run_at`, and claims for the free slots plus, for short
+//!   tasks, a buffer ahead of them;
 //! - [`executor`] runs claimed tasks on a slot, taking the next buffered one itself: trace
 //!   folder, handler, timeout, panic, output;
 //! - [`completer`] batches the attempts' ends into fenced store writes;
