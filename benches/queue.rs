@@ -3,7 +3,8 @@
 //! enqueue rates and drain rates against fixed targets.
 //!
 //! Run it with `make bench` (it builds the release binary and starts a throwaway
-//! PostgreSQL). `JCT_BENCH_QUICK=1` runs one repetition with a tenth of each load, for
+//! PostgreSQL; `JCT_BENCH_BIN=path` measures another build). `JCT_BENCH_QUICK=1` runs one
+//! repetition with a tenth of each load, for
 //! trying the harness out. Progress goes to stderr; stdout gets the machine line and a
 //! markdown table of medians and repetitions; `target/bench/results.json` gets every number.
 //!

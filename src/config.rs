@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tunables;
+
 /// Where tasks are stored, parsed from `DATABASE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -81,6 +83,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub api_key: Option<String>,
     pub max_body_bytes: u64,
+    /// First retry delay (`JCT_RETRY_BASE_MS`); doubles per attempt up to `retry_cap`.
+    pub retry_base: Duration,
+    /// Longest retry delay (`JCT_RETRY_MAX_SECONDS`).
+    pub retry_cap: Duration,
+    /// Durable PostgreSQL connections (`JCT_DB_POOL_SIZE`); the worker's bookkeeping and
+    /// claims have small pools of their own beside it.
+    pub db_pool_size: usize,
     pub listen: bool,
     pub trace: bool,
     pub log_format: LogFormat,
@@ -152,15 +161,33 @@ impl Config {
             },
         };
 
+        let workers = number("JCT_WORKERS", 4, 1, 4096)? as usize;
+        let retry_base = Duration::from_millis(number(
+            "JCT_RETRY_BASE_MS",
+            tunables::DEFAULT_RETRY_BASE.as_millis() as u64,
+            1,
+            86_400_000,
+        )?);
+        let retry_cap =
+            Duration::from_secs(number("JCT_RETRY_MAX_SECONDS", tunables::DEFAULT_RETRY_CAP.as_secs(), 1, 604_800)?);
+        if retry_cap < retry_base {
+            let raw = var("JCT_RETRY_MAX_SECONDS").unwrap_or_default();
+            return Err(bad("JCT_RETRY_MAX_SECONDS", &raw, "must not be shorter than JCT_RETRY_BASE_MS".into()));
+        }
+        let default_pool = (workers.max(8) + tunables::DB_POOL_SPARE) as u64;
+
         Ok(Config {
             bind,
             trace_dir: PathBuf::from(var("JCT_TRACE_DIR").unwrap_or_else(|| "./logs".into())),
-            workers: number("JCT_WORKERS", 4, 1, 4096)? as usize,
+            workers,
             poll_interval: Duration::from_millis(number("JCT_POLL_INTERVAL_MS", default_poll, 1, 3_600_000)?),
             lease: Duration::from_secs(number("JCT_LEASE_SECONDS", 30, 1, 86_400)?),
             shutdown_grace: Duration::from_secs(number("JCT_SHUTDOWN_GRACE_SECONDS", 30, 0, 86_400)?),
             api_key: var("JCT_API_KEY"),
             max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
+            retry_base,
+            retry_cap,
+            db_pool_size: number("JCT_DB_POOL_SIZE", default_pool, tunables::DB_POOL_MIN as u64, 1000)? as usize,
             listen: switch("JCT_LISTEN")?,
             trace: switch("JCT_TRACE")?,
             log_format,
@@ -198,6 +225,19 @@ mod tests {
         assert_eq!(c.lease, Duration::from_secs(30));
         assert!(c.listen && c.trace);
         assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!((c.retry_base, c.retry_cap), (Duration::from_secs(1), Duration::from_secs(600)));
+        assert_eq!(c.db_pool_size, 12);
+    }
+
+    #[test]
+    fn retry_and_pool_settings() {
+        let c =
+            from(&[("JCT_RETRY_BASE_MS", "50"), ("JCT_RETRY_MAX_SECONDS", "2"), ("JCT_DB_POOL_SIZE", "3")]).unwrap();
+        assert_eq!((c.retry_base, c.retry_cap, c.db_pool_size), (Duration::from_millis(50), Duration::from_secs(2), 3));
+        assert_eq!(from(&[("JCT_WORKERS", "16")]).unwrap().db_pool_size, 20);
+        let e = from(&[("JCT_RETRY_BASE_MS", "5000"), ("JCT_RETRY_MAX_SECONDS", "2")]).unwrap_err();
+        assert_eq!(e.var, "JCT_RETRY_MAX_SECONDS");
+        assert_eq!(from(&[("JCT_DB_POOL_SIZE", "1")]).unwrap_err().var, "JCT_DB_POOL_SIZE");
     }
 
     #[test]

@@ -1,30 +1,28 @@
 //! The daemon: builds the parts from a [`Config`] and wires them together.
 //!
-//! It does none of their work. [`start`] opens the store (waiting for a PostgreSQL that
+//! It does none of their work. [`start`] opens the database (waiting for a PostgreSQL that
 //! is still starting), checks the trace directory, binds the HTTP listener, and spawns
-//! the API, the notifier and the worker for the chosen [`Role`]. [`Running::wait`] returns
-//! once a shutdown has drained them all.
+//! the API, the database's listener and the worker for the chosen [`Role`].
+//! [`Running::wait`] returns once a shutdown has drained them all.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::config::{Config, DatabaseUrl};
+use crate::attempt::{Lifecycle, RetryPolicy};
+use crate::config::Config;
 use crate::cwom::Cwom;
 use crate::handlers::Registry;
 use crate::metrics::Metrics;
-use crate::notifier::{self, ListenerStatus};
 use crate::shutdown::Shutdown;
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, ListenerStatus, StoreError, Wakeups};
 use crate::task::WorkerId;
 use crate::trace::TraceWriter;
-use crate::worker::{InFlight, Worker, WorkerSettings, MAX_UNFINISHED};
+use crate::tunables::{STARTUP_RETRY_CAP, STARTUP_RETRY_FIRST};
+use crate::worker::{Worker, WorkerSettings};
 
 /// Which parts this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +82,13 @@ impl Running {
 /// Opens the store, retrying while the database is unreachable (a container that starts
 /// before its database must not crash-loop). Other errors stop start-up at once.
 pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Backend, StartError> {
-    let pool_size = config.workers.max(8) + 4;
-    let mut delay = Duration::from_millis(250);
+    let mut delay = STARTUP_RETRY_FIRST;
     let mut attempt = 1;
     loop {
-        match Backend::open(&config.database, pool_size).await {
+        match Backend::open(&config.database, config.db_pool_size).await {
             Ok(s) => return Ok(s),
-            Err(StoreError::Unavailable(cause)) if config.database.is_postgres() => {
+            Err(e) if e.is_unavailable() && config.database.is_postgres() => {
+                let cause = crate::store::error::chain(&e);
                 tracing::warn!(
                     attempt,
                     retry_in_ms = delay.as_millis() as u64,
@@ -104,7 +102,7 @@ pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Backend,
             _ = shutdown.stopping() => return Err(StartError::Interrupted),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(STARTUP_RETRY_CAP);
         attempt += 1;
     }
 }
@@ -124,28 +122,39 @@ pub async fn start_with(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let store = backend.tasks();
-    let wake = Arc::new(Notify::new());
-    let in_flight = Arc::new(InFlight::default());
+    let cwom = Cwom::new(backend.cwom());
     let metrics = Arc::new(Metrics::new());
     let mut parts = Vec::new();
 
-    let trace = if !role.runs_worker() || !config.trace {
-        TraceWriter::disabled()
+    let worker = if role.runs_worker() {
+        let trace = if config.trace {
+            TraceWriter::new(&config.trace_dir)
+                .map_err(|source| StartError::TraceDir { path: config.trace_dir.display().to_string(), source })?
+        } else {
+            TraceWriter::disabled()
+        };
+        let id = WorkerId::generate();
+        let retry = RetryPolicy { base: config.retry_base, cap: config.retry_cap };
+        let lifecycle = Lifecycle::new(trace, cwom.clone(), retry, metrics.clone(), id.0.clone());
+        let settings = WorkerSettings {
+            id,
+            slots: config.workers,
+            poll_interval: config.poll_interval,
+            lease: config.lease,
+            shutdown_grace: config.shutdown_grace,
+        };
+        Some(Arc::new(Worker::new(store.clone(), registry.clone(), lifecycle, settings, metrics.clone())))
     } else {
-        TraceWriter::new(&config.trace_dir)
-            .map_err(|source| StartError::TraceDir { path: config.trace_dir.display().to_string(), source })?
+        None
     };
+    let signals: Option<Arc<dyn Wakeups>> = worker.as_ref().map(|w| Arc::new(w.signals()) as Arc<dyn Wakeups>);
 
-    let listener_status = match (&config.database, role.runs_worker() && config.listen) {
-        (DatabaseUrl::Postgres(url), true) => {
+    // The listener only wakes a worker: a process without one has nothing to wake.
+    let listener_status = match (backend.listener(), &signals) {
+        (Some(listener), Some(signals)) if config.listen => {
             let status = Arc::new(ListenerStatus::default());
-            parts.push(tokio::spawn(notifier::run(
-                url.clone(),
-                wake.clone(),
-                in_flight.clone(),
-                status.clone(),
-                shutdown.clone(),
-            )));
+            let (signals, status2, stop) = (signals.clone(), status.clone(), shutdown.clone());
+            parts.push(tokio::spawn(async move { listener.run(signals, status2, stop).await }));
             Some(status)
         }
         _ => None,
@@ -159,10 +168,9 @@ pub async fn start_with(
         let state = ApiState {
             store: store.clone(),
             registry: registry.clone(),
-            wake: role.runs_worker().then(|| wake.clone()),
-            in_flight: role.runs_worker().then(|| in_flight.clone()),
+            signals,
             listener: listener_status,
-            cwom: Cwom::new(backend),
+            cwom,
             metrics: metrics.clone(),
             max_body_bytes: config.max_body_bytes,
             api_key: config.api_key.as_deref().map(Arc::from),
@@ -171,25 +179,7 @@ pub async fn start_with(
         parts.push(tokio::spawn(api::serve(listener, state, shutdown.clone())));
     }
 
-    if role.runs_worker() {
-        let worker = Arc::new(Worker {
-            store,
-            registry,
-            trace,
-            settings: WorkerSettings {
-                id: WorkerId::generate(),
-                slots: config.workers,
-                poll_interval: config.poll_interval,
-                lease: config.lease,
-                shutdown_grace: config.shutdown_grace,
-            },
-            wake,
-            in_flight,
-            unfinished: Arc::new(Semaphore::new(MAX_UNFINISHED)),
-            run_time_ewma_us: AtomicU64::new(u64::MAX),
-            metrics,
-            cwom: Cwom::new(backend),
-        });
+    if let Some(worker) = worker {
         tracing::info!(
             worker_id = %worker.settings.id,
             slots = config.workers,

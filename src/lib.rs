@@ -4,19 +4,23 @@
 //!
 //! # Layout
 //!
-//! Files follow the data path, from a request to a trace folder:
+//! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `cwom`,
+//! `handlers`, `trace`, `metrics`) → `store` (the traits) → its drivers, with the model
+//! (`task`, `cwom::types`, `cwom::requests`), `config`, `tunables` and `shutdown` below all
+//! of them. `tests/module_graph.rs` fails on an import cycle or an upward import.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
+//! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`] |
-//! | [`api`] | warp routes, request handlers, the one error → HTTP mapping, the OpenAPI document (`api/openapi.rs`, checked against the routes by `tests/openapi.rs`) |
-//! | [`store`] | the [`store::Store`] trait of domain operations; `sqlite` and `postgres` own their SQL and migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database the layers share |
-//! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), a [`cwom::store::CwomStore`] on both databases (`migrations/<dialect>/V2__cwom.sql`), routes under `/cwom`; [`cwom::Cwom`] is the service the API and the worker call |
-//! | [`notifier`] | the PostgreSQL LISTEN connection that turns NOTIFY into wake-ups, and reconnects |
-//! | [`worker`] | `producer` (when and how much to claim), `executor` (a slot's tasks, one after another: trace, handler, timeout, panic, retry policy), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats), `bridge` (a linked task's attempts as CWOM Runs and trace Artifacts) |
-//! | [`handlers`] | the [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
+//! | [`store`] | the traits of domain operations ([`store::TaskStore`], [`store::CwomStore`], [`store::Listener`]) and their errors; a driver per database (`store/sqlite/`, `store/postgres/`) owning all of its SQL, its migrations (`migrations/<dialect>/`) and, on PostgreSQL, the LISTEN connection; [`store::Backend`] is the open database |
+//! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), `error`, and [`cwom::Cwom`], the service the API and the attempt lifecycle call |
+//! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for |
+//! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
+//! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -28,39 +32,47 @@
 //! # Data flow
 //!
 //! ```text
-//! POST /tasks/enqueue ─▶ api ─▶ store.enqueue ─▶ tasks ─(PostgreSQL: trigger NOTIFY)─▶ notifier ─┐
-//! INSERT INTO tasks … (another service) ──────────▶ tasks ─(trigger NOTIFY)──────────────────────┤
-//! api (same process) ── wake ────────────────────────────────────────────────────────────────────┤
-//!                                                                            poll timer ─▶ producer
-//! producer ─ store.claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor (trace folder + handler) ─▶ completer
-//! completer ─ store.finish (batched, fenced by lease and attempt) ─▶ tasks
-//! rescuer ─ store.rescue_expired / store.heartbeat ─▶ tasks
+//! POST /tasks/enqueue ─▶ api/tasks ─▶ TaskStore::enqueue ─▶ tasks ─(PostgreSQL trigger NOTIFY)─▶ Listener ─┐
+//! INSERT INTO tasks … (another service) ───────────────────▶ tasks ─(trigger NOTIFY)──────────────────────┤
+//! api (same process) ── worker::Signals ──────────────────────────────────────────────────────────────────┤
+//!                                                                                   poll timer ─▶ producer
+//! producer ─ TaskStore::claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor
+//! executor ─ attempt::Lifecycle::begin (trace folder, CWOM Run) ─▶ handler ─▶ Lifecycle::end ─▶ completer
+//! completer ─ TaskStore::finish (batched, fenced by lease holder and attempt) ─▶ tasks
+//! rescuer ─ TaskStore::rescue_expired / TaskStore::heartbeat ─▶ tasks
 //! ```
 //!
 //! # Where to make a change
 //!
 //! - A new task type: implement [`handlers::Handler`], register it in
 //!   [`handlers::Registry::builtin`].
-//! - A new column or store operation: a migration in both `migrations/sqlite/` and
-//!   `migrations/postgres/`, the method on [`store::Store`], both implementations, and a
-//!   case in `tests/store_conformance.rs` (it runs against both stores).
-//! - A new route: a filter in [`api::routes`], its handler in `api/handlers.rs`, any new
-//!   error as an [`api::ApiError`] variant (status and code are mapped there), and its
-//!   entry in `api/openapi.rs` (`tests/openapi.rs` then calls it and checks the answer).
-//! - A new setting: a field on [`config::Config`] and its parsing in
-//!   [`config::Config::from_lookup`]; nothing else reads the environment.
-//! - Retry policy: `worker/executor.rs` ([`worker::executor::retry_delay`]).
+//! - A new column of `tasks`: a migration in both `migrations/sqlite/` and
+//!   `migrations/postgres/` (`tests/schema_parity.rs` compares them), the field on
+//!   [`task::Task`], and the column in each driver's codec (`task_columns!` in
+//!   `store/<dialect>/tasks.rs`: one list per dialect for inserting, copying and reading).
+//! - A new store operation: the method on [`store::TaskStore`] (or [`store::CwomStore`]),
+//!   its own error type in `store/error.rs` if it can fail for a reason of its own, both
+//!   drivers, and a case in `tests/store_conformance.rs` (it runs against both).
+//! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
+//!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in
+//!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/openapi.rs` calls it).
+//! - A new setting: a field on [`config::Config`] parsed in
+//!   [`config::Config::from_lookup`] (nothing else reads the environment), its default in
+//!   [`tunables`], and a row in the README's configuration table.
+//! - Retry policy, outcome rules, trace ends: [`attempt`]. Claiming and prefetch:
+//!   `worker/producer.rs`. Constants: [`tunables`].
 
 pub mod api;
+pub mod attempt;
 pub mod config;
 pub mod cwom;
 pub mod daemon;
 pub mod handlers;
 pub mod logging;
 pub mod metrics;
-pub mod notifier;
 pub mod shutdown;
 pub mod store;
 pub mod task;
 pub mod trace;
+pub mod tunables;
 pub mod worker;

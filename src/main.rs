@@ -3,13 +3,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use devops_control_tower::config::{Config, DatabaseUrl};
 use devops_control_tower::daemon::{self, Role};
 use devops_control_tower::logging;
 use devops_control_tower::shutdown::{self, Shutdown};
+use devops_control_tower::tunables::HEALTHCHECK_TIMEOUT;
 
 #[derive(Parser)]
 #[command(
@@ -114,8 +114,8 @@ fn healthcheck(bind: SocketAddr) -> ExitCode {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
     let check = || -> std::io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut s = TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT)?;
+        s.set_read_timeout(Some(HEALTHCHECK_TIMEOUT))?;
         s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
         let mut response = String::new();
         s.read_to_string(&mut response)?;

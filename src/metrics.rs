@@ -2,7 +2,7 @@
 //!
 //! Counters and histograms are updated where things happen (the API counts enqueues, the
 //! executor counts ends and times runs); the task counts by status are read from the
-//! store when scraped, at most every [`STATUS_TTL`], so a busy scraper costs one cheap
+//! store when scraped, at most every [`STATUS_COUNTS_TTL`], so a busy scraper costs one cheap
 //! query a few seconds.
 
 use std::sync::Mutex;
@@ -16,9 +16,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::task::TaskStatus;
-
-/// How long a read of the task counts by status is reused.
-pub const STATUS_TTL: Duration = Duration::from_secs(2);
+use crate::tunables::STATUS_COUNTS_TTL;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
@@ -128,12 +126,12 @@ impl Metrics {
         self.listener_connected.set(up as i64);
     }
 
-    /// True when the counts by status are older than [`STATUS_TTL`] (and marks them
+    /// True when the counts by status are older than [`STATUS_COUNTS_TTL`] (and marks them
     /// as being refreshed, so concurrent scrapes do not all query).
     pub fn status_counts_due(&self) -> bool {
         let mut at = self.status_read_at.lock().unwrap_or_else(|p| p.into_inner());
         match *at {
-            Some(t) if t.elapsed() < STATUS_TTL => false,
+            Some(t) if t.elapsed() < STATUS_COUNTS_TTL => false,
             _ => {
                 *at = Some(Instant::now());
                 true

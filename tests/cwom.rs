@@ -1340,7 +1340,7 @@ async fn the_worker_bridge_records_runs_and_trace_artifacts() {
     for store in STORES {
         let app = app(store).await;
         let c = chain(&app).await;
-        let cwom = Cwom::new(&app.backend);
+        let cwom = Cwom::new(app.backend.cwom());
         assert!(cwom.issue_exists(id(&c.issue)).await.unwrap(), "{store}");
         assert!(!cwom.issue_exists("no-such-issue").await.unwrap(), "{store}");
         assert!(!cwom.issue_exists(id(&c.repo)).await.unwrap(), "{store}: a Repo is not an Issue");

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devops_control_tower::handlers::Registry;
-use devops_control_tower::store::{Backend, Store};
+use devops_control_tower::store::{Backend, TaskStore};
 use serde_json::{json, Value};
 use support::{http, wait_status};
 
 struct App {
     base: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TaskStore>,
     daemon: support::InProcess,
     _db: support::SqliteDb,
 }
@@ -30,7 +30,7 @@ async fn app(extra: &[(&str, &str)]) -> App {
     App { base: daemon.base.clone(), store, daemon, _db: db }
 }
 
-async fn count(store: &Arc<dyn Store>) -> usize {
+async fn count(store: &Arc<dyn TaskStore>) -> usize {
     let filter = devops_control_tower::task::TaskFilter { limit: 1000, ..Default::default() };
     store.list(&filter).await.unwrap().len()
 }
@@ -282,7 +282,7 @@ async fn a_store_that_does_not_answer_gives_503() {
     // A PostgreSQL URL where nothing listens: the pool cannot connect.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://nobody@127.0.0.1:{port}/none");
-    let backend = Backend::Postgres(devops_control_tower::store::PgStore::connect_no_migrate(&url, 2).unwrap());
+    let backend = Backend::postgres(devops_control_tower::store::PgStore::connect_no_migrate(&url, 2).unwrap());
     let app = support::start_in_process(&backend, &url, &[], Registry::builtin()).await;
     let (status, body) = get_json(&app.base, "/ready").await;
     assert_error(status, &body, 503, "store_unavailable");

@@ -325,7 +325,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
     for (name, value) in WORKER_SETTINGS.iter().chain(CLAIM_SETTINGS) {
         client.batch_execute(&format!("SET {name} = {value}")).await.unwrap();
     }
-    client.batch_execute(&format!("PREPARE claim_q (int8, text, float8) AS {CLAIM}")).await.unwrap();
+    client.batch_execute(&format!("PREPARE claim_q (int8, text, float8) AS {}", *CLAIM)).await.unwrap();
     for state in ["never analyzed", "analyzed"] {
         if state == "analyzed" {
             client.batch_execute("ANALYZE tasks").await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use devops_control_tower::store::{ClaimParams, Finish, Outcome, Store, StoreError};
+use devops_control_tower::store::{CancelError, ClaimParams, EnqueueError, Finish, Outcome, TaskStore};
 use devops_control_tower::task::{NewTask, TaskFilter, TaskId, TaskStatus, WorkerId};
 use serde_json::json;
 
@@ -20,14 +20,14 @@ fn claim(w: &str, limit: usize) -> ClaimParams {
     ClaimParams { worker: worker(w), limit, lease: Duration::from_secs(30) }
 }
 
-async fn enqueue(store: &dyn Store, t: &str) -> TaskId {
+async fn enqueue(store: &dyn TaskStore, t: &str) -> TaskId {
     store.enqueue(NewTask::new(t, json!({ "n": 1 }))).await.unwrap().id
 }
 
 mod cases {
     use super::*;
 
-    pub async fn enqueue_then_get_round_trips(store: Arc<dyn Store>) {
+    pub async fn enqueue_then_get_round_trips(store: Arc<dyn TaskStore>) {
         let mut t = NewTask::new("echo", json!({"nested": {"a": [1, 2, 3]}, "s": "é"}));
         t.queue = "builds".into();
         t.priority = 7;
@@ -46,11 +46,11 @@ mod cases {
         assert!((Utc::now() - got.created_at).num_seconds().abs() < 5);
     }
 
-    pub async fn get_missing_is_none(store: Arc<dyn Store>) {
+    pub async fn get_missing_is_none(store: Arc<dyn TaskStore>) {
         assert!(store.get(TaskId::new()).await.unwrap().is_none());
     }
 
-    pub async fn claim_takes_due_tasks_by_priority(store: Arc<dyn Store>) {
+    pub async fn claim_takes_due_tasks_by_priority(store: Arc<dyn TaskStore>) {
         let mut ids = Vec::new();
         for p in [0, 5, 1] {
             let mut t = NewTask::new("echo", json!({}));
@@ -71,7 +71,7 @@ mod cases {
         assert!(store.claim(&claim("w1", 10)).await.unwrap().is_empty());
     }
 
-    pub async fn claim_waits_for_run_at(store: Arc<dyn Store>) {
+    pub async fn claim_waits_for_run_at(store: Arc<dyn TaskStore>) {
         let mut t = NewTask::new("echo", json!({}));
         let at = Utc::now() + chrono::Duration::hours(1);
         t.run_at = Some(at);
@@ -81,7 +81,7 @@ mod cases {
         assert!((next - at).num_milliseconds().abs() < 5, "next {next} vs run_at {at}");
     }
 
-    pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn Store>) {
+    pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn TaskStore>) {
         for _ in 0..200 {
             enqueue(&*store, "echo").await;
         }
@@ -108,7 +108,7 @@ mod cases {
         assert_eq!(unique.len(), 200, "no task claimed twice");
     }
 
-    pub async fn finish_is_fenced_by_worker_and_attempt(store: Arc<dyn Store>) {
+    pub async fn finish_is_fenced_by_worker_and_attempt(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w1", 1)).await.unwrap().remove(0);
         let done = |attempt| Outcome { id, attempt, finish: Finish::Completed { result: json!({"ok": true}) } };
@@ -122,7 +122,7 @@ mod cases {
         assert!(got.finished_at.is_some() && got.locked_by.is_none());
     }
 
-    pub async fn finish_batches_mixed_outcomes(store: Arc<dyn Store>) {
+    pub async fn finish_batches_mixed_outcomes(store: Arc<dyn TaskStore>) {
         let a = enqueue(&*store, "echo").await;
         let b = enqueue(&*store, "fail").await;
         let c = enqueue(&*store, "fail").await;
@@ -152,18 +152,21 @@ mod cases {
         assert!(store.claim(&claim("w", 3)).await.unwrap().is_empty());
     }
 
-    pub async fn cancel_only_queued(store: Arc<dyn Store>) {
+    pub async fn cancel_only_queued(store: Arc<dyn TaskStore>) {
         let queued = enqueue(&*store, "echo").await;
         let cancelled = store.cancel(queued).await.unwrap();
         assert_eq!(cancelled.status, TaskStatus::Cancelled);
         assert!(cancelled.finished_at.is_some());
-        assert!(matches!(store.cancel(queued).await, Err(StoreError::WrongState { status: TaskStatus::Cancelled })));
-        assert!(matches!(store.cancel(TaskId::new()).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.cancel(queued).await,
+            Err(CancelError::NotCancellable { status: TaskStatus::Cancelled, .. })
+        ));
+        assert!(matches!(store.cancel(TaskId::new()).await, Err(CancelError::NotFound(_))));
         // A cancelled task is never claimed.
         assert!(store.claim(&claim("w", 10)).await.unwrap().is_empty());
     }
 
-    pub async fn cancel_running_fences_out_its_worker(store: Arc<dyn Store>) {
+    pub async fn cancel_running_fences_out_its_worker(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
         let cancelled = store.cancel(id).await.unwrap();
@@ -179,10 +182,13 @@ mod cases {
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
         let ok = Outcome { id: done, attempt: t.attempts, finish: Finish::Completed { result: json!(1) } };
         store.finish(&worker("w"), &[ok]).await.unwrap();
-        assert!(matches!(store.cancel(done).await, Err(StoreError::WrongState { status: TaskStatus::Completed })));
+        assert!(matches!(
+            store.cancel(done).await,
+            Err(CancelError::NotCancellable { status: TaskStatus::Completed, .. })
+        ));
     }
 
-    pub async fn enqueue_batch_is_all_or_nothing(store: Arc<dyn Store>) {
+    pub async fn enqueue_batch_is_all_or_nothing(store: Arc<dyn TaskStore>) {
         let tasks: Vec<_> = (0..50).map(|i| NewTask::new("echo", json!({ "i": i }))).collect();
         let ids = store.enqueue_batch(tasks.clone()).await.unwrap();
         assert_eq!(ids, tasks.iter().map(|t| t.id).collect::<Vec<_>>());
@@ -221,33 +227,33 @@ mod cases {
         clash.idempotency_key = Some("k".into());
         let batch = vec![NewTask::new("echo", json!({})), clash, NewTask::new("echo", json!({}))];
         match store.enqueue_batch(batch).await {
-            Err(StoreError::Duplicate { existing }) => assert_eq!(existing, holder),
+            Err(EnqueueError::Duplicate { existing }) => assert_eq!(existing, holder),
             other => panic!("expected Duplicate, got {other:?}"),
         }
         let mut twice_a = NewTask::new("echo", json!({}));
         twice_a.idempotency_key = Some("inside".into());
         let mut twice_b = NewTask::new("echo", json!({}));
         twice_b.idempotency_key = Some("inside".into());
-        assert!(matches!(store.enqueue_batch(vec![twice_a, twice_b]).await, Err(StoreError::Duplicate { .. })));
+        assert!(matches!(store.enqueue_batch(vec![twice_a, twice_b]).await, Err(EnqueueError::Duplicate { .. })));
         let all = store.list(&TaskFilter { limit: 1000, ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), 53, "the refused batches inserted nothing");
     }
 
-    pub async fn idempotency_key_is_unique(store: Arc<dyn Store>) {
+    pub async fn idempotency_key_is_unique(store: Arc<dyn TaskStore>) {
         let mut t = NewTask::new("echo", json!({}));
         t.idempotency_key = Some("key-1".into());
         let first = store.enqueue(t.clone()).await.unwrap();
         let mut again = t.clone();
         again.id = TaskId::new();
         match store.enqueue(again).await {
-            Err(StoreError::Duplicate { existing }) => assert_eq!(existing, first.id),
+            Err(EnqueueError::Duplicate { existing }) => assert_eq!(existing, first.id),
             other => panic!("expected Duplicate, got {other:?}"),
         }
         let all = store.list(&TaskFilter { limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), 1, "the duplicate inserted nothing");
     }
 
-    pub async fn list_filters_newest_first(store: Arc<dyn Store>) {
+    pub async fn list_filters_newest_first(store: Arc<dyn TaskStore>) {
         let mut ids = Vec::new();
         for (i, ty) in ["echo", "fail", "echo", "sleep", "echo"].iter().enumerate() {
             let mut t = NewTask::new(*ty, json!({ "i": i }));
@@ -279,7 +285,7 @@ mod cases {
         assert_eq!(cancelled.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[1]]);
     }
 
-    pub async fn rescue_returns_expired_leases(store: Arc<dyn Store>) {
+    pub async fn rescue_returns_expired_leases(store: Arc<dyn TaskStore>) {
         let retry = enqueue(&*store, "echo").await;
         let mut last = NewTask::new("echo", json!({}));
         last.max_attempts = 1;
@@ -303,7 +309,7 @@ mod cases {
         assert_eq!(again[0].attempts, 2);
     }
 
-    pub async fn heartbeat_extends_only_own_leases(store: Arc<dyn Store>) {
+    pub async fn heartbeat_extends_only_own_leases(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         let short = ClaimParams { worker: worker("w"), limit: 1, lease: Duration::from_secs(1) };
         store.claim(&short).await.unwrap();
@@ -313,7 +319,7 @@ mod cases {
         assert!(t.locked_until.unwrap() > Utc::now() + chrono::Duration::seconds(50));
     }
 
-    pub async fn release_gives_back_uncounted(store: Arc<dyn Store>) {
+    pub async fn release_gives_back_uncounted(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         store.claim(&claim("w", 1)).await.unwrap();
         assert_eq!(store.release(&worker("other"), &[id]).await.unwrap(), 0);
@@ -326,7 +332,7 @@ mod cases {
 
     /// Heartbeats and finishes over the same rows at the same time, the finishes in a
     /// scrambled order: both lock in id order, so neither ever fails with a deadlock.
-    pub async fn heartbeat_and_finish_never_deadlock(store: Arc<dyn Store>) {
+    pub async fn heartbeat_and_finish_never_deadlock(store: Arc<dyn TaskStore>) {
         for round in 0..5 {
             let mut ids = Vec::new();
             for _ in 0..400 {
@@ -374,7 +380,7 @@ mod cases {
         }
     }
 
-    pub async fn ping_answers(store: Arc<dyn Store>) {
+    pub async fn ping_answers(store: Arc<dyn TaskStore>) {
         store.ping().await.unwrap();
     }
 }

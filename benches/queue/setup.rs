@@ -64,7 +64,8 @@ impl Loads {
 
 /// The bench's environment, shared by all scenarios.
 pub struct Bench {
-    /// target/release/devops-control-tower, built by `make bench` before the bench runs.
+    /// target/release/devops-control-tower, built by `make bench` before the bench runs, or
+    /// the binary `JCT_BENCH_BIN` names (to measure two builds one right after the other).
     pub bin: PathBuf,
     pub pg: PgServer,
     /// target/bench/tmp/<run id>: every directory this run creates, removed at the end.
@@ -83,7 +84,10 @@ impl Bench {
             std::env::var_os("CARGO_MANIFEST_DIR")
                 .ok_or("CARGO_MANIFEST_DIR is not set: run the bench through cargo (make bench)")?,
         );
-        let bin = manifest_dir.join("target/release/devops-control-tower");
+        let bin = match std::env::var_os("JCT_BENCH_BIN") {
+            Some(bin) => PathBuf::from(bin),
+            None => manifest_dir.join("target/release/devops-control-tower"),
+        };
         if !bin.is_file() {
             bail!("{} is missing: build it first with `cargo build --release --bins` (make bench does)", bin.display());
         }

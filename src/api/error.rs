@@ -1,8 +1,9 @@
 //! API errors and their one mapping to HTTP: status, `error` code, `message`.
 //!
-//! Every error body is `{"error": "<snake_case_code>", "message": "<one sentence>"}`, plus
-//! `task_id` where the client needs it. 5xx bodies say nothing internal; the cause goes
-//! to the log.
+//! Every domain error (each store operation's, CWOM's, validation's) becomes an
+//! [`ApiError`] here and nowhere else, through a `From` impl per type. Every error body is
+//! `{"error": "<snake_case_code>", "message": "<one sentence>"}`, plus `task_id` where the
+//! client needs it. 5xx bodies say nothing internal; the full cause chain goes to the log.
 
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -11,7 +12,7 @@ use warp::Reply;
 
 use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
-use crate::store::StoreError;
+use crate::store::error::{chain, CancelError, EnqueueError, StoreError};
 use crate::task::{InvalidField, TaskId, TaskStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -137,27 +138,36 @@ impl ApiError {
         }
         body
     }
+}
 
-    /// Maps a store failure; `id` names the task the operation was about.
-    pub fn from_store(e: StoreError, id: Option<TaskId>) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let cause = chain(&e);
+        if e.is_unavailable() {
+            tracing::warn!(%cause, "store unavailable");
+            ApiError::Unavailable
+        } else {
+            tracing::error!(%cause, code = e.code().unwrap_or(""), "store error");
+            ApiError::Internal
+        }
+    }
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(e: EnqueueError) -> Self {
         match e {
-            StoreError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
-            StoreError::NotFound => match id {
-                Some(id) => ApiError::TaskNotFound(id),
-                None => ApiError::Internal,
-            },
-            StoreError::WrongState { status } => match id {
-                Some(id) => ApiError::NotCancellable { id, status },
-                None => ApiError::Internal,
-            },
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "store unavailable");
-                ApiError::Unavailable
-            }
-            StoreError::Internal(cause) => {
-                tracing::error!(%cause, "store error");
-                ApiError::Internal
-            }
+            EnqueueError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
+            EnqueueError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound(id) => ApiError::TaskNotFound(id),
+            CancelError::NotCancellable { id, status } => ApiError::NotCancellable { id, status },
+            CancelError::Store(e) => e.into(),
         }
     }
 }
@@ -171,7 +181,7 @@ impl From<CwomError> for ApiError {
             CwomError::NotFound { kind, id } => ApiError::CwomNotFound { kind, id },
             CwomError::AlreadyExists(m) => ApiError::AlreadyExists(m),
             CwomError::FinalStatus { kind, id, status, to } => ApiError::FinalStatus { kind, id, status, to },
-            CwomError::Store(e) => ApiError::from_store(e, None),
+            CwomError::Store(e) => e.into(),
         }
     }
 }

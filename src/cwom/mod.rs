@@ -1,64 +1,33 @@
 //! CWOM, the canonical work object model (`../shared/CWOM.md`): Repo, Issue, ContextPacket,
-//! ConstraintSnapshot, DoctrineRef, Run, Artifact; their storage on both databases and
-//! their HTTP API under `/cwom`.
+//! ConstraintSnapshot, DoctrineRef, Run, Artifact; their validation and the service that
+//! stores them.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`types`] | the objects, primitives and enums, exactly as the JSON contract spells them |
 //! | [`requests`] | create and patch bodies, list queries, and their validation |
-//! | `record` | how each kind maps onto its table, join tables and write plans (shared by both stores) |
-//! | [`store`] | the [`store::CwomStore`] trait; `sqlite` and `postgres` implement it |
-//! | [`api`] | the warp routes and handlers under `/cwom` |
+//! | [`error`] | [`CwomError`], the outcomes of CWOM operations |
 //!
-//! [`Cwom`] is the service the API and the worker call: it validates, stamps ids and
-//! times, and hands whole objects to the store.
+//! [`Cwom`] (this file) is the service the API and the attempt lifecycle call: it
+//! validates, stamps ids and times, and hands whole objects to the
+//! [`crate::store::CwomStore`] of the database. Storage lives in the drivers
+//! (`store/<dialect>/cwom.rs`, over `store/cwom_mapping.rs`); routes in `api/cwom.rs`.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 
-use crate::store::{Backend, StoreError};
+use std::sync::Arc;
 
-pub mod api;
-mod postgres;
-mod record;
+use crate::store::CwomStore;
+
+pub mod error;
 pub mod requests;
-mod sqlite;
-pub mod store;
 pub mod types;
+
+pub use error::{CwomError, CwomResult};
 
 use requests::{IssuePatch, ListQuery, NewArtifact, NewRun, OutputsInput, RunPatch};
 use types::*;
-
-/// Why a CWOM operation did not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum CwomError {
-    /// A field breaks a rule; the message starts with the field's name.
-    #[error("{0}")]
-    Invalid(String),
-    /// A Ref names no object of its kind, or the wrong kind; the message names the Ref.
-    #[error("{0}")]
-    InvalidRef(String),
-    #[error("{0}")]
-    InvalidFilter(String),
-    #[error("no {kind} with id {id:?}")]
-    NotFound { kind: ObjectKind, id: String },
-    /// A unique key is taken (repo slug; doctrine namespace, name and version).
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The object is in a final status, which nothing may leave.
-    #[error("{kind} {id} is {status}, a final status; it cannot become {to}")]
-    FinalStatus { kind: ObjectKind, id: String, status: Status, to: Status },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-pub type CwomResult<T> = Result<T, CwomError>;
-
-impl CwomError {
-    pub(crate) fn missing_ref(field: &str, target: &Ref) -> CwomError {
-        CwomError::InvalidRef(format!("{field}: no {} with id {:?}", target.kind, target.id))
-    }
-}
 
 /// What the worker knows when a task linked to an Issue starts.
 #[derive(Debug, Clone)]
@@ -76,8 +45,7 @@ pub struct StartRun {
 /// The CWOM service: validation and storage of work objects on the daemon's database.
 #[derive(Clone)]
 pub struct Cwom {
-    backend: Backend,
-    store: std::sync::Arc<dyn store::CwomStore>,
+    store: Arc<dyn CwomStore>,
 }
 
 /// Server times are kept to the microsecond, what both databases store: an object
@@ -87,12 +55,8 @@ fn now() -> DateTime<Utc> {
 }
 
 impl Cwom {
-    pub fn new(backend: &Backend) -> Self {
-        Cwom { backend: backend.clone(), store: store::open(backend) }
-    }
-
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    pub fn new(store: Arc<dyn CwomStore>) -> Self {
+        Cwom { store }
     }
 
     /// Creates an object of `kind` from a create body (JSON, as a client sends it).

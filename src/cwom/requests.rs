@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::error::{CwomError, CwomResult};
 use super::types::*;
-use super::{CwomError, CwomResult};
 
 /// Limits from CWOM.md, in characters.
 pub mod limits {

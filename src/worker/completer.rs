@@ -7,21 +7,13 @@
 //! because the newer attempt owns the task now.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
 use super::InFlight;
-use crate::store::{Finish, Outcome, Store};
+use crate::store::{Finish, Outcome, StoreResult, TaskStore};
 use crate::task::{TaskId, WorkerId};
-
-/// Most attempt ends written in one store call.
-pub const MAX_BATCH: usize = 512;
-
-/// How long a small batch waits for company. Ends trickle in one by one from the
-/// executors; a short wait turns many one-row writes into a few large ones, and costs
-/// only how soon `completed` becomes visible, never when a task starts.
-pub const LINGER: Duration = Duration::from_millis(2);
+use crate::tunables::{COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST};
 
 /// What an executor reports.
 #[derive(Debug)]
@@ -53,18 +45,18 @@ pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
 /// later poll and must learn of the new `run_at`. Each written task is let go from
 /// `in_flight` (its lease no longer renewed, its place among the unfinished freed).
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn TaskStore>,
     worker: WorkerId,
     wake: Arc<Notify>,
     in_flight: Arc<InFlight>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
 ) {
-    let mut buf = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-        let linger = tokio::time::sleep(LINGER);
+    let mut buf = Vec::with_capacity(COMPLETER_MAX_BATCH);
+    while rx.recv_many(&mut buf, COMPLETER_MAX_BATCH).await > 0 {
+        let linger = tokio::time::sleep(COMPLETER_LINGER);
         tokio::pin!(linger);
-        while buf.len() < MAX_BATCH {
-            let room = MAX_BATCH - buf.len();
+        while buf.len() < COMPLETER_MAX_BATCH {
+            let room = COMPLETER_MAX_BATCH - buf.len();
             tokio::select! {
                 n = rx.recv_many(&mut buf, room) => if n == 0 { break },
                 _ = &mut linger => break,
@@ -98,7 +90,7 @@ pub async fn run(
     }
 }
 
-async fn write_outcomes(store: &dyn Store, worker: &WorkerId, outcomes: &[Outcome]) {
+async fn write_outcomes(store: &dyn TaskStore, worker: &WorkerId, outcomes: &[Outcome]) {
     let applied = retry_until_ok("finish", || store.finish(worker, outcomes)).await;
     if applied.len() < outcomes.len() {
         for o in outcomes.iter().filter(|o| !applied.contains(&o.id)) {
@@ -115,16 +107,16 @@ async fn write_outcomes(store: &dyn Store, worker: &WorkerId, outcomes: &[Outcom
 async fn retry_until_ok<T, F, Fut>(what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::store::StoreResult<T>>,
+    Fut: std::future::Future<Output = StoreResult<T>>,
 {
-    let mut delay = Duration::from_millis(50);
+    let mut delay = COMPLETER_RETRY_FIRST;
     loop {
         match op().await {
             Ok(v) => return v,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "completer: {what} failed");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(COMPLETER_RETRY_CAP);
             }
         }
     }

@@ -4,12 +4,15 @@
 //! - [`producer`] waits for a wake-up (NOTIFY, an in-process enqueue, a rescue), the poll
 //!   timer or the next scheduled `run_at`, and claims for the free slots plus, for short
 //!   tasks, a buffer ahead of them;
-//! - [`executor`] runs claimed tasks on a slot, taking the next buffered one itself: trace
-//!   folder, handler, timeout, panic, output;
+//! - [`buffer`] holds claimed tasks waiting for a slot;
+//! - [`executor`] runs claimed tasks on a slot through the attempt lifecycle
+//!   ([`crate::attempt`]), taking the next buffered one itself;
 //! - [`completer`] batches the attempts' ends into fenced store writes;
 //! - [`rescuer`] returns tasks whose lease expired, and renews the leases of ours.
 //!
-//! [`Worker::run`] wires them and drains them on shutdown.
+//! [`Worker::run`] wires them and drains them on shutdown. [`Signals`] is how the rest of
+//! the process (the API, the database's listener) tells the worker there may be work, or
+//! that a task it runs was cancelled.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,15 +22,15 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::cwom::Cwom;
+use crate::attempt::{Lifecycle, StopReason};
 use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{TaskStore, Wakeups};
 use crate::task::{TaskId, WorkerId};
-use crate::trace::TraceWriter;
+use crate::tunables::{MAX_UNFINISHED, RUN_TIME_EWMA_SHIFT};
 
-pub mod bridge;
+pub mod buffer;
 pub mod completer;
 pub mod executor;
 pub mod producer;
@@ -44,15 +47,6 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Why a running task's handler was asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// Cancelled through the API (or by another daemon's API, via NOTIFY).
-    Cancelled,
-    /// Our lease is gone: the task was rescued and may be running elsewhere.
-    LeaseLost,
-}
-
 #[derive(Debug)]
 struct Running {
     token: CancellationToken,
@@ -63,12 +57,6 @@ struct Running {
     /// A place among the [`MAX_UNFINISHED`]; given back when the task is let go.
     _unfinished: OwnedSemaphorePermit,
 }
-
-/// Most tasks one daemon holds between claim and the store write of their end: buffered,
-/// running, or waiting for the completer. It is the producer's backpressure: when the
-/// store writes ends slower than handlers produce them, claiming slows down too, instead
-/// of piling up claimed tasks whose leases run out.
-pub const MAX_UNFINISHED: usize = 4096;
 
 /// Tasks this daemon holds a lease on, from claim until their end is written (or they
 /// are handed back), with the token that interrupts each one.
@@ -145,25 +133,68 @@ impl InFlight {
     }
 }
 
+/// What the rest of the process tells the worker: there may be work (an enqueue here, a
+/// NOTIFY), or a task it runs was cancelled.
+#[derive(Clone)]
+pub struct Signals {
+    wake: Arc<Notify>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Wakeups for Signals {
+    fn tasks_inserted(&self) {
+        self.wake.notify_one();
+    }
+
+    fn task_cancelled(&self, id: TaskId) {
+        self.in_flight.stop(id, StopReason::Cancelled);
+    }
+}
+
 /// Everything the worker's services share.
 pub struct Worker {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn TaskStore>,
     pub registry: Arc<Registry>,
-    pub trace: TraceWriter,
+    /// Starts and ends each attempt (trace folder, CWOM Run, retry policy).
+    pub lifecycle: Lifecycle,
     pub settings: WorkerSettings,
-    /// Woken by the notifier, the API and the rescuer: "there may be work now".
+    /// Woken by the listener, the API and the rescuer: "there may be work now".
     pub wake: Arc<Notify>,
     pub in_flight: Arc<InFlight>,
     /// Places for tasks between claim and written end ([`MAX_UNFINISHED`]).
     pub unfinished: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
-    /// Where linked tasks record their Runs.
-    pub cwom: Cwom,
     /// Moving average of handler run time in µs (`u64::MAX`: none yet); sizes prefetch.
     pub run_time_ewma_us: AtomicU64,
 }
 
 impl Worker {
+    /// A worker with nothing in flight yet.
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        registry: Arc<Registry>,
+        lifecycle: Lifecycle,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Worker {
+            store,
+            registry,
+            lifecycle,
+            settings,
+            wake: Arc::new(Notify::new()),
+            in_flight: Arc::new(InFlight::default()),
+            unfinished: Arc::new(Semaphore::new(MAX_UNFINISHED)),
+            metrics,
+            run_time_ewma_us: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The handle through which the API and the listener reach this worker.
+    pub fn signals(&self) -> Signals {
+        Signals { wake: self.wake.clone(), in_flight: self.in_flight.clone() }
+    }
+
     /// The moving average of recent handler run times, once there is one.
     pub fn average_run(&self) -> Option<Duration> {
         match self.run_time_ewma_us.load(Ordering::Relaxed) {
@@ -172,12 +203,12 @@ impl Worker {
         }
     }
 
-    /// Folds one run time into the average (weight 1/16: a few slow tasks move it fast
-    /// enough to stop prefetching, a single one does not).
+    /// Folds one run time into the average (weight 1/[`RUN_TIME_EWMA_SHIFT`]).
     fn record_run(&self, took: Duration) {
         let sample = took.as_micros().min(u64::MAX as u128 - 1) as u64;
+        let w = RUN_TIME_EWMA_SHIFT;
         let _ = self.run_time_ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-            Some(if old == u64::MAX { sample } else { old - old / 16 + sample / 16 })
+            Some(if old == u64::MAX { sample } else { old - old / w + sample / w })
         });
     }
 

@@ -8,82 +8,39 @@
 //!
 //! Claims fill a local [`Buffer`] ahead of the slots when tasks are short (see
 //! [`prefetch`]): one round trip then feeds many executions, and the next claim is already
-//! in flight while the buffer drains, which is what lets a single daemon drain tens of
-//! thousands of short tasks a second. A slot whose task ended takes the next buffered task
+//! in flight while the buffer drains. A slot whose task ended takes the next buffered task
 //! itself; the producer only starts slots that are idle. Long tasks get no buffer, so a
 //! daemon never sits on work another daemon could start. Buffered tasks hold leases like
 //! running ones (the heartbeat renews them, cancels reach them) and are handed back at
 //! shutdown.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::buffer::Buffer;
 use super::completer::{Completion, CompletionSender};
 use super::{executor, Worker};
 use crate::shutdown::Shutdown;
 use crate::store::{ClaimParams, StoreResult};
 use crate::task::Task;
-
-/// Tasks shorter than this on average are worth claiming ahead of free slots.
-const SHORT_TASK: Duration = Duration::from_millis(10);
+use crate::tunables::{PREFETCH_MAX, PREFETCH_MIN, PREFETCH_PER_SLOT, SCHEDULE_WAIT_FLOOR, SHORT_TASK};
 
 /// How many tasks beyond the free slots the buffer may hold: none until tasks prove
-/// short, then 128 per slot (512 to 2048). Claims are made when the buffer is half empty,
-/// so this also sets their size: with slots taking buffered tasks themselves, claims of
-/// ~260 held a no-trace drain to 47,500–49,000 tasks/s and claims of ~520 reach
-/// 54,000–57,600/s (4 slots, measured).
+/// short, then [`PREFETCH_PER_SLOT`] per slot within [`PREFETCH_MIN`]..=[`PREFETCH_MAX`].
+/// Claims are made when the buffer is half empty, so this also sets their size.
 pub fn prefetch(slots: usize, average_run: Option<Duration>) -> usize {
     match average_run {
-        Some(avg) if avg < SHORT_TASK => (slots * 128).clamp(512, 2048),
+        Some(avg) if avg < SHORT_TASK => (slots * PREFETCH_PER_SLOT).clamp(PREFETCH_MIN, PREFETCH_MAX),
         _ => 0,
     }
 }
 
 type Claim = Pin<Box<dyn Future<Output = StoreResult<Vec<Task>>> + Send>>;
-
-/// Claimed tasks waiting for a slot, in claim order.
-///
-/// The producer fills it; a slot whose task ended takes the next one itself ([`take`]),
-/// without a round trip through the producer. With the default 4 slots that round trip
-/// (free the slot, wake the producer, spawn a new executor) held a drain of no-op tasks
-/// to ~39,000/s while 16 slots reached ~47,000/s (measured).
-///
-/// [`take`]: Buffer::take
-#[derive(Debug, Default)]
-pub struct Buffer {
-    tasks: Mutex<VecDeque<Task>>,
-    /// At or below this length the producer wants to claim more.
-    refill_at: AtomicUsize,
-    /// Wakes the producer when a take leaves the buffer at `refill_at` or below.
-    low: Notify,
-}
-
-impl Buffer {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Task>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// The next task for a slot that just ended one.
-    pub fn take(&self) -> Option<Task> {
-        let mut tasks = self.lock();
-        let task = tasks.pop_front()?;
-        if tasks.len() <= self.refill_at.load(Ordering::Relaxed) {
-            self.low.notify_one();
-        }
-        Some(task)
-    }
-}
 
 /// Runs until shutdown is asked for; hands back what it buffered and returns without
 /// waiting for running tasks.
@@ -99,13 +56,13 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     loop {
         // Start an executor on every idle slot we hold work for.
         while let Ok(permit) = slots.clone().try_acquire_owned() {
-            let Some(task) = buffer.lock().pop_front() else { break };
+            let Some(task) = buffer.pop() else { break };
             executor::spawn(worker.clone(), task, permit, buffer.clone(), completer.clone(), shutdown.clone());
         }
 
         // Refill when the buffer runs low, not after every task.
         let extra = prefetch(worker.settings.slots, worker.average_run());
-        buffer.refill_at.store(extra / 2, Ordering::Relaxed);
+        buffer.set_refill_mark(extra / 2);
         let buffered = buffer.len();
         let slot_room = (slots.available_permits() + extra).saturating_sub(buffered);
         let place_room = worker.unfinished.available_permits();
@@ -122,7 +79,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
             if let Ok(Some(next)) = worker.store.next_scheduled().await {
                 // A floor keeps a clock skew between daemon and database from spinning.
                 let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                wait = wait.min(until.max(Duration::from_millis(2)));
+                wait = wait.min(until.max(SCHEDULE_WAIT_FLOOR));
             }
         }
         // A freed slot starts a buffered task, or makes room for a claim that had none. Only
@@ -153,7 +110,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                 woken_while_claiming = claiming.is_some();
             }
             // The slots took the buffer down to the refill mark.
-            _ = buffer.low.notified() => {}
+            _ = buffer.low() => {}
             permit = slots.clone().acquire_owned(), if want_slot => drop(permit),
             place = worker.unfinished.clone().acquire_owned(), if want_place => drop(place),
             _ = tokio::time::sleep(wait), if claiming.is_none() => maybe_more = true,
@@ -167,8 +124,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     }
     // The completer lets them go once they are back in the queue. Slots take no more
     // once shutdown is asked for.
-    let unstarted = std::mem::take(&mut *buffer.lock());
-    for task in unstarted {
+    for task in buffer.drain() {
         completer.send(Completion::Release(task.id));
     }
 }
@@ -180,7 +136,7 @@ fn hold(worker: &Worker, tasks: Vec<Task>, mut places: OwnedSemaphorePermit, shu
         let place = places.split(1).expect("one place was taken per task asked for");
         worker.in_flight.hold(task.id, shutdown, place);
     }
-    buffer.lock().extend(tasks);
+    buffer.extend(tasks);
 }
 
 /// Starts a claim of up to `limit` tasks that runs while the producer keeps dispatching.
@@ -203,52 +159,5 @@ mod tests {
         assert_eq!(prefetch(4, Some(Duration::from_micros(200))), 512);
         assert_eq!(prefetch(8, Some(Duration::from_micros(200))), 1024);
         assert_eq!(prefetch(100, Some(Duration::from_micros(200))), 2048);
-    }
-
-    fn queued_task() -> Task {
-        let now = Utc::now();
-        let id = crate::task::TaskId::new();
-        Task {
-            id,
-            task_id: id,
-            task_type: "echo".into(),
-            payload: serde_json::json!({}),
-            status: crate::task::TaskStatus::Running,
-            queue: "default".into(),
-            priority: 0,
-            run_at: now,
-            attempts: 1,
-            max_attempts: 3,
-            timeout_seconds: 60,
-            idempotency_key: None,
-            trace_id: None,
-            locked_by: None,
-            locked_until: None,
-            result: None,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
-            started_at: Some(now),
-            finished_at: None,
-            cwom_issue_id: None,
-        }
-    }
-
-    #[test]
-    fn slots_take_in_claim_order_and_wake_the_producer_at_the_refill_mark() {
-        use futures_util::FutureExt;
-        let buffer = Buffer::default();
-        buffer.refill_at.store(2, Ordering::Relaxed);
-        let tasks: Vec<Task> = (0..5).map(|_| queued_task()).collect();
-        let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
-        buffer.lock().extend(tasks);
-        let woken = || buffer.low.notified().now_or_never().is_some();
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(buffer.take().map(|t| t.id), Some(*id), "take {i} follows claim order");
-            let left = ids.len() - i - 1;
-            assert_eq!(woken(), left <= 2, "with {left} left");
-        }
-        assert!(buffer.take().is_none());
-        assert!(!woken(), "an empty take wakes nobody");
     }
 }

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use super::Worker;
 use crate::shutdown::Shutdown;
+use crate::tunables::{HEARTBEAT_EVERY_MIN, RESCUE_EVERY_MAX, RESCUE_EVERY_MIN};
 
-/// How often expired leases are looked for: half a lease, at most every 5 s.
+/// How often expired leases are looked for: half a lease, within bounds.
 pub fn rescue_interval(lease: Duration) -> Duration {
-    (lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    (lease / 2).clamp(RESCUE_EVERY_MIN, RESCUE_EVERY_MAX)
 }
 
 /// How often our leases are renewed: a third of a lease, so two beats can be missed.
 pub fn heartbeat_interval(lease: Duration) -> Duration {
-    (lease / 3).max(Duration::from_millis(100))
+    (lease / 3).max(HEARTBEAT_EVERY_MIN)
 }
 
 pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devops_control_tower::store::{Backend, PgStore, SqliteStore, Store};
+use devops_control_tower::store::{Backend, PgStore, SqliteStore, TaskStore};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
@@ -83,12 +83,12 @@ impl PgDb {
         admin_client(&self.url).await
     }
 
-    pub async fn store(&self) -> Arc<dyn Store> {
+    pub async fn store(&self) -> Arc<dyn TaskStore> {
         self.backend().await.tasks()
     }
 
     pub async fn backend(&self) -> Backend {
-        Backend::Postgres(PgStore::connect(&self.url, 8).await.expect("PgStore::connect"))
+        Backend::postgres(PgStore::connect(&self.url, 8).await.expect("PgStore::connect"))
     }
 }
 
@@ -128,12 +128,12 @@ impl SqliteDb {
         format!("sqlite://{}", self.path.display())
     }
 
-    pub async fn store(&self) -> Arc<dyn Store> {
+    pub async fn store(&self) -> Arc<dyn TaskStore> {
         self.backend().await.tasks()
     }
 
     pub async fn backend(&self) -> Backend {
-        Backend::Sqlite(SqliteStore::open(&self.path).await.expect("SqliteStore::open"))
+        Backend::sqlite(SqliteStore::open(&self.path).await.expect("SqliteStore::open"))
     }
 }
 
@@ -430,7 +430,7 @@ impl TestDb {
         }
     }
 
-    pub async fn store(&self) -> Arc<dyn Store> {
+    pub async fn store(&self) -> Arc<dyn TaskStore> {
         self.backend().await.tasks()
     }
 

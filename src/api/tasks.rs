@@ -1,18 +1,41 @@
-//! HTTP request handlers: parse and check the request, call the store, shape the answer.
-
-use std::sync::Arc;
+//! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel. Each
+//! parses and checks the request, calls the task store, and shapes the answer.
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
+use super::body::{authorized, read_json_body};
 use super::{ApiError, ApiState};
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
-use crate::worker::StopReason;
+
+/// Every `/tasks` route, behind the API key.
+pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
+    let auth = authorized(state.api_key.clone());
+    let with_state = warp::any().map(move || state.clone());
+    // What both enqueue routes read: content type, trace id, the body as a stream.
+    let intake = warp::post()
+        .and(auth.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("x-trace-id"))
+        .and(warp::body::stream());
+    let enqueue = warp::path!("tasks" / "enqueue").and(intake.clone()).and(with_state.clone()).then(enqueue);
+    let enqueue_batch = warp::path!("tasks" / "enqueue_batch").and(intake).and(with_state.clone()).then(enqueue_batch);
+    let get = warp::path!("tasks" / String).and(warp::get()).and(auth.clone()).and(with_state.clone()).then(get);
+    let list = warp::path!("tasks")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(with_state.clone())
+        .then(list);
+    let cancel = warp::path!("tasks" / String / "cancel").and(warp::post()).and(auth).and(with_state).then(cancel);
+    enqueue.or(enqueue_batch).unify().or(get).unify().or(list).unify().or(cancel).unify().boxed()
+}
 
 /// The body of `POST /tasks/enqueue`. Unknown fields are refused.
 #[derive(Debug, Deserialize)]
@@ -57,127 +80,6 @@ impl EnqueueRequest {
     }
 }
 
-/// Passes when no API key is configured, or the request carries it as a bearer token.
-pub fn authorized(key: Option<Arc<str>>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |given: Option<String>| {
-            let key = key.clone();
-            async move {
-                let Some(key) = key else { return Ok(()) };
-                let token = given.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-                if constant_time_eq(token.as_bytes(), key.as_bytes()) {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(ApiError::Unauthorized))
-                }
-            }
-        })
-        .untuple_one()
-}
-
-/// Compares without an early exit, so the time taken says nothing about the key.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
-pub async fn health() -> Response {
-    warp::reply::json(&json!({ "status": "ok" })).into_response()
-}
-
-pub async fn ready(state: ApiState) -> Response {
-    let listener = state.listener.as_ref().map(|l| l.is_connected());
-    match state.store.ping().await {
-        Ok(()) => warp::reply::json(&json!({ "status": "ready", "store": "ok", "listener_connected": listener }))
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            let body = json!({
-                "error": "store_unavailable",
-                "message": "the task store does not answer",
-                "store": "unavailable",
-                "listener_connected": listener,
-            });
-            warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE).into_response()
-        }
-    }
-}
-
-/// `GET /openapi.json`: built once, served from memory.
-pub fn openapi() -> Response {
-    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::openapi::document().to_string());
-    let mut res = DOCUMENT.as_str().into_response();
-    res.headers_mut()
-        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
-    res
-}
-
-/// `GET /metrics`: refreshes the store-derived gauges (at most every few seconds) and
-/// renders everything.
-pub async fn metrics(state: ApiState) -> Response {
-    if state.metrics.status_counts_due() {
-        match state.store.count_by_status().await {
-            Ok(counts) => state.metrics.set_status_counts(&counts),
-            Err(e) => tracing::warn!(error = %e, "metrics: cannot count tasks by status"),
-        }
-    }
-    state.metrics.set_listener_connected(state.listener.as_ref().is_some_and(|l| l.is_connected()));
-    let mut res = state.metrics.render().into_response();
-    res.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    res
-}
-
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|ct| ct.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false)
-}
-
-/// Reads a JSON request body: 415 unless it says it is JSON, 413 past `limit` bytes.
-pub(crate) async fn read_json_body<S, B>(content_type: Option<&str>, body: S, limit: u64) -> Result<Vec<u8>, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    if !is_json(content_type) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    read_body(body, limit).await
-}
-
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let mut body = std::pin::pin!(body);
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("could not read the body: {e}")))?;
-        if out.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            out.extend_from_slice(piece);
-            let n = piece.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out)
-}
-
 fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
     match header {
         Some(t) if !t.is_empty() && t.len() <= crate::task::limits::TRACE_ID_MAX => Ok(t),
@@ -212,12 +114,7 @@ fn task_from_request(req: EnqueueRequest, trace_id: String, state: &ApiState) ->
     Ok(task)
 }
 
-pub async fn enqueue<S, B>(
-    content_type: Option<String>,
-    trace_header: Option<String>,
-    body: S,
-    state: ApiState,
-) -> Response
+async fn enqueue<S, B>(content_type: Option<String>, trace_header: Option<String>, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -226,7 +123,7 @@ where
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
         let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
         check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
-        let stored = state.store.enqueue(task).await.map_err(|e| ApiError::from_store(e, None))?;
+        let stored = state.store.enqueue(task).await?;
         enqueued(&state, &[(stored.task_type.as_str(), 1)]);
         tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
         Ok::<_, ApiError>(stored)
@@ -247,8 +144,8 @@ where
 
 /// After a successful enqueue: wake a worker in this process and count the tasks.
 fn enqueued(state: &ApiState, per_type: &[(&str, u64)]) {
-    if let Some(wake) = &state.wake {
-        wake.notify_one();
+    if let Some(signals) = &state.signals {
+        signals.tasks_inserted();
     }
     for (task_type, n) in per_type {
         state.metrics.enqueued(task_type, *n);
@@ -311,7 +208,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<V
         .collect()
 }
 
-pub async fn enqueue_batch<S, B>(
+async fn enqueue_batch<S, B>(
     content_type: Option<String>,
     trace_header: Option<String>,
     body: S,
@@ -333,7 +230,7 @@ where
                 None => per_type.push((t.task_type.clone(), 1)),
             }
         }
-        let ids = state.store.enqueue_batch(tasks).await.map_err(|e| ApiError::from_store(e, None))?;
+        let ids = state.store.enqueue_batch(tasks).await?;
         let counts: Vec<(&str, u64)> = per_type.iter().map(|(ty, n)| (ty.as_str(), *n)).collect();
         enqueued(&state, &counts);
         tracing::debug!(count = ids.len(), "batch enqueued");
@@ -353,10 +250,10 @@ fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError::InvalidId(raw.to_string()))
 }
 
-pub async fn get(raw_id: String, state: ApiState) -> Response {
+async fn get(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        match state.store.get(id).await.map_err(|e| ApiError::from_store(e, Some(id)))? {
+        match state.store.get(id).await? {
             Some(task) => Ok(task),
             None => Err(ApiError::TaskNotFound(id)),
         }
@@ -408,10 +305,10 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
     Ok(f)
 }
 
-pub async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
+async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
     let result = async {
         let filter = parse_filter(&query)?;
-        state.store.list(&filter).await.map_err(|e| ApiError::from_store(e, None))
+        Ok::<_, ApiError>(state.store.list(&filter).await?)
     }
     .await;
     match result {
@@ -420,17 +317,17 @@ pub async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
     }
 }
 
-pub async fn cancel(raw_id: String, state: ApiState) -> Response {
+async fn cancel(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        state.store.cancel(id).await.map_err(|e| ApiError::from_store(e, Some(id)))
+        Ok::<_, ApiError>(state.store.cancel(id).await?)
     }
     .await;
     match result {
         Ok(task) => {
             // Running here? Stop it now rather than at the next heartbeat.
-            if let Some(in_flight) = &state.in_flight {
-                in_flight.stop(task.id, StopReason::Cancelled);
+            if let Some(signals) = &state.signals {
+                signals.task_cancelled(task.id);
             }
             tracing::info!(task_id = %task.id, "task cancelled");
             warp::reply::json(&task).into_response()
@@ -442,23 +339,6 @@ pub async fn cancel(raw_id: String, state: ApiState) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json(Some("application/json")));
-        assert!(is_json(Some("Application/JSON; charset=utf-8")));
-        assert!(is_json(Some("application/vnd.api+json")));
-        assert!(!is_json(Some("text/plain")));
-        assert!(!is_json(None));
-    }
-
-    #[test]
-    fn constant_time_eq_matches_only_equal() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 
     #[test]
     fn filters_refuse_unknown_and_bad_values() {

@@ -1,4 +1,5 @@
-//! How each kind maps onto its tables, in neither dialect's types: the columns of each
+//! How each CWOM kind maps onto its tables, in neither dialect's types (shared by both
+//! drivers): the columns of each
 //! table, a row as a list of [`Val`]s, the Ref lists kept in join tables (or derived from
 //! a foreign key), and the [`WritePlan`] of checks and writes one operation makes.
 //!
@@ -12,9 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::requests::ListFilter;
-use super::types::*;
-use crate::store::StoreError;
+use super::error::StoreError;
+use crate::cwom::requests::ListFilter;
+use crate::cwom::types::*;
 
 /// How a column is stored: TEXT/INTEGER on SQLite (JSON as checked TEXT, times as fixed
 /// width text), text/bigint/jsonb/timestamptz on PostgreSQL.
@@ -572,7 +573,7 @@ pub(crate) fn object(kind: ObjectKind, f: &Fields) -> Result<Object, StoreError>
             }),
         })
     };
-    read().map_err(|e| StoreError::Internal(format!("unreadable {} row: {e}", f.table.name)))
+    read().map_err(|e| StoreError::internal(format!("unreadable {} row: {e}", f.table.name)))
 }
 
 /// A list of Refs kept relationally: in a join table (ordered by `position`, with each

@@ -1,5 +1,5 @@
-//! The CWOM store on SQLite: `record` plans executed with rusqlite on the task store's
-//! shared connection, on the blocking pool.
+//! CWOM on SQLite: the `cwom_mapping` plans executed with rusqlite on the driver's one
+//! connection, on the blocking pool.
 //!
 //! Every write is one IMMEDIATE transaction: it takes the write lock up front, so two
 //! processes sharing the file never deadlock upgrading a read into a write. JSON columns
@@ -12,13 +12,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
-use super::record::{self, Check, ColType, Fields, Op, RefList, Table, Val, WritePlan};
-use super::requests::ListQuery;
-use super::store::{Change, CwomStore};
-use super::types::{Object, ObjectKind, Ref};
-use super::{CwomError, CwomResult};
-use crate::store::sqlite::{fmt_ts, internal};
-use crate::store::{SqliteStore, StoreError};
+use super::{conversion, fmt_ts, sql_err, SqliteStore};
+use crate::cwom::error::{CwomError, CwomResult};
+use crate::cwom::requests::ListQuery;
+use crate::cwom::types::{Object, ObjectKind, Ref};
+use crate::store::cwom::{Change, CwomStore};
+use crate::store::cwom_mapping::{self as record, Check, ColType, Fields, Op, RefList, Table, Val, WritePlan};
+use crate::store::error::StoreError;
 
 pub(crate) struct SqliteCwom {
     store: SqliteStore,
@@ -43,7 +43,7 @@ impl SqliteCwom {
 }
 
 fn db(e: rusqlite::Error) -> CwomError {
-    internal(e).into()
+    sql_err(e).into()
 }
 
 fn param(v: &Val) -> SqlValue {
@@ -53,10 +53,6 @@ fn param(v: &Val) -> SqlValue {
         Val::Json(j) => j.as_ref().map_or(SqlValue::Null, |j| SqlValue::Text(j.to_string())),
         Val::Time(t) => t.map_or(SqlValue::Null, |t| SqlValue::Text(fmt_ts(t))),
     }
-}
-
-fn conversion(idx: usize, msg: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, msg.into())
 }
 
 fn read_row(table: &'static Table, row: &rusqlite::Row) -> rusqlite::Result<Fields> {
@@ -182,7 +178,7 @@ fn exec(conn: &Connection, plan: &WritePlan) -> CwomResult<()> {
                 let params = std::iter::once(SqlValue::Text(id.clone())).chain(sets.iter().map(|(_, v)| param(v)));
                 let n = conn.prepare(&sql).map_err(db)?.execute(params_from_iter(params)).map_err(db)?;
                 if n != 1 {
-                    return Err(StoreError::Internal(format!("update of {table} {id} touched {n} rows")).into());
+                    return Err(StoreError::internal(format!("update of {table} {id} touched {n} rows")).into());
                 }
             }
             Op::ReplaceList { list, owner, refs } => {
@@ -226,7 +222,7 @@ fn write_tx(conn: &mut Connection) -> CwomResult<rusqlite::Transaction<'_>> {
 }
 
 fn stored(conn: &Connection, kind: ObjectKind, id: &str) -> CwomResult<Object> {
-    get(conn, kind, id)?.ok_or_else(|| StoreError::Internal(format!("{kind} {id} vanished after its write")).into())
+    get(conn, kind, id)?.ok_or_else(|| StoreError::internal(format!("{kind} {id} vanished after its write")).into())
 }
 
 #[async_trait::async_trait]

@@ -1,4 +1,4 @@
-//! The notifier: a dedicated PostgreSQL connection that LISTENs for inserted tasks.
+//! The PostgreSQL listener: a dedicated connection that LISTENs for inserted tasks.
 //!
 //! Its job is to turn the insert trigger's NOTIFY into a wake-up of the producer (and a
 //! `jct_cancel` notification into a stop of the named running task), and to keep doing
@@ -8,58 +8,51 @@
 //! half-open one, and every (re)connect re-issues LISTEN and wakes the producer at once so
 //! whatever was inserted meanwhile runs without waiting for the poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::{CANCEL_CHANNEL, NOTIFY_CHANNEL};
 use crate::shutdown::Shutdown;
-use crate::store::postgres::{CANCEL_CHANNEL, NOTIFY_CHANNEL};
-use crate::worker::{InFlight, StopReason};
-
-/// How often the idle connection is checked, and how long the check may take.
-const HEALTH_EVERY: Duration = Duration::from_secs(5);
-const HEALTH_DEADLINE: Duration = Duration::from_secs(3);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+use crate::store::listener::{Listener, ListenerStatus, Wakeups};
+use crate::tunables::{LISTENER_BACKOFF_FIRST, LISTENER_BACKOFF_MAX, LISTENER_HEALTH_DEADLINE, LISTENER_HEALTH_EVERY};
 
 /// The LISTEN connection's `application_name`.
 pub const APPLICATION_NAME: &str = "jct-listener";
 
-/// Whether the LISTEN connection is up right now (for `/ready` and metrics).
-#[derive(Debug, Default)]
-pub struct ListenerStatus(AtomicBool);
+/// The LISTEN connection of one daemon.
+pub struct PgListener {
+    url: String,
+}
 
-impl ListenerStatus {
-    pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+impl PgListener {
+    pub fn new(url: &str) -> Self {
+        PgListener { url: url.to_string() }
     }
+}
 
-    fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed)
+#[async_trait]
+impl Listener for PgListener {
+    async fn run(&self, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
+        run(&self.url, sink, status, shutdown).await
     }
 }
 
 /// Listens until shutdown, reconnecting with jittered exponential backoff.
-pub async fn run(
-    url: String,
-    wake: Arc<Notify>,
-    in_flight: Arc<InFlight>,
-    status: Arc<ListenerStatus>,
-    shutdown: Shutdown,
-) {
-    let mut backoff = Duration::from_millis(100);
+async fn run(url: &str, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
+    let mut backoff = LISTENER_BACKOFF_FIRST;
     loop {
         let session = tokio::select! {
             _ = shutdown.stopping() => return,
-            r = listen_once(&url, &wake, &in_flight, &status) => r,
+            r = listen_once(url, &sink, &status) => r,
         };
         status.set(false);
         match session {
             // A session that ran a while earns a fresh backoff.
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff = LISTENER_BACKOFF_FIRST,
             Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "LISTEN connection lost"),
         }
         let jitter = backoff.mul_f64(0.5 + 0.5 * rand::random::<f64>());
@@ -67,17 +60,12 @@ pub async fn run(
             _ = shutdown.stopping() => return,
             _ = tokio::time::sleep(jitter) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(LISTENER_BACKOFF_MAX);
     }
 }
 
 /// One connection's life: connect, LISTEN, forward notifications until it breaks.
-async fn listen_once(
-    url: &str,
-    wake: &Arc<Notify>,
-    in_flight: &Arc<InFlight>,
-    status: &ListenerStatus,
-) -> Result<(), String> {
+async fn listen_once(url: &str, sink: &Arc<dyn Wakeups>, status: &ListenerStatus) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     // Named, so operators (and tests) can find the listener in pg_stat_activity.
     config.application_name(APPLICATION_NAME);
@@ -86,17 +74,17 @@ async fn listen_once(
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
     // The connection object must be polled to deliver notifications; it runs in its own
     // task, wakes the producer straight from there, and reports how it ended.
-    let (notified, cancels) = (wake.clone(), in_flight.clone());
+    let notified = sink.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         let end = loop {
             match messages.next().await {
                 Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CANCEL_CHANNEL => {
                     if let Ok(id) = n.payload().parse() {
-                        cancels.stop(id, StopReason::Cancelled);
+                        notified.task_cancelled(id);
                     }
                 }
-                Some(Ok(AsyncMessage::Notification(_))) => notified.notify_one(),
+                Some(Ok(AsyncMessage::Notification(_))) => notified.tasks_inserted(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break format!("connection error: {e}"),
                 None => break "connection closed by the server".to_string(),
@@ -112,14 +100,14 @@ async fn listen_once(
         status.set(true);
         tracing::info!(channel = NOTIFY_CHANNEL, "listening for new tasks");
         // Anything inserted while we were away is due now.
-        wake.notify_one();
-        let mut health = tokio::time::interval(HEALTH_EVERY);
+        sink.tasks_inserted();
+        let mut health = tokio::time::interval(LISTENER_HEALTH_EVERY);
         health.tick().await;
         loop {
             tokio::select! {
                 end = &mut lost_rx => return Err(end.unwrap_or_else(|_| "connection task ended".into())),
                 _ = health.tick() => {
-                    match tokio::time::timeout(HEALTH_DEADLINE, client.simple_query("SELECT 1")).await {
+                    match tokio::time::timeout(LISTENER_HEALTH_DEADLINE, client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Err(format!("health check: {e}")),
                         Err(_) => return Err("health check timed out (half-open connection?)".into()),

@@ -14,18 +14,17 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
-use super::types::{Object, ObjectKind};
-use super::Cwom;
-use crate::api::handlers::read_json_body;
-use crate::api::ApiError;
+use super::body::{authorized, read_json_body};
+use super::{ApiError, ApiState};
+use crate::cwom::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
+use crate::cwom::types::{Object, ObjectKind};
+use crate::cwom::Cwom;
 
-/// Every `/cwom` route, behind `auth`.
-pub fn routes(
-    cwom: Cwom,
-    auth: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
-    max_body_bytes: u64,
-) -> BoxedFilter<(Response,)> {
+/// Every `/cwom` route, behind the API key.
+pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
+    let auth = authorized(state.api_key.clone());
+    let max_body_bytes = state.max_body_bytes;
+    let cwom = state.cwom;
     let with_cwom = warp::any().map(move || cwom.clone());
     let collection = warp::path!("cwom" / String)
         .and(auth.clone())

@@ -1,5 +1,5 @@
-//! The CWOM store on PostgreSQL: `record` plans executed with tokio-postgres on the task
-//! store's pool.
+//! CWOM on PostgreSQL: the `cwom_mapping` plans executed with tokio-postgres on the
+//! driver's durable pool.
 //!
 //! Writes are READ COMMITTED transactions; a change to an Issue or Run, and an append to
 //! an Issue's packet list, lock the owner's row `FOR NO KEY UPDATE`: it serialises them
@@ -12,13 +12,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::IsolationLevel;
 
-use super::record::{self, Check, ColType, Fields, Op, RefList, Table, Val, WritePlan};
-use super::requests::ListQuery;
-use super::store::{Change, CwomStore};
-use super::types::{Object, ObjectKind, Ref};
-use super::{CwomError, CwomResult};
-use crate::store::postgres::pg_err;
-use crate::store::{PgStore, StoreError};
+use super::{pg_err, PgStore};
+use crate::cwom::error::{CwomError, CwomResult};
+use crate::cwom::requests::ListQuery;
+use crate::cwom::types::{Object, ObjectKind, Ref};
+use crate::store::cwom::{Change, CwomStore};
+use crate::store::cwom_mapping::{self as record, Check, ColType, Fields, Op, RefList, Table, Val, WritePlan};
+use crate::store::error::StoreError;
 
 pub(crate) struct PgCwom {
     store: PgStore,
@@ -46,7 +46,7 @@ fn param(v: &Val) -> Param<'_> {
 }
 
 fn read_row(table: &'static Table, row: &tokio_postgres::Row) -> CwomResult<Fields> {
-    let bad = |e: tokio_postgres::Error| StoreError::Internal(format!("unreadable {} row: {e}", table.name));
+    let bad = |e: tokio_postgres::Error| StoreError::internal(format!("unreadable {} row: {e}", table.name));
     let mut vals = Vec::with_capacity(table.columns.len());
     for (i, (_, ty)) in table.columns.iter().enumerate() {
         vals.push(match ty {
@@ -168,7 +168,7 @@ async fn exec(tx: &Transaction<'_>, plan: &WritePlan) -> CwomResult<()> {
                 params.extend(sets.iter().map(|(_, v)| param(v)));
                 let n = tx.execute(&stmt, &params).await.map_err(db)?;
                 if n != 1 {
-                    return Err(StoreError::Internal(format!("update of {table} {id} touched {n} rows")).into());
+                    return Err(StoreError::internal(format!("update of {table} {id} touched {n} rows")).into());
                 }
             }
             Op::ReplaceList { list, owner, refs } => {
@@ -222,7 +222,7 @@ async fn snapshot(client: &mut deadpool_postgres::Object) -> CwomResult<Transact
 async fn stored(tx: &Transaction<'_>, kind: ObjectKind, id: &str) -> CwomResult<Object> {
     get(tx, kind, id, false)
         .await?
-        .ok_or_else(|| StoreError::Internal(format!("{kind} {id} vanished after its write")).into())
+        .ok_or_else(|| StoreError::internal(format!("{kind} {id} vanished after its write")).into())
 }
 
 #[async_trait::async_trait]

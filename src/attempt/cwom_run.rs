@@ -9,26 +9,25 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::Worker;
 use crate::cwom::types::{Failure, FailureCategory, Telemetry};
-use crate::cwom::StartRun;
+use crate::cwom::{Cwom, StartRun};
 use crate::task::Task;
 
 /// The Run recording one attempt.
-pub struct RunLink {
-    pub run_id: String,
+pub(super) struct RunLink {
+    pub(super) run_id: String,
     issue_id: String,
     started_at: DateTime<Utc>,
 }
 
 /// How an attempt ended, as the Run records it.
-pub enum Ending<'a> {
+pub(super) enum Ending<'a> {
     Done,
     Failed { category: FailureCategory, message: &'a str },
 }
 
 /// Opens the attempt's Run (status `running`), when the task is linked to an Issue.
-pub async fn start(worker: &Worker, task: &Task, started_at: DateTime<Utc>) -> Option<RunLink> {
+pub(super) async fn start(cwom: &Cwom, executor_id: &str, task: &Task, started_at: DateTime<Utc>) -> Option<RunLink> {
     let issue_id = task.cwom_issue_id.as_ref()?;
     let mut meta = serde_json::Map::new();
     meta.insert("jct.task_id".into(), json!(task.id));
@@ -36,12 +35,12 @@ pub async fn start(worker: &Worker, task: &Task, started_at: DateTime<Utc>) -> O
     meta.insert("jct.task_type".into(), json!(task.task_type));
     let start = StartRun {
         issue_id: issue_id.clone(),
-        executor_actor_id: worker.settings.id.0.clone(),
+        executor_actor_id: executor_id.to_string(),
         runtime: "jct-worker".into(),
         started_at,
         meta,
     };
-    match worker.cwom.start_run(start).await {
+    match cwom.start_run(start).await {
         Ok(run_id) => Some(RunLink { run_id, issue_id: issue_id.clone(), started_at }),
         Err(e) => {
             tracing::error!(task_id = %task.id, issue_id = %issue_id, error = %e, "could not record the CWOM Run");
@@ -51,7 +50,13 @@ pub async fn start(worker: &Worker, task: &Task, started_at: DateTime<Utc>) -> O
 }
 
 /// Closes the Run (`done` or `failed`, with telemetry) and registers the trace folder.
-pub async fn finish(worker: &Worker, task: &Task, link: Option<RunLink>, ending: Ending<'_>, trace_dir: Option<&Path>) {
+pub(super) async fn finish(
+    cwom: &Cwom,
+    task: &Task,
+    link: Option<RunLink>,
+    ending: Ending<'_>,
+    trace_dir: Option<&Path>,
+) {
     let Some(link) = link else { return };
     let ended_at = Utc::now();
     let telemetry = Telemetry {
@@ -63,12 +68,12 @@ pub async fn finish(worker: &Worker, task: &Task, link: Option<RunLink>, ending:
         Ending::Done => (true, None),
         Ending::Failed { category, message } => (false, Some(Failure { category, message: message.to_string() })),
     };
-    if let Err(e) = worker.cwom.finish_run(&link.run_id, ok, telemetry, failure).await {
+    if let Err(e) = cwom.finish_run(&link.run_id, ok, telemetry, failure).await {
         tracing::error!(task_id = %task.id, run_id = %link.run_id, error = %e, "could not close the CWOM Run");
     }
     if let Some(dir) = trace_dir {
         let uri = format!("file://{}", std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()).display());
-        if let Err(e) = worker.cwom.add_trace_artifact(&link.run_id, &link.issue_id, &uri).await {
+        if let Err(e) = cwom.add_trace_artifact(&link.run_id, &link.issue_id, &uri).await {
             tracing::error!(task_id = %task.id, run_id = %link.run_id, error = %e, "could not record the trace Artifact");
         }
     }

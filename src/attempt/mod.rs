@@ -1,0 +1,315 @@
+//! The attempt lifecycle: one run of a claimed task, from its start to its recorded end.
+//!
+//! Whoever runs a task (the in-process executor now, the remote-worker routes next) goes
+//! through [`Lifecycle`]:
+//! - [`Lifecycle::begin`] opens the attempt: the trace folder with `input.json` and the
+//!   `log.txt` appender, and for a task linked to a CWOM Issue the attempt's Run;
+//! - [`Lifecycle::end`] takes how the run ended ([`RunEnd`]), decides what it means with
+//!   the [`RetryPolicy`] (completed, retry at a time, failed, or nothing to write because
+//!   the task was cancelled or handed on), writes `output.json`, closes the CWOM Run, and
+//!   returns the [`Disposition`]: the fenced write the store must get.
+//!
+//! The fence is the pair the claim returned, lease holder and attempt number: every
+//! [`Outcome`] carries the attempt, and the store applies it only while the task is still
+//! `running` under that holder and attempt (see [`crate::store::TaskStore::finish`]), so a
+//! late end from a holder that lost its lease never overwrites the newer attempt's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::cwom::types::FailureCategory;
+use crate::cwom::Cwom;
+use crate::metrics::Metrics;
+use crate::store::{Finish, Outcome};
+use crate::task::{Task, TaskId};
+use crate::trace::{AttemptRecord, TaskTrace, TraceWriter};
+use crate::tunables::RETRY_JITTER_MIN;
+
+mod cwom_run;
+
+/// When failed attempts run again: `base · 2^(attempt-1)`, capped, then scaled by a random
+/// factor in [`RETRY_JITTER_MIN`, 1] so that tasks failing together do not retry in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { base: crate::tunables::DEFAULT_RETRY_BASE, cap: crate::tunables::DEFAULT_RETRY_CAP }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt + 1`.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 30) - 1;
+        let raw = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        raw.mul_f64(RETRY_JITTER_MIN + (1.0 - RETRY_JITTER_MIN) * rand::random::<f64>())
+    }
+}
+
+/// Why a running task's handler was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Cancelled through the API (or by another daemon's API, via NOTIFY).
+    Cancelled,
+    /// Our lease is gone: the task was rescued and may be running elsewhere.
+    LeaseLost,
+}
+
+/// How a handler run ended, before the retry policy decides what it means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    Returned(Value),
+    /// Failed in a way another attempt may not repeat (an error, a panic, a timeout).
+    Failed(String),
+    /// Never retried: the task cannot succeed (no handler for its type).
+    Permanent(String),
+    /// Interrupted by the hard shutdown: handed back, not counted.
+    Interrupted,
+    /// Stopped on request (cancel) or because the lease was lost.
+    Stopped(StopReason),
+}
+
+/// What the store must be told about an ended attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Write this end, fenced by holder and attempt.
+    Write(Outcome),
+    /// Give the task back to the queue without counting the attempt (shutdown).
+    Release(TaskId),
+    /// Nothing: the store already says `cancelled`, or the lease (and the task with it)
+    /// belongs to someone else now.
+    Nothing(TaskId),
+}
+
+/// One attempt in progress.
+pub struct Attempt {
+    task: Arc<Task>,
+    started_at: DateTime<Utc>,
+    clock: Instant,
+    folder: Option<TaskTrace>,
+    run: Option<cwom_run::RunLink>,
+}
+
+impl Attempt {
+    pub fn task(&self) -> &Arc<Task> {
+        &self.task
+    }
+
+    /// The open trace folder, when traces are on and it could be opened.
+    pub fn folder(&self) -> Option<&TaskTrace> {
+        self.folder.as_ref()
+    }
+}
+
+/// The attempt lifecycle of one daemon: where traces go, where Runs are recorded, when
+/// failures run again.
+pub struct Lifecycle {
+    trace: TraceWriter,
+    cwom: Cwom,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+    /// Who executes, as CWOM Runs record it (the worker id).
+    executor_id: String,
+}
+
+impl Lifecycle {
+    pub fn new(trace: TraceWriter, cwom: Cwom, retry: RetryPolicy, metrics: Arc<Metrics>, executor_id: String) -> Self {
+        Lifecycle { trace, cwom, retry, metrics, executor_id }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Starts an attempt of a claimed task: its trace folder and, when linked, its Run.
+    /// Neither can fail the attempt: a trace or CWOM problem is logged and the task runs.
+    pub async fn begin(&self, task: Arc<Task>) -> Attempt {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        if let Some(claimed) = task.started_at {
+            self.metrics.started_after_claim((started_at - claimed).to_std().unwrap_or_default());
+        }
+        let folder = self.open_trace(&task).await;
+        let run = cwom_run::start(&self.cwom, &self.executor_id, &task, started_at).await;
+        Attempt { task, started_at, clock, folder, run }
+    }
+
+    /// What a run's end means for the task, by the retry policy.
+    pub fn decide(&self, task: &Task, end: RunEnd) -> Result<Finish, RunEnd> {
+        match end {
+            RunEnd::Returned(result) => Ok(Finish::Completed { result }),
+            RunEnd::Permanent(error) => Ok(Finish::Failed { error }),
+            RunEnd::Failed(error) if task.attempts < task.max_attempts => {
+                let delay = chrono::Duration::from_std(self.retry.delay(task.attempts)).unwrap_or_default();
+                Ok(Finish::Retry { error, run_at: Utc::now() + delay })
+            }
+            RunEnd::Failed(error) => Ok(Finish::Failed { error }),
+            other => Err(other),
+        }
+    }
+
+    /// Ends an attempt: records it in the trace folder and the CWOM Run, and says what the
+    /// store must get.
+    pub async fn end(&self, attempt: Attempt, end: RunEnd) -> Disposition {
+        let Attempt { task, started_at, clock, folder, run } = attempt;
+        let run_id = run.as_ref().map(|r| r.run_id.clone());
+        let trace_dir = folder.as_ref().map(|f| f.dir().to_path_buf());
+        let finish = match self.decide(&task, end) {
+            Ok(finish) => finish,
+            Err(RunEnd::Interrupted) => {
+                tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
+                let ending =
+                    cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "interrupted by shutdown" };
+                cwom_run::finish(&self.cwom, &task, run, ending, None).await;
+                return Disposition::Release(task.id);
+            }
+            Err(RunEnd::Stopped(StopReason::LeaseLost)) => {
+                // Another holder may own the task (and its trace folder) now: leave both alone.
+                tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
+                let ending = cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" };
+                cwom_run::finish(&self.cwom, &task, run, ending, None).await;
+                return Disposition::Nothing(task.id);
+            }
+            Err(RunEnd::Stopped(StopReason::Cancelled)) => {
+                tracing::info!(task_id = %task.id, attempt = task.attempts, "stopped: task cancelled");
+                let ending =
+                    cwom_run::Ending::Failed { category: FailureCategory::Unknown, message: "cancelled while running" };
+                cwom_run::finish(&self.cwom, &task, run, ending, trace_dir.as_deref()).await;
+                // The store already says `cancelled`; only the trace needs the ending.
+                if let Some(folder) = folder {
+                    let mut record = record(&task, Ended::Cancelled, started_at, clock.elapsed());
+                    record.cwom_run_id = run_id;
+                    self.write_output(folder, record, &task).await;
+                }
+                return Disposition::Nothing(task.id);
+            }
+            Err(other) => unreachable!("decide settles {other:?}"),
+        };
+        self.count_and_log(&task, &finish);
+        let ending = match &finish {
+            Finish::Completed { .. } => cwom_run::Ending::Done,
+            Finish::Retry { error, .. } | Finish::Failed { error } => {
+                cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: error }
+            }
+        };
+        cwom_run::finish(&self.cwom, &task, run, ending, trace_dir.as_deref()).await;
+        if let Some(folder) = folder {
+            let mut record = record(&task, Ended::Finished(&finish), started_at, clock.elapsed());
+            record.cwom_run_id = run_id;
+            self.write_output(folder, record, &task).await;
+        }
+        Disposition::Write(Outcome { id: task.id, attempt: task.attempts, finish })
+    }
+
+    fn count_and_log(&self, task: &Task, finish: &Finish) {
+        match finish {
+            Finish::Completed { .. } => {
+                self.metrics.completed(&task.task_type);
+                tracing::debug!(task_id = %task.id, "task completed");
+            }
+            Finish::Retry { error, run_at } => {
+                self.metrics.retried(&task.task_type);
+                tracing::info!(
+                    task_id = %task.id,
+                    trace_id = task.trace_id.as_deref().unwrap_or(""),
+                    attempt = task.attempts,
+                    %error,
+                    %run_at,
+                    "attempt failed; will retry"
+                );
+            }
+            Finish::Failed { error } => {
+                self.metrics.failed(&task.task_type);
+                tracing::warn!(
+                    task_id = %task.id,
+                    trace_id = task.trace_id.as_deref().unwrap_or(""),
+                    attempt = task.attempts,
+                    %error,
+                    "task failed"
+                );
+            }
+        }
+    }
+
+    async fn open_trace(&self, task: &Arc<Task>) -> Option<TaskTrace> {
+        if !self.trace.is_enabled() {
+            return None;
+        }
+        let writer = self.trace.clone();
+        let t = task.clone();
+        match tokio::task::spawn_blocking(move || writer.begin(&t)).await {
+            Ok(Ok(folder)) => folder,
+            // The task still runs: a trace problem must not lose work.
+            Ok(Err(e)) => {
+                tracing::error!(task_id = %task.id, error = %e, "could not open the trace folder");
+                None
+            }
+            Err(e) => {
+                tracing::error!(task_id = %task.id, error = %e, "trace folder job failed");
+                None
+            }
+        }
+    }
+
+    /// Writes `output.json` (and closes the folder's log when `folder` drops).
+    async fn write_output(&self, folder: TaskTrace, record: AttemptRecord, task: &Task) {
+        let writer = self.trace.clone();
+        let written = tokio::task::spawn_blocking(move || writer.finish(&folder, &record)).await;
+        if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+            tracing::error!(task_id = %task.id, error = %e, "could not write output.json");
+        }
+    }
+}
+
+/// How an attempt that `output.json` describes ended.
+enum Ended<'a> {
+    Finished(&'a Finish),
+    Cancelled,
+}
+
+fn record(task: &Task, ended: Ended<'_>, started_at: DateTime<Utc>, took: Duration) -> AttemptRecord {
+    let (status, result, error, retry_at) = match ended {
+        Ended::Finished(Finish::Completed { result }) => ("completed", Some(result.clone()), None, None),
+        Ended::Finished(Finish::Retry { error, run_at }) => ("queued", None, Some(error.clone()), Some(*run_at)),
+        Ended::Finished(Finish::Failed { error }) => ("failed", None, Some(error.clone()), None),
+        Ended::Cancelled => ("cancelled", None, Some("cancelled while running".to_string()), None),
+    };
+    AttemptRecord {
+        task_id: task.id,
+        status,
+        attempt: task.attempts,
+        result,
+        error,
+        retry_at,
+        started_at,
+        finished_at: Utc::now(),
+        duration_ms: took.as_secs_f64() * 1000.0,
+        cwom_run_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..=12 {
+            let d = policy.delay(attempt);
+            let nominal = policy.base.saturating_mul(1 << (attempt - 1)).min(policy.cap);
+            assert!(d <= nominal && d >= nominal.mul_f64(RETRY_JITTER_MIN), "attempt {attempt}: {d:?} vs {nominal:?}");
+        }
+        assert!(policy.delay(40) <= policy.cap);
+        let fast = RetryPolicy { base: Duration::from_millis(10), cap: Duration::from_millis(40) };
+        assert!(fast.delay(1) <= Duration::from_millis(10));
+        assert!(fast.delay(10) <= Duration::from_millis(40) && fast.delay(10) >= Duration::from_millis(30));
+    }
+}

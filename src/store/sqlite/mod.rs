@@ -1,0 +1,136 @@
+//! The SQLite driver: one file through rusqlite, owning every SQLite statement (tasks in
+//! `tasks.rs`, CWOM in `cwom.rs`), the migrations in `migrations/sqlite/`, and the text
+//! form of times in the file.
+//!
+//! SQLite serialises writers, so one connection behind a mutex is both simple and as fast
+//! as the file allows; every call runs on tokio's blocking pool so the async workers never
+//! wait on disk. WAL mode and a busy timeout let a second process (another daemon, or a
+//! service inserting rows by hand) share the file. No transaction is ever held while a
+//! handler runs: each operation is one short statement or batch.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rusqlite::Connection;
+
+use super::error::{StoreError, StoreResult};
+use crate::tunables::{SQLITE_BUSY_TIMEOUT, SQLITE_MIGRATE_RETRY, SQLITE_MIGRATE_TRIES};
+
+mod cwom;
+mod tasks;
+
+pub(crate) use cwom::SqliteCwom;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// An open, migrated SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database file.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let p = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+            let mut conn = Connection::open(&p)
+                .map_err(|e| StoreError::unavailable(format!("cannot open {}", p.display())).caused_by(e))?;
+            conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sql_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::internal("the SQLite open job failed").caused_by(e))??;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-done statement behind
+            // (SQLite rolls back), so a poisoned lock is still a usable connection.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::internal("a SQLite job failed").caused_by(e))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    // Two processes starting on a fresh file race to create refinery's history table;
+    // the loser sees "already exists" and simply tries again.
+    let mut last = None;
+    for _ in 0..SQLITE_MIGRATE_TRIES {
+        match embedded::migrations::runner().run(conn) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(SQLITE_MIGRATE_RETRY);
+            }
+        }
+    }
+    let e = StoreError::internal("SQLite migration failed");
+    Err(match last {
+        Some(cause) => e.caused_by(cause),
+        None => e,
+    })
+}
+
+/// The one conversion of a rusqlite error: busy, locked, unopenable, full or read-only
+/// files are "unavailable" (try again later); the rest are internal. The result code's
+/// name is kept as the error's code.
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    let (kind_unavailable, code) = match &e {
+        rusqlite::Error::SqliteFailure(err, _) => (
+            matches!(
+                err.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::ReadOnly
+            ),
+            Some(format!("{:?}", err.code)),
+        ),
+        _ => (false, None),
+    };
+    let message = e.to_string();
+    let base = if kind_unavailable { StoreError::unavailable(message) } else { StoreError::internal(message) };
+    let base = match code {
+        Some(code) => base.with_code(code),
+        None => base,
+    };
+    base.caused_by(e)
+}
+
+/// The one text form of a time in the file: fixed width, so text order is time order.
+fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    // SQLite's own datetime() form, for rows written by hand.
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|n| n.and_utc())
+        .map_err(|_| format!("unreadable time {s:?}"))
+}
+
+fn conversion(idx: usize, msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, msg.into())
+}

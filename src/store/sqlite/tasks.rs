@@ -1,0 +1,459 @@
+//! Tasks on SQLite: the task codec (the one column list of `tasks` in this dialect, used to
+//! insert and to read rows) and the [`TaskStore`] operations.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{conversion, fmt_ts, parse_ts, sql_err, SqliteStore};
+use crate::store::error::{CancelError, EnqueueError, StoreError, StoreResult};
+use crate::store::tasks::{ClaimParams, Finish, Outcome, TaskStore};
+use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+
+crate::store::tasks::task_columns! {
+    prefix = "";
+    Id => "id", Type => "type", Payload => "payload", Status => "status", Queue => "queue",
+    Priority => "priority", RunAt => "run_at", Attempts => "attempts", MaxAttempts => "max_attempts",
+    TimeoutSeconds => "timeout_seconds", IdempotencyKey => "idempotency_key", TraceId => "trace_id",
+    LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
+    CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
+    FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id",
+}
+
+impl Col {
+    fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+}
+
+/// The columns an enqueue writes; the table's defaults fill the rest.
+const INSERTED: [Col; 13] = [
+    Col::Id,
+    Col::Type,
+    Col::Payload,
+    Col::Queue,
+    Col::Priority,
+    Col::RunAt,
+    Col::MaxAttempts,
+    Col::TimeoutSeconds,
+    Col::IdempotencyKey,
+    Col::TraceId,
+    Col::CreatedAt,
+    Col::UpdatedAt,
+    Col::CwomIssueId,
+];
+
+/// Inserts one task; a used idempotency key makes it insert nothing.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = INSERTED.iter().map(|c| c.name()).collect();
+    let marks: Vec<String> = (1..=INSERTED.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO tasks ({}) VALUES ({}) ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        names.join(", "),
+        marks.join(", ")
+    )
+});
+
+/// One task's values for [`INSERT`], text-encoded where the file stores text.
+struct InsertRow<'a> {
+    task: &'a NewTask,
+    id: String,
+    payload: String,
+    run_at: String,
+    now: String,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(task: &'a NewTask, now: String) -> Self {
+        InsertRow {
+            task,
+            id: task.id.to_string(),
+            payload: task.payload.to_string(),
+            run_at: task.run_at.map(fmt_ts).unwrap_or_else(|| now.clone()),
+            now,
+        }
+    }
+
+    fn value(&self, col: Col) -> &dyn rusqlite::ToSql {
+        let t = self.task;
+        match col {
+            Col::Id => &self.id,
+            Col::Type => &t.task_type,
+            Col::Payload => &self.payload,
+            Col::Queue => &t.queue,
+            Col::Priority => &t.priority,
+            Col::RunAt => &self.run_at,
+            Col::MaxAttempts => &t.max_attempts,
+            Col::TimeoutSeconds => &t.timeout_seconds,
+            Col::IdempotencyKey => &t.idempotency_key,
+            Col::TraceId => &t.trace_id,
+            Col::CreatedAt | Col::UpdatedAt => &self.now,
+            Col::CwomIssueId => &t.cwom_issue_id,
+            other => unreachable!("{other:?} is not inserted"),
+        }
+    }
+
+    fn params(&self) -> [&dyn rusqlite::ToSql; INSERTED.len()] {
+        INSERTED.map(|c| self.value(c))
+    }
+}
+
+fn ts_col(row: &Row, col: Col) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = row.get(col as usize)?;
+    parse_ts(&s).map_err(|m| conversion(col as usize, m))
+}
+
+fn opt_ts_col(row: &Row, col: Col) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = row.get(col as usize)?;
+    s.map(|s| parse_ts(&s).map_err(|m| conversion(col as usize, m))).transpose()
+}
+
+fn json_col(row: &Row, col: Col) -> rusqlite::Result<Option<serde_json::Value>> {
+    let s: Option<String> = row.get(col as usize)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| conversion(col as usize, e.to_string()))).transpose()
+}
+
+/// Reads a row selected with [`COLUMNS`].
+fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
+    let get = |col: Col| col as usize;
+    let id: String = row.get(get(Col::Id))?;
+    let id: TaskId = id.parse().map_err(|e: uuid::Error| conversion(get(Col::Id), e.to_string()))?;
+    let status: String = row.get(get(Col::Status))?;
+    Ok(Task {
+        id,
+        task_id: id,
+        task_type: row.get(get(Col::Type))?,
+        payload: json_col(row, Col::Payload)?.unwrap_or_default(),
+        status: status.parse().map_err(|m| conversion(get(Col::Status), m))?,
+        queue: row.get(get(Col::Queue))?,
+        priority: row.get(get(Col::Priority))?,
+        run_at: ts_col(row, Col::RunAt)?,
+        attempts: row.get(get(Col::Attempts))?,
+        max_attempts: row.get(get(Col::MaxAttempts))?,
+        timeout_seconds: row.get(get(Col::TimeoutSeconds))?,
+        idempotency_key: row.get(get(Col::IdempotencyKey))?,
+        trace_id: row.get(get(Col::TraceId))?,
+        locked_by: row.get(get(Col::LockedBy))?,
+        locked_until: opt_ts_col(row, Col::LockedUntil)?,
+        result: json_col(row, Col::Result)?,
+        last_error: row.get(get(Col::LastError))?,
+        created_at: ts_col(row, Col::CreatedAt)?,
+        updated_at: ts_col(row, Col::UpdatedAt)?,
+        started_at: opt_ts_col(row, Col::StartedAt)?,
+        finished_at: opt_ts_col(row, Col::FinishedAt)?,
+        cwom_issue_id: row.get(get(Col::CwomIssueId))?,
+    })
+}
+
+fn collect(rows: rusqlite::MappedRows<'_, impl FnMut(&Row) -> rusqlite::Result<Task>>) -> StoreResult<Vec<Task>> {
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+}
+
+/// The task that holds an idempotency key.
+fn holder_of(conn: &Connection, key: &Option<String>) -> StoreResult<TaskId> {
+    let id: String =
+        conn.query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [key], |r| r.get(0)).map_err(sql_err)?;
+    id.parse().map_err(|e: uuid::Error| StoreError::internal(format!("unreadable task id {id:?}")).caused_by(e))
+}
+
+fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))
+        .map_err(sql_err)?
+        .query_row([id.to_string()], task_from_row)
+        .optional()
+        .map_err(sql_err)
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError> {
+        self.call(move |conn| {
+            let row = InsertRow::new(&task, fmt_ts(Utc::now()));
+            let inserted = conn
+                .prepare_cached(&format!("{} RETURNING {COLUMNS}", *INSERT))
+                .map_err(sql_err)?
+                .query_row(row.params(), task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            match inserted {
+                Some(t) => Ok(Ok(t)),
+                None => Ok(Err(EnqueueError::Duplicate { existing: holder_of(conn, &task.idempotency_key)? })),
+            }
+        })
+        .await?
+    }
+
+    async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, EnqueueError> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            {
+                let mut stmt = tx.prepare_cached(&INSERT).map_err(sql_err)?;
+                for t in &tasks {
+                    if stmt.execute(InsertRow::new(t, now.clone()).params()).map_err(sql_err)? == 0 {
+                        // Dropping the transaction rolls the whole batch back.
+                        return Ok(Err(EnqueueError::Duplicate { existing: holder_of(&tx, &t.idempotency_key)? }));
+                    }
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(Ok(tasks.iter().map(|t| t.id).collect()))
+        })
+        .await?
+    }
+
+    async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
+        let worker = params.worker.0.clone();
+        let limit = params.limit as i64;
+        let lease = params.lease.as_secs_f64();
+        self.call(move |conn| {
+            let now = Utc::now();
+            let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
+                     locked_until = ?2, started_at = ?3, updated_at = ?3 \
+                     WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
+                                  ORDER BY priority DESC, run_at, id LIMIT ?4) \
+                     RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?;
+            let rows =
+                stmt.query_map(params![worker, fmt_ts(until), fmt_ts(now), limit], task_from_row).map_err(sql_err)?;
+            let mut tasks = collect(rows)?;
+            tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+            Ok(tasks)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
+        let worker = worker.0.clone();
+        let ids = ids.to_vec();
+        self.call(move |conn| {
+            let now = Utc::now();
+            let until = fmt_ts(now + chrono::Duration::microseconds(lease.as_micros() as i64));
+            let tx = conn.transaction().map_err(sql_err)?;
+            let mut renewed = Vec::with_capacity(ids.len());
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE tasks SET locked_until = ?1 \
+                         WHERE id = ?2 AND status = 'running' AND locked_by = ?3",
+                    )
+                    .map_err(sql_err)?;
+                for id in &ids {
+                    if stmt.execute(params![until, id.to_string(), worker]).map_err(sql_err)? == 1 {
+                        renewed.push(*id);
+                    }
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(renewed)
+        })
+        .await
+    }
+
+    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>> {
+        let worker = worker.0.clone();
+        let outcomes = outcomes.to_vec();
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            let mut applied = Vec::with_capacity(outcomes.len());
+            {
+                const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
+                let mut done = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                    ))
+                    .map_err(sql_err)?;
+                let mut retry = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                    ))
+                    .map_err(sql_err)?;
+                let mut failed = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                    ))
+                    .map_err(sql_err)?;
+                for o in &outcomes {
+                    let id = o.id.to_string();
+                    let n = match &o.finish {
+                        Finish::Completed { result } => {
+                            done.execute(params![id, worker, o.attempt, result.to_string(), now])
+                        }
+                        Finish::Retry { error, run_at } => {
+                            retry.execute(params![id, worker, o.attempt, error, now, fmt_ts(*run_at)])
+                        }
+                        Finish::Failed { error } => failed.execute(params![id, worker, o.attempt, error, now]),
+                    }
+                    .map_err(sql_err)?;
+                    if n == 1 {
+                        applied.push(o.id);
+                    }
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
+        let worker = worker.0.clone();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            let mut n = 0;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE tasks SET status = 'queued', attempts = attempts - 1, \
+                         updated_at = ?3, locked_by = NULL, locked_until = NULL, started_at = NULL \
+                         WHERE id = ?1 AND status = 'running' AND locked_by = ?2",
+                    )
+                    .map_err(sql_err)?;
+                for id in &ids {
+                    n += stmt.execute(params![id, worker, now]).map_err(sql_err)? as u64;
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let cancelled = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                       last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
+                       locked_by = NULL, locked_until = NULL \
+                     WHERE id = ?1 AND status IN ('queued', 'running') RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?
+                .query_row(params![id.to_string(), now], task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            Ok(match cancelled {
+                Some(t) => Ok(t),
+                None => match get_task(conn, id)? {
+                    None => Err(CancelError::NotFound(id)),
+                    Some(t) => Err(CancelError::NotCancellable { id, status: t.status }),
+                },
+            })
+        })
+        .await?
+    }
+
+    async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        self.call(move |conn| get_task(conn, id)).await
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+        let f = filter.clone();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM tasks \
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR queue = ?3) \
+                     ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+                ))
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    params![f.status.map(TaskStatus::as_str), f.task_type, f.queue, f.limit as i64, f.offset as i64],
+                    task_from_row,
+                )
+                .map_err(sql_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<u64> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            conn.prepare_cached(
+                "UPDATE tasks SET \
+                   status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                   finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
+                   last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
+                   locked_by = NULL, locked_until = NULL, updated_at = ?1 \
+                 WHERE status = 'running' AND locked_until < ?1",
+            )
+            .map_err(sql_err)?
+            .execute([now])
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let next: Option<String> = conn
+                .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > ?1")
+                .map_err(sql_err)?
+                .query_row([now], |r| r.get(0))
+                .map_err(sql_err)?;
+            next.map(|s| parse_ts(&s).map_err(StoreError::internal)).transpose()
+        })
+        .await
+    }
+
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
+        self.call(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status").map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(StoreError::internal)?, n as u64))).collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_codec_names_every_column_of_the_migrated_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let columns: Vec<String> = store
+            .call(|conn| {
+                let mut stmt =
+                    conn.prepare("SELECT name FROM pragma_table_info('tasks') ORDER BY cid").map_err(sql_err)?;
+                let names = stmt.query_map([], |r| r.get(0)).map_err(sql_err)?;
+                names.collect::<rusqlite::Result<Vec<String>>>().map_err(sql_err)
+            })
+            .await
+            .unwrap();
+        let mut table = columns.clone();
+        let mut codec: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        table.sort();
+        codec.sort();
+        assert_eq!(codec, table, "task_columns! and the migrated table disagree");
+    }
+}

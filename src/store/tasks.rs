@@ -1,0 +1,111 @@
+//! The task store: the domain operations the daemon needs on `tasks`, and their parameters.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::error::{CancelError, EnqueueError, StoreResult};
+use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+
+/// Declares a driver's column list of `tasks`, once: the `Col` enum (a column's position in
+/// every read), `NAMES` (every column, in `Col` order) and `COLUMNS` (the select list, each
+/// name after `prefix`). Each driver invokes it with its dialect's list and reads, inserts
+/// and copies rows through it.
+macro_rules! task_columns {
+    (prefix = $prefix:literal; $first_col:ident => $first:literal $(, $col:ident => $name:literal)* $(,)?) => {
+        /// A column of `tasks`; its discriminant is its position in `COLUMNS`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Col { $first_col $(, $col)* }
+        /// Every column of `tasks`, in `Col` order.
+        pub(crate) const NAMES: &[&str] = &[$first $(, $name)*];
+        /// The select list of every read.
+        pub(super) const COLUMNS: &str = concat!($prefix, $first $(, ", ", $prefix, $name)*);
+    };
+}
+pub(crate) use task_columns;
+
+/// Ask for up to `limit` due tasks, leased to `worker` for `lease`.
+#[derive(Debug, Clone)]
+pub struct ClaimParams {
+    pub worker: WorkerId,
+    pub limit: usize,
+    pub lease: Duration,
+}
+
+/// How one attempt ended, as the store records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The handler returned; the task is `completed` with this result.
+    Completed { result: Value },
+    /// The attempt failed and another will run at `run_at`.
+    Retry { error: String, run_at: DateTime<Utc> },
+    /// The attempt failed and no other will run; the task is `failed`.
+    Failed { error: String },
+}
+
+/// One attempt's end, fenced by the attempt number it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub id: TaskId,
+    /// The `attempts` value the claim returned; a write for an older attempt is refused.
+    pub attempt: i32,
+    pub finish: Finish,
+}
+
+/// The domain operations the daemon needs from a database.
+///
+/// Every write that ends an attempt is fenced: it applies only while the task is still
+/// `running` under the caller's lease and attempt, so a daemon that lost its lease can
+/// never overwrite the work of the daemon that took over.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Inserts a task. A used idempotency key gives [`EnqueueError::Duplicate`].
+    async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError>;
+
+    /// Inserts many tasks in one transaction: all or none. Any used idempotency key
+    /// (in the store or twice in the batch) gives [`EnqueueError::Duplicate`].
+    async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, EnqueueError>;
+
+    /// Atomically moves up to `limit` due, queued tasks to `running` (highest priority,
+    /// then earliest `run_at`), counting an attempt and taking a lease. Never hands the
+    /// same task to two callers.
+    async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>>;
+
+    /// Extends the lease of these running tasks; returns the ids that were still ours
+    /// (the others were cancelled or rescued, and their handlers should stop).
+    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>>;
+
+    /// Writes the end of attempts. Returns the ids whose write applied; the others were
+    /// no longer running under this worker's lease and attempt.
+    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>>;
+
+    /// Gives running tasks back to the queue without counting their attempt (graceful
+    /// shutdown). Returns how many were given back.
+    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64>;
+
+    /// Cancels a queued or running task. A running task's daemon is told (on PostgreSQL
+    /// by a `jct_cancel` notification, everywhere by its next heartbeat) and its late
+    /// result is refused by the fence.
+    async fn cancel(&self, id: TaskId) -> Result<Task, CancelError>;
+
+    async fn get(&self, id: TaskId) -> StoreResult<Option<Task>>;
+
+    /// Tasks matching the filter, newest first: by id, which is time-ordered (UUIDv7, to
+    /// the millisecond) whoever inserts the row.
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
+
+    /// Returns running tasks whose lease expired to `queued`, or to `failed` when their
+    /// attempts are used up. Returns how many were rescued.
+    async fn rescue_expired(&self) -> StoreResult<u64>;
+
+    /// The earliest `run_at` among queued tasks not yet due, for the producer's timer.
+    async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// How many tasks are in each status (statuses with none may be missing).
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>>;
+
+    /// Answers when the database does; for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
+}

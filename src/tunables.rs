@@ -1,0 +1,136 @@
+//! Tunables: every constant that shapes how the daemon behaves, in one place, each with why
+//! it has its value.
+//!
+//! Those an operator may need to change are [`crate::config::Config`] settings (their
+//! defaults are here, named `DEFAULT_…`); the rest are fixed properties of the design.
+//! Measurements behind the values are in the README's benchmark section.
+
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------
+// Retries (defaults of `JCT_RETRY_BASE_MS` and `JCT_RETRY_MAX_SECONDS`).
+
+/// First retry delay; each further attempt doubles it up to the cap. One second lets a
+/// flaky dependency recover without making a transient failure cost much.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay: ten minutes keeps a task that fails for hours from waiting hours
+/// after the cause is fixed.
+pub const DEFAULT_RETRY_CAP: Duration = Duration::from_secs(600);
+/// Retry delays are scaled by a random factor in [`RETRY_JITTER_MIN`, 1], so tasks that
+/// failed together do not retry in lockstep.
+pub const RETRY_JITTER_MIN: f64 = 0.75;
+
+// ---------------------------------------------------------------------------------------
+// Database connections.
+
+/// Connections of the durable PostgreSQL pool beyond the worker slots (default of
+/// `JCT_DB_POOL_SIZE` is `max(JCT_WORKERS, 8) + DB_POOL_SPARE`): room for the API's
+/// requests and the intake lanes next to the worker.
+pub const DB_POOL_SPARE: usize = 4;
+/// The smallest durable pool: the intake needs one connection, the API another.
+pub const DB_POOL_MIN: usize = 2;
+/// PostgreSQL connections for the worker's bookkeeping (heartbeat, finish, release,
+/// rescue): the completer writes one batch at a time, so a few cover it with room for the
+/// heartbeat and rescuer beside it.
+pub const WORKER_POOL_SIZE: usize = 4;
+/// PostgreSQL connections for claims: the producer has one claim in flight at a time; the
+/// second covers a claim that outlives its connection's recycling.
+pub const CLAIM_POOL_SIZE: usize = 2;
+/// How long a caller waits for a pooled connection before the store counts as unavailable.
+pub const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long opening a connection may take: a database that does not answer within five
+/// seconds is treated as down (and retried) rather than waited on.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits for another process's write lock before giving up: long enough
+/// for any single statement of ours or of a service inserting rows by hand.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Start-up waits for a database that is still starting (a container that starts before
+/// its database must not crash-loop): first retry after this, doubling up to the cap.
+pub const STARTUP_RETRY_FIRST: Duration = Duration::from_millis(250);
+pub const STARTUP_RETRY_CAP: Duration = Duration::from_secs(5);
+/// Two processes starting on a fresh SQLite file race to create the migration history
+/// table; the loser sees "already exists" and tries again this many times, this far apart.
+pub const SQLITE_MIGRATE_TRIES: usize = 5;
+pub const SQLITE_MIGRATE_RETRY: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL intake: concurrent enqueues folded into one INSERT.
+
+/// Most enqueues folded into one INSERT: a statement large enough that the per-commit cost
+/// (the WAL flush, and the notify lock held until it) is shared widely, small enough that
+/// one statement stays a few milliseconds.
+pub const INTAKE_MAX_ROWS: usize = 512;
+/// Inserts in flight at once: while one waits for its commit flush, the next gathers the
+/// requests that arrive meanwhile.
+pub const INTAKE_LANES: usize = 4;
+/// Requests that may wait for a lane; past this, enqueue callers wait for room
+/// (backpressure instead of unbounded memory).
+pub const INTAKE_QUEUE: usize = 8192;
+
+// ---------------------------------------------------------------------------------------
+// The LISTEN connection.
+
+/// How often the idle LISTEN connection is checked with `SELECT 1`: a half-open connection
+/// (the server gone without a reset) would otherwise silently stop dispatch.
+pub const LISTENER_HEALTH_EVERY: Duration = Duration::from_secs(5);
+/// How long that check may take before the connection is declared dead.
+pub const LISTENER_HEALTH_DEADLINE: Duration = Duration::from_secs(3);
+/// Reconnect backoff: first wait, doubling (with jitter) up to the cap.
+pub const LISTENER_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// The worker.
+
+/// Most tasks one daemon holds between claim and the store write of their end (buffered,
+/// running, or waiting for the completer). It is the producer's backpressure: when ends are
+/// written slower than handlers produce them, claiming slows down too, instead of piling up
+/// claimed tasks whose leases run out.
+pub const MAX_UNFINISHED: usize = 4096;
+/// Tasks shorter than this on average are worth claiming ahead of free slots: for them a
+/// claim's round trip costs more than running the task.
+pub const SHORT_TASK: Duration = Duration::from_millis(10);
+/// Buffered tasks per slot for short tasks, and the bounds of the whole buffer. The buffer
+/// is refilled when half empty, so this also sets the claim size: larger claims share a
+/// claim's fixed cost over more tasks, and the bounds keep a daemon from sitting on more
+/// work than it finishes in a fraction of a second.
+pub const PREFETCH_PER_SLOT: usize = 128;
+pub const PREFETCH_MIN: usize = 512;
+pub const PREFETCH_MAX: usize = 2048;
+/// Shortest sleep until the next scheduled task: a clock skew between daemon and database
+/// must not turn the wait into a spin.
+pub const SCHEDULE_WAIT_FLOOR: Duration = Duration::from_millis(2);
+/// How long a handler asked to stop (cancel, lease lost) may take to return before it is
+/// dropped.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Most attempt ends written in one store call.
+pub const COMPLETER_MAX_BATCH: usize = 512;
+/// How long a small batch of attempt ends waits for company. Ends trickle in one by one
+/// from the slots; a short wait turns many one-row writes into a few large ones, and costs
+/// only how soon `completed` becomes visible, never when a task starts.
+pub const COMPLETER_LINGER: Duration = Duration::from_millis(2);
+/// A completer write that failed (database away) is retried after this, doubling up to
+/// the cap: an attempt's end is never dropped while the daemon runs.
+pub const COMPLETER_RETRY_FIRST: Duration = Duration::from_millis(50);
+pub const COMPLETER_RETRY_CAP: Duration = Duration::from_secs(5);
+/// Weight of one run time in the moving average that decides prefetching (1/16): a few
+/// slow tasks move it fast enough to stop prefetching, a single one does not.
+pub const RUN_TIME_EWMA_SHIFT: u64 = 16;
+
+/// How often expired leases are looked for: half a lease, within these bounds.
+pub const RESCUE_EVERY_MIN: Duration = Duration::from_millis(100);
+pub const RESCUE_EVERY_MAX: Duration = Duration::from_secs(5);
+/// Leases are renewed every third of a lease, so two beats can be missed; never more often
+/// than this.
+pub const HEARTBEAT_EVERY_MIN: Duration = Duration::from_millis(100);
+
+// ---------------------------------------------------------------------------------------
+// The API.
+
+/// How long `/metrics` reuses its count of tasks by status: a scraper polling every second
+/// must not put a `GROUP BY status` over the whole table on every scrape.
+pub const STATUS_COUNTS_TTL: Duration = Duration::from_secs(2);
+/// `devops-control-tower healthcheck`: how long connecting and reading the answer may take.
+/// Shorter than a container runtime's usual probe timeout (5 s), so the probe reports the
+/// failure itself instead of being killed.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
