@@ -15,7 +15,8 @@ build: ## Build the release binary
 run: ## Start the daemon (API + worker) on the embedded SQLite default
 	$(CARGO) run --release --locked --
 
-test: ## Run every test (starts a throwaway PostgreSQL for them)
+test: ## Run every test (starts a throwaway PostgreSQL for them; installs python3 when missing)
+	tests/support/ensure-python.sh
 	tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
 
 bench: ## Benchmark the release daemon against a throwaway PostgreSQL and SQLite; prints a table

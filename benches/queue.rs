@@ -110,7 +110,14 @@ async fn measure(bench: &Bench) -> Report {
     };
     progress!("{}", report.machine_line());
     progress!("scratch directories under {}", bench.tmp_root().display());
+    // `JCT_BENCH_ONLY=key,key` runs just those scenarios (trying one out; the README's table
+    // comes from a full run).
+    let only: Option<Vec<String>> =
+        std::env::var("JCT_BENCH_ONLY").ok().map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
     for scenario in Scenario::ALL {
+        if only.as_ref().is_some_and(|keys| !keys.iter().any(|k| k == scenario.key())) {
+            continue;
+        }
         report.results.push(run_scenario(bench, scenario).await);
     }
     progress!("all scenarios done in {:.0} s", started.elapsed().as_secs_f64());

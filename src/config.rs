@@ -87,6 +87,8 @@ pub struct Config {
     pub retry_base: Duration,
     /// Longest retry delay (`JCT_RETRY_MAX_SECONDS`).
     pub retry_cap: Duration,
+    /// Task types accepted ahead of any handler or worker serving them (`JCT_TASK_TYPES`).
+    pub task_types: Vec<String>,
     /// Durable PostgreSQL connections (`JCT_DB_POOL_SIZE`); the worker's bookkeeping and
     /// claims have small pools of their own beside it.
     pub db_pool_size: usize,
@@ -120,6 +122,7 @@ impl Config {
             value: value.to_string(),
             reason,
         };
+        let bad_owned = bad;
 
         let db_raw = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
         let database = DatabaseUrl::parse(&db_raw).map_err(|r| bad("DATABASE_URL", &db_raw, r))?;
@@ -187,6 +190,21 @@ impl Config {
             max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
             retry_base,
             retry_cap,
+            task_types: match var("JCT_TASK_TYPES") {
+                None => Vec::new(),
+                Some(raw) => {
+                    let types: Vec<String> =
+                        raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                    if let Some(bad) = types.iter().find(|t| t.chars().count() > crate::task::limits::TYPE_MAX) {
+                        return Err(bad_owned(
+                            "JCT_TASK_TYPES",
+                            &raw,
+                            format!("{bad:?} is longer than 128 characters"),
+                        ));
+                    }
+                    types
+                }
+            },
             db_pool_size: number("JCT_DB_POOL_SIZE", default_pool, tunables::DB_POOL_MIN as u64, 1000)? as usize,
             listen: switch("JCT_LISTEN")?,
             trace: switch("JCT_TRACE")?,
@@ -227,6 +245,9 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!((c.retry_base, c.retry_cap), (Duration::from_secs(1), Duration::from_secs(600)));
         assert_eq!(c.db_pool_size, 12);
+        assert!(c.task_types.is_empty());
+        let c = from(&[("JCT_TASK_TYPES", "build, deploy,,lint")]).unwrap();
+        assert_eq!(c.task_types, ["build", "deploy", "lint"]);
     }
 
     #[test]

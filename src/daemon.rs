@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::cwom::Cwom;
 use crate::handlers::Registry;
 use crate::metrics::Metrics;
+use crate::remote::{Remote, RemoteSettings, TaskTypes};
 use crate::shutdown::Shutdown;
 use crate::store::{Backend, ListenerStatus, StoreError, Wakeups};
 use crate::task::WorkerId;
@@ -126,32 +127,52 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::new());
     let mut parts = Vec::new();
 
+    // Trace folders are written by whoever runs attempts: the in-process worker, and the
+    // API for remote workers' attempts.
+    let trace = if config.trace {
+        TraceWriter::new(&config.trace_dir)
+            .map_err(|source| StartError::TraceDir { path: config.trace_dir.display().to_string(), source })?
+    } else {
+        TraceWriter::disabled()
+    };
+    let retry = RetryPolicy { base: config.retry_base, cap: config.retry_cap };
+    let lifecycle = Arc::new(Lifecycle::new(trace, cwom.clone(), retry, metrics.clone()));
+
     let worker = if role.runs_worker() {
-        let trace = if config.trace {
-            TraceWriter::new(&config.trace_dir)
-                .map_err(|source| StartError::TraceDir { path: config.trace_dir.display().to_string(), source })?
-        } else {
-            TraceWriter::disabled()
-        };
-        let id = WorkerId::generate();
-        let retry = RetryPolicy { base: config.retry_base, cap: config.retry_cap };
-        let lifecycle = Lifecycle::new(trace, cwom.clone(), retry, metrics.clone(), id.0.clone());
         let settings = WorkerSettings {
-            id,
+            id: WorkerId::generate(),
             slots: config.workers,
             poll_interval: config.poll_interval,
             lease: config.lease,
             shutdown_grace: config.shutdown_grace,
         };
-        Some(Arc::new(Worker::new(store.clone(), registry.clone(), lifecycle, settings, metrics.clone())))
+        Some(Arc::new(Worker::new(store.clone(), registry.clone(), lifecycle.clone(), settings, metrics.clone())))
     } else {
         None
     };
-    let signals: Option<Arc<dyn Wakeups>> = worker.as_ref().map(|w| Arc::new(w.signals()) as Arc<dyn Wakeups>);
+    let local: Option<Arc<dyn Wakeups>> = worker.as_ref().map(|w| Arc::new(w.signals()) as Arc<dyn Wakeups>);
 
-    // The listener only wakes a worker: a process without one has nothing to wake.
-    let listener_status = match (backend.listener(), &signals) {
-        (Some(listener), Some(signals)) if config.listen => {
+    // Known task types: the handlers compiled in, those declared, and registered workers'.
+    let fixed = registry.types().into_iter().map(String::from).chain(config.task_types.iter().cloned());
+    let types = Arc::new(TaskTypes::new(fixed, backend.workers()));
+    let remote_settings = RemoteSettings {
+        lease: config.lease,
+        heartbeat_interval: crate::worker::rescuer::heartbeat_interval(config.lease),
+    };
+    let remote = Arc::new(Remote::new(
+        store.clone(),
+        backend.workers(),
+        lifecycle.clone(),
+        types.clone(),
+        remote_settings,
+        local,
+        shutdown.clone(),
+    ));
+    let signals = remote.wakeups();
+
+    // The listener wakes the in-process worker and waiting remote claims.
+    let listener_status = match backend.listener() {
+        Some(listener) if config.listen => {
             let status = Arc::new(ListenerStatus::default());
             let (signals, status2, stop) = (signals.clone(), status.clone(), shutdown.clone());
             parts.push(tokio::spawn(async move { listener.run(signals, status2, stop).await }));
@@ -159,6 +180,10 @@ pub async fn start_with(
         }
         _ => None,
     };
+    if worker.is_none() {
+        // No in-process rescuer: expired leases of remote workers still come back.
+        parts.push(tokio::spawn(remote.clone().run_rescuer()));
+    }
 
     let mut addr = None;
     if role.runs_api() {
@@ -167,7 +192,8 @@ pub async fn start_with(
         addr = listener.local_addr().ok();
         let state = ApiState {
             store: store.clone(),
-            registry: registry.clone(),
+            types,
+            remote,
             signals,
             listener: listener_status,
             cwom,

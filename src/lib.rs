@@ -4,10 +4,10 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `cwom`,
-//! `handlers`, `trace`, `metrics`) → `store` (the traits) → its drivers, with the model
-//! (`task`, `cwom::types`, `cwom::requests`), `config`, `tunables` and `shutdown` below all
-//! of them. `tests/module_graph.rs` fails on an import cycle or an upward import.
+//! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `remote`,
+//! `cwom`, `handlers`) → `store` (the traits) → its drivers, with the models (`task`,
+//! `cwom::types`, `cwom::requests`, `remote::model`), `config`, `tunables`, `trace`,
+//! `metrics` and `shutdown` below all of them. `tests/module_graph.rs` fails on an import cycle or an upward import.
 //!
 //! | module | owns |
 //! |---|---|
@@ -17,10 +17,11 @@
 //! | [`store`] | the traits of domain operations ([`store::TaskStore`], [`store::CwomStore`], [`store::Listener`]) and their errors; a driver per database (`store/sqlite/`, `store/postgres/`) owning all of its SQL, its migrations (`migrations/<dialect>/`) and, on PostgreSQL, the LISTEN connection; [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), `error`, and [`cwom::Cwom`], the service the API and the attempt lifecycle call |
 //! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for |
+//! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims (one wake-up fan-out), lease tokens, remote attempts through the same lifecycle; [`remote::TaskTypes`], the known task types; `remote::model` its data |
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
 //! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -40,6 +41,11 @@
 //! executor ─ attempt::Lifecycle::begin (trace folder, CWOM Run) ─▶ handler ─▶ Lifecycle::end ─▶ completer
 //! completer ─ TaskStore::finish (batched, fenced by lease holder and attempt) ─▶ tasks
 //! rescuer ─ TaskStore::rescue_expired / TaskStore::heartbeat ─▶ tasks
+//!
+//! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ TaskStore::claim (types, queues)
+//!             ↳ waits on the wake-up fan-out (Listener / Signals) ─▶ Lifecycle::begin ─▶ lease_token
+//! HTTP worker ─ log, artifacts, complete/fail/release (lease_token) ─▶ Remote ─▶ fenced store write
+//!             ─▶ Lifecycle::close (trace folder, CWOM Run)
 //! ```
 //!
 //! # Where to make a change
@@ -60,7 +66,8 @@
 //!   [`config::Config::from_lookup`] (nothing else reads the environment), its default in
 //!   [`tunables`], and a row in the README's configuration table.
 //! - Retry policy, outcome rules, trace ends: [`attempt`]. Claiming and prefetch:
-//!   `worker/producer.rs`. Constants: [`tunables`].
+//!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
+//!   (service). Constants: [`tunables`].
 
 pub mod api;
 pub mod attempt;
@@ -70,6 +77,7 @@ pub mod daemon;
 pub mod handlers;
 pub mod logging;
 pub mod metrics;
+pub mod remote;
 pub mod shutdown;
 pub mod store;
 pub mod task;

@@ -42,6 +42,7 @@ pub struct Metrics {
     run_seconds: Family<TypeLabel, Histogram, fn() -> Histogram>,
     claim_to_start_seconds: Histogram,
     tasks: Family<StatusLabel, Gauge>,
+    queued: Family<TypeLabel, Gauge>,
     listener_connected: Gauge,
     status_read_at: Mutex<Option<Instant>>,
 }
@@ -67,6 +68,7 @@ impl Metrics {
         // 10 µs to ~40 s.
         let claim_to_start_seconds = Histogram::new(exponential_buckets(0.00001, 4.0, 12));
         let tasks = Family::<StatusLabel, Gauge>::default();
+        let queued = Family::<TypeLabel, Gauge>::default();
         let listener_connected = Gauge::default();
         registry.register("tasks_enqueued", "Tasks enqueued through the API", enqueued.clone());
         registry.register("tasks_completed", "Tasks completed", completed.clone());
@@ -79,6 +81,7 @@ impl Metrics {
             claim_to_start_seconds.clone(),
         );
         registry.register("tasks", "Tasks in the store by status", tasks.clone());
+        registry.register("tasks_queued", "Queued tasks by type (a type nobody serves waits here)", queued.clone());
         registry.register(
             "listener_connected",
             "1 when the PostgreSQL LISTEN connection is up",
@@ -93,6 +96,7 @@ impl Metrics {
             run_seconds,
             claim_to_start_seconds,
             tasks,
+            queued,
             listener_connected,
             status_read_at: Mutex::new(None),
         }
@@ -143,6 +147,14 @@ impl Metrics {
         for status in TaskStatus::ALL {
             let n = counts.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
             self.tasks.get_or_create(&StatusLabel { status: status.as_str().into() }).set(n as i64);
+        }
+    }
+
+    /// Queued tasks by type; types with none queued any more disappear.
+    pub fn set_queued_by_type(&self, counts: &[(String, u64)]) {
+        self.queued.clear();
+        for (task_type, n) in counts {
+            self.queued.get_or_create(&by_type(task_type)).set(*n as i64);
         }
     }
 

@@ -235,8 +235,10 @@ impl TaskFilter {
     pub const MAX_LIMIT: u32 = 1000;
 }
 
-/// The id of one running daemon, stamped into `locked_by` on every claim.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The id of one worker (a daemon's own, or a registered remote one), stamped into
+/// `locked_by` on every claim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
 pub struct WorkerId(pub String);
 
 impl WorkerId {

@@ -43,9 +43,53 @@ pub struct TaskTrace {
     log: Arc<RollingFileAppender>,
 }
 
+/// Where posted artifacts go inside a trace folder.
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
+/// The files `GET /tasks/{id}/trace/{file}` may serve.
+pub fn is_trace_file(name: &str) -> bool {
+    matches!(name, INPUT_FILE | LOG_FILE | OUTPUT_FILE)
+}
+
+/// Whether `name` is a safe artifact file name: 1–128 of `[A-Za-z0-9._-]`, not starting
+/// with a dot (no hidden files, no `..`, no path separators).
+pub fn is_safe_artifact_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 impl TaskTrace {
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Appends lines a remote worker sent, each stamped and tagged `remote`; one write per
+    /// line, as the tracing layer does, so lines never interleave within a file.
+    pub fn append_lines(&self, lines: &[String]) -> io::Result<()> {
+        let now = ts(Utc::now());
+        for line in lines {
+            for part in line.split('\n') {
+                let text = format!("{now}  INFO remote: {}\n", part.trim_end_matches('\r'));
+                self.log.make_writer().write_all(text.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an artifact under `artifacts/`; refuses a name already taken
+    /// ([`io::ErrorKind::AlreadyExists`]). The name must pass [`is_safe_artifact_name`].
+    pub fn write_artifact(&self, name: &str, content: &[u8]) -> io::Result<PathBuf> {
+        if !is_safe_artifact_name(name) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe artifact name"));
+        }
+        let dir = self.dir.join(ARTIFACTS_DIR);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(name);
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        file.write_all(content)?;
+        Ok(path)
     }
 }
 

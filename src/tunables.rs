@@ -125,6 +125,25 @@ pub const RESCUE_EVERY_MAX: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_EVERY_MIN: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------
+// Remote workers (the HTTP worker protocol).
+
+/// The longest a claim may wait for work: long enough that an idle worker costs a request
+/// per half minute, short enough for proxies that cut idle connections at a minute.
+pub const CLAIM_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Most tasks one claim returns.
+pub const CLAIM_MAX: usize = 100;
+/// A worker silent for this many heartbeat intervals is shown dead; its tasks come back
+/// when their leases end.
+pub const WORKER_DEAD_AFTER_BEATS: u32 = 3;
+/// How stale the cached set of task types registered workers serve may be before an
+/// enqueue of an unknown type reads the registry again.
+pub const TASK_TYPES_REFRESH: Duration = Duration::from_secs(1);
+/// Most log lines one `POST /tasks/{id}/log` may carry.
+pub const LOG_LINES_MAX: usize = 10_000;
+/// How often `GET /tasks/{id}/log?follow=1` looks for new lines in `log.txt`.
+pub const LOG_FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+// ---------------------------------------------------------------------------------------
 // The API.
 
 /// How long `/metrics` reuses its count of tasks by status: a scraper polling every second

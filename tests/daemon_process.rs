@@ -58,24 +58,34 @@ async fn a_raw_insert_from_another_process_is_processed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_type_inserted_by_sql_fails_once_with_a_clear_error() {
+async fn a_type_nobody_serves_waits_queued_and_is_counted() {
     let d = Spawn::new().env("JCT_POLL_INTERVAL_MS", "100").start();
     let db = d.workdir.join("devops_control_tower.db");
-    let id: String = tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.query_row("INSERT INTO tasks (type) VALUES ('no_such_type') RETURNING id", [], |r| r.get(0)).unwrap()
-    })
-    .await
-    .unwrap();
-    let failed = wait_status(&d.url(""), &id, "failed", Duration::from_secs(10)).await;
-    assert_eq!(failed["attempts"], 1, "no retries for an unknown type");
-    let err = failed["last_error"].as_str().unwrap();
-    assert!(err.contains("unknown task type") && err.contains("no_such_type") && err.contains("echo"), "{err}");
-    let output: Value =
-        serde_json::from_slice(&std::fs::read(d.trace_dir.join(&id).join("output.json")).unwrap()).unwrap();
-    assert_eq!(output["status"], "failed");
-    assert_eq!(output["error"], err);
+    let insert = |task_type: &'static str| {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(db).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.query_row("INSERT INTO tasks (type) VALUES (?1) RETURNING id", [task_type], |r| {
+                    r.get::<_, String>(0)
+                })
+                .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let waiting = insert("no_such_type").await;
+    // An echo inserted after it runs: the worker's claim skips the type it cannot run.
+    let echo = insert("echo").await;
+    wait_status(&d.url(""), &echo, "completed", Duration::from_secs(10)).await;
+    let task: Value =
+        support::http().get(d.url(&format!("/tasks/{waiting}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!((task["status"].as_str(), task["attempts"].as_i64()), (Some("queued"), Some(0)), "{task}");
+    assert!(!d.trace_dir.join(&waiting).exists(), "never started, so no trace folder");
+    let metrics = support::http().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("jct_tasks_queued{task_type=\"no_such_type\"} 1"), "{metrics}");
 }
 
 /// Eight tasks run at once; each `log.txt` holds its own task's lines and no other's.

@@ -325,7 +325,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
     for (name, value) in WORKER_SETTINGS.iter().chain(CLAIM_SETTINGS) {
         client.batch_execute(&format!("SET {name} = {value}")).await.unwrap();
     }
-    client.batch_execute(&format!("PREPARE claim_q (int8, text, float8) AS {}", *CLAIM)).await.unwrap();
+    client.batch_execute(&format!("PREPARE claim_q (int8, text, float8, text[], text[]) AS {}", *CLAIM)).await.unwrap();
     for state in ["never analyzed", "analyzed"] {
         if state == "analyzed" {
             client.batch_execute("ANALYZE tasks").await.unwrap();
@@ -333,7 +333,8 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
         // More than five executions: where a cached generic plan could take over.
         for _ in 0..7 {
             for limit in [10, 200, 1024] {
-                let plan = explain(&client, &format!("EXECUTE claim_q ({limit}, 'w', 30)")).await;
+                let plan =
+                    explain(&client, &format!("EXECUTE claim_q ({limit}, 'w', 30, '{{echo,sleep,fail}}', NULL)")).await;
                 let what = format!("claim of {limit} ({state})");
                 assert!(plan.contains("Index Scan using tasks_claim_idx"), "{what}:\n{plan}");
                 assert!(plan.contains("Index Scan using tasks_pkey"), "{what}:\n{plan}");

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use devops_control_tower::store::{CancelError, ClaimParams, EnqueueError, Finish, Outcome, TaskStore};
+use devops_control_tower::store::{
+    CancelError, ClaimParams, EnqueueError, Finish, LeaseState, Outcome, RetryError, TaskStore,
+};
 use devops_control_tower::task::{NewTask, TaskFilter, TaskId, TaskStatus, WorkerId};
 use serde_json::json;
 
@@ -17,7 +19,12 @@ fn worker(name: &str) -> WorkerId {
 }
 
 fn claim(w: &str, limit: usize) -> ClaimParams {
-    ClaimParams { worker: worker(w), limit, lease: Duration::from_secs(30) }
+    claim_for(w, limit, Duration::from_secs(30))
+}
+
+/// Claims of the types these cases enqueue, from every queue.
+fn claim_for(w: &str, limit: usize, lease: Duration) -> ClaimParams {
+    ClaimParams { worker: worker(w), limit, lease, types: vec!["echo".into(), "fail".into()], queues: None }
 }
 
 async fn enqueue(store: &dyn TaskStore, t: &str) -> TaskId {
@@ -290,7 +297,7 @@ mod cases {
         let mut last = NewTask::new("echo", json!({}));
         last.max_attempts = 1;
         let last = store.enqueue(last).await.unwrap().id;
-        let short = ClaimParams { worker: worker("dead"), limit: 2, lease: Duration::from_millis(50) };
+        let short = claim_for("dead", 2, Duration::from_millis(50));
         assert_eq!(store.claim(&short).await.unwrap().len(), 2);
         assert_eq!(store.rescue_expired().await.unwrap(), 0, "leases still valid");
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -311,7 +318,7 @@ mod cases {
 
     pub async fn heartbeat_extends_only_own_leases(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
-        let short = ClaimParams { worker: worker("w"), limit: 1, lease: Duration::from_secs(1) };
+        let short = claim_for("w", 1, Duration::from_secs(1));
         store.claim(&short).await.unwrap();
         assert!(store.heartbeat(&worker("other"), &[id], Duration::from_secs(60)).await.unwrap().is_empty());
         assert_eq!(store.heartbeat(&worker("w"), &[id], Duration::from_secs(60)).await.unwrap(), vec![id]);
@@ -383,6 +390,80 @@ mod cases {
     pub async fn ping_answers(store: Arc<dyn TaskStore>) {
         store.ping().await.unwrap();
     }
+
+    pub async fn claim_takes_only_the_types_and_queues_asked_for(store: Arc<dyn TaskStore>) {
+        let mut build = NewTask::new("build", json!({}));
+        build.queue = "ci".into();
+        let build = store.enqueue(build).await.unwrap().id;
+        let lint = store.enqueue(NewTask::new("lint", json!({}))).await.unwrap().id;
+        let echo = enqueue(&*store, "echo").await;
+        let params = |types: &[&str], queues: Option<&[&str]>| ClaimParams {
+            worker: worker("w"),
+            limit: 10,
+            lease: Duration::from_secs(30),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            queues: queues.map(|q| q.iter().map(|t| t.to_string()).collect()),
+        };
+        assert!(store.claim(&params(&["deploy"], None)).await.unwrap().is_empty(), "nobody asked for these types");
+        assert!(store.claim(&params(&["build"], Some(&["default"]))).await.unwrap().is_empty(), "build is in ci");
+        let got: Vec<TaskId> =
+            store.claim(&params(&["build", "lint"], Some(&["ci"]))).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(got, vec![build]);
+        let got: Vec<TaskId> =
+            store.claim(&params(&["lint", "echo"], None)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(got.len(), 2);
+        assert!(got.contains(&lint) && got.contains(&echo));
+        let queued = store.queued_by_type().await.unwrap();
+        assert!(queued.is_empty(), "everything was claimed: {queued:?}");
+        store.enqueue(NewTask::new("lint", json!({}))).await.unwrap();
+        assert_eq!(store.queued_by_type().await.unwrap(), vec![("lint".to_string(), 1)]);
+    }
+
+    pub async fn lease_tokens_fence_one_attempt(store: Arc<dyn TaskStore>) {
+        use devops_control_tower::remote::model::LeaseToken;
+        let id = enqueue(&*store, "echo").await;
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let token = LeaseToken { worker: worker("w"), attempt: t.attempts };
+        let stale = LeaseToken { worker: worker("w"), attempt: t.attempts - 1 };
+        let other = LeaseToken { worker: worker("x"), attempt: t.attempts };
+        assert!(store.holds(id, &token).await.unwrap());
+        assert!(!store.holds(id, &stale).await.unwrap() && !store.holds(id, &other).await.unwrap());
+        assert_eq!(store.running_count(&worker("w")).await.unwrap(), 1);
+        assert_eq!(store.running_count(&worker("x")).await.unwrap(), 0);
+        match store.renew(id, &token, Duration::from_secs(90)).await.unwrap() {
+            LeaseState::Held { until } => assert!(until > Utc::now() + chrono::Duration::seconds(80)),
+            other => panic!("expected the lease held, got {other:?}"),
+        }
+        assert_eq!(store.renew(id, &stale, Duration::from_secs(90)).await.unwrap(), LeaseState::Lost);
+        assert!(!store.release_attempt(id, &other).await.unwrap(), "another worker's token releases nothing");
+        assert!(store.release_attempt(id, &token).await.unwrap());
+        let back = store.get(id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.attempts), (TaskStatus::Queued, 0), "released uncounted");
+        assert_eq!(store.not_held(&worker("w"), &[id]).await.unwrap(), vec![id]);
+        // Claimed again and cancelled: the holder's renewal says so.
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let token = LeaseToken { worker: worker("w"), attempt: t.attempts };
+        assert!(store.not_held(&worker("w"), &[id]).await.unwrap().is_empty());
+        store.cancel(id).await.unwrap();
+        assert_eq!(store.renew(id, &token, Duration::from_secs(30)).await.unwrap(), LeaseState::Cancelled);
+        assert!(!store.holds(id, &token).await.unwrap());
+    }
+
+    pub async fn retry_requeues_only_failed_or_cancelled(store: Arc<dyn TaskStore>) {
+        let mut once = NewTask::new("fail", json!({}));
+        once.max_attempts = 1;
+        let id = store.enqueue(once).await.unwrap().id;
+        assert!(matches!(store.retry(id).await, Err(RetryError::NotRetryable { status: TaskStatus::Queued, .. })));
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let failed = Outcome { id, attempt: t.attempts, finish: Finish::Failed { error: "boom".into() } };
+        store.finish(&worker("w"), &[failed]).await.unwrap();
+        let again = store.retry(id).await.unwrap();
+        assert_eq!((again.status, again.attempts), (TaskStatus::Queued, 0));
+        assert!(again.finished_at.is_none() && again.locked_by.is_none());
+        assert_eq!(again.last_error.as_deref(), Some("boom"), "the last error stays for the record");
+        assert_eq!(store.claim(&claim("w", 1)).await.unwrap().len(), 1, "claimable again");
+        assert!(matches!(store.retry(TaskId::new()).await, Err(RetryError::NotFound(_))));
+    }
 }
 
 macro_rules! conformance {
@@ -426,4 +507,72 @@ conformance!(
     release_gives_back_uncounted,
     heartbeat_and_finish_never_deadlock,
     ping_answers,
+    claim_takes_only_the_types_and_queues_asked_for,
+    lease_tokens_fence_one_attempt,
+    retry_requeues_only_failed_or_cancelled,
 );
+
+/// The worker registry, on both stores.
+mod registry {
+    use super::*;
+    use devops_control_tower::remote::model::NewWorker;
+    use devops_control_tower::store::Backend;
+
+    fn new_worker(types: &[&str]) -> NewWorker {
+        serde_json::from_value(json!({ "name": "py-1", "types": types, "max_slots": 3, "labels": { "host": "a" } }))
+            .unwrap()
+    }
+
+    pub async fn register_beat_list_deregister(backend: Backend) {
+        let (workers, tasks) = (backend.workers(), backend.tasks());
+        let id = WorkerId::generate();
+        let record = workers.register(&id, &new_worker(&["build", "lint"])).await.unwrap();
+        assert_eq!((record.worker_id.clone(), record.max_slots, record.queues.clone()), (id.clone(), 3, None));
+        assert_eq!(record.labels["host"], "a");
+        assert_eq!(workers.get(&id).await.unwrap().unwrap(), record);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let beat = workers.beat(&id).await.unwrap().unwrap();
+        assert!(beat.last_heartbeat_at > record.last_heartbeat_at, "a beat moves the heartbeat time");
+        assert!(workers.beat(&WorkerId("nobody".into())).await.unwrap().is_none());
+        let mut served = workers.served_types().await.unwrap();
+        served.sort();
+        assert_eq!(served, ["build", "lint"]);
+
+        // Two tasks held by the worker: listed as running, given back on deregister.
+        for _ in 0..2 {
+            tasks.enqueue(NewTask::new("build", json!({}))).await.unwrap();
+        }
+        let params = ClaimParams {
+            worker: id.clone(),
+            limit: 5,
+            lease: Duration::from_secs(30),
+            types: vec!["build".into()],
+            queues: None,
+        };
+        assert_eq!(tasks.claim(&params).await.unwrap().len(), 2);
+        let listed = workers.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0.worker_id.clone(), listed[0].1), (id.clone(), 2));
+        assert_eq!(workers.deregister(&id).await.unwrap(), Some(2));
+        assert!(workers.get(&id).await.unwrap().is_none());
+        assert_eq!(workers.deregister(&id).await.unwrap(), None, "gone already");
+        let queued = tasks
+            .list(&TaskFilter { status: Some(TaskStatus::Queued), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(queued.iter().all(|t| t.attempts == 0 && t.locked_by.is_none()), "given back uncounted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_registry_on_sqlite() {
+    let db = support::SqliteDb::new();
+    registry::register_beat_list_deregister(db.backend().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_registry_on_postgres() {
+    let db = support::PgDb::new().await;
+    registry::register_beat_list_deregister(db.backend().await).await;
+}

@@ -191,3 +191,51 @@ pub async fn enqueue_batch(client: &Client, base: &str, body: Vec<u8>, n: usize)
     }
     Ok(elapsed)
 }
+
+/// Registers an HTTP worker serving `task_type`; returns its id.
+pub async fn register_worker(client: &Client, base: &str, task_type: &str, max_slots: u32) -> Result<String> {
+    let body = json!({ "name": "bench", "types": [task_type], "max_slots": max_slots });
+    let res = client.post(format!("{base}/workers")).json(&body).send().await.context("POST /workers")?;
+    if res.status() != CREATED {
+        bail!("POST /workers answered {}", res.status());
+    }
+    let answer: Value = res.json().await.context("reading the registration")?;
+    Ok(answer["worker_id"].as_str().ok_or("no worker_id in the registration")?.to_string())
+}
+
+/// One claim: up to `max` tasks, waiting up to `wait_ms`.
+pub async fn claim(client: &Client, base: &str, worker: &str, max: u32, wait_ms: u64) -> Result<Vec<Value>> {
+    let body = json!({ "worker_id": worker, "max": max, "wait_ms": wait_ms });
+    let res = client.post(format!("{base}/tasks/claim")).json(&body).send().await.context("POST /tasks/claim")?;
+    if res.status() != StatusCode::OK {
+        bail!("POST /tasks/claim answered {}", res.status());
+    }
+    let mut answer: Value = res.json().await.context("reading the claim")?;
+    Ok(answer["tasks"].as_array_mut().map(std::mem::take).unwrap_or_default())
+}
+
+/// Completes a claimed task with an empty result.
+pub async fn complete(client: &Client, base: &str, task: &Value) -> Result<()> {
+    let id = task["task_id"].as_str().ok_or("a claimed task without task_id")?;
+    let body = json!({ "lease_token": task["lease_token"], "result": null });
+    let res = client.post(format!("{base}/tasks/{id}/complete")).json(&body).send().await.context("POST complete")?;
+    if res.status() != StatusCode::OK {
+        bail!("POST /tasks/{id}/complete answered {}", res.status());
+    }
+    Ok(())
+}
+
+/// Claims (up to 100) and completes until a claim finds nothing; returns how many.
+pub async fn work_until_idle(client: &Client, base: &str, worker: &str) -> Result<usize> {
+    let mut done = 0;
+    loop {
+        let tasks = claim(client, base, worker, 100, 200).await?;
+        if tasks.is_empty() {
+            return Ok(done);
+        }
+        for task in &tasks {
+            complete(client, base, task).await?;
+        }
+        done += tasks.len();
+    }
+}

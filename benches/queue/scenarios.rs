@@ -37,6 +37,8 @@ pub enum Scenario {
     DrainNoTrace,
     SqliteDrain,
     SqliteHttpLatency,
+    RemoteLatency,
+    RemoteDrain,
 }
 
 /// What a scenario is held to.
@@ -70,7 +72,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -79,6 +81,8 @@ impl Scenario {
         Scenario::DrainNoTrace,
         Scenario::SqliteDrain,
         Scenario::SqliteHttpLatency,
+        Scenario::RemoteLatency,
+        Scenario::RemoteDrain,
     ];
 
     /// The scenario's key in results.json.
@@ -92,6 +96,8 @@ impl Scenario {
             Scenario::DrainNoTrace => "drain_no_trace_per_s",
             Scenario::SqliteDrain => "sqlite_drain_per_s",
             Scenario::SqliteHttpLatency => "sqlite_http_latency_ms",
+            Scenario::RemoteLatency => "remote_latency_ms",
+            Scenario::RemoteDrain => "remote_drain_per_s",
         }
     }
 
@@ -105,6 +111,8 @@ impl Scenario {
             Scenario::DrainNoTrace => Target::AtLeast(45_000.0),
             Scenario::SqliteDrain => Target::AtLeast(10_000.0),
             Scenario::SqliteHttpLatency => Target::AtMost { p50: 1.0, p99: None },
+            Scenario::RemoteLatency => Target::AtMost { p50: 1.5, p99: Some(3.0) },
+            Scenario::RemoteDrain => Target::AtLeast(10_000.0),
         }
     }
 
@@ -118,6 +126,8 @@ impl Scenario {
             Scenario::DrainNoTrace => pg_drain(bench, Traces::Off).await,
             Scenario::SqliteDrain => sqlite_drain(bench).await,
             Scenario::SqliteHttpLatency => sqlite_http_latency(bench).await,
+            Scenario::RemoteLatency => remote_latency(bench).await,
+            Scenario::RemoteDrain => remote_drain(bench).await,
         }
     }
 }
@@ -361,4 +371,87 @@ async fn sqlite_http_latency(bench: &Bench) -> Result<Measured> {
     let mut measured = Measured::latency(&latencies, problems)?;
     measured.errors = tally.errors();
     Ok(measured)
+}
+
+/// `remote_latency_ms`: an HTTP worker waits in a long-poll claim; another service inserts
+/// a task with a plain INSERT; latency is from sending the INSERT to the claim's answer,
+/// on the bench's clock. The daemon runs the `api` role, so only NOTIFY can wake the claim.
+async fn remote_latency(bench: &Bench) -> Result<Measured> {
+    let n = bench.loads.latency_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            let config = DaemonConfig::serve(&url).subcommand("api").env("JCT_TRACE", "off");
+            let daemon = bench.start_daemon(config).await?;
+            let client = http::client(2)?;
+            let base = daemon.base_url();
+            http::wait_healthy(&client, &base).await?;
+            let mut problems = Vec::new();
+            if let Err(e) = http::wait_listener(&client, &base).await {
+                problems.push(e.to_string());
+            }
+            tokio::time::sleep(LISTENER_SETTLE).await;
+            let worker = http::register_worker(&client, &base, "echo", 1).await?;
+            let db = pg::connect(&url).await?;
+            let insert = db.prepare("INSERT INTO tasks (type, payload) VALUES ('echo', '{}')").await?;
+            progress!("  {n} inserts, each answered to a waiting HTTP claim");
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let claim = {
+                    let (client, base, worker) = (client.clone(), base.clone(), worker.clone());
+                    tokio::spawn(async move { http::claim(&client, &base, &worker, 1, 30_000).await })
+                };
+                // Let the claim reach the server and start waiting.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let sent = std::time::Instant::now();
+                db.execute(&insert, &[]).await?;
+                let tasks = claim.await.map_err(|e| e.to_string())??;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if tasks.len() != 1 {
+                    return Err(format!("a claim answered {} tasks for one insert", tasks.len()).into());
+                }
+                http::complete(&client, &base, &tasks[0]).await?;
+            }
+            problems.extend(daemon.stop().await);
+            Measured::latency(&latencies, problems)
+        })
+        .await
+}
+
+/// `remote_drain_per_s`: a backlog of no-op tasks drained by four HTTP workers claiming up
+/// to 100 at a time and completing each with its own request; traces off; the daemon runs
+/// the `api` role, so no in-process worker competes. The rate is from the first claim to
+/// the last completion, on the database clock.
+async fn remote_drain(bench: &Bench) -> Result<Measured> {
+    const WORKERS: usize = 4;
+    let n = bench.loads.drain_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            bench.migrate(&url).await?;
+            let db = pg::connect(&url).await?;
+            pg::insert_backlog(&db, n).await?;
+            let config = DaemonConfig::serve(&url).subcommand("api").env("JCT_TRACE", "off");
+            let mut daemon = bench.start_daemon(config).await?;
+            let client = http::client(WORKERS * 2)?;
+            let base = daemon.base_url();
+            http::wait_healthy(&client, &base).await?;
+            progress!("  draining {n} tasks with {WORKERS} HTTP workers");
+            let mut runs = Vec::new();
+            for _ in 0..WORKERS {
+                let worker = http::register_worker(&client, &base, "echo", 100).await?;
+                let (client, base) = (client.clone(), base.clone());
+                runs.push(tokio::spawn(async move { http::work_until_idle(&client, &base, &worker).await }));
+            }
+            let mut done = 0;
+            for run in runs {
+                done += run.await.map_err(|e| e.to_string())??;
+            }
+            if done != n {
+                return Err(format!("the workers completed {done} tasks of {n}").into());
+            }
+            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
+            let problems = daemon.stop().await;
+            Measured::rate(n, pg::drain_seconds(&db).await?, problems)
+        })
+        .await
 }

@@ -186,6 +186,14 @@ impl Bench {
     /// mounted with `discard`, so deleting the million files of a full run takes far
     /// longer than the bench itself and slows file creation while it lasts.
     pub fn discard_scratch(&self) -> Result<String> {
+        // Two runs one right after the other (a before/after comparison) keep the first's
+        // scratch, so its deletion does not slow the second: delete target/bench/tmp later.
+        if std::env::var("JCT_BENCH_KEEP_SCRATCH").is_ok_and(|v| v == "1") {
+            return Ok(format!(
+                "kept {} (JCT_BENCH_KEEP_SCRATCH=1); delete it when the disk may be busy",
+                self.tmp_root.display()
+            ));
+        }
         let trash = self.out_dir.join("trash");
         std::fs::create_dir_all(&trash).with_context(|| format!("creating {}", trash.display()))?;
         let doomed = trash.join(self.tmp_root.file_name().ok_or("the scratch root has no name")?);

@@ -12,7 +12,9 @@ use warp::Reply;
 
 use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
-use crate::store::error::{chain, CancelError, EnqueueError, StoreError};
+use crate::remote::RemoteError;
+use crate::store::error::{chain, CancelError, EnqueueError, RetryError, StoreError};
+use crate::task::WorkerId;
 use crate::task::{InvalidField, TaskId, TaskStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +61,16 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{kind} {id} is {status}, a final status; it cannot become {to}")]
     FinalStatus { kind: ObjectKind, id: String, status: Status, to: Status },
+    #[error("task {id} is {status}; only failed or cancelled tasks can be retried")]
+    NotRetryable { id: TaskId, status: TaskStatus },
+    #[error("no worker with id {0}; register again")]
+    WorkerNotFound(WorkerId),
+    #[error("the lease of task {0} is lost: it was rescued, cancelled, ended or claimed again")]
+    LeaseLost(TaskId),
+    #[error("task {id} already has an artifact named {name:?}")]
+    ArtifactExists { id: TaskId, name: String },
+    #[error("no such trace file {0:?} (input.json, log.txt, output.json or artifacts/<name>)")]
+    TraceFileNotFound(String),
     #[error("missing or wrong API key (send Authorization: Bearer <key>)")]
     Unauthorized,
     #[error("the task store is unavailable; try again shortly")]
@@ -77,11 +89,17 @@ impl ApiError {
             }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } => StatusCode::NOT_FOUND,
-            MethodNotAllowed | ImmutableObject(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotCancellable { .. } | DuplicateIdempotencyKey { .. } | AlreadyExists(_) | FinalStatus { .. } => {
-                StatusCode::CONFLICT
+            TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } | WorkerNotFound(_) | TraceFileNotFound(_) => {
+                StatusCode::NOT_FOUND
             }
+            MethodNotAllowed | ImmutableObject(_) => StatusCode::METHOD_NOT_ALLOWED,
+            NotCancellable { .. }
+            | DuplicateIdempotencyKey { .. }
+            | AlreadyExists(_)
+            | FinalStatus { .. }
+            | NotRetryable { .. }
+            | LeaseLost(_)
+            | ArtifactExists { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +128,11 @@ impl ApiError {
             ImmutableObject(_) => "immutable_object",
             AlreadyExists(_) => "already_exists",
             FinalStatus { .. } => "final_status",
+            NotRetryable { .. } => "not_retryable",
+            WorkerNotFound(_) => "worker_not_found",
+            LeaseLost(_) => "lease_lost",
+            ArtifactExists { .. } => "artifact_exists",
+            TraceFileNotFound(_) => "trace_file_not_found",
             Unauthorized => "unauthorized",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
@@ -121,10 +144,12 @@ impl ApiError {
         match self {
             ApiError::DuplicateIdempotencyKey { existing } => body["task_id"] = json!(existing),
             ApiError::InvalidBatchItem { index, .. } => body["index"] = json!(index),
-            ApiError::NotCancellable { id, status } => {
+            ApiError::NotCancellable { id, status } | ApiError::NotRetryable { id, status } => {
                 body["task_id"] = json!(id);
                 body["status"] = json!(status);
             }
+            ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body["task_id"] = json!(id),
+            ApiError::WorkerNotFound(id) => body["worker_id"] = json!(id),
             ApiError::CwomNotFound { kind, id } => {
                 body["kind"] = json!(kind);
                 body["id"] = json!(id);
@@ -168,6 +193,29 @@ impl From<CancelError> for ApiError {
             CancelError::NotFound(id) => ApiError::TaskNotFound(id),
             CancelError::NotCancellable { id, status } => ApiError::NotCancellable { id, status },
             CancelError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RetryError> for ApiError {
+    fn from(e: RetryError) -> Self {
+        match e {
+            RetryError::NotFound(id) => ApiError::TaskNotFound(id),
+            RetryError::NotRetryable { id, status } => ApiError::NotRetryable { id, status },
+            RetryError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RemoteError> for ApiError {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::Invalid(m) => ApiError::InvalidField(m),
+            RemoteError::WorkerNotFound(id) => ApiError::WorkerNotFound(id),
+            RemoteError::TaskNotFound(id) => ApiError::TaskNotFound(id),
+            RemoteError::LeaseLost(id) => ApiError::LeaseLost(id),
+            RemoteError::ArtifactExists { id, name } => ApiError::ArtifactExists { id, name },
+            RemoteError::Store(e) => e.into(),
         }
     }
 }

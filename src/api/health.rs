@@ -58,6 +58,10 @@ async fn metrics(state: ApiState) -> Response {
             Ok(counts) => state.metrics.set_status_counts(&counts),
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count tasks by status"),
         }
+        match state.store.queued_by_type().await {
+            Ok(counts) => state.metrics.set_queued_by_type(&counts),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count queued tasks by type"),
+        }
     }
     state.metrics.set_listener_connected(state.listener.as_ref().is_some_and(|l| l.is_connected()));
     let mut res = state.metrics.render().into_response();

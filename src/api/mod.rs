@@ -3,8 +3,9 @@
 //! | file | owns |
 //! |---|---|
 //! | `health.rs` | `GET /health`, `/ready`, `/metrics`, `/openapi.json` |
-//! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel |
+//! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
+//! | `workers.rs` | the worker protocol: `/workers…`, `POST /tasks/claim`, and a worker's writes on its tasks |
 //! | `body.rs` | the API key check and the JSON body reader every route with a body uses |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
 //! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/openapi.rs`) |
@@ -19,8 +20,8 @@ use tokio::net::TcpListener;
 use warp::Filter;
 
 use crate::cwom::Cwom;
-use crate::handlers::Registry;
 use crate::metrics::Metrics;
+use crate::remote::{Remote, TaskTypes};
 use crate::shutdown::Shutdown;
 use crate::store::{ListenerStatus, TaskStore, Wakeups};
 
@@ -30,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod tasks;
+pub mod workers;
 
 pub use error::ApiError;
 
@@ -38,10 +40,12 @@ pub use error::ApiError;
 pub struct ApiState {
     pub store: Arc<dyn TaskStore>,
     /// Known task types: the API refuses others.
-    pub registry: Arc<Registry>,
-    /// The worker in this same process, when there is one: woken after an enqueue (no poll
-    /// wait) and told of a cancel (the task stops at once, not at the next heartbeat).
-    pub signals: Option<Arc<dyn Wakeups>>,
+    pub types: Arc<TaskTypes>,
+    /// The worker protocol's service.
+    pub remote: Arc<Remote>,
+    /// Told after an enqueue (waiting claims and the worker in this process claim at once)
+    /// and after a cancel (a task running in this process stops at once).
+    pub signals: Arc<dyn Wakeups>,
     /// The LISTEN connection's state, when there is one (PostgreSQL).
     pub listener: Option<Arc<ListenerStatus>>,
     pub metrics: Arc<Metrics>,
@@ -56,6 +60,8 @@ pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     health::routes(state.clone())
+        .or(workers::routes(state.clone()))
+        .unify()
         .or(tasks::routes(state.clone()))
         .unify()
         .or(cwom::routes(state))

@@ -132,6 +132,149 @@ fn task_paths() -> Value {
     })
 }
 
+fn task_id_param() -> Value {
+    id_param("Task id (UUID)")
+}
+
+/// The operator routes on one task (retry, log, trace files) and the worker protocol.
+fn worker_paths() -> Value {
+    let token_op = |summary: &str, example: Value, ok: Value| {
+        json!({ "post": {
+            "summary": summary,
+            "parameters": [task_id_param()],
+            "requestBody": { "content": { "application/json": { "example": example } } },
+            "responses": {
+                "200": ok,
+                "400": error("Not a UUID, or malformed JSON"),
+                "401": error("Missing or wrong API key"),
+                "409": error("lease_lost: the token no longer holds the task"),
+                "413": error("Body too large"),
+                "415": error("Not application/json"),
+                "422": error("Invalid field (a bad lease_token, say)"),
+            }
+        }})
+    };
+    let token = "1.w-00000000";
+    let mut artifacts = token_op(
+        "Store an artifact of the attempt under artifacts/ in the trace folder (and as a CWOM Artifact of its Run)",
+        json!({ "lease_token": token, "name": "changes.patch", "type": "code_patch", "content_base64": "eA==" }),
+        json!({ "description": "unused" }),
+    );
+    let responses = artifacts["post"]["responses"].as_object_mut().unwrap();
+    responses.remove("200");
+    responses.insert("201".into(), ok_json("The stored artifact", schema_ref("StoredArtifact")));
+    json!({
+        "/workers": {
+            "post": {
+                "summary": "Register a worker",
+                "requestBody": { "content": { "application/json": { "example": { "name": "py-worker", "types": ["build"], "max_slots": 2 } } } },
+                "responses": {
+                    "201": ok_json("Registered", schema_ref("Registration")),
+                    "401": error("Missing or wrong API key"),
+                    "422": error("Invalid registration"),
+                }
+            },
+            "get": {
+                "summary": "Registered workers, with their running tasks and state (alive, dead)",
+                "responses": {
+                    "200": ok_json("Workers", json!({ "type": "array", "items": schema_ref("Worker") })),
+                    "401": error("Missing or wrong API key"),
+                }
+            }
+        },
+        "/workers/{id}/heartbeat": { "post": {
+            "summary": "A worker's heartbeat; renews the leases of the tasks it names and says which to stop",
+            "parameters": [id_param("Worker id")],
+            "requestBody": { "content": { "application/json": { "example": { "running": [] } } } },
+            "responses": {
+                "200": ok_json("Signal and cancels", schema_ref("WorkerBeat")),
+                "401": error("Missing or wrong API key"),
+                "404": error("worker_not_found: register again"),
+                "422": error("Invalid field"),
+            }
+        }},
+        "/workers/{id}": { "delete": {
+            "summary": "Deregister a worker; its running tasks go back to the queue at once",
+            "parameters": [id_param("Worker id")],
+            "responses": {
+                "200": ok_json("Deregistered", json!({ "type": "object", "required": ["worker_id", "released"] })),
+                "401": error("Missing or wrong API key"),
+                "404": error("worker_not_found"),
+            }
+        }},
+        "/tasks/claim": { "post": {
+            "summary": "Long-poll for tasks the worker serves (at most max, never more than its free slots)",
+            "requestBody": { "content": { "application/json": { "example": { "worker_id": "w-unknown", "max": 10, "wait_ms": 0 } } } },
+            "responses": {
+                "200": ok_json("Claimed tasks, each with lease_token; empty when the wait ran out", schema_ref("Claim")),
+                "401": error("Missing or wrong API key"),
+                "404": error("worker_not_found"),
+                "422": error("max outside 1..100 or wait_ms outside 0..30000"),
+            }
+        }},
+        "/tasks/{id}/heartbeat": token_op(
+            "Extend the attempt's lease; answers whether it was cancelled",
+            json!({ "lease_token": token, "progress": { "pct": 50 } }),
+            ok_json("Lease", schema_ref("TaskBeat")),
+        ),
+        "/tasks/{id}/log": {
+            "post": token_op(
+                "Append log lines to log.txt, once per seq",
+                json!({ "lease_token": token, "seq": 1, "lines": ["hello"] }),
+                ok_json("Appended (false for a repeated seq)", json!({ "type": "object", "required": ["appended"] })),
+            )["post"].clone(),
+            "get": {
+                "summary": "The task's log.txt; ?follow=1 streams it as server-sent events until the attempt ends",
+                "parameters": [task_id_param(), { "name": "follow", "in": "query", "schema": { "type": "string", "enum": ["0", "1"] } }],
+                "responses": {
+                    "200": { "description": "log.txt, or an event stream (events line and end)", "content": { "text/plain": { "schema": { "type": "string" } }, "text/event-stream": { "schema": { "type": "string" } } } },
+                    "400": error("Not a UUID"),
+                    "401": error("Missing or wrong API key"),
+                    "404": error("No such task"),
+                    "422": error("Bad query parameter"),
+                }
+            }
+        },
+        "/tasks/{id}/artifacts": artifacts,
+        "/tasks/{id}/complete": token_op(
+            "Complete the attempt with a result",
+            json!({ "lease_token": token, "result": { "ok": true } }),
+            ok_json("The task", schema_ref("Task")),
+        ),
+        "/tasks/{id}/fail": token_op(
+            "Fail the attempt: retried per max_attempts (after retry_after_s when given), never when retryable is false",
+            json!({ "lease_token": token, "error": { "message": "boom", "kind": "runtime" }, "retryable": true }),
+            ok_json("The task, queued again or failed", schema_ref("Task")),
+        ),
+        "/tasks/{id}/release": token_op(
+            "Give the task back to the queue, the attempt not counted",
+            json!({ "lease_token": token }),
+            ok_json("The task, queued", schema_ref("Task")),
+        ),
+        "/tasks/{id}/retry": { "post": {
+            "summary": "Queue a failed or cancelled task again with a fresh attempt budget",
+            "parameters": [task_id_param()],
+            "responses": {
+                "200": ok_json("The task, queued", schema_ref("Task")),
+                "400": error("Not a UUID"),
+                "401": error("Missing or wrong API key"),
+                "404": error("No such task"),
+                "409": error("not_retryable: only failed or cancelled tasks"),
+            }
+        }},
+        "/tasks/{id}/trace/{file}": { "get": {
+            "summary": "A trace file: input.json, log.txt, output.json or artifacts/<name>",
+            "parameters": [task_id_param(), { "name": "file", "in": "path", "required": true, "schema": { "type": "string" } }],
+            "responses": {
+                "200": { "description": "The file", "content": { "application/octet-stream": { "schema": { "type": "string" } } } },
+                "400": error("Not a UUID"),
+                "401": error("Missing or wrong API key"),
+                "404": error("No such task or trace file"),
+            }
+        }},
+    })
+}
+
 fn cwom_paths() -> Value {
     let mut paths = serde_json::Map::new();
     for (segment, kind, filters) in CWOM_KINDS {
@@ -298,6 +441,12 @@ fn schemas() -> Value {
                 "task_ids": { "type": "array", "items": { "type": "string" } }
             }
         },
+        "Registration": { "type": "object", "required": ["worker_id", "heartbeat_interval_s", "lease_s"] },
+        "Worker": { "type": "object", "required": ["worker_id", "name", "types", "queues", "max_slots", "running", "last_heartbeat_at", "state"] },
+        "WorkerBeat": { "type": "object", "required": ["signal", "cancel"] },
+        "Claim": { "type": "object", "required": ["tasks"] },
+        "TaskBeat": { "type": "object", "required": ["lease_expires_at", "cancel_requested"] },
+        "StoredArtifact": { "type": "object", "required": ["task_id", "name", "type", "uri"] },
         "Repo": cwom_schema(&["name", "slug", "source", "created_at", "updated_at"]),
         "Issue": cwom_schema(&["repo", "title", "type", "priority", "status", "created_at", "updated_at"]),
         "ContextPacket": cwom_schema(&["for_issue", "version", "summary", "created_at", "updated_at"]),
@@ -311,8 +460,10 @@ fn schemas() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = task_paths();
-    if let (Value::Object(p), Value::Object(c)) = (&mut paths, cwom_paths()) {
-        p.extend(c);
+    for more in [worker_paths(), cwom_paths()] {
+        if let (Value::Object(p), Value::Object(m)) = (&mut paths, more) {
+            p.extend(m);
+        }
     }
     json!({
         "openapi": "3.1.0",

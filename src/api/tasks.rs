@@ -33,8 +33,41 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .and(warp::query::<Vec<(String, String)>>())
         .and(with_state.clone())
         .then(list);
-    let cancel = warp::path!("tasks" / String / "cancel").and(warp::post()).and(auth).and(with_state).then(cancel);
-    enqueue.or(enqueue_batch).unify().or(get).unify().or(list).unify().or(cancel).unify().boxed()
+    let cancel = warp::path!("tasks" / String / "cancel")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(with_state.clone())
+        .then(cancel);
+    let retry =
+        warp::path!("tasks" / String / "retry").and(warp::post()).and(auth.clone()).and(with_state.clone()).then(retry);
+    let log = warp::path!("tasks" / String / "log")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(with_state.clone())
+        .then(log);
+    let trace = warp::path!("tasks" / String / "trace" / ..)
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(auth)
+        .and(with_state)
+        .then(trace_file);
+    enqueue
+        .or(enqueue_batch)
+        .unify()
+        .or(get)
+        .unify()
+        .or(list)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(retry)
+        .unify()
+        .or(log)
+        .unify()
+        .or(trace)
+        .unify()
+        .boxed()
 }
 
 /// The body of `POST /tasks/enqueue`. Unknown fields are refused.
@@ -92,26 +125,39 @@ fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
 }
 
 /// Parses and validates an enqueue body into a task.
-pub fn parse_enqueue(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
+pub fn parse_enqueue(bytes: &[u8], trace_id: String) -> Result<NewTask, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    task_from_value(value, trace_id, state)
+    task_from_value(value, trace_id)
 }
 
 /// Validates one task spec (an enqueue body, or one element of a batch).
-fn task_from_value(value: Value, trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
+fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> {
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
     let req: EnqueueRequest = serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))?;
-    task_from_request(req, trace_id, state)
+    req.into_new_task(trace_id)
 }
 
-fn task_from_request(req: EnqueueRequest, trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
-    let task = req.into_new_task(trace_id)?;
-    if !state.registry.contains(&task.task_type) {
-        return Err(ApiError::UnknownType { given: task.task_type, known: state.registry.types().join(", ") });
+/// Refuses a task type nobody serves: no built-in handler, no registered worker, not in
+/// `JCT_TASK_TYPES`. The error names the first such task (by index, for a batch).
+async fn check_types(tasks: &[NewTask], state: &ApiState, batch: bool) -> Result<(), ApiError> {
+    let mut checked: Vec<&str> = Vec::new();
+    for (index, task) in tasks.iter().enumerate() {
+        if checked.contains(&task.task_type.as_str()) {
+            continue;
+        }
+        if !state.types.contains(&task.task_type).await? {
+            let e = ApiError::UnknownType { given: task.task_type.clone(), known: state.types.known().join(", ") };
+            return Err(if batch {
+                ApiError::InvalidBatchItem { index, code: e.code(), message: e.to_string() }
+            } else {
+                e
+            });
+        }
+        checked.push(&task.task_type);
     }
-    Ok(task)
+    Ok(())
 }
 
 async fn enqueue<S, B>(content_type: Option<String>, trace_header: Option<String>, body: S, state: ApiState) -> Response
@@ -121,7 +167,8 @@ where
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
+        let task = parse_enqueue(&bytes, new_trace_id(trace_header)?)?;
+        check_types(std::slice::from_ref(&task), &state, false).await?;
         check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
         let stored = state.store.enqueue(task).await?;
         enqueued(&state, &[(stored.task_type.as_str(), 1)]);
@@ -144,9 +191,7 @@ where
 
 /// After a successful enqueue: wake a worker in this process and count the tasks.
 fn enqueued(state: &ApiState, per_type: &[(&str, u64)]) {
-    if let Some(signals) = &state.signals {
-        signals.tasks_inserted();
-    }
+    state.signals.tasks_inserted();
     for (task_type, n) in per_type {
         state.metrics.enqueued(task_type, *n);
     }
@@ -176,13 +221,13 @@ async fn check_cwom_links(tasks: &[NewTask], state: &ApiState, batch: bool) -> R
 }
 
 /// Parses a batch body: a JSON array of task specs, each checked like a single enqueue.
-pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<Vec<NewTask>, ApiError> {
+pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiError> {
     // Fast path: a well-formed batch parses straight into requests (one pass over a body
     // that may hold 100,000 tasks); only a bad one is re-read item by item to name it.
     if let Ok(requests) = serde_json::from_slice::<Vec<EnqueueRequest>>(bytes) {
         if !requests.is_empty() {
             let parsed: Result<Vec<NewTask>, ApiError> =
-                requests.into_iter().map(|r| task_from_request(r, trace_id.clone(), state)).collect();
+                requests.into_iter().map(|r| r.into_new_task(trace_id.clone())).collect();
             if let Ok(tasks) = parsed {
                 return Ok(tasks);
             }
@@ -199,7 +244,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<V
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            task_from_value(item, trace_id.clone(), state).map_err(|e| ApiError::InvalidBatchItem {
+            task_from_value(item, trace_id.clone()).map_err(|e| ApiError::InvalidBatchItem {
                 index,
                 code: e.code(),
                 message: e.to_string(),
@@ -220,7 +265,8 @@ where
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
+        let tasks = parse_batch(&bytes, new_trace_id(trace_header)?)?;
+        check_types(&tasks, &state, true).await?;
         check_cwom_links(&tasks, &state, true).await?;
         // Counted by type before the tasks move into the store (types are few).
         let mut per_type: Vec<(String, u64)> = Vec::new();
@@ -326,14 +372,167 @@ async fn cancel(raw_id: String, state: ApiState) -> Response {
     match result {
         Ok(task) => {
             // Running here? Stop it now rather than at the next heartbeat.
-            if let Some(signals) = &state.signals {
-                signals.task_cancelled(task.id);
-            }
+            state.signals.task_cancelled(task.id);
             tracing::info!(task_id = %task.id, "task cancelled");
             warp::reply::json(&task).into_response()
         }
         Err(e) => e.into_response(),
     }
+}
+
+async fn retry(raw_id: String, state: ApiState) -> Response {
+    let result = async {
+        let id = parse_id(&raw_id)?;
+        Ok::<_, ApiError>(state.store.retry(id).await?)
+    }
+    .await;
+    match result {
+        Ok(task) => {
+            tracing::info!(task_id = %task.id, "task queued again by retry");
+            state.signals.tasks_inserted();
+            warp::reply::json(&task).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The trace folder of an existing task, or why not.
+async fn trace_dir(raw_id: &str, state: &ApiState) -> Result<(crate::task::Task, std::path::PathBuf), ApiError> {
+    let id = parse_id(raw_id)?;
+    let task = state.store.get(id).await?.ok_or(ApiError::TaskNotFound(id))?;
+    let dir =
+        state.remote.lifecycle().trace().dir_for(id).ok_or_else(|| {
+            ApiError::TraceFileNotFound("trace folders are off on this daemon (JCT_TRACE=off)".into())
+        })?;
+    Ok((task, dir))
+}
+
+/// `GET /tasks/{id}/trace/{file}`: `input.json`, `log.txt`, `output.json` or
+/// `artifacts/<name>`; nothing else, and no path outside the folder.
+async fn trace_file(raw_id: String, tail: warp::path::Tail, state: ApiState) -> Response {
+    let result = async {
+        let (_, dir) = trace_dir(&raw_id, &state).await?;
+        let file = tail.as_str();
+        let path = match file.split_once('/') {
+            None if crate::trace::is_trace_file(file) => dir.join(file),
+            Some((crate::trace::ARTIFACTS_DIR, name)) if crate::trace::is_safe_artifact_name(name) => {
+                dir.join(crate::trace::ARTIFACTS_DIR).join(name)
+            }
+            _ => return Err(ApiError::TraceFileNotFound(file.to_string())),
+        };
+        let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::TraceFileNotFound(file.to_string()))?;
+        let media = if file.ends_with(".json") {
+            "application/json"
+        } else if file.ends_with(".txt") {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/octet-stream"
+        };
+        Ok::<_, ApiError>((bytes, media))
+    }
+    .await;
+    match result {
+        Ok((bytes, media)) => {
+            let mut res = Response::new(bytes.into());
+            res.headers_mut().insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static(media));
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /tasks/{id}/log`: the task's `log.txt`; with `?follow=1`, server-sent events, one
+/// `line` event per line as it is written, until the attempt ends (`end` event).
+async fn log(raw_id: String, query: Vec<(String, String)>, state: ApiState) -> Response {
+    let follow = match query.iter().find(|(k, _)| k == "follow").map(|(_, v)| v.as_str()) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => {
+            return ApiError::InvalidFilter(format!("follow must be 1 or 0 (got {other:?})")).into_response()
+        }
+    };
+    if let Some((k, _)) = query.iter().find(|(k, _)| k != "follow") {
+        return ApiError::InvalidFilter(format!("unknown parameter {k:?} (known: follow)")).into_response();
+    }
+    let (task, dir) = match trace_dir(&raw_id, &state).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let path = dir.join(crate::trace::LOG_FILE);
+    if !follow {
+        let text = tokio::fs::read(&path).await.unwrap_or_default();
+        let mut res = Response::new(text.into());
+        res.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return res;
+    }
+    let events = follow_log(path, dir.join(crate::trace::OUTPUT_FILE), task.id, task.attempts, state);
+    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+}
+
+/// Lines of `log` as events, from its start, then as they are appended, until this attempt's
+/// `output.json` appears or the task stops running this attempt. A task of its own reads
+/// the file; the response streams what it sends, and a client that goes away ends it.
+fn follow_log(
+    log: std::path::PathBuf,
+    output: std::path::PathBuf,
+    id: TaskId,
+    attempt: i32,
+    state: ApiState,
+) -> impl Stream<Item = Result<warp::sse::Event, std::convert::Infallible>> + Send + Sync + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<warp::sse::Event>(64);
+    tokio::spawn(async move {
+        let line = |l: &str| warp::sse::Event::default().event("line").data(l.to_string());
+        let (mut offset, mut pending) = (0u64, String::new());
+        loop {
+            let bytes = read_from(&log, offset).await;
+            offset += bytes.len() as u64;
+            pending.push_str(&String::from_utf8_lossy(&bytes));
+            if let Some(at) = pending.rfind('\n') {
+                let complete: String = pending.drain(..=at).collect();
+                for l in complete.lines() {
+                    if tx.send(line(l)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                continue;
+            }
+            let ended = tokio::fs::metadata(&output).await.is_ok()
+                || match state.store.get(id).await {
+                    Ok(Some(t)) => t.status != TaskStatus::Running || t.attempts != attempt,
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+            if ended {
+                // Lines written just before the end.
+                pending.push_str(&String::from_utf8_lossy(&read_from(&log, offset).await));
+                for l in pending.lines() {
+                    let _ = tx.send(line(l)).await;
+                }
+                let _ = tx.send(warp::sse::Event::default().event("end").data(id.to_string())).await;
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(crate::tunables::LOG_FOLLOW_EVERY) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+}
+
+/// The bytes of `path` from `offset` on (none when it does not exist yet).
+async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return Vec::new() };
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let _ = file.read_to_end(&mut out).await;
+    out
 }
 
 #[cfg(test)]

@@ -78,3 +78,17 @@ pub(super) async fn finish(
         }
     }
 }
+
+/// An artifact a worker posted for the attempt, as the Run's Artifact records it.
+pub type NewRunArtifact = crate::cwom::RunArtifact;
+
+/// Records an artifact of the attempt's Run; `None` (logged) when CWOM refuses it.
+pub(super) async fn add_artifact(cwom: &Cwom, task: &Task, link: &RunLink, artifact: NewRunArtifact) -> Option<String> {
+    match cwom.add_run_artifact(&link.run_id, &link.issue_id, artifact).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(task_id = %task.id, run_id = %link.run_id, error = %e, "could not record the Artifact");
+            None
+        }
+    }
+}

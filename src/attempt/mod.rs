@@ -30,6 +30,8 @@ use crate::tunables::RETRY_JITTER_MIN;
 
 mod cwom_run;
 
+pub use cwom_run::NewRunArtifact;
+
 /// When failed attempts run again: `base · 2^(attempt-1)`, capped, then scaled by a random
 /// factor in [`RETRY_JITTER_MIN`, 1] so that tasks failing together do not retry in lockstep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub enum RunEnd {
     Returned(Value),
     /// Failed in a way another attempt may not repeat (an error, a panic, a timeout).
     Failed(String),
+    /// Failed, and the worker asks for the next attempt no sooner than after this delay.
+    FailedRetryAfter(String, Duration),
     /// Never retried: the task cannot succeed (no handler for its type).
     Permanent(String),
     /// Interrupted by the hard shutdown: handed back, not counted.
@@ -88,6 +92,19 @@ pub enum Disposition {
     Nothing(TaskId),
 }
 
+/// How an attempt ended, as its trace folder and CWOM Run record it.
+#[derive(Debug, Clone, Copy)]
+pub enum Closing<'a> {
+    /// The store took this end.
+    Finished(&'a Finish),
+    /// Cancelled while running: the store already says so.
+    Cancelled,
+    /// The lease went to someone else: leave the folder alone.
+    LeaseLost,
+    /// Given back to the queue uncounted (shutdown, or a worker's release).
+    HandedBack,
+}
+
 /// One attempt in progress.
 pub struct Attempt {
     task: Arc<Task>,
@@ -106,6 +123,11 @@ impl Attempt {
     pub fn folder(&self) -> Option<&TaskTrace> {
         self.folder.as_ref()
     }
+
+    /// The CWOM Run recording this attempt, for a task linked to an Issue.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run.as_ref().map(|r| r.run_id.as_str())
+    }
 }
 
 /// The attempt lifecycle of one daemon: where traces go, where Runs are recorded, when
@@ -115,13 +137,22 @@ pub struct Lifecycle {
     cwom: Cwom,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
-    /// Who executes, as CWOM Runs record it (the worker id).
-    executor_id: String,
 }
 
 impl Lifecycle {
-    pub fn new(trace: TraceWriter, cwom: Cwom, retry: RetryPolicy, metrics: Arc<Metrics>, executor_id: String) -> Self {
-        Lifecycle { trace, cwom, retry, metrics, executor_id }
+    pub fn new(trace: TraceWriter, cwom: Cwom, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Lifecycle { trace, cwom, retry, metrics }
+    }
+
+    /// Where trace folders go (for the routes that read them).
+    pub fn trace(&self) -> &TraceWriter {
+        &self.trace
+    }
+
+    /// Records an artifact a worker produced: a CWOM Artifact of the attempt's Run when the
+    /// task is linked to an Issue. Returns the Artifact's id.
+    pub async fn add_artifact(&self, attempt: &Attempt, artifact: NewRunArtifact) -> Option<String> {
+        cwom_run::add_artifact(&self.cwom, &attempt.task, attempt.run.as_ref()?, artifact).await
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
@@ -137,7 +168,9 @@ impl Lifecycle {
             self.metrics.started_after_claim((started_at - claimed).to_std().unwrap_or_default());
         }
         let folder = self.open_trace(&task).await;
-        let run = cwom_run::start(&self.cwom, &self.executor_id, &task, started_at).await;
+        // The lease holder executes: this daemon's worker, or a remote worker.
+        let executor = task.locked_by.clone().unwrap_or_default();
+        let run = cwom_run::start(&self.cwom, &executor, &task, started_at).await;
         Attempt { task, started_at, clock, folder, run }
     }
 
@@ -151,61 +184,82 @@ impl Lifecycle {
                 Ok(Finish::Retry { error, run_at: Utc::now() + delay })
             }
             RunEnd::Failed(error) => Ok(Finish::Failed { error }),
+            RunEnd::FailedRetryAfter(error, after) if task.attempts < task.max_attempts => {
+                let delay = chrono::Duration::from_std(after).unwrap_or_default();
+                Ok(Finish::Retry { error, run_at: Utc::now() + delay })
+            }
+            RunEnd::FailedRetryAfter(error, _) => Ok(Finish::Failed { error }),
             other => Err(other),
         }
     }
 
-    /// Ends an attempt: records it in the trace folder and the CWOM Run, and says what the
-    /// store must get.
+    /// Ends an attempt: decides what the run's end means, records it in the trace folder
+    /// and the CWOM Run, and says what the store must get.
     pub async fn end(&self, attempt: Attempt, end: RunEnd) -> Disposition {
-        let Attempt { task, started_at, clock, folder, run } = attempt;
-        let run_id = run.as_ref().map(|r| r.run_id.clone());
-        let trace_dir = folder.as_ref().map(|f| f.dir().to_path_buf());
-        let finish = match self.decide(&task, end) {
-            Ok(finish) => finish,
+        let task = attempt.task.clone();
+        match self.decide(&task, end) {
+            Ok(finish) => {
+                self.close(attempt, Closing::Finished(&finish)).await;
+                Disposition::Write(Outcome { id: task.id, attempt: task.attempts, finish })
+            }
             Err(RunEnd::Interrupted) => {
                 tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
-                let ending =
-                    cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "interrupted by shutdown" };
-                cwom_run::finish(&self.cwom, &task, run, ending, None).await;
-                return Disposition::Release(task.id);
+                self.close(attempt, Closing::HandedBack).await;
+                Disposition::Release(task.id)
             }
             Err(RunEnd::Stopped(StopReason::LeaseLost)) => {
-                // Another holder may own the task (and its trace folder) now: leave both alone.
                 tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
-                let ending = cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" };
-                cwom_run::finish(&self.cwom, &task, run, ending, None).await;
-                return Disposition::Nothing(task.id);
+                self.close(attempt, Closing::LeaseLost).await;
+                Disposition::Nothing(task.id)
             }
             Err(RunEnd::Stopped(StopReason::Cancelled)) => {
                 tracing::info!(task_id = %task.id, attempt = task.attempts, "stopped: task cancelled");
-                let ending =
-                    cwom_run::Ending::Failed { category: FailureCategory::Unknown, message: "cancelled while running" };
-                cwom_run::finish(&self.cwom, &task, run, ending, trace_dir.as_deref()).await;
-                // The store already says `cancelled`; only the trace needs the ending.
-                if let Some(folder) = folder {
-                    let mut record = record(&task, Ended::Cancelled, started_at, clock.elapsed());
-                    record.cwom_run_id = run_id;
-                    self.write_output(folder, record, &task).await;
-                }
-                return Disposition::Nothing(task.id);
+                self.close(attempt, Closing::Cancelled).await;
+                Disposition::Nothing(task.id)
             }
             Err(other) => unreachable!("decide settles {other:?}"),
-        };
-        self.count_and_log(&task, &finish);
-        let ending = match &finish {
-            Finish::Completed { .. } => cwom_run::Ending::Done,
-            Finish::Retry { error, .. } | Finish::Failed { error } => {
-                cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: error }
+        }
+    }
+
+    /// Records how an attempt ended: counts and logs a finish, writes `output.json` (not for
+    /// a lost lease, whose folder may be another holder's now, nor for a hand-back, which
+    /// is not an end), and closes the CWOM Run.
+    pub async fn close(&self, attempt: Attempt, how: Closing<'_>) {
+        let Attempt { task, started_at, clock, folder, run } = attempt;
+        let run_id = run.as_ref().map(|r| r.run_id.clone());
+        let trace_dir = folder.as_ref().map(|f| f.dir().to_path_buf());
+        let (ending, ended, keep_trace) = match how {
+            Closing::Finished(finish) => {
+                self.count_and_log(&task, finish);
+                let ending = match finish {
+                    Finish::Completed { .. } => cwom_run::Ending::Done,
+                    Finish::Retry { error, .. } | Finish::Failed { error } => {
+                        cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: error }
+                    }
+                };
+                (ending, Some(Ended::Finished(finish)), true)
             }
+            Closing::Cancelled => (
+                cwom_run::Ending::Failed { category: FailureCategory::Unknown, message: "cancelled while running" },
+                Some(Ended::Cancelled),
+                true,
+            ),
+            Closing::LeaseLost => {
+                (cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" }, None, false)
+            }
+            Closing::HandedBack => (
+                cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "handed back to the queue" },
+                None,
+                false,
+            ),
         };
+        let trace_dir = if keep_trace { trace_dir } else { None };
         cwom_run::finish(&self.cwom, &task, run, ending, trace_dir.as_deref()).await;
-        if let Some(folder) = folder {
-            let mut record = record(&task, Ended::Finished(&finish), started_at, clock.elapsed());
+        if let (Some(folder), Some(ended)) = (folder, ended) {
+            let mut record = record(&task, ended, started_at, clock.elapsed());
             record.cwom_run_id = run_id;
             self.write_output(folder, record, &task).await;
         }
-        Disposition::Write(Outcome { id: task.id, attempt: task.attempts, finish })
     }
 
     fn count_and_log(&self, task: &Task, finish: &Finish) {
@@ -269,6 +323,7 @@ impl Lifecycle {
 }
 
 /// How an attempt that `output.json` describes ended.
+#[derive(Clone, Copy)]
 enum Ended<'a> {
     Finished(&'a Finish),
     Cancelled,

@@ -193,16 +193,30 @@ impl Cwom {
     /// Registers a trace folder (`file://` URI) as a `trace` Artifact produced by the Run,
     /// for its Issue. Returns the Artifact's id.
     pub async fn add_trace_artifact(&self, run_id: &str, issue_id: &str, uri: &str) -> CwomResult<String> {
+        let artifact = RunArtifact {
+            artifact_type: ArtifactType::Trace,
+            title: "Trace folder".into(),
+            uri: uri.into(),
+            media_type: Some("inode/directory".into()),
+            digest: None,
+            size_bytes: None,
+        };
+        self.add_run_artifact(run_id, issue_id, artifact).await
+    }
+
+    /// Registers something a Run produced as an Artifact of that Run, for its Issue.
+    /// Returns the Artifact's id.
+    pub async fn add_run_artifact(&self, run_id: &str, issue_id: &str, a: RunArtifact) -> CwomResult<String> {
         let artifact = NewArtifact {
             kind: None,
             produced_by: Ref::new(ObjectKind::Run, run_id),
             for_issue: Ref::new(ObjectKind::Issue, issue_id),
-            artifact_type: ArtifactType::Trace,
-            title: "Trace folder".into(),
-            uri: uri.into(),
-            digest: None,
-            media_type: Some("inode/directory".into()),
-            size_bytes: None,
+            artifact_type: a.artifact_type,
+            title: a.title,
+            uri: a.uri,
+            digest: a.digest,
+            media_type: a.media_type,
+            size_bytes: a.size_bytes,
             preview: None,
             verification: Verification::default(),
             tags: Vec::new(),
@@ -213,4 +227,15 @@ impl Cwom {
         self.store.create(artifact.into()).await?;
         Ok(id)
     }
+}
+
+/// An Artifact a Run produced, as the attempt lifecycle reports it.
+#[derive(Debug, Clone)]
+pub struct RunArtifact {
+    pub artifact_type: ArtifactType,
+    pub title: String,
+    pub uri: String,
+    pub media_type: Option<String>,
+    pub digest: Option<String>,
+    pub size_bytes: Option<i64>,
 }

@@ -131,6 +131,18 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
+/// Why a retry changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RetryError {
+    #[error("no task with id {0}")]
+    NotFound(TaskId),
+    /// Only failed and cancelled tasks can be retried.
+    #[error("task {id} is {status}")]
+    NotRetryable { id: TaskId, status: TaskStatus },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The full cause chain of an error, one cause after another, for logs.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

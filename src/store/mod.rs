@@ -4,6 +4,7 @@
 //! [`Backend::open`] from `DATABASE_URL`:
 //! - [`TaskStore`] (`tasks.rs`): enqueue, claim, heartbeat, finish, release, cancel, list…;
 //! - [`CwomStore`] (`cwom.rs`): create, read, list and update work objects;
+//! - [`WorkerStore`] (`workers.rs`): the registry of remote workers;
 //! - [`Listener`] (`listener.rs`, optional): turns the database's notifications into
 //!   wake-ups; PostgreSQL has one (LISTEN/NOTIFY), SQLite none (the worker polls).
 //!
@@ -31,13 +32,15 @@ pub mod listener;
 pub mod postgres;
 pub mod sqlite;
 pub mod tasks;
+pub mod workers;
 
 pub use cwom::{Change, CwomStore};
-pub use error::{CancelError, EnqueueError, StoreError, StoreErrorKind, StoreResult};
+pub use error::{CancelError, EnqueueError, RetryError, StoreError, StoreErrorKind, StoreResult};
 pub use listener::{Listener, ListenerStatus, Wakeups};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use tasks::{ClaimParams, Finish, Outcome, TaskStore};
+pub use tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+pub use workers::WorkerStore;
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the
 /// database can notify.
@@ -45,6 +48,7 @@ pub use tasks::{ClaimParams, Finish, Outcome, TaskStore};
 pub struct Backend {
     tasks: Arc<dyn TaskStore>,
     cwom: Arc<dyn CwomStore>,
+    workers: Arc<dyn WorkerStore>,
     listener: Option<Arc<dyn Listener>>,
 }
 
@@ -59,7 +63,12 @@ impl Backend {
 
     /// The stores of an open SQLite file (no listener: the worker polls).
     pub fn sqlite(db: SqliteStore) -> Backend {
-        Backend { tasks: Arc::new(db.clone()), cwom: Arc::new(sqlite::SqliteCwom::new(db)), listener: None }
+        Backend {
+            tasks: Arc::new(db.clone()),
+            cwom: Arc::new(sqlite::SqliteCwom::new(db.clone())),
+            workers: Arc::new(db),
+            listener: None,
+        }
     }
 
     /// The stores of an open PostgreSQL database, with its LISTEN connection.
@@ -68,6 +77,7 @@ impl Backend {
             tasks: Arc::new(db.clone()),
             cwom: Arc::new(postgres::PgCwom::new(db.clone())),
             listener: Some(Arc::new(postgres::PgListener::new(db.url()))),
+            workers: Arc::new(db),
         }
     }
 
@@ -79,6 +89,11 @@ impl Backend {
     /// The CWOM store on this database.
     pub fn cwom(&self) -> Arc<dyn CwomStore> {
         self.cwom.clone()
+    }
+
+    /// The worker registry on this database.
+    pub fn workers(&self) -> Arc<dyn WorkerStore> {
+        self.workers.clone()
     }
 
     /// The database's notification listener, when it has one.

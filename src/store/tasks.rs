@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::error::{CancelError, EnqueueError, StoreResult};
+use super::error::{CancelError, EnqueueError, RetryError, StoreResult};
+use crate::remote::model::LeaseToken;
 use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 /// Declares a driver's column list of `tasks`, once: the `Col` enum (a column's position in
@@ -26,12 +27,28 @@ macro_rules! task_columns {
 }
 pub(crate) use task_columns;
 
-/// Ask for up to `limit` due tasks, leased to `worker` for `lease`.
+/// Ask for up to `limit` due tasks of these types (and queues), leased to `worker` for
+/// `lease`.
 #[derive(Debug, Clone)]
 pub struct ClaimParams {
     pub worker: WorkerId,
     pub limit: usize,
     pub lease: Duration,
+    /// Only tasks of these types: a worker claims only what it can run.
+    pub types: Vec<String>,
+    /// Only tasks in these queues; `None` takes every queue.
+    pub queues: Option<Vec<String>>,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseState {
+    /// Still ours; the lease now ends at this time.
+    Held { until: DateTime<Utc> },
+    /// The attempt was cancelled: stop it (nothing it reports will be kept).
+    Cancelled,
+    /// Not ours any more (rescued, finished, or claimed again).
+    Lost,
 }
 
 /// How one attempt ended, as the store records it.
@@ -108,4 +125,26 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Answers when the database does; for `/ready`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Renews the lease of one attempt held under `token`, or says why it cannot.
+    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState>;
+
+    /// Whether the task is running under exactly this attempt's lease.
+    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool>;
+
+    /// Gives one attempt back to the queue without counting it; false when the token no
+    /// longer holds the task.
+    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool>;
+
+    /// How many tasks `worker` holds (running under its id).
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64>;
+
+    /// Which of `ids` are not running under `worker` any more (cancelled, rescued, ended).
+    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
+
+    /// Queues a failed or cancelled task again with a fresh attempt budget.
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError>;
+
+    /// Queued tasks per type (for `/metrics`: a type nobody serves waits here).
+    async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>>;
 }

@@ -155,8 +155,10 @@ impl Wakeups for Signals {
 pub struct Worker {
     pub store: Arc<dyn TaskStore>,
     pub registry: Arc<Registry>,
+    /// The types it has handlers for: it claims only these.
+    pub claim_types: Vec<String>,
     /// Starts and ends each attempt (trace folder, CWOM Run, retry policy).
-    pub lifecycle: Lifecycle,
+    pub lifecycle: Arc<Lifecycle>,
     pub settings: WorkerSettings,
     /// Woken by the listener, the API and the rescuer: "there may be work now".
     pub wake: Arc<Notify>,
@@ -173,12 +175,13 @@ impl Worker {
     pub fn new(
         store: Arc<dyn TaskStore>,
         registry: Arc<Registry>,
-        lifecycle: Lifecycle,
+        lifecycle: Arc<Lifecycle>,
         settings: WorkerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
         Worker {
             store,
+            claim_types: registry.types().into_iter().map(String::from).collect(),
             registry,
             lifecycle,
             settings,

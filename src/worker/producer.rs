@@ -143,7 +143,13 @@ fn hold(worker: &Worker, tasks: Vec<Task>, mut places: OwnedSemaphorePermit, shu
 fn claim(worker: &Arc<Worker>, limit: usize) -> Claim {
     let worker = worker.clone();
     Box::pin(async move {
-        let params = ClaimParams { worker: worker.settings.id.clone(), limit, lease: worker.settings.lease };
+        let params = ClaimParams {
+            worker: worker.settings.id.clone(),
+            limit,
+            lease: worker.settings.lease,
+            types: worker.claim_types.clone(),
+            queues: None,
+        };
         worker.store.claim(&params).await
     })
 }

@@ -30,6 +30,7 @@ mod cwom;
 mod intake;
 mod listener;
 mod tasks;
+mod workers;
 
 pub(crate) use cwom::PgCwom;
 pub use listener::{PgListener, APPLICATION_NAME as LISTENER_APPLICATION_NAME};

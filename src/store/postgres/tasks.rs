@@ -21,8 +21,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL};
-use crate::store::error::{CancelError, EnqueueError, StoreError, StoreResult};
-use crate::store::tasks::{ClaimParams, Finish, Outcome, TaskStore};
+use crate::remote::model::LeaseToken;
+use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
+use crate::store::tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
 use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
@@ -209,11 +210,13 @@ fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|i| i.0).collect()
 }
 
-/// Claims up to $1 due tasks for worker $2 with a lease of $3 seconds.
+/// Claims up to $1 due tasks of the types $4 (in the queues $5, or any when NULL) for worker
+/// $2 with a lease of $3 seconds.
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS ( \
            SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
+             AND type = ANY($4::text[]) AND ($5::text[] IS NULL OR queue = ANY($5::text[])) \
            ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
          UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
            locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
@@ -316,7 +319,10 @@ impl TaskStore for PgStore {
         let client = self.claim_client().await?;
         let stmt = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
         let rows = client
-            .query(&stmt, &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease)])
+            .query(
+                &stmt,
+                &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease), &params.types, &params.queues],
+            )
             .await
             .map_err(pg_err)?;
         let mut tasks = tasks_from_rows(&rows)?;
@@ -482,6 +488,114 @@ impl TaskStore for PgStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState> {
+        let client = self.worker_client().await?;
+        // One statement: renew when held, else say whether this attempt was cancelled.
+        let row = client
+            .query_one(
+                "WITH renewed AS ( \
+                   UPDATE tasks SET locked_until = now() + $4 * interval '1 second' \
+                   WHERE id = $1 AND status || '' = 'running' AND locked_by = $2 AND attempts = $3 \
+                   RETURNING locked_until) \
+                 SELECT (SELECT locked_until FROM renewed), \
+                        EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = 'cancelled' AND attempts = $3)",
+                &[&id.0, &token.worker.0, &token.attempt, &lease_secs(lease)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let until: Option<DateTime<Utc>> = row.get(0);
+        Ok(match (until, row.get::<_, bool>(1)) {
+            (Some(until), _) => LeaseState::Held { until },
+            (None, true) => LeaseState::Cancelled,
+            (None, false) => LeaseState::Lost,
+        })
+    }
+
+    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
+        let client = self.worker_client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM tasks WHERE id = $1 AND status || '' = 'running' AND locked_by = $2 AND attempts = $3",
+                &[&id.0, &token.worker.0, &token.attempt],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
+        // Durable: a worker told "released" must find the task queued after a crash.
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = now(), \
+                   locked_by = NULL, locked_until = NULL, started_at = NULL \
+                 WHERE id = $1 AND status = 'running' AND locked_by = $2 AND attempts = $3",
+                &[&id.0, &token.worker.0, &token.attempt],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n == 1)
+    }
+
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
+        let client = self.worker_client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = $1", &[&worker.0])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let client = self.worker_client().await?;
+        let rows = client
+            .query(
+                "SELECT u.id FROM unnest($1::uuid[]) AS u(id) \
+                 WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = u.id AND t.status || '' = 'running' \
+                                   AND t.locked_by = $2)",
+                &[&uuids(ids), &worker.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+                ),
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = row {
+            return Ok(task_from_row(&row)?);
+        }
+        let row = client.query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
+        match row {
+            None => Err(RetryError::NotFound(id)),
+            Some(row) => Err(RetryError::NotRetryable {
+                id,
+                status: row.get::<_, &str>(0).parse().map_err(StoreError::internal)?,
+            }),
+        }
+    }
+
+    async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT type, count(*) FROM tasks WHERE status = 'queued' GROUP BY type", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
     }
 }
 

@@ -19,6 +19,7 @@ use crate::tunables::{SQLITE_BUSY_TIMEOUT, SQLITE_MIGRATE_RETRY, SQLITE_MIGRATE_
 
 mod cwom;
 mod tasks;
+mod workers;
 
 pub(crate) use cwom::SqliteCwom;
 

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{conversion, fmt_ts, parse_ts, sql_err, SqliteStore};
-use crate::store::error::{CancelError, EnqueueError, StoreError, StoreResult};
-use crate::store::tasks::{ClaimParams, Finish, Outcome, TaskStore};
+use crate::remote::model::LeaseToken;
+use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
+use crate::store::tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
 use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
@@ -209,6 +210,9 @@ impl TaskStore for SqliteStore {
         let worker = params.worker.0.clone();
         let limit = params.limit as i64;
         let lease = params.lease.as_secs_f64();
+        // JSON arrays, read in SQL with json_each (SQLite has no array parameters).
+        let types = serde_json::to_string(&params.types).expect("strings serialise");
+        let queues = params.queues.as_ref().map(|q| serde_json::to_string(q).expect("strings serialise"));
         self.call(move |conn| {
             let now = Utc::now();
             let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
@@ -217,12 +221,15 @@ impl TaskStore for SqliteStore {
                     "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
                      locked_until = ?2, started_at = ?3, updated_at = ?3 \
                      WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
+                                    AND type IN (SELECT value FROM json_each(?5)) \
+                                    AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
                                   ORDER BY priority DESC, run_at, id LIMIT ?4) \
                      RETURNING {COLUMNS}"
                 ))
                 .map_err(sql_err)?;
-            let rows =
-                stmt.query_map(params![worker, fmt_ts(until), fmt_ts(now), limit], task_from_row).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![worker, fmt_ts(until), fmt_ts(now), limit, types, queues], task_from_row)
+                .map_err(sql_err)?;
             let mut tasks = collect(rows)?;
             tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
             Ok(tasks)
@@ -430,6 +437,134 @@ impl TaskStore for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+    }
+
+    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState> {
+        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
+        self.call(move |conn| {
+            let until = Utc::now() + chrono::Duration::microseconds(lease.as_micros() as i64);
+            let renewed = conn
+                .prepare_cached(
+                    "UPDATE tasks SET locked_until = ?1 \
+                     WHERE id = ?2 AND status = 'running' AND locked_by = ?3 AND attempts = ?4",
+                )
+                .map_err(sql_err)?
+                .execute(params![fmt_ts(until), id.to_string(), worker, attempt])
+                .map_err(sql_err)?;
+            if renewed == 1 {
+                return Ok(LeaseState::Held { until });
+            }
+            let row: Option<(String, i32)> = conn
+                .prepare_cached("SELECT status, attempts FROM tasks WHERE id = ?1")
+                .map_err(sql_err)?
+                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(sql_err)?;
+            Ok(match row {
+                Some((status, attempts)) if status == "cancelled" && attempts == attempt => LeaseState::Cancelled,
+                _ => LeaseState::Lost,
+            })
+        })
+        .await
+    }
+
+    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
+        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM tasks WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
+            )
+            .map_err(sql_err)?
+            .query_row(params![id.to_string(), worker, attempt], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
+        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
+        self.call(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = ?4, \
+                       locked_by = NULL, locked_until = NULL, started_at = NULL \
+                     WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
+                )
+                .map_err(sql_err)?
+                .execute(params![id.to_string(), worker, attempt, fmt_ts(Utc::now())])
+                .map_err(sql_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
+        let worker = worker.0.clone();
+        self.call(move |conn| {
+            conn.prepare_cached("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = ?1")
+                .map_err(sql_err)?
+                .query_row([worker], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let worker = worker.0.clone();
+        let ids = ids.to_vec();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND status = 'running' AND locked_by = ?2")
+                .map_err(sql_err)?;
+            let mut gone = Vec::new();
+            for id in ids {
+                let held = stmt.query_row(params![id.to_string(), worker], |_| Ok(())).optional().map_err(sql_err)?;
+                if held.is_none() {
+                    gone.push(id);
+                }
+            }
+            Ok(gone)
+        })
+        .await
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
+        self.call(move |conn| {
+            let now = fmt_ts(Utc::now());
+            let retried = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id = ?1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?
+                .query_row(params![id.to_string(), now], task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            Ok(match retried {
+                Some(t) => Ok(t),
+                None => match get_task(conn, id)? {
+                    None => Err(RetryError::NotFound(id)),
+                    Some(t) => Err(RetryError::NotRetryable { id, status: t.status }),
+                },
+            })
+        })
+        .await?
+    }
+
+    async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.call(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT type, count(*) FROM tasks WHERE status = 'queued' GROUP BY type")
+                .map_err(sql_err)?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })
+        .await
     }
 }
 
