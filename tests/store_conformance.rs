@@ -447,6 +447,15 @@ mod cases {
         store.cancel(id).await.unwrap();
         assert_eq!(store.renew(id, &token, Duration::from_secs(30)).await.unwrap(), LeaseState::Cancelled);
         assert!(!store.holds(id, &token).await.unwrap());
+        // One end, answered whole; refused when the fence does not match.
+        let next = enqueue(&*store, "echo").await;
+        let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
+        let done = |attempt| Outcome { id: next, attempt, finish: Finish::Completed { result: json!({ "ok": 1 }) } };
+        assert!(store.finish_one(&worker("w"), &done(t.attempts + 1)).await.unwrap().is_none(), "wrong attempt");
+        assert!(store.finish_one(&worker("x"), &done(t.attempts)).await.unwrap().is_none(), "wrong holder");
+        let ended = store.finish_one(&worker("w"), &done(t.attempts)).await.unwrap().expect("the fence matches");
+        assert_eq!((ended.id, ended.status, ended.result), (next, TaskStatus::Completed, Some(json!({ "ok": 1 }))));
+        assert!(ended.finished_at.is_some() && ended.locked_by.is_none());
     }
 
     pub async fn retry_requeues_only_failed_or_cancelled(store: Arc<dyn TaskStore>) {

@@ -225,7 +225,8 @@ pub async fn complete(client: &Client, base: &str, task: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Claims (up to 100) and completes until a claim finds nothing; returns how many.
+/// Claims (up to 100) and completes until a claim finds nothing; returns how many. The
+/// tasks of one claim are completed concurrently, as a worker with 100 slots runs them.
 pub async fn work_until_idle(client: &Client, base: &str, worker: &str) -> Result<usize> {
     let mut done = 0;
     loop {
@@ -233,8 +234,9 @@ pub async fn work_until_idle(client: &Client, base: &str, worker: &str) -> Resul
         if tasks.is_empty() {
             return Ok(done);
         }
-        for task in &tasks {
-            complete(client, base, task).await?;
+        let ends = futures_util::future::join_all(tasks.iter().map(|task| complete(client, base, task))).await;
+        for end in ends {
+            end?;
         }
         done += tasks.len();
     }

@@ -418,7 +418,8 @@ async fn remote_latency(bench: &Bench) -> Result<Measured> {
 }
 
 /// `remote_drain_per_s`: a backlog of no-op tasks drained by four HTTP workers claiming up
-/// to 100 at a time and completing each with its own request; traces off; the daemon runs
+/// to 100 at a time and completing each with its own request (a claim's tasks concurrently,
+/// as a worker with 100 slots would); traces off; the daemon runs
 /// the `api` role, so no in-process worker competes. The rate is from the first claim to
 /// the last completion, on the database clock.
 async fn remote_drain(bench: &Bench) -> Result<Measured> {
@@ -431,7 +432,8 @@ async fn remote_drain(bench: &Bench) -> Result<Measured> {
             pg::insert_backlog(&db, n).await?;
             let config = DaemonConfig::serve(&url).subcommand("api").env("JCT_TRACE", "off");
             let mut daemon = bench.start_daemon(config).await?;
-            let client = http::client(WORKERS * 2)?;
+            // Room for every request in flight: four claims of 100 completed at once.
+            let client = http::client(WORKERS * 100)?;
             let base = daemon.base_url();
             http::wait_healthy(&client, &base).await?;
             progress!("  draining {n} tasks with {WORKERS} HTTP workers");

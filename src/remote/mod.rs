@@ -532,10 +532,9 @@ impl Remote {
             Err(other) => unreachable!("a worker's report is always decided: {other:?}"),
         };
         let outcome = Outcome { id, attempt: token.attempt, finish: finish.clone() };
-        let applied = self.tasks.finish(&token.worker, std::slice::from_ref(&outcome)).await?;
-        if !applied.contains(&id) {
+        let Some(ended) = self.tasks.finish_one(&token.worker, &outcome).await? else {
             return Err(RemoteError::LeaseLost(id));
-        }
+        };
         self.forget(id, token);
         if let Some(open) = open {
             if let Some(attempt) = open.state.lock().await.attempt.take() {
@@ -545,7 +544,7 @@ impl Remote {
         if matches!(finish, Finish::Retry { .. }) {
             self.notify_all();
         }
-        self.tasks.get(id).await?.ok_or(RemoteError::TaskNotFound(id))
+        Ok(ended)
     }
 
     /// Gives the attempt back to the queue, not counted.

@@ -98,6 +98,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// no longer running under this worker's lease and attempt.
     async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>>;
 
+    /// Writes one attempt's end, fenced like [`TaskStore::finish`], and returns the task as
+    /// it now is; `None` when the fence refused it.
+    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>>;
+
     /// Gives running tasks back to the queue without counting their attempt (graceful
     /// shutdown). Returns how many were given back.
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64>;

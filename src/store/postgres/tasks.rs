@@ -206,6 +206,12 @@ fn tasks_from_rows(rows: &[Row]) -> StoreResult<Vec<Task>> {
     rows.iter().map(task_from_row).collect()
 }
 
+/// A task's status, to say why a state change did not apply.
+async fn status_of(client: &deadpool_postgres::Object, id: TaskId) -> StoreResult<Option<TaskStatus>> {
+    let row = client.query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
+    row.map(|r| r.get::<_, &str>(0).parse().map_err(StoreError::internal)).transpose()
+}
+
 fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|i| i.0).collect()
 }
@@ -248,6 +254,60 @@ pub const FINISH: &str = "WITH mine AS ( \
        updated_at = now(), locked_by = NULL, locked_until = NULL \
      FROM mine WHERE tasks.id = mine.id \
      RETURNING tasks.id";
+
+/// [`FINISH`] answering the finished rows whole (one attempt reported by a remote worker).
+static FINISH_RETURNING: LazyLock<String> =
+    LazyLock::new(|| FINISH.replace("RETURNING tasks.id", &format!("RETURNING {COLUMNS}")));
+
+/// Attempt ends as the per-task arrays of [`FINISH`] ($1..$6).
+struct FinishArrays<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    results: Vec<Option<&'a Value>>,
+    errors: Vec<Option<&'a str>>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> FinishArrays<'a> {
+    fn of(outcomes: &'a [Outcome]) -> Self {
+        let n = outcomes.len();
+        let mut a = FinishArrays {
+            ids: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            run_ats: Vec::with_capacity(n),
+        };
+        for o in outcomes {
+            let (status, result, error, run_at): (_, Option<&Value>, Option<&str>, Option<DateTime<Utc>>) =
+                match &o.finish {
+                    Finish::Completed { result } => (TaskStatus::Completed, Some(result), None, None),
+                    Finish::Retry { error, run_at } => (TaskStatus::Queued, None, Some(error), Some(*run_at)),
+                    Finish::Failed { error } => (TaskStatus::Failed, None, Some(error), None),
+                };
+            a.ids.push(o.id.0);
+            a.attempts.push(o.attempt);
+            a.statuses.push(status.as_str());
+            a.results.push(result);
+            a.errors.push(error);
+            a.run_ats.push(run_at);
+        }
+        a
+    }
+
+    async fn query(
+        &self,
+        client: &deadpool_postgres::Object,
+        stmt: &tokio_postgres::Statement,
+        worker: &WorkerId,
+    ) -> StoreResult<Vec<Row>> {
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, &worker.0];
+        client.query(stmt, &params).await.map_err(pg_err)
+    }
+}
 
 /// Hands running tasks back to the queue without counting the attempt ($1 ids, $2 worker).
 pub const RELEASE: &str = "WITH mine AS ( \
@@ -341,32 +401,17 @@ impl TaskStore for PgStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let n = outcomes.len();
-        let (mut ids, mut attempts, mut statuses) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut results, mut errors, mut run_ats) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for o in outcomes {
-            ids.push(o.id.0);
-            attempts.push(o.attempt);
-            let (status, result, error, run_at): (_, Option<&Value>, Option<&str>, Option<DateTime<Utc>>) =
-                match &o.finish {
-                    Finish::Completed { result } => (TaskStatus::Completed, Some(result), None, None),
-                    Finish::Retry { error, run_at } => (TaskStatus::Queued, None, Some(error), Some(*run_at)),
-                    Finish::Failed { error } => (TaskStatus::Failed, None, Some(error), None),
-                };
-            statuses.push(status.as_str());
-            results.push(result);
-            errors.push(error);
-            run_ats.push(run_at);
-        }
         let client = self.worker_client().await?;
         let stmt = client.prepare_cached(FINISH).await.map_err(pg_err)?;
-        let rows = client
-            .query(&stmt, &[&ids, &attempts, &statuses, &results, &errors, &run_ats, &worker.0])
-            .await
-            .map_err(pg_err)?;
+        let rows = FinishArrays::of(outcomes).query(&client, &stmt, worker).await?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>> {
+        let client = self.worker_client().await?;
+        let stmt = client.prepare_cached(&FINISH_RETURNING).await.map_err(pg_err)?;
+        let rows = FinishArrays::of(std::slice::from_ref(outcome)).query(&client, &stmt, worker).await?;
+        rows.first().map(task_from_row).transpose()
     }
 
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
@@ -404,13 +449,9 @@ impl TaskStore for PgStore {
         if let Some(row) = row {
             return Ok(task_from_row(&row)?);
         }
-        let row = client.query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
-        match row {
+        match status_of(&client, id).await? {
             None => Err(CancelError::NotFound(id)),
-            Some(row) => Err(CancelError::NotCancellable {
-                id,
-                status: row.get::<_, &str>(0).parse().map_err(StoreError::internal)?,
-            }),
+            Some(status) => Err(CancelError::NotCancellable { id, status }),
         }
     }
 
@@ -579,13 +620,9 @@ impl TaskStore for PgStore {
         if let Some(row) = row {
             return Ok(task_from_row(&row)?);
         }
-        let row = client.query_opt("SELECT status FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
-        match row {
+        match status_of(&client, id).await? {
             None => Err(RetryError::NotFound(id)),
-            Some(row) => Err(RetryError::NotRetryable {
-                id,
-                status: row.get::<_, &str>(0).parse().map_err(StoreError::internal)?,
-            }),
+            Some(status) => Err(RetryError::NotRetryable { id, status }),
         }
     }
 

@@ -314,6 +314,14 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>> {
+        // One process holds the file: the write and the read are two cheap calls.
+        if self.finish(worker, std::slice::from_ref(outcome)).await?.is_empty() {
+            return Ok(None);
+        }
+        self.get(outcome.id).await
+    }
+
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
         let worker = worker.0.clone();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
