@@ -71,11 +71,13 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     register.or(list).unify().or(beat).unify().or(deregister).unify().or(claim).unify().or(task_op).unify().boxed()
 }
 
-fn respond(result: Result<(StatusCode, Value), ApiError>) -> Response {
-    match result {
-        Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
-        Err(e) => e.into_response(),
-    }
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+/// `body` as JSON with `status`, serialised straight from its type.
+fn reply(status: StatusCode, body: &impl serde::Serialize) -> Result<Response, ApiError> {
+    Ok(warp::reply::with_status(warp::reply::json(body), status).into_response())
 }
 
 /// Reads and parses a JSON body into `T` (unknown fields refused by `T`): 415, 413, 400,
@@ -87,11 +89,12 @@ where
     B: Buf,
 {
     let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(ApiError::InvalidField("the body must be a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))
+    // Straight into `T`: a syntax error is malformed JSON (400), a wrong shape or field an
+    // invalid field (422).
+    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidField(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })
 }
 
 fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
@@ -102,7 +105,7 @@ fn parse_token(raw: &str) -> Result<LeaseToken, ApiError> {
     raw.parse().map_err(ApiError::InvalidField)
 }
 
-async fn register<S, B>(ct: Option<String>, body: S, state: ApiState) -> Result<(StatusCode, Value), ApiError>
+async fn register<S, B>(ct: Option<String>, body: S, state: ApiState) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -110,19 +113,19 @@ where
     let worker: NewWorker = parse(ct, body, &state).await?;
     let record = state.remote.register(worker).await?;
     let settings = state.remote.settings();
-    Ok((
+    reply(
         StatusCode::CREATED,
-        json!({
+        &json!({
             "worker_id": record.worker_id,
             "heartbeat_interval_s": settings.heartbeat_interval.as_secs_f64(),
             "lease_s": settings.lease.as_secs_f64(),
             "worker": record,
         }),
-    ))
+    )
 }
 
-async fn list(state: ApiState) -> Result<(StatusCode, Value), ApiError> {
-    Ok((StatusCode::OK, json!(state.remote.list_workers().await?)))
+async fn list(state: ApiState) -> Result<Response, ApiError> {
+    reply(StatusCode::OK, &state.remote.list_workers().await?)
 }
 
 #[derive(Deserialize)]
@@ -132,24 +135,19 @@ struct WorkerHeartbeat {
     running: Vec<TaskId>,
 }
 
-async fn worker_heartbeat<S, B>(
-    id: String,
-    ct: Option<String>,
-    body: S,
-    state: ApiState,
-) -> Result<(StatusCode, Value), ApiError>
+async fn worker_heartbeat<S, B>(id: String, ct: Option<String>, body: S, state: ApiState) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let beat: WorkerHeartbeat = parse(ct, body, &state).await?;
     let answer = state.remote.worker_heartbeat(&WorkerId(id), &beat.running).await?;
-    Ok((StatusCode::OK, json!(answer)))
+    reply(StatusCode::OK, &answer)
 }
 
-async fn deregister(id: String, state: ApiState) -> Result<(StatusCode, Value), ApiError> {
+async fn deregister(id: String, state: ApiState) -> Result<Response, ApiError> {
     let released = state.remote.deregister(&WorkerId(id.clone())).await?;
-    Ok((StatusCode::OK, json!({ "worker_id": id, "released": released })))
+    reply(StatusCode::OK, &json!({ "worker_id": id, "released": released }))
 }
 
 #[derive(Deserialize)]
@@ -160,7 +158,7 @@ struct ClaimRequest {
     wait_ms: Option<u64>,
 }
 
-async fn claim<S, B>(ct: Option<String>, body: S, state: ApiState) -> Result<(StatusCode, Value), ApiError>
+async fn claim<S, B>(ct: Option<String>, body: S, state: ApiState) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -176,8 +174,12 @@ where
             crate::tunables::CLAIM_WAIT_MAX.as_millis()
         )));
     }
+    #[derive(serde::Serialize)]
+    struct Answer {
+        tasks: Vec<crate::remote::Claimed>,
+    }
     let tasks = state.remote.claim(&WorkerId(req.worker_id), max, clamp_wait(req.wait_ms)).await?;
-    Ok((StatusCode::OK, json!({ "tasks": tasks })))
+    reply(StatusCode::OK, &Answer { tasks })
 }
 
 #[derive(Deserialize)]
@@ -244,7 +246,7 @@ async fn task_op<S, B>(
     ct: Option<String>,
     body: S,
     state: ApiState,
-) -> Result<(StatusCode, Value), ApiError>
+) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -255,7 +257,7 @@ where
         "heartbeat" => {
             let req: TaskHeartbeat = parse(ct, body, &state).await?;
             let beat = remote.task_heartbeat(id, &parse_token(&req.lease_token)?, req.progress.as_ref()).await?;
-            Ok((StatusCode::OK, json!(beat)))
+            reply(StatusCode::OK, &beat)
         }
         "log" => {
             let req: LogRequest = parse(ct, body, &state).await?;
@@ -263,7 +265,7 @@ where
                 return Err(ApiError::InvalidField(format!("lines: at most {LOG_LINES_MAX} per request")));
             }
             let appended = remote.append_log(id, &parse_token(&req.lease_token)?, req.seq, &req.lines).await?;
-            Ok((StatusCode::OK, json!({ "task_id": id, "seq": req.seq, "appended": appended })))
+            reply(StatusCode::OK, &json!({ "task_id": id, "seq": req.seq, "appended": appended }))
         }
         "artifacts" => {
             let req: ArtifactRequest = parse(ct, body, &state).await?;
@@ -285,13 +287,13 @@ where
                 content,
             };
             let stored = remote.add_artifact(id, &token, posted).await?;
-            Ok((StatusCode::CREATED, json!(stored)))
+            reply(StatusCode::CREATED, &stored)
         }
         "complete" => {
             let req: CompleteRequest = parse(ct, body, &state).await?;
             let end = RunEnd::Returned(req.result.unwrap_or(Value::Null));
             let task = remote.finish(id, &parse_token(&req.lease_token)?, end).await?;
-            Ok((StatusCode::OK, json!(task)))
+            reply(StatusCode::OK, &task)
         }
         "fail" => {
             let req: FailRequest = parse(ct, body, &state).await?;
@@ -311,13 +313,13 @@ where
                 _ => RunEnd::Failed(message),
             };
             let task = remote.finish(id, &token, end).await?;
-            Ok((StatusCode::OK, json!(task)))
+            reply(StatusCode::OK, &task)
         }
         "release" => {
             let req: ReleaseRequest = parse(ct, body, &state).await?;
             remote.release(id, &parse_token(&req.lease_token)?).await?;
             let task = state.store.get(id).await?.ok_or(ApiError::TaskNotFound(id))?;
-            Ok((StatusCode::OK, json!(task)))
+            reply(StatusCode::OK, &task)
         }
         other => unreachable!("routed only for worker operations, not {other:?}"),
     }
