@@ -9,5 +9,3 @@ CREATE TABLE workers (
     registered_at     TEXT NOT NULL,
     last_heartbeat_at TEXT NOT NULL
 );
-
-CREATE INDEX tasks_locked_by_idx ON tasks (locked_by) WHERE status = 'running';
