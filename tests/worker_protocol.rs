@@ -111,7 +111,6 @@ macro_rules! both_stores {
 }
 
 both_stores!(
-    a_waiting_claim_returns_as_soon_as_a_task_is_enqueued,
     four_workers_complete_each_task_exactly_once,
     a_dead_workers_task_runs_again_after_its_lease,
     a_stale_token_changes_nothing,
@@ -123,57 +122,6 @@ both_stores!(
     deregistering_gives_tasks_back_and_retry_requeues,
     a_linked_remote_attempt_is_a_run_with_its_artifacts,
 );
-
-async fn a_waiting_claim_returns_as_soon_as_a_task_is_enqueued(kind: &str) {
-    // PostgreSQL: the task arrives by a plain INSERT from another service, so only NOTIFY
-    // can wake the claim; SQLite: by the API, which wakes it in-process.
-    let app = app(kind, &[("JCT_LISTEN", "on"), ("JCT_POLL_INTERVAL_MS", "60000")]).await;
-    let worker = Worker::register(&app.base, &["remote-echo"], 1).await;
-    if kind == "postgres" {
-        // The listener is up once a first NOTIFY round trip works: wait for `/ready` to say so.
-        wait_for("the listener", Duration::from_secs(10), || async {
-            let (_, ready) = get(&app.base, "/ready").await;
-            (ready["listener_connected"] == true).then_some(())
-        })
-        .await;
-    }
-    let claimer = {
-        let w = Worker { base: worker.base.clone(), id: worker.id.clone() };
-        tokio::spawn(async move {
-            let tasks = w.claim(1, 30_000).await;
-            (tasks, Instant::now())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await; // the claim is waiting by now
-    assert!(!claimer.is_finished(), "nothing to claim yet: the claim must wait");
-    let sent = Instant::now();
-    let id = match &app.db {
-        TestDb::Postgres(db) => {
-            let client = db.client().await;
-            let row = client
-                .query_one(
-                    "INSERT INTO tasks (type, payload) VALUES ('remote-echo', '{\"x\":1}') RETURNING id::text",
-                    &[],
-                )
-                .await
-                .unwrap();
-            row.get::<_, String>(0)
-        }
-        TestDb::Sqlite(_) => enqueue(&app.base, json!({ "type": "remote-echo", "payload": { "x": 1 } })).await,
-    };
-    let (tasks, answered) = tokio::time::timeout(Duration::from_secs(5), claimer).await.unwrap().unwrap();
-    let latency = answered.duration_since(sent);
-    assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0]["task_id"], id.as_str());
-    assert!(tasks[0]["lease_token"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(latency < Duration::from_millis(50), "the claim answered {latency:?} after the enqueue");
-    let (status, _) = worker.op(&tasks[0], "complete", json!({})).await;
-    assert_eq!(status, 200);
-    // With nothing left, a short wait returns an empty list when it runs out.
-    let started = Instant::now();
-    assert!(worker.claim(1, 200).await.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(190), "returned before the wait ran out");
-}
 
 async fn four_workers_complete_each_task_exactly_once(kind: &str) {
     const TASKS: usize = 5_000;
