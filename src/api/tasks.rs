@@ -1,17 +1,20 @@
 //! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel. Each
 //! parses and checks the request, calls the task store, and shapes the answer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
 use super::body::{authorized, read_json_body};
 use super::{ApiError, ApiState};
+use crate::storable;
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
 
 /// Every `/tasks` route, behind the API key.
@@ -22,7 +25,7 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     let intake = warp::post()
         .and(auth.clone())
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("x-trace-id"))
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream());
     let enqueue = warp::path!("tasks" / "enqueue").and(intake.clone()).and(with_state.clone()).then(enqueue);
     let enqueue_batch = warp::path!("tasks" / "enqueue_batch").and(intake).and(with_state.clone()).then(enqueue_batch);
@@ -75,18 +78,16 @@ impl EnqueueRequest {
         task.idempotency_key = self.idempotency_key;
         task.cwom_issue_id = self.cwom_issue_id;
         task.trace_id = Some(trace_id);
-        task.validate()?;
-        Ok(task)
+        Ok(task.checked()?)
     }
 }
 
-fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
-    match header {
-        Some(t) if !t.is_empty() && t.len() <= crate::task::limits::TRACE_ID_MAX => Ok(t),
-        Some(_) => Err(ApiError::InvalidField(format!(
-            "X-Trace-Id: must be 1 to {} characters",
-            crate::task::limits::TRACE_ID_MAX
-        ))),
+/// The task's trace id: the `X-Trace-Id` header, checked as the stores will hold it (read
+/// as raw bytes, so a value that is not text is a 422 naming the header, not a rejection),
+/// or a new one.
+fn new_trace_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("x-trace-id") {
+        Some(raw) => Ok(storable::check_header("X-Trace-Id", raw.as_bytes(), crate::task::limits::TRACE_ID_MAX)?),
         None => Ok(uuid::Uuid::new_v4().simple().to_string()),
     }
 }
@@ -102,8 +103,39 @@ fn task_from_value(value: Value, trace_id: String, state: &ApiState) -> Result<N
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
-    let req: EnqueueRequest = serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+    storable::check_json("", &value)?;
+    let req: EnqueueRequest = from_body(value)?;
     task_from_request(req, trace_id, state)
+}
+
+/// Deserializes an object body, naming the field whose value serde refused (serde's own
+/// message names missing and unknown fields, not one whose value is out of its type, such
+/// as a `priority` past `i32`). A derived deserializer stops at the first bad field and
+/// checks for missing ones only at the end, so the culprit is the one field whose removal
+/// changes the error (as `cwom::requests::parse_body` does for CWOM bodies).
+fn from_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    let err = match serde_json::from_value::<T>(value.clone()) {
+        Ok(v) => return Ok(v),
+        Err(e) => e.to_string(),
+    };
+    let Value::Object(map) = value else { return Err(ApiError::InvalidField(err)) };
+    // More keys than the request has fields means an unknown one anyway; and each try
+    // copies the map, so the search stays small.
+    if err.starts_with("missing field") || err.starts_with("unknown field") || map.len() > 16 {
+        return Err(ApiError::InvalidField(err));
+    }
+    let culprit = map.keys().find(|key| {
+        let mut without = map.clone();
+        without.remove(*key);
+        match serde_json::from_value::<T>(Value::Object(without)) {
+            Ok(_) => true,
+            Err(e) => e.to_string() != err,
+        }
+    });
+    Err(ApiError::InvalidField(match culprit {
+        Some(field) => format!("{field}: {err}"),
+        None => err,
+    }))
 }
 
 fn task_from_request(req: EnqueueRequest, trace_id: String, state: &ApiState) -> Result<NewTask, ApiError> {
@@ -114,14 +146,14 @@ fn task_from_request(req: EnqueueRequest, trace_id: String, state: &ApiState) ->
     Ok(task)
 }
 
-async fn enqueue<S, B>(content_type: Option<String>, trace_header: Option<String>, body: S, state: ApiState) -> Response
+async fn enqueue<S, B>(content_type: Option<String>, headers: HeaderMap, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let task = parse_enqueue(&bytes, new_trace_id(trace_header)?, &state)?;
+        let task = parse_enqueue(&bytes, new_trace_id(&headers)?, &state)?;
         check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
         let stored = state.store.enqueue(task).await?;
         enqueued(&state, &[(stored.task_type.as_str(), 1)]);
@@ -184,6 +216,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<V
             let parsed: Result<Vec<NewTask>, ApiError> =
                 requests.into_iter().map(|r| task_from_request(r, trace_id.clone(), state)).collect();
             if let Ok(tasks) = parsed {
+                check_batch_keys(&tasks)?;
                 return Ok(tasks);
             }
         }
@@ -195,7 +228,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<V
     if items.is_empty() {
         return Err(ApiError::InvalidField("the batch is empty".into()));
     }
-    items
+    let tasks = items
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
@@ -205,22 +238,34 @@ pub fn parse_batch(bytes: &[u8], trace_id: String, state: &ApiState) -> Result<V
                 message: e.to_string(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_batch_keys(&tasks)?;
+    Ok(tasks)
 }
 
-async fn enqueue_batch<S, B>(
-    content_type: Option<String>,
-    trace_header: Option<String>,
-    body: S,
-    state: ApiState,
-) -> Response
+/// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the
+/// batch is all or nothing, so the store would refuse it, and no stored task holds the key
+/// to name instead.
+fn check_batch_keys(tasks: &[NewTask]) -> Result<(), ApiError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, task) in tasks.iter().enumerate() {
+        let Some(key) = task.idempotency_key.as_deref() else { continue };
+        if let Some(&first) = seen.get(key) {
+            return Err(ApiError::DuplicateKeyInBatch { first, second: index });
+        }
+        seen.insert(key, index);
+    }
+    Ok(())
+}
+
+async fn enqueue_batch<S, B>(content_type: Option<String>, headers: HeaderMap, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let tasks = parse_batch(&bytes, new_trace_id(trace_header)?, &state)?;
+        let tasks = parse_batch(&bytes, new_trace_id(&headers)?, &state)?;
         check_cwom_links(&tasks, &state, true).await?;
         // Counted by type before the tasks move into the store (types are few).
         let mut per_type: Vec<(String, u64)> = Vec::new();
