@@ -370,8 +370,11 @@ impl TaskStore for PgStore {
     }
 
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        // The update and the notification commit together: a client never hears an error
+        // about a cancel that took effect, nor sees a cancel whose daemon was never told.
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let row = tx
             .query_opt(
                 &format!(
                     "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
@@ -389,12 +392,10 @@ impl TaskStore for PgStore {
         if let Some(row) = &row {
             if row.get::<_, &str>("was") == "running" {
                 // Tell whichever daemon runs it to stop the handler now.
-                client
-                    .execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.to_string()])
-                    .await
-                    .map_err(pg_err)?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.to_string()]).await.map_err(pg_err)?;
             }
         }
+        tx.commit().await.map_err(pg_err)?;
         if let Some(row) = row {
             return Ok(task_from_row(&row)?);
         }
