@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{conversion, fmt_ts, parse_ts, sql_err, SqliteStore};
+use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::store::error::{CancelError, EnqueueError, StoreError, StoreResult};
 use crate::store::tasks::{ClaimParams, Finish, Outcome, TaskStore};
 use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
@@ -57,22 +57,23 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One task's values for [`INSERT`], text-encoded where the file stores text.
+/// One task's values for [`INSERT`], encoded as the file stores them (times as
+/// microseconds).
 struct InsertRow<'a> {
     task: &'a NewTask,
     id: String,
     payload: String,
-    run_at: String,
-    now: String,
+    run_at: i64,
+    now: i64,
 }
 
 impl<'a> InsertRow<'a> {
-    fn new(task: &'a NewTask, now: String) -> Self {
+    fn new(task: &'a NewTask, now: i64) -> Self {
         InsertRow {
             task,
             id: task.id.to_string(),
             payload: task.payload.to_string(),
-            run_at: task.run_at.map(fmt_ts).unwrap_or_else(|| now.clone()),
+            run_at: task.run_at.map(micros).unwrap_or(now),
             now,
         }
     }
@@ -102,13 +103,14 @@ impl<'a> InsertRow<'a> {
 }
 
 fn ts_col(row: &Row, col: Col) -> rusqlite::Result<DateTime<Utc>> {
-    let s: String = row.get(col as usize)?;
-    parse_ts(&s).map_err(|m| conversion(col as usize, m))
+    time_from_sql(row.get_ref(col as usize)?).map_err(|m| conversion(col as usize, m))
 }
 
 fn opt_ts_col(row: &Row, col: Col) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    let s: Option<String> = row.get(col as usize)?;
-    s.map(|s| parse_ts(&s).map_err(|m| conversion(col as usize, m))).transpose()
+    match row.get_ref(col as usize)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        v => time_from_sql(v).map(Some).map_err(|m| conversion(col as usize, m)),
+    }
 }
 
 fn json_col(row: &Row, col: Col) -> rusqlite::Result<Option<serde_json::Value>> {
@@ -171,7 +173,7 @@ fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
 impl TaskStore for SqliteStore {
     async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError> {
         self.call(move |conn| {
-            let row = InsertRow::new(&task, fmt_ts(Utc::now()));
+            let row = InsertRow::new(&task, micros(Utc::now()));
             let inserted = conn
                 .prepare_cached(&format!("{} RETURNING {COLUMNS}", *INSERT))
                 .map_err(sql_err)?
@@ -188,12 +190,12 @@ impl TaskStore for SqliteStore {
 
     async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, EnqueueError> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             {
                 let mut stmt = tx.prepare_cached(&INSERT).map_err(sql_err)?;
                 for t in &tasks {
-                    if stmt.execute(InsertRow::new(t, now.clone()).params()).map_err(sql_err)? == 0 {
+                    if stmt.execute(InsertRow::new(t, now).params()).map_err(sql_err)? == 0 {
                         // Dropping the transaction rolls the whole batch back.
                         return Ok(Err(EnqueueError::Duplicate { existing: holder_of(&tx, &t.idempotency_key)? }));
                     }
@@ -222,7 +224,7 @@ impl TaskStore for SqliteStore {
                 ))
                 .map_err(sql_err)?;
             let rows =
-                stmt.query_map(params![worker, fmt_ts(until), fmt_ts(now), limit], task_from_row).map_err(sql_err)?;
+                stmt.query_map(params![worker, micros(until), micros(now), limit], task_from_row).map_err(sql_err)?;
             let mut tasks = collect(rows)?;
             tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
             Ok(tasks)
@@ -235,7 +237,7 @@ impl TaskStore for SqliteStore {
         let ids = ids.to_vec();
         self.call(move |conn| {
             let now = Utc::now();
-            let until = fmt_ts(now + chrono::Duration::microseconds(lease.as_micros() as i64));
+            let until = micros(now + chrono::Duration::microseconds(lease.as_micros() as i64));
             let tx = conn.transaction().map_err(sql_err)?;
             let mut renewed = Vec::with_capacity(ids.len());
             {
@@ -261,7 +263,7 @@ impl TaskStore for SqliteStore {
         let worker = worker.0.clone();
         let outcomes = outcomes.to_vec();
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             let mut applied = Vec::with_capacity(outcomes.len());
             {
@@ -291,7 +293,7 @@ impl TaskStore for SqliteStore {
                             done.execute(params![id, worker, o.attempt, result.to_string(), now])
                         }
                         Finish::Retry { error, run_at } => {
-                            retry.execute(params![id, worker, o.attempt, error, now, fmt_ts(*run_at)])
+                            retry.execute(params![id, worker, o.attempt, error, now, micros(*run_at)])
                         }
                         Finish::Failed { error } => failed.execute(params![id, worker, o.attempt, error, now]),
                     }
@@ -311,7 +313,7 @@ impl TaskStore for SqliteStore {
         let worker = worker.0.clone();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             let mut n = 0;
             {
@@ -334,7 +336,7 @@ impl TaskStore for SqliteStore {
 
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let cancelled = conn
                 .prepare_cached(&format!(
                     "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
@@ -384,7 +386,7 @@ impl TaskStore for SqliteStore {
 
     async fn rescue_expired(&self) -> StoreResult<u64> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             conn.prepare_cached(
                 "UPDATE tasks SET \
                    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
@@ -403,13 +405,17 @@ impl TaskStore for SqliteStore {
 
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
-            let next: Option<String> = conn
+            let now = micros(Utc::now());
+            let next: Option<i64> = conn
                 .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > ?1")
                 .map_err(sql_err)?
                 .query_row([now], |r| r.get(0))
                 .map_err(sql_err)?;
-            next.map(|s| parse_ts(&s).map_err(StoreError::internal)).transpose()
+            next.map(|us| {
+                DateTime::from_timestamp_micros(us)
+                    .ok_or_else(|| StoreError::internal(format!("time {us} µs out of range")))
+            })
+            .transpose()
         })
         .await
     }
