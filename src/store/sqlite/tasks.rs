@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::store::error::{CancelError, EnqueueError, StoreError, StoreResult};
-use crate::store::tasks::{ClaimParams, Finish, Outcome, TaskStore};
-use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::store::tasks::{backoff_params, ClaimParams, Finish, Outcome, TaskStore};
+use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
     prefix = "";
@@ -384,19 +384,27 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn rescue_expired(&self) -> StoreResult<u64> {
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64> {
+        let (base_us, cap_us, jitter_min) = backoff_params(retry);
         self.call(move |conn| {
             let now = micros(Utc::now());
+            // The same backoff as a failed attempt (`RetryPolicy::delay`), with a random
+            // factor per row from SQLite's random() (64 bits, cut to 20).
             conn.prepare_cached(
                 "UPDATE tasks SET \
                    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
                    finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
-                   last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
+                   run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 + CAST( \
+                     min(?3, ?2 * (1 << (min(max(attempts, 1), 30) - 1))) \
+                     * (?4 + (1 - ?4) * ((random() & 1048575) / 1048576.0)) AS INTEGER) END, \
+                   last_error = printf('lease %s of worker %s expired while running (attempt %d)', \
+                     strftime('%Y-%m-%dT%H:%M:%fZ', locked_until / 1000000.0, 'unixepoch'), \
+                     coalesce(locked_by, 'unknown'), attempts), \
                    locked_by = NULL, locked_until = NULL, updated_at = ?1 \
                  WHERE status = 'running' AND locked_until < ?1",
             )
             .map_err(sql_err)?
-            .execute([now])
+            .execute(params![now, base_us, cap_us, jitter_min])
             .map(|n| n as u64)
             .map_err(sql_err)
         })
