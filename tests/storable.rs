@@ -199,3 +199,24 @@ async fn cwom_bodies_are_checked_the_same_way() {
         assert_eq!(answer["meta"]["a"], "\u{1}é😀", "{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_with_a_nul_get_the_same_answer_on_both_stores() {
+    for kind in STORES {
+        let App { db: _db, app } = app(kind).await;
+        let get = |path: &str| http().get(format!("{}{path}", app.base)).send();
+        for (path, status, code) in [
+            ("/tasks?queue=a%00b", 422, "invalid_filter"),
+            ("/tasks?type=%00", 422, "invalid_filter"),
+            ("/cwom/issues?repo_id=r%00", 422, "invalid_filter"),
+            ("/cwom/issues/i%00", 404, "object_not_found"),
+        ] {
+            let res = get(path).await.unwrap();
+            let got = res.status().as_u16();
+            let answer: Value = res.json().await.unwrap();
+            assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{kind}: GET {path}: {answer}");
+        }
+        let res = http().patch(format!("{}/cwom/runs/r%00", app.base)).json(&json!({})).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{kind}: PATCH a run whose id holds a NUL");
+    }
+}

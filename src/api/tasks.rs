@@ -322,8 +322,14 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
                     ))
                 })?)
             }
-            "type" => f.task_type = Some(v.clone()),
-            "queue" => f.queue = Some(v.clone()),
+            "type" | "queue" => {
+                storable::check_text(k, v).map_err(|e| ApiError::InvalidFilter(e.to_string()))?;
+                if k == "type" {
+                    f.task_type = Some(v.clone());
+                } else {
+                    f.queue = Some(v.clone());
+                }
+            }
             "limit" => {
                 f.limit =
                     v.parse::<u32>().ok().filter(|n| (1..=TaskFilter::MAX_LIMIT).contains(n)).ok_or_else(|| {
@@ -396,5 +402,6 @@ mod tests {
         assert!(parse_filter(&q(&[("limit", "0")])).is_err());
         assert!(parse_filter(&q(&[("limit", "x")])).is_err());
         assert!(parse_filter(&q(&[("colour", "red")])).is_err());
+        assert!(parse_filter(&q(&[("queue", "a\u{0}")])).is_err(), "no store holds a NUL");
     }
 }

@@ -927,6 +927,7 @@ impl ListQuery {
             if v.is_empty() || v.chars().count() > limits::ID_MAX {
                 return Err(CwomError::InvalidFilter(format!("{name}: must be 1 to {} characters", limits::ID_MAX)));
             }
+            storable::check_text(name, v).map_err(|e| CwomError::InvalidFilter(e.to_string()))?;
             Ok(v.to_string())
         }
         let mut q = ListQuery::new(ListFilter::all(kind));
