@@ -22,7 +22,7 @@ fn daemon(db: &TestDb, traces: &std::path::Path) -> DaemonProcess {
     Spawn::new()
         .env("DATABASE_URL", db.url())
         .env("JCT_TRACE_DIR", traces.display().to_string())
-        .env("JCT_LEASE_SECONDS", "1")
+        .env("JCT_LEASE_SECONDS", "2")
         .env("JCT_POLL_INTERVAL_MS", "50")
         .env("JCT_RETRY_BASE_MS", BASE_MS.to_string())
         .start()
