@@ -18,7 +18,7 @@ define need_compose
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench fmt lint migrate compose-up compose-down compose-logs
+.PHONY: help build run test fuzz bench fmt lint migrate compose-up compose-down compose-logs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ run: ## Start the daemon (API + worker) on the embedded SQLite default
 test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2 and python3 for them)
 	tests/support/ensure-python.sh
 	tests/support/ensure-compose.sh tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
+
+fuzz: ## Fuzz every request-body route with 100,000 cases per store (make test runs a small fixed number)
+	JCT_FUZZ_CASES=$${JCT_FUZZ_CASES:-100000} tests/support/with-postgres.sh $(CARGO) test --locked --test fuzz_bodies -- --nocapture
 
 bench: ## Benchmark the release daemon against a throwaway PostgreSQL and SQLite; prints a table
 	$(CARGO) build --release --locked --bins --benches

@@ -6,14 +6,16 @@
 //!
 //! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `remote`,
 //! `cwom`, `handlers`) → `store` (the traits) → its drivers, with the models (`task`,
-//! `cwom::types`, `cwom::requests`, `remote::model`), `config`, `tunables`, `trace`,
-//! `metrics` and `shutdown` below all of them. `tests/module_graph.rs` fails on an import cycle or an upward import.
+//! `storable`, `cwom::types`, `cwom::requests`, `remote::model`), `config`, `tunables`,
+//! `trace`, `metrics` and `shutdown` below all of them. `tests/module_graph.rs` fails on an
+//! import cycle or an upward import.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
-//! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`] |
+//! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
+//! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
 //! | [`store`] | the traits of domain operations ([`store::TaskStore`], [`store::CwomStore`], [`store::Listener`]) and their errors; a driver per database (`store/sqlite/`, `store/postgres/`) owning all of its SQL, its migrations (`migrations/<dialect>/`) and, on PostgreSQL, the LISTEN connection; [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), `error`, and [`cwom::Cwom`], the service the API and the attempt lifecycle call |
 //! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for |
@@ -40,7 +42,7 @@
 //! producer ─ TaskStore::claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor
 //! executor ─ attempt::Lifecycle::begin (trace folder, CWOM Run) ─▶ handler ─▶ Lifecycle::end ─▶ completer
 //! completer ─ TaskStore::finish (batched, fenced by lease holder and attempt) ─▶ tasks
-//! rescuer ─ TaskStore::rescue_expired / TaskStore::heartbeat ─▶ tasks
+//! rescuer ─ TaskStore::rescue_expired (with the retry backoff) / TaskStore::heartbeat ─▶ tasks
 //!
 //! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ TaskStore::claim (types, queues)
 //!             ↳ waits on the wake-up fan-out (Listener / Signals) ─▶ Lifecycle::begin ─▶ lease_token
@@ -65,7 +67,12 @@
 //! - A new setting: a field on [`config::Config`] parsed in
 //!   [`config::Config::from_lookup`] (nothing else reads the environment), its default in
 //!   [`tunables`], and a row in the README's configuration table.
-//! - Retry policy, outcome rules, trace ends: [`attempt`]. Claiming and prefetch:
+//! - What a value may hold to be stored (NUL, the time range, header values): [`storable`];
+//!   every intake asks it before anything is written (a new route reads its body with
+//!   `api::body::read_json_value`, which does). A row the database still refuses is a
+//!   `StoreErrorKind::Refused` error, 422 `rejected_by_store`.
+//! - Retry policy (also spacing the re-runs of tasks whose lease expired), outcome rules,
+//!   trace ends: [`attempt`] and [`task::RetryPolicy`]. Claiming and prefetch:
 //!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
 //!   (service). Constants: [`tunables`].
 
@@ -79,6 +86,7 @@ pub mod logging;
 pub mod metrics;
 pub mod remote;
 pub mod shutdown;
+pub mod storable;
 pub mod store;
 pub mod task;
 pub mod trace;

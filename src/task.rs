@@ -6,11 +6,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::storable;
+use crate::tunables;
 
 /// A task's id: a UUID (v7 when made by the daemon, any version when made by SQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,6 +110,8 @@ pub mod limits {
     pub const QUEUE_MAX: usize = 128;
     pub const IDEMPOTENCY_KEY_MAX: usize = 256;
     pub const TRACE_ID_MAX: usize = 128;
+    /// A CWOM id's limit (`cwom::types::limits::ID_MAX`), checked before the lookup.
+    pub const CWOM_ISSUE_ID_MAX: usize = 128;
     pub const MAX_ATTEMPTS_MAX: i32 = 100;
     pub const TIMEOUT_SECONDS_MAX: i32 = 7 * 24 * 3600;
 }
@@ -146,14 +152,15 @@ impl NewTask {
         }
     }
 
-    /// Checks the field limits; the error names the field.
-    pub fn validate(&self) -> Result<(), InvalidField> {
+    /// Checks the field limits and what both stores can hold (see [`crate::storable`]),
+    /// and returns the task ready for either store (`run_at` cut to the microsecond).
+    /// The error names the field, or a JSON pointer inside `payload`.
+    pub fn checked(mut self) -> Result<NewTask, InvalidField> {
         let len = |field: &'static str, value: &str, max: usize| {
             if value.is_empty() || value.chars().count() > max {
-                Err(InvalidField::new(field, format!("must be 1 to {max} characters")))
-            } else {
-                Ok(())
+                return Err(InvalidField::new(field, format!("must be 1 to {max} characters")));
             }
+            storable::check_text(field, value).map_err(InvalidField::from)
         };
         len("type", &self.task_type, limits::TYPE_MAX)?;
         len("queue", &self.queue, limits::QUEUE_MAX)?;
@@ -162,6 +169,9 @@ impl NewTask {
         }
         if let Some(trace) = &self.trace_id {
             len("trace_id", trace, limits::TRACE_ID_MAX)?;
+        }
+        if let Some(issue) = &self.cwom_issue_id {
+            len("cwom_issue_id", issue, limits::CWOM_ISSUE_ID_MAX)?;
         }
         if !(1..=limits::MAX_ATTEMPTS_MAX).contains(&self.max_attempts) {
             return Err(InvalidField::new("max_attempts", format!("must be from 1 to {}", limits::MAX_ATTEMPTS_MAX)));
@@ -172,7 +182,11 @@ impl NewTask {
                 format!("must be from 1 to {}", limits::TIMEOUT_SECONDS_MAX),
             ));
         }
-        Ok(())
+        storable::check_json("/payload", &self.payload)?;
+        if let Some(t) = self.run_at {
+            self.run_at = Some(storable::check_time("run_at", t)?);
+        }
+        Ok(self)
     }
 }
 
@@ -180,13 +194,45 @@ impl NewTask {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct InvalidField {
-    pub field: &'static str,
+    /// The field's name, or a JSON pointer (`/payload/a/0`) for a place inside a document.
+    pub field: String,
     pub reason: String,
 }
 
 impl InvalidField {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        InvalidField { field, reason: reason.into() }
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidField { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl From<storable::Unstorable> for InvalidField {
+    fn from(e: storable::Unstorable) -> Self {
+        InvalidField { field: e.field, reason: e.reason }
+    }
+}
+
+/// When failed attempts run again: `base · 2^(attempt-1)`, capped, then scaled by a random
+/// factor in [`tunables::RETRY_JITTER_MIN`, 1] so that tasks failing together do not retry
+/// in lockstep. The same policy spaces the attempts of a task whose lease expired (its
+/// daemon died while running it): see [`crate::store::TaskStore::rescue_expired`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { base: tunables::DEFAULT_RETRY_BASE, cap: tunables::DEFAULT_RETRY_CAP }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt + 1`.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 30) - 1;
+        let raw = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        raw.mul_f64(tunables::RETRY_JITTER_MIN + (1.0 - tunables::RETRY_JITTER_MIN) * rand::random::<f64>())
     }
 }
 

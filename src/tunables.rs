@@ -113,6 +113,16 @@ pub const COMPLETER_LINGER: Duration = Duration::from_millis(2);
 /// the cap: an attempt's end is never dropped while the daemon runs.
 pub const COMPLETER_RETRY_FIRST: Duration = Duration::from_millis(50);
 pub const COMPLETER_RETRY_CAP: Duration = Duration::from_secs(5);
+/// Once shutdown is under way, the completer retries for the grace period plus this long,
+/// then gives up on what it could not write (those tasks come back through their leases)
+/// so that a daemon whose database is gone still exits. Three seconds is a few retries
+/// at the cap's pace for a database that is merely restarting, and well within the ten
+/// seconds a container runtime usually allows past its own stop timeout.
+pub const COMPLETER_SHUTDOWN_EXTRA: Duration = Duration::from_secs(3);
+/// An attempt end that reaches the completer after that deadline (its handler ignored the
+/// stop and was dropped later) gets one write of at most this long: enough for a database
+/// that is there, short enough that a gone one cannot hold the exit.
+pub const COMPLETER_LAST_TRY: Duration = Duration::from_secs(1);
 /// Weight of one run time in the moving average that decides prefetching (1/16): a few
 /// slow tasks move it fast enough to stop prefetching, a single one does not.
 pub const RUN_TIME_EWMA_SHIFT: u64 = 16;

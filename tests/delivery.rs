@@ -57,7 +57,7 @@ async fn a_killed_daemons_task_is_finished_by_another_after_the_lease() {
         let b = daemon(&db, traces.path(), &[]);
         let done = wait_status(&b.url(""), &id, "completed", Duration::from_secs(20)).await;
         assert_eq!(done["attempts"], 2, "{kind}: the second attempt finished it");
-        assert!(done["last_error"].as_str().unwrap().contains("lease expired"), "{kind}: {done}");
+        assert!(done["last_error"].as_str().unwrap().contains("expired while running (attempt 1)"), "{kind}: {done}");
         let log = std::fs::read_to_string(traces.path().join(&id).join("log.txt")).unwrap();
         assert_eq!(log.lines().filter(|l| l.starts_with("=== attempt")).count(), 2, "{kind}: {log}");
     }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use devops_control_tower::store::{
     CancelError, ClaimParams, EnqueueError, Finish, LeaseState, Outcome, RetryError, TaskStore,
 };
-use devops_control_tower::task::{NewTask, TaskFilter, TaskId, TaskStatus, WorkerId};
+use devops_control_tower::task::{NewTask, RetryPolicy, TaskFilter, TaskId, TaskStatus, WorkerId};
 use serde_json::json;
 
 fn worker(name: &str) -> WorkerId {
@@ -299,13 +299,31 @@ mod cases {
         let last = store.enqueue(last).await.unwrap().id;
         let short = claim_for("dead", 2, Duration::from_millis(50));
         assert_eq!(store.claim(&short).await.unwrap().len(), 2);
-        assert_eq!(store.rescue_expired().await.unwrap(), 0, "leases still valid");
+        // The rescued task waits like a failed attempt: 400 ms · 2^0, times a jitter
+        // factor from 0.75 to 1.
+        let policy = RetryPolicy { base: Duration::from_millis(400), cap: Duration::from_secs(10) };
+        assert_eq!(store.rescue_expired(&policy).await.unwrap(), 0, "leases still valid");
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert_eq!(store.rescue_expired().await.unwrap(), 2);
+        let before = Utc::now();
+        assert_eq!(store.rescue_expired(&policy).await.unwrap(), 2);
+        let after = Utc::now();
         let r = store.get(retry).await.unwrap().unwrap();
         assert_eq!(r.status, TaskStatus::Queued);
-        assert!(r.last_error.unwrap().contains("lease expired"));
+        let error = r.last_error.unwrap();
+        assert!(
+            error.starts_with("lease 20") && error.ends_with("of worker dead expired while running (attempt 1)"),
+            "{error}"
+        );
         assert!(r.locked_by.is_none());
+        let wait = r.run_at - before;
+        assert!(
+            r.run_at >= before + chrono::Duration::milliseconds(300)
+                && r.run_at <= after + chrono::Duration::milliseconds(400),
+            "run_at {} is not 300-400 ms after the rescue (waits {wait})",
+            r.run_at
+        );
+        assert!(store.claim(&claim("alive", 5)).await.unwrap().is_empty(), "not due before its backoff");
+        tokio::time::sleep((r.run_at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(20)).await;
         let l = store.get(last).await.unwrap().unwrap();
         assert_eq!(l.status, TaskStatus::Failed, "attempts used up");
         // The dead worker's late result is refused.

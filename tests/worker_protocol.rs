@@ -121,6 +121,7 @@ both_stores!(
     fail_honours_retryable_and_retry_after,
     deregistering_gives_tasks_back_and_retry_requeues,
     a_linked_remote_attempt_is_a_run_with_its_artifacts,
+    what_no_store_can_hold_is_refused_before_the_store,
 );
 
 async fn four_workers_complete_each_task_exactly_once(kind: &str) {
@@ -486,4 +487,30 @@ async fn a_linked_remote_attempt_is_a_run_with_its_artifacts(kind: &str) {
     let outputs: Vec<&str> =
         run["outputs"]["artifacts"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert!(outputs.contains(&artifact_id), "the Run lists the posted artifact: {outputs:?}");
+}
+
+async fn what_no_store_can_hold_is_refused_before_the_store(kind: &str) {
+    let app = app(kind, &[]).await;
+    let (status, body) = post(&app.base, "/workers", json!({ "name": "a\u{0}b", "types": ["remote-echo"] })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    assert!(body["message"].as_str().unwrap().contains("/name"), "names the field: {body}");
+    let (status, body) =
+        post(&app.base, "/workers", json!({ "name": "w", "types": ["remote-echo"], "labels": { "k\u{0}": 1 } })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    let w = Worker::register(&app.base, &["remote-echo"], 1).await;
+    let id = enqueue(&app.base, json!({ "type": "remote-echo" })).await;
+    let t = w.claim(1, 1000).await.remove(0);
+    let (status, body) = w.op(&t, "complete", json!({ "result": { "s": "x\u{0}y" } })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    let (status, body) = w.op(&t, "fail", json!({ "error": { "message": "\u{0}" } })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    assert_eq!(task(&app.base, &id).await["status"], "running", "nothing was written");
+    let (status, body) = post(&app.base, "/tasks/claim", json!({ "worker_id": "w\u{0}" })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    let (status, body) = post(&app.base, "/workers/w%00x/heartbeat", json!({})).await;
+    assert_error(status, &body, 404, "worker_not_found");
+    let (status, body) = post(&app.base, &format!("/tasks/{id}/complete"), json!({ "lease_token": "1.w\u{0}" })).await;
+    assert_error(status, &body, 422, "invalid_field");
+    let (status, _) = w.op(&t, "complete", json!({ "result": "fine" })).await;
+    assert_eq!(status, 200, "the worker's own clean report still lands");
 }

@@ -1,12 +1,15 @@
 //! What every route that takes a body shares: the API key check, and reading a JSON body
-//! (415 unless it says it is JSON, 413 past the size limit).
+//! (415 unless it says it is JSON, 413 past the size limit, 400 unless it parses, 422 for
+//! what no store can hold).
 
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
+use serde_json::Value;
 use warp::{Buf, Filter};
 
 use super::ApiError;
+use crate::storable;
 
 /// Passes when no API key is configured, or the request carries it as a bearer token.
 pub fn authorized(key: Option<Arc<str>>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
@@ -43,6 +46,21 @@ fn is_json(content_type: Option<&str>) -> bool {
             mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
+}
+
+/// Reads a JSON request body as a value: 415 unless it says it is JSON, 413 past `limit`
+/// bytes, 400 unless it parses, and 422 (naming the place by JSON pointer) when it holds
+/// what no store can ([`storable::check_json`]). Every route that takes a JSON body reads it
+/// here (the enqueue routes read bytes for their batch fast path and check each task).
+pub async fn read_json_value<S, B>(content_type: Option<&str>, body: S, limit: u64) -> Result<Value, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let bytes = read_json_body(content_type, body, limit).await?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    storable::check_json("", &value)?;
+    Ok(value)
 }
 
 /// Reads a JSON request body: 415 unless it says it is JSON, 413 past `limit` bytes.

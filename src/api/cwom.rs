@@ -14,7 +14,7 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::body::{authorized, read_json_body};
+use super::body::{authorized, read_json_value};
 use super::{ApiError, ApiState};
 use crate::cwom::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
 use crate::cwom::types::{Object, ObjectKind};
@@ -116,13 +116,13 @@ impl Request {
         }
     }
 
-    /// The body as JSON, read like `/tasks` reads it: 415, 413, then 400.
+    /// The body as JSON, read like `/tasks` reads it: 415, 413, then 400, then 422 for what
+    /// no store can hold.
     async fn json_body<S, B>(&self, body: S) -> Result<Value, ApiError>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        let bytes = read_json_body(self.content_type.as_deref(), body, self.max_body_bytes).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+        read_json_value(self.content_type.as_deref(), body, self.max_body_bytes).await
     }
 }

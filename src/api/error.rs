@@ -13,6 +13,7 @@ use warp::Reply;
 use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
 use crate::remote::RemoteError;
+use crate::storable::Unstorable;
 use crate::store::error::{chain, CancelError, EnqueueError, RetryError, StoreError};
 use crate::task::WorkerId;
 use crate::task::{InvalidField, TaskId, TaskStatus};
@@ -30,8 +31,19 @@ pub enum ApiError {
     /// One task of a batch is invalid; the whole batch is refused.
     #[error("task [{index}] of the batch: {message}")]
     InvalidBatchItem { index: usize, code: &'static str, message: String },
+    /// One idempotency key twice in one batch; names both tasks by index.
+    #[error("tasks [{first}] and [{second}] of the batch use the same idempotency_key")]
+    DuplicateKeyInBatch { first: usize, second: usize },
     #[error("{0}")]
     BadQuery(String),
+    /// A request header that is not text (warp could not read it).
+    #[error("the {0} header is not valid text")]
+    BadHeader(String),
+    /// The database refused a row that validation let through (a constraint or trigger
+    /// an operator added, a data rule of the database): this request's own failure, with
+    /// the database's message.
+    #[error("the task store refused the row: {0}")]
+    RejectedByStore(String),
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -83,10 +95,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MalformedJson(_) | InvalidId(_) | BadQuery(_) => StatusCode::BAD_REQUEST,
-            InvalidField(_) | UnknownType { .. } | InvalidFilter(_) | InvalidBatchItem { .. } | InvalidRef(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            MalformedJson(_) | InvalidId(_) | BadQuery(_) | BadHeader(_) => StatusCode::BAD_REQUEST,
+            InvalidField(_)
+            | UnknownType { .. }
+            | InvalidFilter(_)
+            | InvalidBatchItem { .. }
+            | DuplicateKeyInBatch { .. }
+            | InvalidRef(_)
+            | RejectedByStore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } | WorkerNotFound(_) | TraceFileNotFound(_) => {
@@ -114,7 +130,10 @@ impl ApiError {
             UnknownType { .. } => "unknown_type",
             InvalidFilter(_) => "invalid_filter",
             InvalidBatchItem { code, .. } => code,
+            DuplicateKeyInBatch { .. } => "duplicate_key_in_batch",
             BadQuery(_) => "bad_query",
+            BadHeader(_) => "invalid_header",
+            RejectedByStore(_) => "rejected_by_store",
             UnsupportedMediaType => "unsupported_media_type",
             PayloadTooLarge { .. } => "payload_too_large",
             InvalidId(_) => "invalid_id",
@@ -144,6 +163,10 @@ impl ApiError {
         match self {
             ApiError::DuplicateIdempotencyKey { existing } => body["task_id"] = json!(existing),
             ApiError::InvalidBatchItem { index, .. } => body["index"] = json!(index),
+            ApiError::DuplicateKeyInBatch { first, second } => {
+                body["index"] = json!(second);
+                body["indexes"] = json!([first, second]);
+            }
             ApiError::NotCancellable { id, status } | ApiError::NotRetryable { id, status } => {
                 body["task_id"] = json!(id);
                 body["status"] = json!(status);
@@ -171,6 +194,9 @@ impl From<StoreError> for ApiError {
         if e.is_unavailable() {
             tracing::warn!(%cause, "store unavailable");
             ApiError::Unavailable
+        } else if e.is_refused() {
+            tracing::info!(%cause, code = e.code().unwrap_or(""), "the store refused a row");
+            ApiError::RejectedByStore(e.message().to_string())
         } else {
             tracing::error!(%cause, code = e.code().unwrap_or(""), "store error");
             ApiError::Internal
@@ -240,6 +266,12 @@ impl From<InvalidField> for ApiError {
     }
 }
 
+impl From<Unstorable> for ApiError {
+    fn from(e: Unstorable) -> Self {
+        ApiError::InvalidField(e.to_string())
+    }
+}
+
 impl Reply for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -257,8 +289,12 @@ impl warp::reject::Reject for ApiError {}
 /// Turns every rejection warp produces (no route, wrong method, our own) into the JSON
 /// error shape.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    // A header that is not text fails the filter of the route the request was for, while
+    // the other routes reject it as "wrong method": the header is the answer to give.
     let err = if let Some(e) = rejection.find::<ApiError>() {
         e.clone()
+    } else if let Some(h) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadHeader(h.name().to_string())
     } else if rejection.is_not_found() {
         ApiError::RouteNotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

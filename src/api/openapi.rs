@@ -52,12 +52,18 @@ fn paging() -> Vec<Value> {
 
 fn task_paths() -> Value {
     let enqueue_errors = json!({
-        "400": error("Malformed JSON"),
+        "400": error("Malformed JSON (`malformed_json`), or a header that is not text (`invalid_header`)"),
         "401": error("Missing or wrong API key"),
         "409": error("Idempotency key already used; the body names the existing task_id"),
         "413": error("Body larger than JCT_MAX_BODY_BYTES"),
         "415": error("Not application/json"),
-        "422": error("Invalid or unknown field, or unknown task type"),
+        "422": error(
+            "`invalid_field`: a field breaks a rule or holds what no store can (a NUL anywhere, a time outside \
+             0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, an integer past int4, a bad X-Trace-Id); the \
+             message names the field or a JSON pointer (`/payload/a/0`). `unknown_type`. \
+             Batch: `index` names the refused task; `duplicate_key_in_batch` names both uses in `indexes`. \
+             `rejected_by_store`: the database refused this row (a constraint or trigger), with its message"
+        ),
         "503": error("Store unavailable"),
     });
     let mut enqueue_responses = enqueue_errors.clone();
@@ -284,7 +290,10 @@ fn cwom_paths() -> Value {
             "409": error("Duplicate unique key"),
             "413": error("Body too large"),
             "415": error("Not application/json"),
-            "422": error("Invalid field, missing required field, or a Ref to a missing object"),
+            "422": error(
+                "Invalid field (also a NUL anywhere in the body, named by JSON pointer, or a time outside \
+                 years 0001-9999), missing required field, a Ref to a missing object, or `rejected_by_store`"
+            ),
         });
         let mut create = create_errors;
         create["201"] = ok_json(&format!("The new {kind}"), schema_ref(kind));
@@ -394,7 +403,11 @@ fn schemas() -> Value {
                 "error": { "type": "string", "description": "snake_case code" },
                 "message": { "type": "string", "description": "one human sentence" },
                 "task_id": { "type": "string", "description": "the task concerned, where there is one" },
-                "index": { "type": "integer", "description": "the refused task of a batch" }
+                "index": { "type": "integer", "description": "the refused task of a batch" },
+                "indexes": {
+                    "type": "array", "items": { "type": "integer" },
+                    "description": "duplicate_key_in_batch: the two tasks of the batch that use one idempotency key"
+                }
             }
         },
         "Health": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["ok"] } } },

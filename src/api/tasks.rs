@@ -1,17 +1,20 @@
 //! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel. Each
 //! parses and checks the request, calls the task store, and shapes the answer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
 use super::body::{authorized, read_json_body};
 use super::{ApiError, ApiState};
+use crate::storable;
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
 
 /// Every `/tasks` route, behind the API key.
@@ -22,7 +25,7 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     let intake = warp::post()
         .and(auth.clone())
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("x-trace-id"))
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream());
     let enqueue = warp::path!("tasks" / "enqueue").and(intake.clone()).and(with_state.clone()).then(enqueue);
     let enqueue_batch = warp::path!("tasks" / "enqueue_batch").and(intake).and(with_state.clone()).then(enqueue_batch);
@@ -108,18 +111,16 @@ impl EnqueueRequest {
         task.idempotency_key = self.idempotency_key;
         task.cwom_issue_id = self.cwom_issue_id;
         task.trace_id = Some(trace_id);
-        task.validate()?;
-        Ok(task)
+        Ok(task.checked()?)
     }
 }
 
-fn new_trace_id(header: Option<String>) -> Result<String, ApiError> {
-    match header {
-        Some(t) if !t.is_empty() && t.len() <= crate::task::limits::TRACE_ID_MAX => Ok(t),
-        Some(_) => Err(ApiError::InvalidField(format!(
-            "X-Trace-Id: must be 1 to {} characters",
-            crate::task::limits::TRACE_ID_MAX
-        ))),
+/// The task's trace id: the `X-Trace-Id` header, checked as the stores will hold it (read
+/// as raw bytes, so a value that is not text is a 422 naming the header, not a rejection),
+/// or a new one.
+fn new_trace_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("x-trace-id") {
+        Some(raw) => Ok(storable::check_header("X-Trace-Id", raw.as_bytes(), crate::task::limits::TRACE_ID_MAX)?),
         None => Ok(uuid::Uuid::new_v4().simple().to_string()),
     }
 }
@@ -135,8 +136,54 @@ fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> 
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
-    let req: EnqueueRequest = serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))?;
+    storable::check_json("", &value)?;
+    let req: EnqueueRequest = from_body(value)?;
     req.into_new_task(trace_id)
+}
+
+/// Deserializes an object body, naming the field whose value serde refused (serde's own
+/// message names missing and unknown fields, not one whose value is out of its type, such
+/// as a `priority` past `i32`). A derived deserializer stops at the first bad field and
+/// checks for missing ones only at the end, so the culprit is the one field whose removal
+/// changes the error (as `cwom::requests::parse_body` does for CWOM bodies).
+fn from_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    let err = match serde_json::from_value::<T>(value.clone()) {
+        Ok(v) => return Ok(v),
+        Err(e) => e.to_string(),
+    };
+    let Value::Object(map) = value else { return Err(ApiError::InvalidField(err)) };
+    // More keys than the request has fields means an unknown one anyway; and each try
+    // copies the map, so the search stays small.
+    if err.starts_with("missing field") || err.starts_with("unknown field") || map.len() > 16 {
+        return Err(ApiError::InvalidField(err));
+    }
+    let culprit = map.keys().find(|key| {
+        let mut without = map.clone();
+        without.remove(*key);
+        match serde_json::from_value::<T>(Value::Object(without)) {
+            Ok(_) => true,
+            Err(e) => e.to_string() != err,
+        }
+    });
+    Err(ApiError::InvalidField(match culprit {
+        Some(field) => format!("{field}: {err}"),
+        None => err,
+    }))
+}
+
+/// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the
+/// batch is all or nothing, so the store would refuse it, and no stored task holds the key
+/// to name instead.
+fn check_batch_keys(tasks: &[NewTask]) -> Result<(), ApiError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, task) in tasks.iter().enumerate() {
+        let Some(key) = task.idempotency_key.as_deref() else { continue };
+        if let Some(&first) = seen.get(key) {
+            return Err(ApiError::DuplicateKeyInBatch { first, second: index });
+        }
+        seen.insert(key, index);
+    }
+    Ok(())
 }
 
 /// Refuses a task type nobody serves: no built-in handler, no registered worker, not in
@@ -160,14 +207,14 @@ async fn check_types(tasks: &[NewTask], state: &ApiState, batch: bool) -> Result
     Ok(())
 }
 
-async fn enqueue<S, B>(content_type: Option<String>, trace_header: Option<String>, body: S, state: ApiState) -> Response
+async fn enqueue<S, B>(content_type: Option<String>, headers: HeaderMap, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let task = parse_enqueue(&bytes, new_trace_id(trace_header)?)?;
+        let task = parse_enqueue(&bytes, new_trace_id(&headers)?)?;
         check_types(std::slice::from_ref(&task), &state, false).await?;
         check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
         let stored = state.store.enqueue(task).await?;
@@ -229,6 +276,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiEr
             let parsed: Result<Vec<NewTask>, ApiError> =
                 requests.into_iter().map(|r| r.into_new_task(trace_id.clone())).collect();
             if let Ok(tasks) = parsed {
+                check_batch_keys(&tasks)?;
                 return Ok(tasks);
             }
         }
@@ -240,7 +288,7 @@ pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiEr
     if items.is_empty() {
         return Err(ApiError::InvalidField("the batch is empty".into()));
     }
-    items
+    let tasks = items
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
@@ -250,22 +298,19 @@ pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiEr
                 message: e.to_string(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_batch_keys(&tasks)?;
+    Ok(tasks)
 }
 
-async fn enqueue_batch<S, B>(
-    content_type: Option<String>,
-    trace_header: Option<String>,
-    body: S,
-    state: ApiState,
-) -> Response
+async fn enqueue_batch<S, B>(content_type: Option<String>, headers: HeaderMap, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let tasks = parse_batch(&bytes, new_trace_id(trace_header)?)?;
+        let tasks = parse_batch(&bytes, new_trace_id(&headers)?)?;
         check_types(&tasks, &state, true).await?;
         check_cwom_links(&tasks, &state, true).await?;
         // Counted by type before the tasks move into the store (types are few).
@@ -323,8 +368,14 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
                     ))
                 })?)
             }
-            "type" => f.task_type = Some(v.clone()),
-            "queue" => f.queue = Some(v.clone()),
+            "type" | "queue" => {
+                storable::check_text(k, v).map_err(|e| ApiError::InvalidFilter(e.to_string()))?;
+                if k == "type" {
+                    f.task_type = Some(v.clone());
+                } else {
+                    f.queue = Some(v.clone());
+                }
+            }
             "limit" => {
                 f.limit =
                     v.parse::<u32>().ok().filter(|n| (1..=TaskFilter::MAX_LIMIT).contains(n)).ok_or_else(|| {
@@ -550,5 +601,6 @@ mod tests {
         assert!(parse_filter(&q(&[("limit", "0")])).is_err());
         assert!(parse_filter(&q(&[("limit", "x")])).is_err());
         assert!(parse_filter(&q(&[("colour", "red")])).is_err());
+        assert!(parse_filter(&q(&[("queue", "a\u{0}")])).is_err(), "no store holds a NUL");
     }
 }

@@ -19,6 +19,7 @@ use crate::attempt::RunEnd;
 use crate::cwom::types::ArtifactType;
 use crate::remote::model::{LeaseToken, NewWorker};
 use crate::remote::{clamp_wait, ArtifactContent, PostedArtifact};
+use crate::storable;
 use crate::task::{TaskId, WorkerId};
 use crate::tunables::{CLAIM_MAX, LOG_LINES_MAX};
 
@@ -89,12 +90,32 @@ where
     B: Buf,
 {
     let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-    // Straight into `T`: a syntax error is malformed JSON (400), a wrong shape or field an
-    // invalid field (422).
+    // A NUL can stand in a JSON text only as the escape `\u0000`: a body without one goes
+    // straight into `T` (the hot path of complete and fail); one with it is read as a tree
+    // first, so the answer names where the NUL is.
+    if has_nul_escape(&bytes) {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        storable::check_json("", &value)?;
+    }
+    // A syntax error is malformed JSON (400), a wrong shape or field an invalid field (422).
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::InvalidField(e.to_string()),
         _ => ApiError::MalformedJson(e.to_string()),
     })
+}
+
+/// Whether the JSON text holds the escape of a NUL (`\u0000`, any case of hex digits).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].iter().all(|b| *b == b'0'))
+}
+
+/// An id from the path, or a lease token's holder: no stored worker or task can have one
+/// that no store can hold, so such an id names nothing.
+fn storable_worker(raw: String) -> Result<WorkerId, ApiError> {
+    match storable::check_text("worker_id", &raw) {
+        Ok(()) => Ok(WorkerId(raw)),
+        Err(_) => Err(ApiError::WorkerNotFound(WorkerId(raw.replace('\0', "\\0")))),
+    }
 }
 
 fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
@@ -102,6 +123,7 @@ fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
 }
 
 fn parse_token(raw: &str) -> Result<LeaseToken, ApiError> {
+    storable::check_text("lease_token", raw)?;
     raw.parse().map_err(ApiError::InvalidField)
 }
 
@@ -141,12 +163,12 @@ where
     B: Buf,
 {
     let beat: WorkerHeartbeat = parse(ct, body, &state).await?;
-    let answer = state.remote.worker_heartbeat(&WorkerId(id), &beat.running).await?;
+    let answer = state.remote.worker_heartbeat(&storable_worker(id)?, &beat.running).await?;
     reply(StatusCode::OK, &answer)
 }
 
 async fn deregister(id: String, state: ApiState) -> Result<Response, ApiError> {
-    let released = state.remote.deregister(&WorkerId(id.clone())).await?;
+    let released = state.remote.deregister(&storable_worker(id.clone())?).await?;
     reply(StatusCode::OK, &json!({ "worker_id": id, "released": released }))
 }
 
@@ -178,7 +200,7 @@ where
     struct Answer {
         tasks: Vec<crate::remote::Claimed>,
     }
-    let tasks = state.remote.claim(&WorkerId(req.worker_id), max, clamp_wait(req.wait_ms)).await?;
+    let tasks = state.remote.claim(&storable_worker(req.worker_id)?, max, clamp_wait(req.wait_ms)).await?;
     reply(StatusCode::OK, &Answer { tasks })
 }
 

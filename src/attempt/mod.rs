@@ -26,34 +26,12 @@ use crate::metrics::Metrics;
 use crate::store::{Finish, Outcome};
 use crate::task::{Task, TaskId};
 use crate::trace::{AttemptRecord, TaskTrace, TraceWriter};
-use crate::tunables::RETRY_JITTER_MIN;
 
 mod cwom_run;
 
 pub use cwom_run::NewRunArtifact;
 
-/// When failed attempts run again: `base · 2^(attempt-1)`, capped, then scaled by a random
-/// factor in [`RETRY_JITTER_MIN`, 1] so that tasks failing together do not retry in lockstep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { base: crate::tunables::DEFAULT_RETRY_BASE, cap: crate::tunables::DEFAULT_RETRY_CAP }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `attempt + 1`.
-    pub fn delay(&self, attempt: i32) -> Duration {
-        let exp = attempt.clamp(1, 30) - 1;
-        let raw = self.base.saturating_mul(1u32 << exp).min(self.cap);
-        raw.mul_f64(RETRY_JITTER_MIN + (1.0 - RETRY_JITTER_MIN) * rand::random::<f64>())
-    }
-}
+pub use crate::task::RetryPolicy;
 
 /// Why a running task's handler was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +331,7 @@ fn record(task: &Task, ended: Ended<'_>, started_at: DateTime<Utc>, took: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunables::RETRY_JITTER_MIN;
 
     #[test]
     fn retry_delay_grows_and_is_capped() {

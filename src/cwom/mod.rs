@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
+use crate::storable;
 use crate::store::CwomStore;
 
 pub mod error;
@@ -71,6 +72,7 @@ impl Cwom {
     }
 
     pub async fn get(&self, kind: ObjectKind, id: &str) -> CwomResult<Object> {
+        storable_id(kind, id)?;
         self.store.get(kind, id).await?.ok_or_else(|| CwomError::NotFound { kind, id: id.to_string() })
     }
 
@@ -79,6 +81,7 @@ impl Cwom {
     }
 
     pub async fn update_issue(&self, id: &str, patch: IssuePatch) -> CwomResult<Issue> {
+        storable_id(ObjectKind::Issue, id)?;
         patch.validate()?;
         let at = now();
         let object = self
@@ -96,6 +99,7 @@ impl Cwom {
     }
 
     pub async fn update_run(&self, id: &str, patch: RunPatch) -> CwomResult<Run> {
+        storable_id(ObjectKind::Run, id)?;
         patch.validate()?;
         let at = now();
         let object = self
@@ -238,4 +242,13 @@ pub struct RunArtifact {
     pub media_type: Option<String>,
     pub digest: Option<String>,
     pub size_bytes: Option<i64>,
+}
+
+/// No object has an id that no store can hold: such an id is not found, on either store
+/// (PostgreSQL would refuse the lookup itself).
+fn storable_id(kind: ObjectKind, id: &str) -> CwomResult<()> {
+    match storable::check_text("id", id) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(CwomError::NotFound { kind, id: id.to_string() }),
+    }
 }

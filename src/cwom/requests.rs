@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::error::{CwomError, CwomResult};
 use super::types::*;
+use crate::storable;
 
 /// Limits from CWOM.md, in characters.
 pub mod limits {
@@ -50,6 +51,8 @@ pub(crate) fn invalid(field: impl Display, reason: impl Display) -> CwomError {
 /// visits and checks for missing fields only at the end, so the culprit is the one field
 /// whose removal changes the error.
 pub fn parse_body<T: DeserializeOwned>(body: Value) -> CwomResult<T> {
+    // What no store can hold (a NUL anywhere) is refused first, named by JSON pointer.
+    storable::check_json("", &body).map_err(|e| CwomError::Invalid(e.to_string()))?;
     let Value::Object(map) = body else {
         return Err(invalid("body", "must be a JSON object"));
     };
@@ -153,7 +156,16 @@ fn references(field: &str, refs: &[Ref], want: ObjectKind) -> CwomResult<()> {
     Ok(())
 }
 
+/// A client-given time must lie in the range both stores hold (see [`storable`]).
+fn time(field: &str, t: Option<DateTime<Utc>>) -> CwomResult<()> {
+    match t {
+        Some(t) => storable::check_time(field, t).map(|_| ()).map_err(|e| CwomError::Invalid(e.to_string())),
+        None => Ok(()),
+    }
+}
+
 fn constraints(c: &Constraints) -> CwomResult<()> {
+    time("constraints.time.deadline", c.time.as_ref().and_then(|t| t.deadline))?;
     if let Some(e) = &c.energy {
         if e.score_0_5.is_some_and(|s| s > limits::ENERGY_MAX) {
             return Err(invalid("constraints.energy.score_0_5", "must be from 0 to 5"));
@@ -167,6 +179,8 @@ fn constraints(c: &Constraints) -> CwomResult<()> {
 }
 
 fn telemetry(t: &Telemetry) -> CwomResult<()> {
+    time("telemetry.started_at", t.started_at)?;
+    time("telemetry.ended_at", t.ended_at)?;
     if let (Some(start), Some(end)) = (t.started_at, t.ended_at) {
         if end < start {
             return Err(invalid("telemetry.ended_at", "must not be before telemetry.started_at"));
@@ -913,6 +927,7 @@ impl ListQuery {
             if v.is_empty() || v.chars().count() > limits::ID_MAX {
                 return Err(CwomError::InvalidFilter(format!("{name}: must be 1 to {} characters", limits::ID_MAX)));
             }
+            storable::check_text(name, v).map_err(|e| CwomError::InvalidFilter(e.to_string()))?;
             Ok(v.to_string())
         }
         let mut q = ListQuery::new(ListFilter::all(kind));

@@ -584,7 +584,7 @@ impl Remote {
         loop {
             tokio::select! {
                 _ = self.shutdown.stopping() => return,
-                _ = every.tick() => match self.tasks.rescue_expired().await {
+                _ = every.tick() => match self.tasks.rescue_expired(&self.lifecycle.retry_policy()).await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::warn!(rescued = n, "returned tasks whose lease expired");

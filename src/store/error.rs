@@ -17,7 +17,11 @@ use crate::task::{TaskId, TaskStatus};
 pub enum StoreErrorKind {
     /// The database cannot be reached, refused the connection, or is shutting down.
     Unavailable,
-    /// Anything else: a bug, a constraint we did not expect, a corrupt row.
+    /// The database refused this statement's data: a constraint or trigger (perhaps one an
+    /// operator added), or a value its types cannot hold. Trying again will not help, and
+    /// the caller, not the server, owns the failure.
+    Refused,
+    /// Anything else: a bug, a corrupt row.
     Internal,
 }
 
@@ -47,6 +51,10 @@ impl StoreError {
         Self::new(StoreErrorKind::Internal, message)
     }
 
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Refused, message)
+    }
+
     /// Keeps `source` as the cause.
     pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
@@ -67,6 +75,10 @@ impl StoreError {
         self.kind == StoreErrorKind::Unavailable
     }
 
+    pub fn is_refused(&self) -> bool {
+        self.kind == StoreErrorKind::Refused
+    }
+
     /// SQLSTATE (PostgreSQL) or result code name (SQLite).
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
@@ -81,6 +93,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
             StoreErrorKind::Unavailable => "store unavailable",
+            StoreErrorKind::Refused => "refused by the store",
             StoreErrorKind::Internal => "store error",
         };
         match &self.code {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::error::{CancelError, EnqueueError, RetryError, StoreResult};
 use crate::remote::model::LeaseToken;
-use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 /// Declares a driver's column list of `tasks`, once: the `Col` enum (a column's position in
 /// every read), `NAMES` (every column, in `Col` order) and `COLUMNS` (the select list, each
@@ -49,6 +49,15 @@ pub enum LeaseState {
     Cancelled,
     /// Not ours any more (rescued, finished, or claimed again).
     Lost,
+}
+
+/// The retry policy as the rescue statements take it: base and cap in microseconds, and
+/// the smallest jitter factor. Each driver computes `min(cap, base · 2^(attempts-1))`
+/// scaled by a random factor in [`crate::tunables::RETRY_JITTER_MIN`, 1] per row, the
+/// formula of [`RetryPolicy::delay`].
+pub(crate) fn backoff_params(retry: &RetryPolicy) -> (i64, i64, f64) {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    (us(retry.base), us(retry.cap), crate::tunables::RETRY_JITTER_MIN)
 }
 
 /// How one attempt ended, as the store records it.
@@ -117,9 +126,13 @@ pub trait TaskStore: Send + Sync + 'static {
     /// the millisecond) whoever inserts the row.
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
 
-    /// Returns running tasks whose lease expired to `queued`, or to `failed` when their
-    /// attempts are used up. Returns how many were rescued.
-    async fn rescue_expired(&self) -> StoreResult<u64>;
+    /// Returns running tasks whose lease expired (their daemon died or hung while running
+    /// them) to `queued` at `now + retry.delay(attempts)`, the same backoff as a failed
+    /// attempt, or to `failed` when their attempts are used up: a task that kills every
+    /// daemon that runs it cannot take a fleet down one daemon after another within seconds.
+    /// `last_error` names the lease, its worker and the attempt. Returns how many were
+    /// rescued.
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64>;
 
     /// The earliest `run_at` among queued tasks not yet due, for the producer's timer.
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>>;

@@ -2,18 +2,30 @@
 //!
 //! Executors send their results here and move on; the completer takes whatever has
 //! arrived, writes it in one fenced store call, and repeats. A write that fails because
-//! the database is away is retried until it lands: a finished attempt is never dropped.
+//! the database is away is retried until it lands while the daemon runs. Once shutdown is
+//! under way the retries are bounded: after the grace period plus
+//! [`COMPLETER_SHUTDOWN_EXTRA`] the completer gives up, logs one line with the number of
+//! attempt ends it could not write, and returns, so a daemon whose database is gone still
+//! exits. Those tasks stay `running` under a lease nobody renews, and the rescuer of any
+//! daemon brings them back when it expires: at-least-once holds.
 //! A write the fence refuses (the lease moved to another daemon) is logged and dropped,
 //! because the newer attempt owns the task now.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::InFlight;
+use crate::shutdown::Shutdown;
 use crate::store::{Finish, Outcome, StoreResult, TaskStore};
 use crate::task::{TaskId, WorkerId};
-use crate::tunables::{COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST};
+use crate::tunables::{
+    COMPLETER_LAST_TRY, COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST,
+    COMPLETER_SHUTDOWN_EXTRA,
+};
 
 /// What an executor reports.
 #[derive(Debug)]
@@ -39,7 +51,9 @@ pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
     (CompletionSender(tx), rx)
 }
 
-/// Runs until every sender is dropped and everything sent is written.
+/// Runs until every sender is dropped and everything sent is written, or, once `shutdown`
+/// is under way, until `grace` plus [`COMPLETER_SHUTDOWN_EXTRA`] has passed (then what is
+/// left unwritten is counted in one log line).
 ///
 /// `wake` is nudged after retries and hand-backs: the producer may be asleep until a
 /// later poll and must learn of the new `run_at`. Each written task is let go from
@@ -50,7 +64,20 @@ pub async fn run(
     wake: Arc<Notify>,
     in_flight: Arc<InFlight>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
+    shutdown: Shutdown,
+    grace: Duration,
 ) {
+    let give_up = CancellationToken::new();
+    let deadline = tokio::spawn({
+        let give_up = give_up.clone();
+        async move {
+            shutdown.stopping().await;
+            tokio::time::sleep(grace + COMPLETER_SHUTDOWN_EXTRA).await;
+            give_up.cancel();
+        }
+    });
+    // Attempt ends (finishes and hand-backs) given up on at shutdown.
+    let mut unwritten = 0usize;
     let mut buf = Vec::with_capacity(COMPLETER_MAX_BATCH);
     while rx.recv_many(&mut buf, COMPLETER_MAX_BATCH).await > 0 {
         let linger = tokio::time::sleep(COMPLETER_LINGER);
@@ -72,14 +99,18 @@ pub async fn run(
         }
         let requeued = outcomes.iter().any(|o| matches!(o.finish, Finish::Retry { .. }));
         if !outcomes.is_empty() {
-            write_outcomes(&*store, &worker, &outcomes).await;
+            if !write_outcomes(&*store, &worker, &outcomes, &give_up).await {
+                unwritten += outcomes.len();
+            }
             for o in &outcomes {
                 in_flight.remove(o.id);
             }
         }
         if !releases.is_empty() {
-            let n = retry_until_ok("hand back", || store.release(&worker, &releases)).await;
-            tracing::info!(handed_back = n, "interrupted tasks returned to the queue");
+            match retry_until_ok("hand back", &give_up, || store.release(&worker, &releases)).await {
+                Some(n) => tracing::info!(handed_back = n, "interrupted tasks returned to the queue"),
+                None => unwritten += releases.len(),
+            }
             for id in &releases {
                 in_flight.remove(*id);
             }
@@ -88,10 +119,26 @@ pub async fn run(
             wake.notify_one();
         }
     }
+    deadline.abort();
+    if unwritten > 0 {
+        tracing::error!(
+            unwritten,
+            "shutdown: {unwritten} attempt ends could not be written (the database is unreachable); \
+             those tasks come back through their leases"
+        );
+    }
 }
 
-async fn write_outcomes(store: &dyn TaskStore, worker: &WorkerId, outcomes: &[Outcome]) {
-    let applied = retry_until_ok("finish", || store.finish(worker, outcomes)).await;
+/// Writes attempt ends; false when shutdown gave up on them.
+async fn write_outcomes(
+    store: &dyn TaskStore,
+    worker: &WorkerId,
+    outcomes: &[Outcome],
+    give_up: &CancellationToken,
+) -> bool {
+    let Some(applied) = retry_until_ok("finish", give_up, || store.finish(worker, outcomes)).await else {
+        return false;
+    };
     if applied.len() < outcomes.len() {
         for o in outcomes.iter().filter(|o| !applied.contains(&o.id)) {
             tracing::warn!(
@@ -101,21 +148,42 @@ async fn write_outcomes(store: &dyn TaskStore, worker: &WorkerId, outcomes: &[Ou
             );
         }
     }
+    true
 }
 
-/// Retries a store write with capped backoff until it succeeds.
-async fn retry_until_ok<T, F, Fut>(what: &str, mut op: F) -> T
+/// Retries a store write with capped backoff until it succeeds, or until `give_up` (the
+/// shutdown deadline) fires, which also abandons a write in flight: `None`. A write that
+/// arrives after the deadline (a handler that ignored its stop) still gets one try of at
+/// most [`COMPLETER_LAST_TRY`]: the database may well be there.
+async fn retry_until_ok<T, F, Fut>(what: &str, give_up: &CancellationToken, mut op: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>>,
 {
+    if give_up.is_cancelled() {
+        return match tokio::time::timeout(COMPLETER_LAST_TRY, op()).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "completer: {what} failed after the shutdown deadline");
+                None
+            }
+            Err(_) => None,
+        };
+    }
     let mut delay = COMPLETER_RETRY_FIRST;
     loop {
-        match op().await {
-            Ok(v) => return v,
+        let result = tokio::select! {
+            r = op() => r,
+            _ = give_up.cancelled() => return None,
+        };
+        match result {
+            Ok(v) => return Some(v),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "completer: {what} failed");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = give_up.cancelled() => return None,
+                }
                 delay = (delay * 2).min(COMPLETER_RETRY_CAP);
             }
         }

@@ -226,6 +226,8 @@ impl Worker {
             self.wake.clone(),
             self.in_flight.clone(),
             completions,
+            shutdown.clone(),
+            self.settings.shutdown_grace,
         ));
         let rescuer_task = tokio::spawn(rescuer::run(self.clone(), shutdown.clone()));
 

@@ -117,8 +117,10 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
         }
     }
     // A claim still in flight may have taken tasks: let it land, then give everything back.
+    // Not for longer than the grace period: with the database away it may never land, and
+    // whatever it took comes back through the leases.
     if let Some((pending, places)) = claiming {
-        if let Ok(tasks) = pending.await {
+        if let Ok(Ok(tasks)) = tokio::time::timeout(worker.settings.shutdown_grace, pending).await {
             hold(worker, tasks, places, shutdown, &buffer);
         }
     }

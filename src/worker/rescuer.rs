@@ -1,8 +1,9 @@
 //! The rescuer: keeps leases honest, ours and everyone's.
 //!
 //! Every few seconds it returns tasks whose lease expired (their daemon died or hung) to
-//! the queue, or to `failed` when their attempts are used up, and wakes the producer so
-//! they run at once. On a shorter beat it renews the leases of the tasks this daemon is
+//! the queue after the retry policy's backoff (as for a failed attempt, so a poison task
+//! that kills its daemons is not handed to the next one at once), or to `failed` when
+//! their attempts are used up, and wakes the producer. On a shorter beat it renews the leases of the tasks this daemon is
 //! running, in one store call for all of them.
 
 use std::sync::Arc;
@@ -24,13 +25,15 @@ pub fn heartbeat_interval(lease: Duration) -> Duration {
 
 pub async fn run(worker: Arc<Worker>, shutdown: Shutdown) {
     let lease = worker.settings.lease;
+    // A task whose daemon died while running it waits like a failed attempt.
+    let retry = worker.lifecycle.retry_policy();
     let mut rescue = tokio::time::interval(rescue_interval(lease));
     let mut beat = tokio::time::interval(heartbeat_interval(lease));
     rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = rescue.tick(), if !shutdown.is_stopping() => match worker.store.rescue_expired().await {
+            _ = rescue.tick(), if !shutdown.is_stopping() => match worker.store.rescue_expired(&retry).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(rescued = n, "returned tasks whose lease expired");

@@ -196,7 +196,18 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         }
         None => true,
     };
-    let base = if unavailable { StoreError::unavailable(message) } else { StoreError::internal(message) };
+    // Data exceptions (22), integrity constraint violations (23) and exceptions raised by
+    // a trigger (P0001): the database refused this statement's data.
+    let refused = e
+        .code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23") || *c == SqlState::RAISE_EXCEPTION);
+    let base = if unavailable {
+        StoreError::unavailable(message)
+    } else if refused {
+        StoreError::refused(message)
+    } else {
+        StoreError::internal(message)
+    };
     let base = match e.code() {
         Some(code) => base.with_code(code.code()),
         None => base,

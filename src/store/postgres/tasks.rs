@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL};
 use crate::remote::model::LeaseToken;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
-use crate::store::tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
-use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::store::tasks::{backoff_params, ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
     prefix = "tasks.";
@@ -309,6 +309,22 @@ impl<'a> FinishArrays<'a> {
     }
 }
 
+/// Returns tasks whose lease expired to the queue after the retry backoff, or to `failed`
+/// when their attempts are used up ($1 base µs, $2 cap µs, $3 smallest jitter factor; the
+/// formula of `RetryPolicy::delay`).
+pub const RESCUE: &str = "UPDATE tasks SET \
+       status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+       finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END, \
+       run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE now() + \
+         least($2::float8, $1::float8 * (1::bigint << (least(greatest(attempts, 1), 30) - 1))) \
+         * ($3::float8 + (1 - $3::float8) * random()) * interval '1 microsecond' END, \
+       last_error = format('lease %s of worker %s expired while running (attempt %s)', \
+         to_char(locked_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+         coalesce(locked_by, 'unknown'), attempts), \
+       locked_by = NULL, locked_until = NULL, updated_at = now() \
+     WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND locked_until < now() \
+                  ORDER BY id FOR UPDATE SKIP LOCKED)";
+
 /// Hands running tasks back to the queue without counting the attempt ($1 ids, $2 worker).
 pub const RELEASE: &str = "WITH mine AS ( \
        SELECT id FROM tasks WHERE id = ANY($1) AND status || '' = 'running' AND locked_by = $2 \
@@ -421,8 +437,11 @@ impl TaskStore for PgStore {
     }
 
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        // The update and the notification commit together: a client never hears an error
+        // about a cancel that took effect, nor sees a cancel whose daemon was never told.
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let row = tx
             .query_opt(
                 &format!(
                     "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
@@ -440,12 +459,10 @@ impl TaskStore for PgStore {
         if let Some(row) = &row {
             if row.get::<_, &str>("was") == "running" {
                 // Tell whichever daemon runs it to stop the handler now.
-                client
-                    .execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.to_string()])
-                    .await
-                    .map_err(pg_err)?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.to_string()]).await.map_err(pg_err)?;
             }
         }
+        tx.commit().await.map_err(pg_err)?;
         if let Some(row) = row {
             return Ok(task_from_row(&row)?);
         }
@@ -490,21 +507,11 @@ impl TaskStore for PgStore {
         tasks_from_rows(&rows)
     }
 
-    async fn rescue_expired(&self) -> StoreResult<u64> {
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64> {
+        let (base_us, cap_us, jitter_min) = backoff_params(retry);
         let client = self.worker_client().await?;
-        client
-            .execute(
-                "UPDATE tasks SET \
-                   status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-                   finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END, \
-                   last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
-                   locked_by = NULL, locked_until = NULL, updated_at = now() \
-                 WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND locked_until < now() \
-                              ORDER BY id FOR UPDATE SKIP LOCKED)",
-                &[],
-            )
-            .await
-            .map_err(pg_err)
+        let stmt = client.prepare_cached(RESCUE).await.map_err(pg_err)?;
+        client.execute(&stmt, &[&(base_us as f64), &(cap_us as f64), &jitter_min]).await.map_err(pg_err)
     }
 
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {

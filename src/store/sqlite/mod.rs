@@ -1,6 +1,8 @@
 //! The SQLite driver: one file through rusqlite, owning every SQLite statement (tasks in
-//! `tasks.rs`, CWOM in `cwom.rs`), the migrations in `migrations/sqlite/`, and the text
-//! form of times in the file.
+//! `tasks.rs`, CWOM in `cwom.rs`), the migrations in `migrations/sqlite/`, and the forms
+//! of times in the file: INTEGER microseconds since the Unix epoch in `tasks` (compared as
+//! numbers, right by construction; V5's triggers convert times written by hand as text),
+//! fixed-width UTC text in the CWOM tables.
 //!
 //! SQLite serialises writers, so one connection behind a mutex is both simple and as fast
 //! as the file allows; every call runs on tokio's blocking pool so the async workers never
@@ -91,10 +93,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 /// The one conversion of a rusqlite error: busy, locked, unopenable, full or read-only
-/// files are "unavailable" (try again later); the rest are internal. The result code's
+/// files are "unavailable" (try again later); constraint violations are "refused"; the
+/// rest are internal. The result code's
 /// name is kept as the error's code.
 fn sql_err(e: rusqlite::Error) -> StoreError {
-    let (kind_unavailable, code) = match &e {
+    let (kind_unavailable, refused, code) = match &e {
         rusqlite::Error::SqliteFailure(err, _) => (
             matches!(
                 err.code,
@@ -104,12 +107,20 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
                     | rusqlite::ErrorCode::DiskFull
                     | rusqlite::ErrorCode::ReadOnly
             ),
+            // A CHECK, NOT NULL, UNIQUE or foreign key, or a trigger's RAISE(ABORT).
+            err.code == rusqlite::ErrorCode::ConstraintViolation,
             Some(format!("{:?}", err.code)),
         ),
-        _ => (false, None),
+        _ => (false, false, None),
     };
     let message = e.to_string();
-    let base = if kind_unavailable { StoreError::unavailable(message) } else { StoreError::internal(message) };
+    let base = if kind_unavailable {
+        StoreError::unavailable(message)
+    } else if refused {
+        StoreError::refused(message)
+    } else {
+        StoreError::internal(message)
+    };
     let base = match code {
         Some(code) => base.with_code(code),
         None => base,
@@ -117,7 +128,27 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
     base.caused_by(e)
 }
 
-/// The one text form of a time in the file: fixed width, so text order is time order.
+/// A time in `tasks`: INTEGER microseconds since the Unix epoch (migration V5), so every
+/// comparison in SQL is a comparison of numbers.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Reads a time of `tasks`: microseconds as stored by the daemon and by V5's triggers; text
+/// is still read (a row changed by hand with the triggers dropped) rather than failing.
+fn time_from_sql(v: rusqlite::types::ValueRef<'_>) -> Result<DateTime<Utc>, String> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Integer(us) => {
+            DateTime::from_timestamp_micros(us).ok_or_else(|| format!("time {us} µs out of range"))
+        }
+        ValueRef::Text(t) => parse_ts(&String::from_utf8_lossy(t)),
+        other => Err(format!("unreadable time of type {:?}", other.data_type())),
+    }
+}
+
+/// The text form of a time in the CWOM tables: fixed width, so text order is time order.
+/// (Those tables keep text: only the daemon writes their times, always in this form.)
 fn fmt_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{conversion, fmt_ts, parse_ts, sql_err, SqliteStore};
+use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::remote::model::LeaseToken;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
-use crate::store::tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
-use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::store::tasks::{backoff_params, ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
     prefix = "";
@@ -58,22 +58,23 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One task's values for [`INSERT`], text-encoded where the file stores text.
+/// One task's values for [`INSERT`], encoded as the file stores them (times as
+/// microseconds).
 struct InsertRow<'a> {
     task: &'a NewTask,
     id: String,
     payload: String,
-    run_at: String,
-    now: String,
+    run_at: i64,
+    now: i64,
 }
 
 impl<'a> InsertRow<'a> {
-    fn new(task: &'a NewTask, now: String) -> Self {
+    fn new(task: &'a NewTask, now: i64) -> Self {
         InsertRow {
             task,
             id: task.id.to_string(),
             payload: task.payload.to_string(),
-            run_at: task.run_at.map(fmt_ts).unwrap_or_else(|| now.clone()),
+            run_at: task.run_at.map(micros).unwrap_or(now),
             now,
         }
     }
@@ -103,13 +104,14 @@ impl<'a> InsertRow<'a> {
 }
 
 fn ts_col(row: &Row, col: Col) -> rusqlite::Result<DateTime<Utc>> {
-    let s: String = row.get(col as usize)?;
-    parse_ts(&s).map_err(|m| conversion(col as usize, m))
+    time_from_sql(row.get_ref(col as usize)?).map_err(|m| conversion(col as usize, m))
 }
 
 fn opt_ts_col(row: &Row, col: Col) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    let s: Option<String> = row.get(col as usize)?;
-    s.map(|s| parse_ts(&s).map_err(|m| conversion(col as usize, m))).transpose()
+    match row.get_ref(col as usize)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        v => time_from_sql(v).map(Some).map_err(|m| conversion(col as usize, m)),
+    }
 }
 
 fn json_col(row: &Row, col: Col) -> rusqlite::Result<Option<serde_json::Value>> {
@@ -172,7 +174,7 @@ fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
 impl TaskStore for SqliteStore {
     async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError> {
         self.call(move |conn| {
-            let row = InsertRow::new(&task, fmt_ts(Utc::now()));
+            let row = InsertRow::new(&task, micros(Utc::now()));
             let inserted = conn
                 .prepare_cached(&format!("{} RETURNING {COLUMNS}", *INSERT))
                 .map_err(sql_err)?
@@ -189,12 +191,12 @@ impl TaskStore for SqliteStore {
 
     async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, EnqueueError> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             {
                 let mut stmt = tx.prepare_cached(&INSERT).map_err(sql_err)?;
                 for t in &tasks {
-                    if stmt.execute(InsertRow::new(t, now.clone()).params()).map_err(sql_err)? == 0 {
+                    if stmt.execute(InsertRow::new(t, now).params()).map_err(sql_err)? == 0 {
                         // Dropping the transaction rolls the whole batch back.
                         return Ok(Err(EnqueueError::Duplicate { existing: holder_of(&tx, &t.idempotency_key)? }));
                     }
@@ -228,7 +230,7 @@ impl TaskStore for SqliteStore {
                 ))
                 .map_err(sql_err)?;
             let rows = stmt
-                .query_map(params![worker, fmt_ts(until), fmt_ts(now), limit, types, queues], task_from_row)
+                .query_map(params![worker, micros(until), micros(now), limit, types, queues], task_from_row)
                 .map_err(sql_err)?;
             let mut tasks = collect(rows)?;
             tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
@@ -242,7 +244,7 @@ impl TaskStore for SqliteStore {
         let ids = ids.to_vec();
         self.call(move |conn| {
             let now = Utc::now();
-            let until = fmt_ts(now + chrono::Duration::microseconds(lease.as_micros() as i64));
+            let until = micros(now + chrono::Duration::microseconds(lease.as_micros() as i64));
             let tx = conn.transaction().map_err(sql_err)?;
             let mut renewed = Vec::with_capacity(ids.len());
             {
@@ -268,7 +270,7 @@ impl TaskStore for SqliteStore {
         let worker = worker.0.clone();
         let outcomes = outcomes.to_vec();
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             let mut applied = Vec::with_capacity(outcomes.len());
             {
@@ -298,7 +300,7 @@ impl TaskStore for SqliteStore {
                             done.execute(params![id, worker, o.attempt, result.to_string(), now])
                         }
                         Finish::Retry { error, run_at } => {
-                            retry.execute(params![id, worker, o.attempt, error, now, fmt_ts(*run_at)])
+                            retry.execute(params![id, worker, o.attempt, error, now, micros(*run_at)])
                         }
                         Finish::Failed { error } => failed.execute(params![id, worker, o.attempt, error, now]),
                     }
@@ -326,7 +328,7 @@ impl TaskStore for SqliteStore {
         let worker = worker.0.clone();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             let mut n = 0;
             {
@@ -349,7 +351,7 @@ impl TaskStore for SqliteStore {
 
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let cancelled = conn
                 .prepare_cached(&format!(
                     "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
@@ -397,19 +399,27 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn rescue_expired(&self) -> StoreResult<u64> {
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64> {
+        let (base_us, cap_us, jitter_min) = backoff_params(retry);
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
+            // The same backoff as a failed attempt (`RetryPolicy::delay`), with a random
+            // factor per row from SQLite's random() (64 bits, cut to 20).
             conn.prepare_cached(
                 "UPDATE tasks SET \
                    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
                    finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
-                   last_error = 'lease expired while running on ' || coalesce(locked_by, 'an unknown worker'), \
+                   run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 + CAST( \
+                     min(?3, ?2 * (1 << (min(max(attempts, 1), 30) - 1))) \
+                     * (?4 + (1 - ?4) * ((random() & 1048575) / 1048576.0)) AS INTEGER) END, \
+                   last_error = printf('lease %s of worker %s expired while running (attempt %d)', \
+                     strftime('%Y-%m-%dT%H:%M:%fZ', locked_until / 1000000.0, 'unixepoch'), \
+                     coalesce(locked_by, 'unknown'), attempts), \
                    locked_by = NULL, locked_until = NULL, updated_at = ?1 \
                  WHERE status = 'running' AND locked_until < ?1",
             )
             .map_err(sql_err)?
-            .execute([now])
+            .execute(params![now, base_us, cap_us, jitter_min])
             .map(|n| n as u64)
             .map_err(sql_err)
         })
@@ -418,13 +428,17 @@ impl TaskStore for SqliteStore {
 
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
-            let next: Option<String> = conn
+            let now = micros(Utc::now());
+            let next: Option<i64> = conn
                 .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > ?1")
                 .map_err(sql_err)?
                 .query_row([now], |r| r.get(0))
                 .map_err(sql_err)?;
-            next.map(|s| parse_ts(&s).map_err(StoreError::internal)).transpose()
+            next.map(|us| {
+                DateTime::from_timestamp_micros(us)
+                    .ok_or_else(|| StoreError::internal(format!("time {us} µs out of range")))
+            })
+            .transpose()
         })
         .await
     }
@@ -457,7 +471,7 @@ impl TaskStore for SqliteStore {
                      WHERE id = ?2 AND status = 'running' AND locked_by = ?3 AND attempts = ?4",
                 )
                 .map_err(sql_err)?
-                .execute(params![fmt_ts(until), id.to_string(), worker, attempt])
+                .execute(params![micros(until), id.to_string(), worker, attempt])
                 .map_err(sql_err)?;
             if renewed == 1 {
                 return Ok(LeaseState::Held { until });
@@ -501,7 +515,7 @@ impl TaskStore for SqliteStore {
                      WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
                 )
                 .map_err(sql_err)?
-                .execute(params![id.to_string(), worker, attempt, fmt_ts(Utc::now())])
+                .execute(params![id.to_string(), worker, attempt, micros(Utc::now())])
                 .map_err(sql_err)?;
             Ok(n == 1)
         })
@@ -541,7 +555,7 @@ impl TaskStore for SqliteStore {
 
     async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
         self.call(move |conn| {
-            let now = fmt_ts(Utc::now());
+            let now = micros(Utc::now());
             let retried = conn
                 .prepare_cached(&format!(
                     "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \

@@ -101,7 +101,7 @@ impl WorkerStore for SqliteStore {
                     "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = ?2, \
                        locked_by = NULL, locked_until = NULL, started_at = NULL \
                      WHERE status = 'running' AND locked_by = ?1",
-                    params![id, fmt_ts(Utc::now())],
+                    params![id, super::micros(Utc::now())],
                 )
                 .map_err(sql_err)?;
             tx.commit().map_err(sql_err)?;
