@@ -67,6 +67,14 @@ pub const INTAKE_LANES: usize = 4;
 /// (backpressure instead of unbounded memory).
 pub const INTAKE_QUEUE: usize = 8192;
 
+/// Remote workers' attempt ends folded into one fenced UPDATE, at most; and the writers in
+/// flight at once. A worker with many slots reports many ends at once; one statement (and
+/// one commit) for each would make the database's per-statement cost the drain's limit.
+pub const ENDS_MAX_ROWS: usize = 256;
+pub const ENDS_LANES: usize = 2;
+/// Ends that may wait for a writer; past this, reporting workers wait (backpressure).
+pub const ENDS_QUEUE: usize = 4096;
+
 // ---------------------------------------------------------------------------------------
 // The LISTEN connection.
 

@@ -1,5 +1,5 @@
 //! The PostgreSQL driver: tokio-postgres on deadpool pools, owning every PostgreSQL
-//! statement (tasks in `tasks.rs` and `intake.rs`, CWOM in `cwom.rs`), the LISTEN
+//! statement (tasks in `tasks.rs`, `intake.rs` and `ends.rs`, CWOM in `cwom.rs`), the LISTEN
 //! connection (`listener.rs`) and the migrations in `migrations/postgres/`.
 //!
 //! Every hot operation is one round trip with a cached prepared statement: the claim is a
@@ -27,6 +27,7 @@ use super::error::{StoreError, StoreResult};
 use crate::tunables::{CLAIM_POOL_SIZE, CONNECT_TIMEOUT, DB_POOL_MIN, POOL_WAIT, WORKER_POOL_SIZE};
 
 mod cwom;
+mod ends;
 mod intake;
 mod listener;
 mod tasks;
@@ -87,6 +88,8 @@ pub struct PgStore {
     /// The same plus [`CLAIM_SETTINGS`]: claims only (a daemon has one in flight at a time).
     claim_pool: Pool,
     intake: intake::Intake,
+    /// Attempt ends reported by remote workers, coalesced into few statements.
+    ends: ends::Ends,
 }
 
 impl PgStore {
@@ -111,7 +114,8 @@ impl PgStore {
         let worker_pool = build_pool(worker.clone(), WORKER_POOL_SIZE)?;
         let claim_pool = build_pool(with_settings(worker, CLAIM_SETTINGS), CLAIM_POOL_SIZE)?;
         let intake = intake::Intake::start(pool.clone());
-        Ok(PgStore { url: url.to_string(), pool, worker_pool, claim_pool, intake })
+        let ends = ends::Ends::start(worker_pool.clone());
+        Ok(PgStore { url: url.to_string(), pool, worker_pool, claim_pool, intake, ends })
     }
 
     /// The URL this store connects to (the listener opens its own connection with it).

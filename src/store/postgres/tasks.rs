@@ -255,12 +255,21 @@ pub const FINISH: &str = "WITH mine AS ( \
      FROM mine WHERE tasks.id = mine.id \
      RETURNING tasks.id";
 
-/// [`FINISH`] answering the finished rows whole (one attempt reported by a remote worker).
-static FINISH_RETURNING: LazyLock<String> =
-    LazyLock::new(|| FINISH.replace("RETURNING tasks.id", &format!("RETURNING {COLUMNS}")));
+/// [`FINISH`] with a holder per row ($7 is an array) answering the finished rows whole:
+/// the attempt ends remote workers report, coalesced by `ends.rs`.
+pub(super) static FINISH_EACH: LazyLock<String> = LazyLock::new(|| {
+    FINISH
+        .replace("$6::timestamptz[])", "$6::timestamptz[], $7::text[])")
+        .replace(
+            "AS u(id, attempt, status, result, error, run_at)",
+            "AS u(id, attempt, status, result, error, run_at, worker)",
+        )
+        .replace("t.locked_by = $7", "t.locked_by = u.worker")
+        .replace("RETURNING tasks.id", &format!("RETURNING {COLUMNS}"))
+});
 
 /// Attempt ends as the per-task arrays of [`FINISH`] ($1..$6).
-struct FinishArrays<'a> {
+pub(super) struct FinishArrays<'a> {
     ids: Vec<Uuid>,
     attempts: Vec<i32>,
     statuses: Vec<&'static str>,
@@ -270,7 +279,7 @@ struct FinishArrays<'a> {
 }
 
 impl<'a> FinishArrays<'a> {
-    fn of(outcomes: &'a [Outcome]) -> Self {
+    pub(super) fn of(outcomes: impl ExactSizeIterator<Item = &'a Outcome>) -> Self {
         let n = outcomes.len();
         let mut a = FinishArrays {
             ids: Vec::with_capacity(n),
@@ -281,6 +290,7 @@ impl<'a> FinishArrays<'a> {
             run_ats: Vec::with_capacity(n),
         };
         for o in outcomes {
+            #[allow(clippy::type_complexity)]
             let (status, result, error, run_at): (_, Option<&Value>, Option<&str>, Option<DateTime<Utc>>) =
                 match &o.finish {
                     Finish::Completed { result } => (TaskStatus::Completed, Some(result), None, None),
@@ -297,14 +307,15 @@ impl<'a> FinishArrays<'a> {
         a
     }
 
-    async fn query(
+    /// Runs `stmt` with these arrays and `holder` as $7 (one worker, or one per row).
+    pub(super) async fn query(
         &self,
         client: &deadpool_postgres::Object,
         stmt: &tokio_postgres::Statement,
-        worker: &WorkerId,
+        holder: &(dyn ToSql + Sync),
     ) -> StoreResult<Vec<Row>> {
         let params: [&(dyn ToSql + Sync); 7] =
-            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, &worker.0];
+            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, holder];
         client.query(stmt, &params).await.map_err(pg_err)
     }
 }
@@ -419,15 +430,12 @@ impl TaskStore for PgStore {
         }
         let client = self.worker_client().await?;
         let stmt = client.prepare_cached(FINISH).await.map_err(pg_err)?;
-        let rows = FinishArrays::of(outcomes).query(&client, &stmt, worker).await?;
+        let rows = FinishArrays::of(outcomes.iter()).query(&client, &stmt, &worker.0).await?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
     async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>> {
-        let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(&FINISH_RETURNING).await.map_err(pg_err)?;
-        let rows = FinishArrays::of(std::slice::from_ref(outcome)).query(&client, &stmt, worker).await?;
-        rows.first().map(task_from_row).transpose()
+        self.ends.finish(worker.clone(), outcome.clone()).await
     }
 
     async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
@@ -646,6 +654,16 @@ impl TaskStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_each_fences_every_row_by_its_own_holder() {
+        assert!(
+            FINISH_EACH.contains("$7::text[]") && FINISH_EACH.contains("t.locked_by = u.worker"),
+            "{}",
+            *FINISH_EACH
+        );
+        assert!(!FINISH_EACH.contains("= $7 ") && FINISH_EACH.contains("RETURNING tasks.id, tasks.type"));
+    }
 
     /// Runs under `make test`, which starts the PostgreSQL named by `TEST_DATABASE_URL`.
     #[tokio::test]
