@@ -62,11 +62,16 @@ async fn the_python_example_worker_runs_completes_fails_and_notices_a_cancel() {
             res.json::<Value>().await.unwrap()
         }
     };
-    wait_for("the sleep task to run", Duration::from_secs(30), || {
-        let sleep = sleep.clone();
-        async move { (get(sleep).await["status"] == "running").then_some(()) }
+    // Running, and its first progress line is in the log (read through the API).
+    wait_for("the sleep task to log its first step", Duration::from_secs(30), || {
+        let (base, sleep) = (base.clone(), sleep.clone());
+        async move {
+            let res = http().get(format!("{base}/tasks/{sleep}/log")).bearer_auth("py-key").send().await.ok()?;
+            res.text().await.ok()?.contains("working, step 1").then_some(())
+        }
     })
     .await;
+    assert_eq!(get(sleep.clone()).await["status"], "running");
     let res = http().post(format!("{base}/tasks/{sleep}/cancel")).bearer_auth("py-key").send().await.unwrap();
     assert_eq!(res.status(), 200);
     wait_for("the worker to exit", Duration::from_secs(30), || {

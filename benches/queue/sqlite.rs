@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::support::{Context, Result, TaskCounts};
@@ -75,41 +74,25 @@ pub fn task_counts(path: &Path) -> Result<TaskCounts> {
     .context("counting tasks")
 }
 
-/// Dispatch latency of every task, `started_at - created_at`.
+/// Dispatch latency of every task, `started_at - created_at`. The file keeps the times of
+/// `tasks` as INTEGER microseconds since the Unix epoch.
 pub fn start_latencies_ms(path: &Path) -> Result<Vec<f64>> {
     let conn = open_read_only(path)?;
     let mut select = conn
-        .prepare("SELECT created_at, started_at FROM tasks WHERE started_at IS NOT NULL")
+        .prepare("SELECT started_at - created_at FROM tasks WHERE started_at IS NOT NULL")
         .context("preparing the latency query")?;
-    let rows = select
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
-        .context("reading latencies")?;
-    rows.map(|row| {
-        let (created, started) = row.context("reading latencies")?;
-        millis_between(&created, &started)
-    })
-    .collect()
+    let rows = select.query_map([], |row| row.get::<_, i64>(0)).context("reading latencies")?;
+    rows.map(|row| Ok(row.context("reading latencies")? as f64 / 1000.0)).collect()
 }
 
-/// Seconds from the first claim to the last completion. The fixed-width time format
-/// makes `min`/`max` on the text the earliest/latest time.
+/// Seconds from the first claim to the last completion.
 pub fn drain_seconds(path: &Path) -> Result<f64> {
     let conn = open_read_only(path)?;
-    let (first, last): (Option<String>, Option<String>) = conn
+    let (first, last): (Option<i64>, Option<i64>) = conn
         .query_row("SELECT min(started_at), max(finished_at) FROM tasks", [], |row| Ok((row.get(0)?, row.get(1)?)))
         .context("reading the drain span")?;
     match (first, last) {
-        (Some(first), Some(last)) => Ok(millis_between(&first, &last)? / 1000.0),
+        (Some(first), Some(last)) => Ok((last - first) as f64 / 1e6),
         _ => Err("no task was run".into()),
     }
-}
-
-fn millis_between(from: &str, to: &str) -> Result<f64> {
-    let micros = (parse_time(to)? - parse_time(from)?).num_microseconds().ok_or("time span out of range")?;
-    Ok(micros as f64 / 1000.0)
-}
-
-/// The store writes `2026-11-24T03:51:21.724877Z`, which is RFC 3339.
-fn parse_time(text: &str) -> Result<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(text).with_context(|| format!("parsing the time {text:?}"))
 }
