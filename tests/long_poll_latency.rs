@@ -7,7 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use devops_control_tower::handlers::Registry;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::remote::{enqueue, get, Worker};
 use support::{wait_for, TestDb};
 
 struct App {
@@ -20,51 +21,6 @@ async fn app(kind: &str, extra: &[(&str, &str)]) -> App {
     let db = TestDb::new(kind).await;
     let daemon = support::start_in_process(&db.backend().await, &db.url(), extra, Registry::builtin()).await;
     App { base: daemon.base.clone(), db, _daemon: daemon }
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let res = client.post(format!("{base}{path}")).json(&body).send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(base: &str, path: &str) -> (u16, Value) {
-    let res = support::http().get(format!("{base}{path}")).send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-struct Worker {
-    base: String,
-    id: String,
-}
-
-impl Worker {
-    async fn register(base: &str, types: &[&str], max_slots: u32) -> Worker {
-        let (status, body) =
-            post(base, "/workers", json!({ "name": "latency", "types": types, "max_slots": max_slots })).await;
-        assert_eq!(status, 201, "{body}");
-        Worker { base: base.to_string(), id: body["worker_id"].as_str().unwrap().to_string() }
-    }
-
-    async fn claim(&self, max: u32, wait_ms: u64) -> Vec<Value> {
-        let (status, body) =
-            post(&self.base, "/tasks/claim", json!({ "worker_id": self.id, "max": max, "wait_ms": wait_ms })).await;
-        assert_eq!(status, 200, "{body}");
-        body["tasks"].as_array().unwrap().clone()
-    }
-
-    async fn op(&self, task: &Value, op: &str, mut body: Value) -> (u16, Value) {
-        body["lease_token"] = task["lease_token"].clone();
-        post(&self.base, &format!("/tasks/{}/{op}", task["task_id"].as_str().unwrap()), body).await
-    }
-}
-
-async fn enqueue(base: &str, body: Value) -> String {
-    let (status, task) = post(base, "/tasks/enqueue", body).await;
-    assert_eq!(status, 201, "{task}");
-    task["task_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

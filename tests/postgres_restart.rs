@@ -4,48 +4,16 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{wait_for, PgDb, Spawn};
+use support::{pg_ctl, wait_for, EnsureRunning, PgDb, Spawn};
 
 /// The tests here stop and restart the one server: one at a time.
 static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     SERVER.lock().await
-}
-
-/// Runs `pg_ctl <action>` on the test cluster (`restart`, `stop`, `start`).
-fn pg_ctl(action: &str) {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test`"));
-    let (ctl, log, opts) = (var("TEST_PG_CTL"), var("TEST_PG_LOG"), var("TEST_PG_OPTS"));
-    let mode = if action == "start" { "" } else { "-m fast" };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' {action} {mode} >/dev/null"))
-        .status()
-        .expect("running pg_ctl");
-    assert!(status.success(), "pg_ctl {action} failed");
-}
-
-/// Starts the server again on drop if a failed test left it stopped, so the test
-/// binaries after this one still have their database.
-struct EnsureRunning;
-
-impl Drop for EnsureRunning {
-    fn drop(&mut self) {
-        let (Ok(ctl), Ok(log), Ok(opts)) =
-            (std::env::var("TEST_PG_CTL"), std::env::var("TEST_PG_LOG"), std::env::var("TEST_PG_OPTS"))
-        else {
-            return;
-        };
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{ctl} status >/dev/null || {ctl} -w -t 60 -l '{log}' -o '{opts}' start >/dev/null"))
-            .status();
-    }
 }
 
 fn restart_server() {

@@ -6,41 +6,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{enqueue, wait_for, wait_status, PgDb, Spawn};
-
-/// Runs `pg_ctl <action>` on the test cluster.
-fn pg_ctl(action: &str) {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test`"));
-    let (ctl, log, opts) = (var("TEST_PG_CTL"), var("TEST_PG_LOG"), var("TEST_PG_OPTS"));
-    let mode = if action == "start" { "" } else { "-m fast" };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' {action} {mode} >/dev/null"))
-        .status()
-        .expect("running pg_ctl");
-    assert!(status.success(), "pg_ctl {action} failed");
-}
-
-/// Starts the server again on drop, whatever happened, so later test binaries have it.
-struct EnsureRunning;
-
-impl Drop for EnsureRunning {
-    fn drop(&mut self) {
-        let (Ok(ctl), Ok(log), Ok(opts)) =
-            (std::env::var("TEST_PG_CTL"), std::env::var("TEST_PG_LOG"), std::env::var("TEST_PG_OPTS"))
-        else {
-            return;
-        };
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{ctl} status >/dev/null || {ctl} -w -t 60 -l '{log}' -o '{opts}' start >/dev/null"))
-            .status();
-    }
-}
+use support::{enqueue, pg_ctl, wait_for, wait_status, EnsureRunning, PgDb, Spawn};
 
 const GRACE_S: u64 = 3;
 

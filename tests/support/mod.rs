@@ -12,6 +12,8 @@ use devops_control_tower::store::{Backend, PgStore, SqliteStore, TaskStore};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
+pub mod remote;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_devops-control-tower");
 
 /// The cluster `make test` started (tests/support/with-postgres.sh).
@@ -439,5 +441,36 @@ impl TestDb {
             TestDb::Sqlite(db) => db.backend().await,
             TestDb::Postgres(db) => db.backend().await,
         }
+    }
+}
+
+/// Runs `pg_ctl <action>` on the test cluster (`restart`, `stop`, `start`).
+pub fn pg_ctl(action: &str) {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test`"));
+    let (ctl, log, opts) = (var("TEST_PG_CTL"), var("TEST_PG_LOG"), var("TEST_PG_OPTS"));
+    let mode = if action == "start" { "" } else { "-m fast" };
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ctl} -w -t 60 -l '{log}' -o '{opts}' {action} {mode} >/dev/null"))
+        .status()
+        .expect("running pg_ctl");
+    assert!(status.success(), "pg_ctl {action} failed");
+}
+
+/// Starts the server again on drop if a test left it stopped (also when it failed), so the
+/// test binaries after this one still have their database.
+pub struct EnsureRunning;
+
+impl Drop for EnsureRunning {
+    fn drop(&mut self) {
+        let (Ok(ctl), Ok(log), Ok(opts)) =
+            (std::env::var("TEST_PG_CTL"), std::env::var("TEST_PG_LOG"), std::env::var("TEST_PG_OPTS"))
+        else {
+            return;
+        };
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ctl} status >/dev/null || {ctl} -w -t 60 -l '{log}' -o '{opts}' start >/dev/null"))
+            .status();
     }
 }
