@@ -136,39 +136,10 @@ fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> 
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
-    storable::check_json("", &value)?;
-    let req: EnqueueRequest = from_body(value)?;
+    // The one body parser of the model: refuses what no store can hold, then names the
+    // field serde refused.
+    let req: EnqueueRequest = crate::cwom::requests::parse_body(value)?;
     req.into_new_task(trace_id)
-}
-
-/// Deserializes an object body, naming the field whose value serde refused (serde's own
-/// message names missing and unknown fields, not one whose value is out of its type, such
-/// as a `priority` past `i32`). A derived deserializer stops at the first bad field and
-/// checks for missing ones only at the end, so the culprit is the one field whose removal
-/// changes the error (as `cwom::requests::parse_body` does for CWOM bodies).
-fn from_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    let err = match serde_json::from_value::<T>(value.clone()) {
-        Ok(v) => return Ok(v),
-        Err(e) => e.to_string(),
-    };
-    let Value::Object(map) = value else { return Err(ApiError::InvalidField(err)) };
-    // More keys than the request has fields means an unknown one anyway; and each try
-    // copies the map, so the search stays small.
-    if err.starts_with("missing field") || err.starts_with("unknown field") || map.len() > 16 {
-        return Err(ApiError::InvalidField(err));
-    }
-    let culprit = map.keys().find(|key| {
-        let mut without = map.clone();
-        without.remove(*key);
-        match serde_json::from_value::<T>(Value::Object(without)) {
-            Ok(_) => true,
-            Err(e) => e.to_string() != err,
-        }
-    });
-    Err(ApiError::InvalidField(match culprit {
-        Some(field) => format!("{field}: {err}"),
-        None => err,
-    }))
 }
 
 /// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the

@@ -44,7 +44,8 @@ pub(crate) fn invalid(field: impl Display, reason: impl Display) -> CwomError {
     CwomError::Invalid(format!("{field}: {reason}"))
 }
 
-/// Deserializes a request body into `T`, naming the top-level field that broke it.
+/// Deserializes a request body into `T`, naming the top-level field that broke it (the
+/// CWOM routes and the task intake both read their bodies through it).
 ///
 /// serde's own messages name missing and unknown fields but not the field whose value
 /// has the wrong type or spelling. A derived deserializer stops at the first bad field it
