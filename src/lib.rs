@@ -24,6 +24,7 @@
 //! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
 //! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -78,6 +79,7 @@
 
 pub mod api;
 pub mod attempt;
+pub mod client;
 pub mod config;
 pub mod cwom;
 pub mod daemon;

@@ -171,3 +171,12 @@ pub const STATUS_COUNTS_TTL: Duration = Duration::from_secs(2);
 /// Shorter than a container runtime's usual probe timeout (5 s), so the probe reports the
 /// failure itself instead of being killed.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `client`: how long connecting to the JCT server may take. A server on the same network
+/// accepts in milliseconds; past this it is down, and the caller (remote worker, MCP tool)
+/// should say so rather than hang.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `client`: how long an answer may take beyond the time the server was asked to hold the
+/// call open (a long-poll claim). Every other route answers in milliseconds.
+pub const CLIENT_REQUEST_SLACK: Duration = Duration::from_secs(30);
