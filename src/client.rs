@@ -131,8 +131,7 @@ impl Client {
         let res = self.send(method, &url, body, wait).await?;
         let status = res.status().as_u16();
         let bytes = res.bytes().await.map_err(|e| unreachable(&url, &e))?;
-        let parsed: Result<Value, _> =
-            if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
+        let parsed: Result<Value, _> = if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
         if status >= 400 {
             let text = String::from_utf8_lossy(&bytes);
             return Err(api_error(status, parsed.unwrap_or(Value::Null), &text));
@@ -155,9 +154,7 @@ fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
 
 fn api_error(status: u16, body: Value, text: &str) -> ClientError {
     let code = body["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("http_{status}"));
-    let message = body["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| text.chars().take(200).collect::<String>());
+    let message =
+        body["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect::<String>());
     ClientError::Api { status, code, message, body }
 }
