@@ -472,3 +472,27 @@ async fn a_remote_worker_runs_commands_and_agents_over_http_only() {
     let workers = get(&server, "/workers").await;
     assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
 }
+
+#[test]
+fn a_bad_profile_file_stops_start_up_with_one_line_naming_it() {
+    let s = Setup::new();
+    for (text, says) in [
+        ("[profiles.x]\nprogram = \"a\"\nbogus = 1\n", "bogus"),
+        ("[profiles.x\n", "TOML"),
+        ("[profiles.x]\nprogram = \"a\"\nenv = [\"JCT_API_KEY\"]\n", "secret"),
+    ] {
+        let file = s.path("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_devops-control-tower"))
+            .env_clear()
+            .env("DATABASE_URL", s.db())
+            .env("JCT_BIND", "127.0.0.1:0")
+            .env("JCT_AGENT_PROFILES", &file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: started anyway");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("JCT_AGENT_PROFILES") && stderr.contains(says), "{text}: {stderr}");
+    }
+}
