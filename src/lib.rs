@@ -85,6 +85,7 @@ pub mod cwom;
 pub mod daemon;
 pub mod handlers;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod remote;
 pub mod shutdown;
