@@ -51,6 +51,7 @@ fn daemon(extra: &[(&'static str, &str)]) -> DaemonProcess {
 struct Mcp {
     client: RunningService<RoleClient, ()>,
     tools: Vec<Tool>,
+    pid: u32,
     stderr: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -71,13 +72,14 @@ async fn mcp(server_url: &str, key: &str, args: &[&str]) -> Mcp {
         .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
         .spawn()
         .expect("spawning the mcp subcommand");
+    let pid = transport.id().expect("the child's pid");
     // The initialize handshake happens here.
     let client = ().serve(transport).await.unwrap_or_else(|e| panic!("initialize failed: {e}"));
     let info = client.peer_info().expect("the server answered initialize");
     assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("devops-control-tower"));
     assert!(info.capabilities.tools.is_some(), "tools capability: {info:?}");
     let tools = client.list_all_tools().await.expect("tools/list");
-    Mcp { client, tools, stderr, _dir: dir }
+    Mcp { client, tools, pid, stderr, _dir: dir }
 }
 
 /// The parts of a JSON Schema the tools use, checked on a value: `type`, `enum`, `items`,
@@ -416,6 +418,29 @@ async fn an_agent_claims_logs_reports_and_completes_and_the_trace_folder_shows_i
     })
     .await;
     assert!(log.contains("registered as a JCT worker"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_the_mcp_server_deregisters_and_its_task_goes_back() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let id = enqueue(&d, json!({ "type": AGENT_TYPE })).await;
+    let claimed =
+        m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "queues": ["default"], "wait_ms": 5000 })).await.ok();
+    assert_eq!(claimed["task"]["task_id"], id.as_str());
+    let (_, task) = api(&d, reqwest::Method::GET, &format!("/tasks/{id}"), None).await;
+    assert_eq!(task["status"], "running");
+    assert_eq!(workers(&d).await[0]["queues"], json!(["default"]));
+    let killed = std::process::Command::new("kill").args(["-TERM", &m.pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    wait_for("the task to go back to the queue", Duration::from_secs(10), || async {
+        let (_, task) = api(&d, reqwest::Method::GET, &format!("/tasks/{id}"), None).await;
+        (task["status"] == "queued").then_some(())
+    })
+    .await;
+    assert!(workers(&d).await.is_empty());
+    let log = m.stderr();
+    assert!(log.contains("deregistered"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
