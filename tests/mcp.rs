@@ -522,3 +522,80 @@ async fn issue_context_brings_the_issue_its_packets_constraints_and_doctrine() {
     m.call("jct_get_issue_context", json!({ "issue_id": "no-such-issue" })).await.error("object_not_found", Some(404));
     m.close().await;
 }
+
+/// One JSON-RPC exchange with the daemon's `/mcp` (streamable HTTP, stateless JSON answers).
+async fn rpc(daemon: &DaemonProcess, key: &str, id: u64, method: &str, params: Value) -> (u16, Value) {
+    let res = support::http()
+        .post(daemon.url("/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A tool call through `/mcp`: whether it is a tool error, and its text as JSON.
+async fn http_tool(daemon: &DaemonProcess, name: &str, arguments: Value) -> Outcome {
+    let (status, answer) = rpc(daemon, KEY, 7, "tools/call", json!({ "name": name, "arguments": arguments })).await;
+    assert_eq!(status, 200, "{answer}");
+    let result = &answer["result"];
+    let text = result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {answer}"));
+    Outcome { is_error: result["isError"] == true, body: serde_json::from_str(text).unwrap_or(json!(text)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_the_same_tools_at_slash_mcp_behind_the_key() {
+    let d = daemon(&[]);
+    let init =
+        json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } });
+    let (status, answer) = rpc(&d, KEY, 1, "initialize", init.clone()).await;
+    assert_eq!(
+        (status, answer["result"]["serverInfo"]["name"].as_str()),
+        (200, Some("devops-control-tower")),
+        "{answer}"
+    );
+    let (status, answer) = rpc(&d, "not-the-key", 2, "initialize", init).await;
+    assert_eq!((status, answer["error"].as_str()), (401, Some("unauthorized")), "{answer}");
+
+    // The same catalog as the stdio server.
+    let (_, answer) = rpc(&d, KEY, 3, "tools/list", json!({})).await;
+    let stdio = mcp(&d.url(""), KEY, &[]).await;
+    for tool in answer["result"]["tools"].as_array().unwrap_or_else(|| panic!("{answer}")) {
+        assert_eq!(tool["inputSchema"], stdio.schema(tool["name"].as_str().unwrap()), "{tool}");
+    }
+    assert_eq!(answer["result"]["tools"].as_array().unwrap().len(), ALL_TOOLS.len());
+    stdio.close().await;
+
+    // A worker cycle through /mcp reaches the trace folder like any other.
+    let id = http_tool(&d, "jct_enqueue_task", json!({ "type": AGENT_TYPE, "payload": { "n": 1 } })).await.ok()
+        ["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claimed = http_tool(&d, "jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok();
+    assert_eq!(claimed["task"]["task_id"], id.as_str());
+    let lease = json!({ "task_id": id, "lease_token": claimed["task"]["lease_token"], "lines": ["over http"] });
+    http_tool(&d, "jct_append_log", lease.clone()).await.ok();
+    let done =
+        http_tool(&d, "jct_complete_task", json!({ "task_id": id, "lease_token": lease["lease_token"], "result": 1 }))
+            .await
+            .ok();
+    assert_eq!(done["status"], "completed");
+    assert!(read(&d.trace_dir.join(&id).join("log.txt")).contains("over http"));
+    http_tool(&d, "jct_get_task", json!({ "task_id": uuid::Uuid::now_v7().to_string() }))
+        .await
+        .error("task_not_found", Some(404));
+    assert_eq!(workers(&d).await.len(), 1);
+
+    // Stopping the daemon deregisters the endpoint's worker while the API still answers.
+    d.signal("TERM");
+    let mut d = d;
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+    let log = d.stderr();
+    assert!(log.contains("deregistered"), "{log}");
+    assert!(!log.contains("could not deregister"), "{log}");
+}

@@ -53,6 +53,17 @@ impl JctMcp {
         JctMcp { client, read_only, agent }
     }
 
+    /// Heartbeats this server's worker registrations (and the tasks they hold); runs until
+    /// dropped. [`serve_stdio`] runs it itself; an HTTP endpoint runs it beside its routes.
+    pub async fn keep_alive(&self) {
+        self.agent.clone().keep_alive().await
+    }
+
+    /// Deregisters this server's workers; their unfinished tasks go back to the queue.
+    pub async fn deregister(&self) {
+        self.agent.deregister_all().await
+    }
+
     fn offered(&self) -> impl Iterator<Item = ToolName> + '_ {
         ToolName::ALL.into_iter().filter(|t| !self.read_only || t.is_read_only())
     }
