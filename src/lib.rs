@@ -24,7 +24,7 @@
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
 //! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog and input schemas), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
@@ -53,6 +53,7 @@
 //!             ─▶ Lifecycle::close (trace folder, CWOM Run)
 //!
 //! agent ─ MCP (stdio) ─▶ mcp ─ client (HTTP, the API key) ─▶ the routes above, as an operator or an HTTP worker
+//! agent ─ POST /mcp ─▶ api/mcp (rmcp streamable HTTP) ─▶ mcp ─ client ─▶ this same API
 //! ```
 //!
 //! # Where to make a change

@@ -560,6 +560,9 @@ async fn the_daemon_serves_the_same_tools_at_slash_mcp_behind_the_key() {
     );
     let (status, answer) = rpc(&d, "not-the-key", 2, "initialize", init).await;
     assert_eq!((status, answer["error"].as_str()), (401, Some("unauthorized")), "{answer}");
+    // Stateless: no session stream to open.
+    let res = support::http().get(d.url("/mcp")).bearer_auth(KEY).header("accept", "text/event-stream").send().await;
+    assert_eq!(res.unwrap().status(), 405);
 
     // The same catalog as the stdio server.
     let (_, answer) = rpc(&d, KEY, 3, "tools/list", json!({})).await;
