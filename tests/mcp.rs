@@ -444,6 +444,25 @@ async fn on_sigterm_the_mcp_server_deregisters_and_its_task_goes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_claims_share_one_registration() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let a = enqueue(&d, json!({ "type": AGENT_TYPE })).await;
+    let b = enqueue(&d, json!({ "type": AGENT_TYPE })).await;
+    let claim = || m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 }));
+    let (first, second) = tokio::join!(claim(), claim());
+    let mut got = vec![first.ok()["task"]["task_id"].clone(), second.ok()["task"]["task_id"].clone()];
+    got.sort_by_key(|v| v.to_string());
+    let mut want = vec![json!(a), json!(b)];
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(got, want);
+    let registered = workers(&d).await;
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0]["running"], 2, "{registered:?}");
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_is_a_tool_error_and_the_process_keeps_answering() {
     // A port nothing listens on (yet).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

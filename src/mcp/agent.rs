@@ -53,11 +53,20 @@ pub struct Agent {
     state: Mutex<State>,
     /// Wakes the heartbeat loop when the first worker registers.
     registered: Notify,
+    /// Held while registering, so concurrent first claims make one registration: a second
+    /// would never be heartbeated, and neither would the tasks claimed through it.
+    registering: tokio::sync::Mutex<()>,
 }
 
 impl Agent {
     pub fn new(client: Client, name: String) -> Self {
-        Agent { client, name, state: Mutex::new(State::default()), registered: Notify::new() }
+        Agent {
+            client,
+            name,
+            state: Mutex::new(State::default()),
+            registered: Notify::new(),
+            registering: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -94,6 +103,10 @@ impl Agent {
         if let Some(r) = self.state().workers.get(serves) {
             return Ok(r.clone());
         }
+        let _one_at_a_time = self.registering.lock().await;
+        if let Some(r) = self.state().workers.get(serves) {
+            return Ok(r.clone());
+        }
         let body = json!({
             "name": self.name,
             "types": serves.types,
@@ -111,8 +124,6 @@ impl Agent {
         let heartbeat = Duration::from_secs_f64(seconds.ok_or_else(|| protocol("no heartbeat_interval_s"))?);
         let registered = Registered { worker_id, heartbeat };
         tracing::info!(worker_id = %registered.worker_id, types = ?serves.types, "registered as a JCT worker");
-        // Two concurrent first claims may both register; the later one is kept, and the
-        // earlier one ends when its heartbeats stop.
         self.state().workers.insert(serves.clone(), registered.clone());
         self.registered.notify_one();
         Ok(registered)
