@@ -336,9 +336,22 @@ async fn an_operator_enqueues_inspects_cancels_and_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_claims_logs_reports_and_completes_and_the_trace_folder_shows_it() {
+    agent_cycle(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_cycle_on_postgresql() {
+    let db = support::PgDb::new().await;
+    agent_cycle(&[("DATABASE_URL", &db.url)]).await;
+}
+
+/// The worker cycle through the tools, on the daemon's default SQLite file or `extra`'s store.
+async fn agent_cycle(extra: &[(&'static str, &str)]) {
     // A one-second lease: the agent's pauses below outlast it, so only the MCP server's
     // worker heartbeats keep the task.
-    let d = daemon(&[("JCT_LEASE_SECONDS", "1")]);
+    let mut env = vec![("JCT_LEASE_SECONDS", "1")];
+    env.extend_from_slice(extra);
+    let d = daemon(&env);
     let m = mcp(&d.url(""), KEY, &[]).await;
     let id = enqueue(&d, json!({ "type": AGENT_TYPE, "payload": { "do": "review" } })).await;
     let claimed = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok();
