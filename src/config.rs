@@ -84,6 +84,9 @@ pub struct Config {
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub api_key: Option<String>,
+    /// The JCT server the programs without a database talk to (`JCT_SERVER_URL`): the MCP
+    /// server, and the remote worker.
+    pub server_url: String,
     pub max_body_bytes: u64,
     /// First retry delay (`JCT_RETRY_BASE_MS`); doubles per attempt up to `retry_cap`.
     pub retry_base: Duration,
@@ -202,6 +205,17 @@ impl Config {
             let raw = var("JCT_RETRY_MAX_SECONDS").unwrap_or_default();
             return Err(bad("JCT_RETRY_MAX_SECONDS", &raw, "must not be shorter than JCT_RETRY_BASE_MS".into()));
         }
+        let server_url = match var("JCT_SERVER_URL") {
+            None => tunables::DEFAULT_SERVER_URL.to_string(),
+            Some(raw) => {
+                let url = raw.trim().trim_end_matches('/').to_string();
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+                if rest.is_none_or(|host| host.is_empty()) {
+                    return Err(bad("JCT_SERVER_URL", &raw, "expected http://HOST[:PORT] or https://…".into()));
+                }
+                url
+            }
+        };
         let default_pool = (workers.max(8) + tunables::DB_POOL_SPARE) as u64;
 
         let list = |name: &'static str| -> Option<Vec<String>> {
@@ -246,6 +260,7 @@ impl Config {
             lease: Duration::from_secs(number("JCT_LEASE_SECONDS", 30, 1, 86_400)?),
             shutdown_grace: Duration::from_secs(number("JCT_SHUTDOWN_GRACE_SECONDS", 30, 0, 86_400)?),
             api_key: var("JCT_API_KEY"),
+            server_url,
             max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
             retry_base,
             retry_cap,
@@ -306,6 +321,11 @@ mod tests {
         assert_eq!((c.retry_base, c.retry_cap), (Duration::from_secs(1), Duration::from_secs(600)));
         assert_eq!(c.db_pool_size, 12);
         assert!(c.task_types.is_empty());
+        assert_eq!(c.server_url, "http://127.0.0.1:8000");
+        assert_eq!(
+            from(&[("JCT_SERVER_URL", "https://jct.example:8443/")]).unwrap().server_url,
+            "https://jct.example:8443"
+        );
         let c = from(&[("JCT_TASK_TYPES", "build, deploy,,lint")]).unwrap();
         assert_eq!(c.task_types, ["build", "deploy", "lint"]);
     }
@@ -345,5 +365,7 @@ mod tests {
         assert_eq!(from(&[("JCT_BIND", "nowhere")]).unwrap_err().var, "JCT_BIND");
         assert_eq!(from(&[("JCT_LISTEN", "maybe")]).unwrap_err().var, "JCT_LISTEN");
         assert_eq!(from(&[("JCT_LOG_FORMAT", "xml")]).unwrap_err().var, "JCT_LOG_FORMAT");
+        assert_eq!(from(&[("JCT_SERVER_URL", "127.0.0.1:8000")]).unwrap_err().var, "JCT_SERVER_URL");
+        assert_eq!(from(&[("JCT_SERVER_URL", "http://")]).unwrap_err().var, "JCT_SERVER_URL");
     }
 }

@@ -7,8 +7,9 @@
 //! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `remote`,
 //! `cwom`, `handlers`) → `store` (the traits) → its drivers, with the models (`task`,
 //! `storable`, `cwom::types`, `cwom::requests`, `remote::model`), `config`, `tunables`,
-//! `trace`, `metrics` and `shutdown` below all of them. `tests/module_graph.rs` fails on an
-//! import cycle or an upward import.
+//! `trace`, `metrics` and `shutdown` below all of them. `client` and `mcp`, the programs
+//! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
+//! reach a store. `tests/module_graph.rs` fails on an import cycle or an upward import.
 //!
 //! | module | owns |
 //! |---|---|
@@ -25,15 +26,16 @@
 //! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
 //! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
+//! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog and input schemas), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
 //! | [`daemon`] | builds the parts for a role (`serve`, `api`, `worker`) and wires them; does none of their work |
 //!
 //! `main.rs` parses the command line, reads the config, installs logging and calls
-//! [`daemon::start`].
+//! [`daemon::start`] (or, for `mcp`, [`mcp::serve_stdio`]).
 //!
 //! # Data flow
 //!
@@ -53,6 +55,9 @@
 //! HTTP worker ─ log, artifacts, complete/fail/release (lease_token) ─▶ Remote ─▶ fenced store write
 //!             ─▶ Lifecycle::close (trace folder, CWOM Run)
 //! worker --server ─ http_worker ─ client ─▶ the same routes, running handlers as the executor does
+//!
+//! agent ─ MCP (stdio) ─▶ mcp ─ client (HTTP, the API key) ─▶ the routes above, as an operator or an HTTP worker
+//! agent ─ POST /mcp ─▶ api/mcp (rmcp streamable HTTP) ─▶ mcp ─ client ─▶ this same API
 //! ```
 //!
 //! # Where to make a change
@@ -81,6 +86,9 @@
 //!   trace ends: [`attempt`] and [`task::RetryPolicy`]. Claiming and prefetch:
 //!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
 //!   (service). Constants: [`tunables`].
+//! - A new MCP tool: a [`mcp::ToolName`] variant with its name, effect, description and
+//!   input schema in `mcp/tools.rs`, what it calls in `mcp/calls.rs`, and its case in
+//!   `tests/mcp.rs`; it calls routes of the HTTP API, never a store.
 
 pub mod agent_profiles;
 pub mod api;
@@ -92,6 +100,7 @@ pub mod daemon;
 pub mod handlers;
 pub mod http_worker;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod remote;
 pub mod shutdown;

@@ -5,11 +5,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use devops_control_tower::client::Client;
 use devops_control_tower::config::{Config, DatabaseUrl};
 use devops_control_tower::daemon::{self, Role};
 use devops_control_tower::logging;
+use devops_control_tower::mcp::{self, JctMcp};
 use devops_control_tower::shutdown::{self, Shutdown};
-use devops_control_tower::tunables::HEALTHCHECK_TIMEOUT;
+use devops_control_tower::tunables::{HEALTHCHECK_TIMEOUT, MCP_DEREGISTER_WITHIN};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,12 @@ enum Command {
     Migrate,
     /// GET /health on the configured JCT_BIND address; exit 0 when healthy.
     Healthcheck,
+    /// Serve MCP over stdio for coding agents, against the JCT server at JCT_SERVER_URL.
+    Mcp {
+        /// Offer only the tools that change nothing.
+        #[arg(long)]
+        read_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,7 +73,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let is_mcp = matches!(command, Command::Mcp { .. });
+    let code = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         if let Err(e) = shutdown::listen_for_signals(shutdown.clone()) {
             eprintln!("devops-control-tower: cannot listen for signals: {e}");
@@ -88,6 +97,7 @@ fn main() -> ExitCode {
                 };
             }
             Command::Migrate => return migrate(&config, &shutdown).await,
+            Command::Mcp { read_only } => return serve_mcp(&config, read_only, shutdown).await,
             Command::Healthcheck => unreachable!("handled before the runtime starts"),
         };
         match daemon::start(&config, role, shutdown).await {
@@ -102,7 +112,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    if is_mcp {
+        // A read of stdin that never ends (the client still holds the pipe open after a
+        // signal) must not keep the process from exiting.
+        runtime.shutdown_timeout(MCP_DEREGISTER_WITHIN);
+    }
+    code
+}
+
+/// `mcp`: stdout carries the protocol; the log goes to stderr like every role's.
+async fn serve_mcp(config: &Config, read_only: bool, shutdown: Shutdown) -> ExitCode {
+    let client = match Client::new(&config.server_url, config.api_key.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("devops-control-tower: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(server = %config.server_url, read_only, "MCP server on stdio");
+    match mcp::serve_stdio(JctMcp::new(client, read_only), shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devops-control-tower: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Opening a store migrates it; that is all `migrate` needs to do.

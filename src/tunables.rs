@@ -201,3 +201,20 @@ pub const PROCESS_REAP_POLL: Duration = Duration::from_millis(20);
 /// before dropping it (the group is killed then): the handler's own clean-up (removing
 /// a worktree) needs a moment after the group is gone.
 pub const HANDLER_STOP_SLACK: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// The MCP server (`devops-control-tower mcp`).
+
+/// `JCT_SERVER_URL` unset: the daemon's default bind address, on this machine.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8000";
+/// How many tasks one agent (one registration per set of types and queues) may hold at once.
+/// An agent works a task for minutes and may fan it out to helpers that claim their own, so
+/// more than one; a handful, so one agent cannot sit on a queue's whole backlog.
+pub const MCP_WORKER_SLOTS: i32 = 4;
+/// `jct_claim_task` without `wait_ms`: how long it waits for work. Shorter than the longest
+/// claim wait, since an agent's tool call blocks its whole turn; long enough that an idle
+/// agent polling in a loop costs little.
+pub const MCP_CLAIM_WAIT_DEFAULT: Duration = Duration::from_secs(10);
+/// How long the MCP server waits to deregister its workers when it stops: the agent's client
+/// may kill it soon after closing stdin, and a worker left behind only costs its leases.
+pub const MCP_DEREGISTER_WITHIN: Duration = Duration::from_secs(3);

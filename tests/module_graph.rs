@@ -269,7 +269,10 @@ fn layer(m: &Module) -> u8 {
     } else if path == "crate" {
         5
     } else {
-        0 // config, tunables, task, shutdown, trace, metrics, logging
+        // config, tunables, task, shutdown, trace, metrics, logging; and the programs that talk
+        // to a JCT server over HTTP only (`client`, `mcp`): at layer 0 they can import no store,
+        // service, API or daemon.
+        0
     }
 }
 
@@ -324,4 +327,5 @@ fn the_checks_catch_what_they_look_for() {
     // Upward imports are told apart.
     assert!(layer(&m("store::sqlite")) < layer(&m("api::tasks")));
     assert!(layer(&m("cwom::types")) < layer(&m("cwom")));
+    assert!(layer(&m("mcp::agent")) < layer(&m("store")) && layer(&m("client")) < layer(&m("remote")));
 }

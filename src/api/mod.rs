@@ -6,6 +6,7 @@
 //! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
 //! | `workers.rs` | the worker protocol: `/workers…`, `POST /tasks/claim`, and a worker's writes on its tasks |
+//! | `mcp.rs` | `/mcp`: the MCP tools over rmcp's streamable HTTP transport (their calls come back to this API over HTTP) |
 //! | `body.rs` | the API key check and the JSON body reader every route with a body uses |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
 //! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/openapi.rs`) |
@@ -30,6 +31,7 @@ pub mod body;
 pub mod cwom;
 pub mod error;
 pub mod health;
+pub mod mcp;
 pub mod openapi;
 pub mod tasks;
 pub mod workers;
@@ -61,8 +63,14 @@ pub struct ApiState {
 /// Every route, with errors recovered into JSON.
 pub fn routes(
     state: ApiState,
+    mcp: Option<&mcp::Endpoint>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    health::routes(state.clone())
+    let mcp = match mcp {
+        Some(endpoint) => endpoint.routes(&state),
+        None => warp::path!("mcp").and_then(|| async { Err(warp::reject::not_found()) }).boxed(),
+    };
+    mcp.or(health::routes(state.clone()))
+        .unify()
         .or(workers::routes(state.clone()))
         .unify()
         .or(tasks::routes(state.clone()))
@@ -73,7 +81,30 @@ pub fn routes(
         .unify()
 }
 
-/// Serves the API on `listener` until shutdown, then lets requests in flight finish.
+/// Serves the API on `listener` until shutdown, then lets requests in flight finish. The
+/// `/mcp` endpoint's workers are deregistered first, while the API still answers them.
 pub async fn serve(listener: TcpListener, state: ApiState, shutdown: Shutdown) {
-    warp::serve(routes(state)).incoming(listener).graceful(async move { shutdown.stopping().await }).run().await;
+    let endpoint = match listener
+        .local_addr()
+        .map_err(|e| e.to_string())
+        .and_then(|addr| mcp::Endpoint::new(&state, addr).map_err(|e| e.to_string()))
+    {
+        Ok(endpoint) => Some(endpoint),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up /mcp; serving the API without it");
+            None
+        }
+    };
+    let beats = endpoint.clone().map(|e| tokio::spawn(e.keep_alive()));
+    let routes = routes(state, endpoint.as_ref());
+    let stop = async move {
+        shutdown.stopping().await;
+        if let Some(endpoint) = endpoint {
+            endpoint.stop().await;
+        }
+    };
+    warp::serve(routes).incoming(listener).graceful(stop).run().await;
+    if let Some(beats) = beats {
+        beats.abort();
+    }
 }

@@ -473,9 +473,27 @@ fn schemas() -> Value {
 }
 
 /// The whole document.
+/// `/mcp`: MCP's streamable HTTP transport, stateless (api/mcp.rs). Its bodies are JSON-RPC.
+fn mcp_paths() -> Value {
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "client", "version": "1" } }
+    });
+    json!({ "/mcp": { "post": {
+        "summary": "One MCP JSON-RPC exchange (initialize, tools/list, tools/call with the jct_* tools); \
+                    send Accept: application/json, text/event-stream",
+        "requestBody": { "content": { "application/json": { "example": initialize } } },
+        "responses": {
+            "200": ok_json("The JSON-RPC answer", json!({ "type": "object", "required": ["jsonrpc"] })),
+            "401": error("Missing or wrong API key"),
+            "406": { "description": "Accept does not name both application/json and text/event-stream" },
+        }
+    }}})
+}
+
 pub fn document() -> Value {
     let mut paths = task_paths();
-    for more in [worker_paths(), cwom_paths()] {
+    for more in [worker_paths(), cwom_paths(), mcp_paths()] {
         if let (Value::Object(p), Value::Object(m)) = (&mut paths, more) {
             p.extend(m);
         }

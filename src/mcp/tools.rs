@@ -1,0 +1,305 @@
+//! The MCP tools: their names, what each changes, their descriptions and input schemas. What
+//! a call does is `mcp::calls`; this file is the catalog an agent reads.
+
+use std::sync::Arc;
+
+use rmcp::model::{Tool, ToolAnnotations};
+use serde_json::{json, Map, Value};
+
+/// Every tool the MCP server knows (DESIGN.md, "MCP").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolName {
+    EnqueueTask,
+    GetTask,
+    ListTasks,
+    CancelTask,
+    RetryTask,
+    GetTrace,
+    ClaimTask,
+    Heartbeat,
+    AppendLog,
+    ReportArtifact,
+    CompleteTask,
+    FailTask,
+    GetIssueContext,
+}
+
+/// What a second identical call does, for the descriptions and the annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Changes nothing (allowed in `--read-only`).
+    Reads,
+    /// Changes state; a repeat changes nothing more (or is refused without harm).
+    ChangesOnce,
+    /// Changes state again on every call.
+    ChangesEachCall,
+}
+
+impl ToolName {
+    pub const ALL: [ToolName; 13] = [
+        ToolName::EnqueueTask,
+        ToolName::GetTask,
+        ToolName::ListTasks,
+        ToolName::CancelTask,
+        ToolName::RetryTask,
+        ToolName::GetTrace,
+        ToolName::ClaimTask,
+        ToolName::Heartbeat,
+        ToolName::AppendLog,
+        ToolName::ReportArtifact,
+        ToolName::CompleteTask,
+        ToolName::FailTask,
+        ToolName::GetIssueContext,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ToolName::EnqueueTask => "jct_enqueue_task",
+            ToolName::GetTask => "jct_get_task",
+            ToolName::ListTasks => "jct_list_tasks",
+            ToolName::CancelTask => "jct_cancel_task",
+            ToolName::RetryTask => "jct_retry_task",
+            ToolName::GetTrace => "jct_get_trace",
+            ToolName::ClaimTask => "jct_claim_task",
+            ToolName::Heartbeat => "jct_heartbeat",
+            ToolName::AppendLog => "jct_append_log",
+            ToolName::ReportArtifact => "jct_report_artifact",
+            ToolName::CompleteTask => "jct_complete_task",
+            ToolName::FailTask => "jct_fail_task",
+            ToolName::GetIssueContext => "jct_get_issue_context",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ToolName> {
+        ToolName::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether the tool changes nothing on the server (the `--read-only` set).
+    pub fn is_read_only(self) -> bool {
+        self.effect() == Effect::Reads
+    }
+
+    fn effect(self) -> Effect {
+        match self {
+            ToolName::GetTask | ToolName::ListTasks | ToolName::GetTrace | ToolName::GetIssueContext => Effect::Reads,
+            ToolName::CancelTask
+            | ToolName::RetryTask
+            | ToolName::Heartbeat
+            | ToolName::ReportArtifact
+            | ToolName::CompleteTask
+            | ToolName::FailTask => Effect::ChangesOnce,
+            ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog => Effect::ChangesEachCall,
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ToolName::EnqueueTask => {
+                "Adds a task to the JCT queue (POST /tasks/enqueue) and returns it (task_id, status \
+                 queued). Changes: creates a task. Twice: creates a second task, unless both calls \
+                 carry the same idempotency_key (then the second is refused with 409 \
+                 duplicate_idempotency_key naming the existing task_id)."
+            }
+            ToolName::GetTask => "Returns one task (status, attempts, result or error, times). Changes nothing.",
+            ToolName::ListTasks => {
+                "Lists tasks, newest first, filtered by status, type and queue, with limit and \
+                 offset. Changes nothing."
+            }
+            ToolName::CancelTask => {
+                "Cancels a queued task (it will not run). Changes: the task becomes cancelled. \
+                 Twice: safe; the second call is refused with 409 not_cancellable (the task is no longer queued)."
+            }
+            ToolName::RetryTask => {
+                "Queues a failed or cancelled task again with a fresh attempt budget. Changes: the \
+                 task becomes queued. Twice: safe; the second call is refused with 409 \
+                 not_retryable while the task is queued or running."
+            }
+            ToolName::GetTrace => {
+                "Returns a file of the task's trace folder as text: input.json (the task as \
+                 claimed), log.txt (its log), output.json (how the attempt ended) or \
+                 artifacts/<name>. Changes nothing."
+            }
+            ToolName::ClaimTask => {
+                "Takes one queued task of the given types (and queues) to work on, waiting up to \
+                 wait_ms (default 10000, at most 30000) for one. Returns {\"task\": {...}} with the \
+                 task's payload and the lease_token every later call on it needs, or \
+                 {\"task\": null} when none came. This MCP server registers itself as a JCT worker \
+                 for those types on first use and keeps the task's lease alive while it runs; \
+                 finish with jct_complete_task or jct_fail_task. Changes: the task becomes running, \
+                 held by you. Twice: claims a second task."
+            }
+            ToolName::Heartbeat => {
+                "Renews the lease on a task you hold and says whether someone asked to cancel it \
+                 (cancel_requested: stop working on it). Changes: the lease's end. Twice: safe."
+            }
+            ToolName::AppendLog => {
+                "Appends lines to the task's log.txt in its trace folder (this server numbers the \
+                 appends). Changes: the log grows. Twice: appends the lines twice."
+            }
+            ToolName::ReportArtifact => {
+                "Stores a file you produced (text content) under the task's trace folder as \
+                 artifacts/<name>, or records a URI (a pull request, a build). Changes: adds the \
+                 artifact. Twice: safe; the same name again is refused with 409 artifact_exists."
+            }
+            ToolName::CompleteTask => {
+                "Ends your attempt at the task successfully with an optional JSON result; \
+                 output.json is written. Changes: the task becomes completed and the lease ends. \
+                 Twice: safe; the second call is refused with 409 lease_lost."
+            }
+            ToolName::FailTask => {
+                "Ends your attempt at the task as failed with a message. retryable (default true) \
+                 lets JCT run it again after a backoff while attempts remain; false fails it for \
+                 good. Changes: the task becomes queued again or failed, and the lease ends. Twice: \
+                 safe; the second call is refused with 409 lease_lost."
+            }
+            ToolName::GetIssueContext => {
+                "Returns a CWOM Issue with everything written for whoever works on it: the issue, \
+                 its context packets (newest knowledge last), constraint snapshots and doctrine \
+                 (principles, policies, procedures), each object whole. Changes nothing."
+            }
+        }
+    }
+
+    /// The input's JSON Schema: an object with `properties`, `required` and no other fields.
+    pub fn input_schema(self) -> Value {
+        let task_id = json!({ "type": "string", "description": "the task's id (a UUID)" });
+        let lease_token =
+            json!({ "type": "string", "description": "the lease_token jct_claim_task returned with the task" });
+        let (properties, required): (Value, &[&str]) = match self {
+            ToolName::EnqueueTask => (
+                json!({
+                    "type": { "type": "string", "description": "the task type (which handler or worker runs it)" },
+                    "payload": { "type": "object", "description": "the handler's input (default {})" },
+                    "queue": { "type": "string", "description": "default \"default\"" },
+                    "priority": { "type": "integer", "description": "higher runs first (default 0)" },
+                    "run_at": { "type": "string", "format": "date-time", "description": "not before (RFC 3339)" },
+                    "max_attempts": { "type": "integer", "minimum": 1 },
+                    "timeout_seconds": { "type": "integer", "minimum": 1 },
+                    "idempotency_key": { "type": "string", "description": "a second enqueue with the same key is refused" }
+                }),
+                &["type"],
+            ),
+            ToolName::GetTask | ToolName::CancelTask | ToolName::RetryTask => {
+                (json!({ "task_id": task_id }), &["task_id"])
+            }
+            ToolName::ListTasks => (
+                json!({
+                    "status": { "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"] },
+                    "type": { "type": "string" },
+                    "queue": { "type": "string" },
+                    "limit": { "type": "integer", "minimum": 1, "description": "default 50" },
+                    "offset": { "type": "integer", "minimum": 0 }
+                }),
+                &[],
+            ),
+            ToolName::GetTrace => (
+                json!({
+                    "task_id": task_id,
+                    "file": { "type": "string", "description": "input.json, log.txt, output.json or artifacts/<name>" }
+                }),
+                &["task_id", "file"],
+            ),
+            ToolName::ClaimTask => (
+                json!({
+                    "types": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "the task types you can do" },
+                    "queues": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "only these queues (default: all)" },
+                    "wait_ms": { "type": "integer", "minimum": 0, "maximum": 30000 }
+                }),
+                &["types"],
+            ),
+            ToolName::Heartbeat => {
+                (json!({ "task_id": task_id, "lease_token": lease_token }), &["task_id", "lease_token"])
+            }
+            ToolName::AppendLog => (
+                json!({
+                    "task_id": task_id,
+                    "lease_token": lease_token,
+                    "lines": { "type": "array", "items": { "type": "string" }, "description": "one entry per line" }
+                }),
+                &["task_id", "lease_token", "lines"],
+            ),
+            ToolName::ReportArtifact => (
+                json!({
+                    "task_id": task_id,
+                    "lease_token": lease_token,
+                    "name": { "type": "string", "description": "file name under artifacts/ (letters, digits, . _ -)" },
+                    "type": { "type": "string", "enum": [
+                        "code_patch", "commit", "pr", "build", "container_image", "doc", "report",
+                        "dataset", "log", "trace", "binary", "link"
+                    ] },
+                    "content": { "type": "string", "description": "the file's text (give content or uri)" },
+                    "uri": { "type": "string", "description": "where it lives instead (give content or uri)" },
+                    "media_type": { "type": "string", "description": "e.g. text/x-diff" }
+                }),
+                &["task_id", "lease_token", "name", "type"],
+            ),
+            ToolName::CompleteTask => (
+                json!({
+                    "task_id": task_id,
+                    "lease_token": lease_token,
+                    "result": { "description": "any JSON value: what the task produced" }
+                }),
+                &["task_id", "lease_token"],
+            ),
+            ToolName::FailTask => (
+                json!({
+                    "task_id": task_id,
+                    "lease_token": lease_token,
+                    "message": { "type": "string", "description": "what went wrong" },
+                    "retryable": { "type": "boolean", "description": "default true" }
+                }),
+                &["task_id", "lease_token", "message"],
+            ),
+            ToolName::GetIssueContext => {
+                (json!({ "issue_id": { "type": "string", "description": "the CWOM Issue's id" } }), &["issue_id"])
+            }
+        };
+        json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false
+        })
+    }
+
+    /// The tool as `tools/list` shows it.
+    pub fn tool(self) -> Tool {
+        let schema: Map<String, Value> = match self.input_schema() {
+            Value::Object(map) => map,
+            _ => unreachable!("input_schema builds an object"),
+        };
+        let effect = self.effect();
+        let annotations = ToolAnnotations::new()
+            .read_only(effect == Effect::Reads)
+            .destructive(false)
+            .idempotent(effect != Effect::ChangesEachCall)
+            .open_world(false);
+        Tool::new(self.name(), self.description(), Arc::new(schema)).annotate(annotations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_read_only_is_the_four_readers() {
+        for tool in ToolName::ALL {
+            assert_eq!(ToolName::parse(tool.name()), Some(tool));
+        }
+        let read_only: Vec<&str> = ToolName::ALL.iter().filter(|t| t.is_read_only()).map(|t| t.name()).collect();
+        assert_eq!(read_only, ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context"]);
+        assert_eq!(ToolName::parse("jct_nothing"), None);
+    }
+
+    #[test]
+    fn required_names_declared_properties() {
+        for tool in ToolName::ALL {
+            let schema = tool.input_schema();
+            let properties = schema["properties"].as_object().unwrap();
+            for name in schema["required"].as_array().unwrap() {
+                assert!(properties.contains_key(name.as_str().unwrap()), "{}: {name}", tool.name());
+            }
+        }
+    }
+}
