@@ -82,6 +82,9 @@ pub struct Config {
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub api_key: Option<String>,
+    /// `JCT_READONLY_API_KEY`: a second key that may only read (GET) the API and the
+    /// dashboard; any other method with it is 403.
+    pub readonly_api_key: Option<String>,
     pub max_body_bytes: u64,
     /// First retry delay (`JCT_RETRY_BASE_MS`); doubles per attempt up to `retry_cap`.
     pub retry_base: Duration,
@@ -177,6 +180,11 @@ impl Config {
             let raw = var("JCT_RETRY_MAX_SECONDS").unwrap_or_default();
             return Err(bad("JCT_RETRY_MAX_SECONDS", &raw, "must not be shorter than JCT_RETRY_BASE_MS".into()));
         }
+        if let (Some(full), Some(read)) = (var("JCT_API_KEY"), var("JCT_READONLY_API_KEY")) {
+            if full == read {
+                return Err(bad("JCT_READONLY_API_KEY", "***", "must differ from JCT_API_KEY".into()));
+            }
+        }
         let default_pool = (workers.max(8) + tunables::DB_POOL_SPARE) as u64;
 
         Ok(Config {
@@ -187,6 +195,7 @@ impl Config {
             lease: Duration::from_secs(number("JCT_LEASE_SECONDS", 30, 1, 86_400)?),
             shutdown_grace: Duration::from_secs(number("JCT_SHUTDOWN_GRACE_SECONDS", 30, 0, 86_400)?),
             api_key: var("JCT_API_KEY"),
+            readonly_api_key: var("JCT_READONLY_API_KEY"),
             max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
             retry_base,
             retry_cap,
@@ -246,6 +255,7 @@ mod tests {
         assert_eq!((c.retry_base, c.retry_cap), (Duration::from_secs(1), Duration::from_secs(600)));
         assert_eq!(c.db_pool_size, 12);
         assert!(c.task_types.is_empty());
+        assert_eq!((c.api_key, c.readonly_api_key), (None, None));
         let c = from(&[("JCT_TASK_TYPES", "build, deploy,,lint")]).unwrap();
         assert_eq!(c.task_types, ["build", "deploy", "lint"]);
     }
@@ -285,5 +295,8 @@ mod tests {
         assert_eq!(from(&[("JCT_BIND", "nowhere")]).unwrap_err().var, "JCT_BIND");
         assert_eq!(from(&[("JCT_LISTEN", "maybe")]).unwrap_err().var, "JCT_LISTEN");
         assert_eq!(from(&[("JCT_LOG_FORMAT", "xml")]).unwrap_err().var, "JCT_LOG_FORMAT");
+        let same = from(&[("JCT_API_KEY", "k"), ("JCT_READONLY_API_KEY", "k")]).unwrap_err();
+        assert_eq!(same.var, "JCT_READONLY_API_KEY");
+        assert_eq!(same.value, "***", "the error does not print the key");
     }
 }
