@@ -13,7 +13,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::body::{authorized, read_json_body};
+use super::access::authorized;
+use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::attempt::RunEnd;
 use crate::cwom::types::ArtifactType;
@@ -25,7 +26,7 @@ use crate::tunables::{CLAIM_MAX, LOG_LINES_MAX};
 
 /// Every worker-protocol route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
-    let auth = authorized(state.api_key.clone());
+    let auth = authorized(state.access.clone());
     let with_state = warp::any().map(move || state.clone());
     let json_body = warp::header::optional::<String>("content-type").and(warp::body::stream());
 
