@@ -140,12 +140,19 @@ impl Access {
         hex(&hmac(&self.secret, format!("csrf|{cookie}").as_bytes()))
     }
 
-    /// Decides a request (the rules in the module doc).
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Granted, ApiError> {
+    /// Rule 1 alone: a state-changing request from another site is refused.
+    pub fn check_origin(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
         let changes = !(method == Method::GET || method == Method::HEAD);
         if changes && !same_origin(headers) {
             return Err(ApiError::CrossOrigin);
         }
+        Ok(())
+    }
+
+    /// Decides a request (the rules in the module doc).
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Granted, ApiError> {
+        self.check_origin(method, headers)?;
+        let changes = !(method == Method::GET || method == Method::HEAD);
         if self.full.is_none() {
             return Ok(Granted { level: Level::Full, csrf: None });
         }

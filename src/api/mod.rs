@@ -34,6 +34,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod tasks;
+pub mod ui;
 pub mod workers;
 
 pub use error::ApiError;
@@ -67,6 +68,8 @@ pub fn routes(
         .or(workers::routes(state.clone()))
         .unify()
         .or(tasks::routes(state.clone()))
+        .unify()
+        .or(ui::routes(state.clone()))
         .unify()
         .or(cwom::routes(state))
         .unify()
