@@ -342,7 +342,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
             .collect::<Vec<_>>()
             .join("<br>")
     };
-    let field = |name: &str, value: String| format!("<tr><th>{name}</th><td>{value}</td></tr>");
+    let field = |name: &str, value: String| format!("<div><span class=\"k\">{name}</span><span class=\"v\">{value}</span></div>");
     let fields = [
         field("id", format!("<span class=\"mono\" id=\"task-id\">{id}</span>")),
         field("status", format!("<span id=\"status\">{}</span>", status_badge(task.status))),
@@ -413,10 +413,9 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
     };
     let body = format!(
         "<h1>Task <span class=\"mono\">{short}</span></h1>{actions}\
-<table class=\"fields\" id=\"fields\">{fields}</table>\
-<section><h2>payload</h2><pre id=\"payload\">{payload}</pre></section>{result}\
-<p class=\"note\">Every attempt appends to log.txt after a header line; input.json and output.json are the latest attempt's.</p>\
-{log_section}{input}{output}<section><h2>artifacts</h2>{artifacts_html}</section>",
+<div class=\"grid\" id=\"fields\">{fields}</div>\
+{log_section}<p class=\"note\">Every attempt appends to log.txt after a header line; input.json and output.json are the latest attempt's.</p>\
+<section><h2>payload</h2><pre id=\"payload\">{payload}</pre></section>{result}{input}{output}<section><h2>artifacts</h2>{artifacts_html}</section>",
         short = &id.to_string()[..13],
         payload = json_pre(&task.payload),
         input = file_section("input.json", input, "input"),
