@@ -6,9 +6,9 @@
 //! key sees no action, and that the pages work behind a proxy under a path prefix. Saves a
 //! screenshot of every view under `target/ui-screenshots/`.
 
-mod support;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,13 +132,22 @@ async fn the_dashboard_in_a_real_browser() {
 
     // Data to look at: a completed task whose payload holds markup, a failed one, and a
     // CWOM Issue with a context packet and a linked, completed task (a Run).
-    let xss = enqueue(&base, json!({"type": "echo", "payload": {"note": "<script>window.__xss = 1</script><b>bold</b>"}})).await;
-    let failed = enqueue(&base, json!({"type": "fail", "payload": {"message": "it broke <i>here</i>"}, "max_attempts": 1})).await;
-    let (s, repo) = post(&base, "/cwom/repos", json!({"name": "Control Tower", "slug": "jct-ui", "source": {"system": "github"}})).await;
-    assert_eq!(s, 201, "{repo}");
-    let (s, issue) =
-        post(&base, "/cwom/issues", json!({"repo": {"kind": "Repo", "id": repo["id"]}, "title": "Show the queue", "type": "feature"}))
+    let xss =
+        enqueue(&base, json!({"type": "echo", "payload": {"note": "<script>window.__xss = 1</script><b>bold</b>"}}))
             .await;
+    let failed =
+        enqueue(&base, json!({"type": "fail", "payload": {"message": "it broke <i>here</i>"}, "max_attempts": 1}))
+            .await;
+    let (s, repo) =
+        post(&base, "/cwom/repos", json!({"name": "Control Tower", "slug": "jct-ui", "source": {"system": "github"}}))
+            .await;
+    assert_eq!(s, 201, "{repo}");
+    let (s, issue) = post(
+        &base,
+        "/cwom/issues",
+        json!({"repo": {"kind": "Repo", "id": repo["id"]}, "title": "Show the queue", "type": "feature"}),
+    )
+    .await;
     assert_eq!(s, 201, "{issue}");
     let issue_id = issue["id"].as_str().unwrap().to_string();
     let (s, packet) = post(
@@ -232,7 +241,9 @@ async fn the_dashboard_in_a_real_browser() {
     let log = |seq: u64, line: &str| {
         let (base, live, token, line) = (base.clone(), live.clone(), token.clone(), line.to_string());
         async move {
-            let (s, body) = post(&base, &format!("/tasks/{live}/log"), json!({"lease_token": token, "seq": seq, "lines": [line]})).await;
+            let (s, body) =
+                post(&base, &format!("/tasks/{live}/log"), json!({"lease_token": token, "seq": seq, "lines": [line]}))
+                    .await;
             assert_eq!(s, 200, "{body}");
         }
     };

@@ -127,7 +127,8 @@ impl Browser {
 
     /// How many elements match `css`.
     pub async fn count(&self, css: &str) -> usize {
-        let v = self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
+        let v =
+            self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
         v.as_array().map(Vec::len).unwrap_or(0)
     }
 
@@ -163,7 +164,12 @@ impl Browser {
     /// The visible text of the first element matching `css` (empty when there is none).
     pub async fn text(&self, css: &str) -> String {
         match self.find(css).await {
-            Some(e) => self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await.as_str().unwrap_or("").to_string(),
+            Some(e) => self
+                .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+                .await
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             None => String::new(),
         }
     }

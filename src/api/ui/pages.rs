@@ -342,7 +342,9 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
             .collect::<Vec<_>>()
             .join("<br>")
     };
-    let field = |name: &str, value: String| format!("<div><span class=\"k\">{name}</span><span class=\"v\">{value}</span></div>");
+    let field = |name: &str, value: String| {
+        format!("<div><span class=\"k\">{name}</span><span class=\"v\">{value}</span></div>")
+    };
     let fields = [
         field("id", format!("<span class=\"mono\" id=\"task-id\">{id}</span>")),
         field("status", format!("<span id=\"status\">{}</span>", status_badge(task.status))),
