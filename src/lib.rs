@@ -23,7 +23,7 @@
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
 //! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -61,6 +61,9 @@
 //! - A new store operation: the method on [`store::TaskStore`] (or [`store::CwomStore`]),
 //!   its own error type in `store/error.rs` if it can fail for a reason of its own, both
 //!   drivers, and a case in `tests/store_conformance.rs` (it runs against both).
+//! - A dashboard view: a function in `api/ui/pages.rs` and its path in `api/ui/mod.rs`;
+//!   every user-controlled value through `api::ui::html::esc`; actions are the page script
+//!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
 //! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
 //!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in
 //!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/openapi.rs` calls it).

@@ -182,7 +182,6 @@ async fn the_dashboard_in_a_real_browser() {
     assert_eq!(b.text("#chart-completed").await, "2");
     assert_eq!(b.text("#chart-failed").await, "1");
     assert!(b.count("#chart rect.c").await >= 1, "the chart has a bar");
-    b.screenshot(&shots.join("overview.png")).await;
 
     // Tasks: the list, then the status filter through the form.
     b.goto(&format!("{base}/ui/tasks")).await;
@@ -352,9 +351,14 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(b.url().await.starts_with(&format!("{proxied}/ui/workers")));
     proxy_server.abort();
 
+    // The overview again, with all of the above in it.
+    b.goto(&format!("{base}/ui")).await;
+    b.wait_text("#count-cancelled", "1", Duration::from_secs(10)).await;
+    assert_eq!(b.text("#workers-alive").await, "1");
+    b.screenshot(&shots.join("overview.png")).await;
+
     // The read-only key: sign out, sign in with it; no action is offered and the API refuses
     // one even with the session's token.
-    b.goto(&format!("{base}/ui")).await;
     b.click("header .logout button").await;
     b.wait("#login").await;
     b.type_into("#key", READ_KEY).await;
