@@ -236,7 +236,7 @@ pub async fn tasks(ctx: &Ctx, state: &ApiState, query: &[(String, String)]) -> P
     } else {
         String::new()
     };
-    let enqueue = if ctx.writable() { enqueue_form(root, &known) } else { String::new() };
+    let enqueue = if ctx.writable() { enqueue_form(&known) } else { String::new() };
     let body = format!(
         "<h1>Tasks</h1>{enqueue}{filters}{actions}\
 <table id=\"tasks\"><thead><tr>{select_head}<th>id</th><th>type</th><th>status</th><th>queue</th><th>attempts</th><th>created</th><th>last error</th></tr></thead>\
@@ -246,8 +246,7 @@ pub async fn tasks(ctx: &Ctx, state: &ApiState, query: &[(String, String)]) -> P
     Ok(html::page(&ctx.frame(), "Tasks", Nav::Tasks, "", &body))
 }
 
-fn enqueue_form(root: &str, known: &[String]) -> String {
-    let _ = root;
+fn enqueue_form(known: &[String]) -> String {
     let type_list: String = known.iter().map(|t| format!("<option value=\"{}\">", esc(t))).collect();
     format!(
         "<details class=\"enqueue\" id=\"enqueue-box\"><summary>Enqueue a task</summary>\
