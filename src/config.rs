@@ -4,10 +4,12 @@
 //! unparseable is a [`ConfigError`] naming the variable, so start-up fails with one
 //! clear line instead of a surprise deep inside the daemon.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::agent_profiles::{self, AgentProfile};
 use crate::tunables;
 
 /// Where tasks are stored, parsed from `DATABASE_URL`.
@@ -100,6 +102,29 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The `RUST_LOG` filter directive.
     pub log_filter: String,
+    /// The executors that run programs: `command` and `agent`.
+    pub executors: ExecutorConfig,
+}
+
+/// The settings of the executors that run programs (`command`, `agent`).
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorConfig {
+    /// `JCT_COMMAND_ALLOW`: the programs a task may run (names or paths, exactly as given
+    /// in `argv[0]` or a profile); `None` disables `command`.
+    pub command_allow: Option<Vec<String>>,
+    /// The environment every program starts with: `PATH`, `HOME`, `LANG` and the names in
+    /// `JCT_COMMAND_ENV_ALLOW`, with this process's values. Never the daemon's secrets.
+    pub base_env: Vec<(String, String)>,
+    /// `JCT_KILL_GRACE_SECONDS`: between SIGTERM and SIGKILL to a program's group.
+    pub kill_grace: Duration,
+    /// Log bytes kept per `command` attempt.
+    pub output_cap: usize,
+    /// `JCT_WORKSPACE_DIR`: command workspaces, repository caches, agent worktrees.
+    pub workspace_dir: PathBuf,
+    /// `JCT_ALLOWED_REPO_PREFIXES`: repositories an agent may work on; `None` disables `agent`.
+    pub repo_prefixes: Option<Vec<String>>,
+    /// The agent profiles: built in, and from `JCT_AGENT_PROFILES`.
+    pub agent_profiles: BTreeMap<String, AgentProfile>,
 }
 
 /// A variable that could not be understood.
@@ -187,6 +212,40 @@ impl Config {
         }
         let default_pool = (workers.max(8) + tunables::DB_POOL_SPARE) as u64;
 
+        let list = |name: &'static str| -> Option<Vec<String>> {
+            var(name).map(|raw| raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+        };
+        let lookup = |name: &str| get(name);
+        let mut base_env: Vec<(String, String)> =
+            ["PATH", "HOME", "LANG"].iter().filter_map(|n| get(n).map(|v| (n.to_string(), v))).collect();
+        for name in list("JCT_COMMAND_ENV_ALLOW").unwrap_or_default() {
+            if agent_profiles::SECRETS.contains(&name.as_str()) {
+                let raw = var("JCT_COMMAND_ENV_ALLOW").unwrap_or_default();
+                return Err(bad_owned("JCT_COMMAND_ENV_ALLOW", &raw, format!("{name} is a secret of the daemon")));
+            }
+            if let Some(value) = get(&name) {
+                base_env.retain(|(n, _)| n != &name);
+                base_env.push((name, value));
+            }
+        }
+        let agent_profiles = match var("JCT_AGENT_PROFILES") {
+            None => agent_profiles::builtin(&lookup),
+            Some(path) => {
+                let text = std::fs::read_to_string(path.trim())
+                    .map_err(|e| bad_owned("JCT_AGENT_PROFILES", &path, format!("cannot read the file: {e}")))?;
+                agent_profiles::load(&text, &lookup).map_err(|e| bad_owned("JCT_AGENT_PROFILES", &path, e))?
+            }
+        };
+        let executors = ExecutorConfig {
+            command_allow: list("JCT_COMMAND_ALLOW").filter(|l| !l.is_empty()),
+            base_env,
+            kill_grace: Duration::from_secs(number("JCT_KILL_GRACE_SECONDS", 10, 0, 3600)?),
+            output_cap: tunables::COMMAND_OUTPUT_CAP,
+            workspace_dir: PathBuf::from(var("JCT_WORKSPACE_DIR").unwrap_or_else(|| "./workspaces".into())),
+            repo_prefixes: list("JCT_ALLOWED_REPO_PREFIXES").filter(|l| !l.is_empty()),
+            agent_profiles,
+        };
+
         Ok(Config {
             bind,
             trace_dir: PathBuf::from(var("JCT_TRACE_DIR").unwrap_or_else(|| "./logs".into())),
@@ -227,6 +286,7 @@ impl Config {
                 raw
             },
             database,
+            executors,
         })
     }
 }

@@ -54,6 +54,8 @@ pub enum StartError {
     TraceDir { path: String, source: std::io::Error },
     #[error("JCT_BIND={addr}: cannot listen: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Executors(#[from] crate::handlers::SetupError),
     #[error("stopped before the store became reachable")]
     Interrupted,
 }
@@ -108,10 +110,36 @@ pub async fn open_store(config: &Config, shutdown: &Shutdown) -> Result<Backend,
     }
 }
 
+/// Why `worker --server` stopped other than by a shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpWorkerError {
+    #[error(transparent)]
+    Executors(#[from] crate::handlers::SetupError),
+    #[error("--server {0}")]
+    Run(#[from] crate::http_worker::RunError),
+}
+
+/// Runs `worker --server URL`: this binary's handlers for a JCT server, over HTTP only.
+pub async fn run_http_worker(config: &Config, server: &str, shutdown: Shutdown) -> Result<(), HttpWorkerError> {
+    let registry = Arc::new(Registry::from_config(&config.executors)?);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let settings = crate::http_worker::Settings {
+        server: server.to_string(),
+        api_key: config.api_key.clone(),
+        name: format!("{}-{}", host.trim(), std::process::id()),
+        slots: config.workers,
+        shutdown_grace: config.shutdown_grace,
+        stop_grace: crate::worker::stop_grace(config.executors.kill_grace),
+    };
+    crate::http_worker::run(settings, registry, shutdown).await?;
+    Ok(())
+}
+
 /// Starts the parts `role` asks for.
 pub async fn start(config: &Config, role: Role, shutdown: Shutdown) -> Result<Running, StartError> {
+    let registry = Arc::new(Registry::from_config(&config.executors)?);
     let backend = open_store(config, &shutdown).await?;
-    start_with(config, role, &backend, Arc::new(Registry::builtin()), shutdown).await
+    start_with(config, role, &backend, registry, shutdown).await
 }
 
 /// Starts the parts `role` asks for on an already open database and a given registry.
@@ -145,6 +173,7 @@ pub async fn start_with(
             poll_interval: config.poll_interval,
             lease: config.lease,
             shutdown_grace: config.shutdown_grace,
+            stop_grace: crate::worker::stop_grace(config.executors.kill_grace),
         };
         Some(Arc::new(Worker::new(store.clone(), registry.clone(), lifecycle.clone(), settings, metrics.clone())))
     } else {
@@ -193,6 +222,7 @@ pub async fn start_with(
         let state = ApiState {
             store: store.clone(),
             types,
+            executors: registry.clone(),
             remote,
             signals,
             listener: listener_status,

@@ -18,12 +18,15 @@
 //! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
 //! | [`store`] | the traits of domain operations ([`store::TaskStore`], [`store::CwomStore`], [`store::Listener`]) and their errors; a driver per database (`store/sqlite/`, `store/postgres/`) owning all of its SQL, its migrations (`migrations/<dialect>/`) and, on PostgreSQL, the LISTEN connection; [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), `error`, and [`cwom::Cwom`], the service the API and the attempt lifecycle call |
-//! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for |
+//! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
 //! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims (one wake-up fan-out), lease tokens, remote attempts through the same lifecycle; [`remote::TaskTypes`], the known task types; `remote::model` its data |
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
-//! | [`handlers`] | the task [`handlers::Handler`] trait, the registry, the built-ins `echo`, `sleep`, `fail` |
+//! | [`handlers`] | the task [`handlers::Handler`] trait, the registry (with each handler's intake check, [`handlers::Handler::admit`]), where output goes ([`handlers::AttemptOutput`]); the built-ins `echo`, `sleep`, `fail`; `process` (a program in its own group, clean environment, streamed output, a stop that leaves nothing), `command` and `agent` (a coding agent in a git worktree, its patch the result) |
+//! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
+//! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
 //! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
+//! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -41,6 +44,7 @@
 //!                                                                                   poll timer ─▶ producer
 //! producer ─ TaskStore::claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor
 //! executor ─ attempt::Lifecycle::begin (trace folder, CWOM Run) ─▶ handler ─▶ Lifecycle::end ─▶ completer
+//!            handler output (program lines, artifacts) ─ AttemptOutput ─▶ AttemptSink ─▶ log.txt, artifacts/, CWOM
 //! completer ─ TaskStore::finish (batched, fenced by lease holder and attempt) ─▶ tasks
 //! rescuer ─ TaskStore::rescue_expired (with the retry backoff) / TaskStore::heartbeat ─▶ tasks
 //!
@@ -48,12 +52,14 @@
 //!             ↳ waits on the wake-up fan-out (Listener / Signals) ─▶ Lifecycle::begin ─▶ lease_token
 //! HTTP worker ─ log, artifacts, complete/fail/release (lease_token) ─▶ Remote ─▶ fenced store write
 //!             ─▶ Lifecycle::close (trace folder, CWOM Run)
+//! worker --server ─ http_worker ─ client ─▶ the same routes, running handlers as the executor does
 //! ```
 //!
 //! # Where to make a change
 //!
-//! - A new task type: implement [`handlers::Handler`], register it in
-//!   [`handlers::Registry::builtin`].
+//! - A new task type: implement [`handlers::Handler`] (and `admit` if some payloads must be
+//!   refused at intake), register it in [`handlers::Registry::from_config`]. A handler that
+//!   runs a program goes through `handlers::process`, never `std::process` directly.
 //! - A new column of `tasks`: a migration in both `migrations/sqlite/` and
 //!   `migrations/postgres/` (`tests/schema_parity.rs` compares them), the field on
 //!   [`task::Task`], and the column in each driver's codec (`task_columns!` in
@@ -79,12 +85,15 @@
 //!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
 //!   (service). Constants: [`tunables`].
 
+pub mod agent_profiles;
 pub mod api;
 pub mod attempt;
+pub mod client;
 pub mod config;
 pub mod cwom;
 pub mod daemon;
 pub mod handlers;
+pub mod http_worker;
 pub mod logging;
 pub mod metrics;
 pub mod remote;

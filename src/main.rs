@@ -22,14 +22,19 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Run the HTTP API and the worker in one process (the default).
     Serve,
     /// Run only the HTTP API.
     Api,
     /// Run only the worker (no HTTP listener).
-    Worker,
+    Worker {
+        /// Work for the JCT server at this URL over the HTTP worker protocol, with no
+        /// database access (the key is JCT_API_KEY).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// GET /health on the configured JCT_BIND address; exit 0 when healthy.
@@ -69,7 +74,19 @@ fn main() -> ExitCode {
         let role = match command {
             Command::Serve => Role::Serve,
             Command::Api => Role::Api,
-            Command::Worker => Role::Worker,
+            Command::Worker { server: None } => Role::Worker,
+            Command::Worker { server: Some(url) } => {
+                return match daemon::run_http_worker(&config, &url, shutdown).await {
+                    Ok(()) => {
+                        tracing::info!("stopped cleanly");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("devops-control-tower: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             Command::Migrate => return migrate(&config, &shutdown).await,
             Command::Healthcheck => unreachable!("handled before the runtime starts"),
         };

@@ -38,6 +38,7 @@ pub struct TraceWriter {
 }
 
 /// An open trace folder for one attempt.
+#[derive(Clone)]
 pub struct TaskTrace {
     dir: PathBuf,
     log: Arc<RollingFileAppender>,
@@ -65,13 +66,14 @@ impl TaskTrace {
         &self.dir
     }
 
-    /// Appends lines a remote worker sent, each stamped and tagged `remote`; one write per
-    /// line, as the tracing layer does, so lines never interleave within a file.
-    pub fn append_lines(&self, lines: &[String]) -> io::Result<()> {
+    /// Appends lines (a remote worker's, a program's output), each stamped and tagged
+    /// (`remote`, `stdout`, `stderr`); one write per line, as the tracing layer does, so
+    /// lines never interleave within a file.
+    pub fn append_lines(&self, tag: &str, lines: &[String]) -> io::Result<()> {
         let now = ts(Utc::now());
         for line in lines {
             for part in line.split('\n') {
-                let text = format!("{now}  INFO remote: {}\n", part.trim_end_matches('\r'));
+                let text = format!("{now}  INFO {tag}: {}\n", part.trim_end_matches('\r'));
                 self.log.make_writer().write_all(text.as_bytes())?;
             }
         }

@@ -172,6 +172,36 @@ pub const STATUS_COUNTS_TTL: Duration = Duration::from_secs(2);
 /// failure itself instead of being killed.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `client`: how long connecting to the JCT server may take. A server on the same network
+/// accepts in milliseconds; past this it is down, and the caller (remote worker, MCP tool)
+/// should say so rather than hang.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `client`: how long an answer may take beyond the time the server was asked to hold the
+/// call open (a long-poll claim). Every other route answers in milliseconds.
+pub const CLIENT_REQUEST_SLACK: Duration = Duration::from_secs(30);
+
+/// `command`: log bytes kept per attempt. A build's output past a megabyte is rarely read
+/// in a trace folder, and an endless loop of output must not fill the disk.
+pub const COMMAND_OUTPUT_CAP: usize = 1 << 20;
+/// `agent`: log bytes kept per attempt by default; agents' JSON event streams are larger.
+pub const AGENT_OUTPUT_CAP: usize = 4 << 20;
+/// Programs' output: a line longer than this is stored in pieces, so one endless line
+/// cannot hold the whole output in memory.
+pub const OUTPUT_LINE_MAX: usize = 64 << 10;
+/// Programs' output: lines written to the trace (or sent to the server) per batch, so a
+/// chatty program costs a write per batch rather than per line.
+pub const OUTPUT_BATCH_LINES: usize = 256;
+/// Programs' output: the tail of stdout and of stderr kept for the result and the error
+/// (`stdout_tail`, `last_error`); enough for a compiler's last error.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// How often a stopped program's process group is checked for being gone.
+pub const PROCESS_REAP_POLL: Duration = Duration::from_millis(20);
+/// How much longer than the kill grace the worker waits for a stopped program's handler
+/// before dropping it (the group is killed then): the handler's own clean-up (removing
+/// a worktree) needs a moment after the group is gone.
+pub const HANDLER_STOP_SLACK: Duration = Duration::from_secs(5);
+
 // ---------------------------------------------------------------------------------------
 // The dashboard (`/ui`) and the bulk actions.
 

@@ -256,7 +256,13 @@ fn layer(m: &Module) -> u8 {
         4
     } else if under("api") {
         3
-    } else if under("attempt") || under("worker") || under("handlers") || path == "cwom" || path == "remote" {
+    } else if under("attempt")
+        || under("worker")
+        || under("handlers")
+        || under("http_worker")
+        || path == "cwom"
+        || path == "remote"
+    {
         2
     } else if under("store") || under("cwom") || under("remote") {
         1 // the drivers, and the models they store (cwom::types, remote::model, …)

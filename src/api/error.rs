@@ -22,6 +22,10 @@ use crate::task::{InvalidField, TaskId, TaskStatus};
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// The task's executor will not take this payload (a program off the allowlist, a
+    /// repository outside the allowed prefixes); the code says which rule.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("{0}")]
     InvalidField(String),
     #[error("unknown task type {given:?}; known types: {known}")]
@@ -102,6 +106,12 @@ pub enum ApiError {
     Internal,
 }
 
+impl From<crate::handlers::Refusal> for ApiError {
+    fn from(r: crate::handlers::Refusal) -> Self {
+        ApiError::Refused { code: r.code, message: r.message }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
@@ -113,6 +123,7 @@ impl ApiError {
             | InvalidBatchItem { .. }
             | DuplicateKeyInBatch { .. }
             | InvalidRef(_)
+            | Refused { .. }
             | RejectedByStore(_)
             | InvalidBulk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -142,7 +153,7 @@ impl ApiError {
             InvalidField(_) => "invalid_field",
             UnknownType { .. } => "unknown_type",
             InvalidFilter(_) => "invalid_filter",
-            InvalidBatchItem { code, .. } => code,
+            InvalidBatchItem { code, .. } | Refused { code, .. } => code,
             DuplicateKeyInBatch { .. } => "duplicate_key_in_batch",
             BadQuery(_) => "bad_query",
             BadHeader(_) => "invalid_header",

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use warp::Filter;
 
 use crate::cwom::Cwom;
+use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::remote::{Remote, TaskTypes};
 use crate::shutdown::Shutdown;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub store: Arc<dyn TaskStore>,
     /// Known task types: the API refuses others.
     pub types: Arc<TaskTypes>,
+    /// The handlers of this deployment: asked whether a payload may be enqueued at all.
+    pub executors: Arc<Registry>,
     /// The worker protocol's service.
     pub remote: Arc<Remote>,
     /// Told after an enqueue (waiting claims and the worker in this process claim at once)

@@ -69,7 +69,9 @@ fn task_paths() -> Value {
         "422": error(
             "`invalid_field`: a field breaks a rule or holds what no store can (a NUL anywhere, a time outside \
              0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, an integer past int4, a bad X-Trace-Id); the \
-             message names the field or a JSON pointer (`/payload/a/0`). `unknown_type`. \
+             message names the field or a JSON pointer (`/payload/a/0`). `unknown_type`. `command_not_allowed`: a `command` program (or an \
+             agent profile's) not on JCT_COMMAND_ALLOW, or `command` disabled. `repo_not_allowed`: an \
+             `agent` repository outside JCT_ALLOWED_REPO_PREFIXES, or `agent` disabled. \
              Batch: `index` names the refused task; `duplicate_key_in_batch` names both uses in `indexes`. \
              `rejected_by_store`: the database refused this row (a constraint or trigger), with its message"
         ),

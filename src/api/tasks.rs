@@ -168,11 +168,21 @@ fn check_batch_keys(tasks: &[NewTask]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses a task type nobody serves: no built-in handler, no registered worker, not in
-/// `JCT_TASK_TYPES`. The error names the first such task (by index, for a batch).
+/// Refuses a task its executor will not take (`command` and `agent` judge the payload
+/// against this deployment's allowlists), and a task type nobody serves: no built-in
+/// handler, no registered worker, not in `JCT_TASK_TYPES`. The error names the first such
+/// task (by index, for a batch).
 async fn check_types(tasks: &[NewTask], state: &ApiState, batch: bool) -> Result<(), ApiError> {
     let mut checked: Vec<&str> = Vec::new();
     for (index, task) in tasks.iter().enumerate() {
+        if let Err(refusal) = state.executors.admit(&task.task_type, &task.payload) {
+            let e = ApiError::from(refusal);
+            return Err(if batch {
+                ApiError::InvalidBatchItem { index, code: e.code(), message: e.to_string() }
+            } else {
+                e
+            });
+        }
         if checked.contains(&task.task_type.as_str()) {
             continue;
         }

@@ -14,6 +14,7 @@ use crate::cwom::{Cwom, StartRun};
 use crate::task::Task;
 
 /// The Run recording one attempt.
+#[derive(Clone)]
 pub(super) struct RunLink {
     pub(super) run_id: String,
     issue_id: String,

@@ -28,8 +28,10 @@ use crate::task::{Task, TaskId};
 use crate::trace::{AttemptRecord, TaskTrace, TraceWriter};
 
 mod cwom_run;
+mod output;
 
 pub use cwom_run::NewRunArtifact;
+pub use output::{sha256, ArtifactContent, ArtifactError, AttemptSink, PostedArtifact, StoredArtifact};
 
 pub use crate::task::RetryPolicy;
 
@@ -127,10 +129,9 @@ impl Lifecycle {
         &self.trace
     }
 
-    /// Records an artifact a worker produced: a CWOM Artifact of the attempt's Run when the
-    /// task is linked to an Issue. Returns the Artifact's id.
-    pub async fn add_artifact(&self, attempt: &Attempt, artifact: NewRunArtifact) -> Option<String> {
-        cwom_run::add_artifact(&self.cwom, &attempt.task, attempt.run.as_ref()?, artifact).await
+    /// A handle for storing what the attempt produces (log lines, artifacts) while it runs.
+    pub fn sink(&self, attempt: &Attempt) -> AttemptSink {
+        AttemptSink::new(attempt.task.clone(), attempt.folder.clone(), attempt.run.clone(), self.cwom.clone())
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

@@ -26,8 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::attempt::{Attempt, Closing, Lifecycle, NewRunArtifact, RunEnd};
-use crate::cwom::types::ArtifactType;
+use crate::attempt::{ArtifactError, Attempt, AttemptSink, Closing, Lifecycle, PostedArtifact, RunEnd, StoredArtifact};
 use crate::shutdown::Shutdown;
 use crate::store::{ClaimParams, Finish, LeaseState, Outcome, StoreError, TaskStore, Wakeups, WorkerStore};
 use crate::task::{Task, TaskId, WorkerId};
@@ -98,35 +97,6 @@ pub struct WorkerBeat {
 pub struct TaskBeat {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
-}
-
-/// An artifact a worker posts.
-#[derive(Debug, Clone)]
-pub struct PostedArtifact {
-    pub name: String,
-    pub artifact_type: ArtifactType,
-    pub media_type: Option<String>,
-    pub content: ArtifactContent,
-}
-
-#[derive(Debug, Clone)]
-pub enum ArtifactContent {
-    Bytes(Vec<u8>),
-    Uri(String),
-}
-
-/// A stored artifact as the route answers it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredArtifact {
-    pub task_id: TaskId,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub artifact_type: ArtifactType,
-    pub media_type: Option<String>,
-    pub uri: String,
-    pub size_bytes: Option<i64>,
-    pub digest: Option<String>,
-    pub cwom_artifact_id: Option<String>,
 }
 
 /// The task types this deployment knows: built-in handlers and `JCT_TASK_TYPES` (fixed),
@@ -396,7 +366,7 @@ impl Remote {
                 if let (Some(open), Some(progress)) = (&open, progress) {
                     let state = open.state.lock().await;
                     if let Some(folder) = state.attempt.as_ref().and_then(|a| a.folder()) {
-                        let _ = folder.append_lines(&[format!("progress: {progress}")]);
+                        let _ = folder.append_lines("remote", &[format!("progress: {progress}")]);
                     }
                 }
                 Ok(TaskBeat { lease_expires_at: Some(until), cancel_requested: false })
@@ -438,7 +408,7 @@ impl Remote {
         }
         state.last_seq = Some(seq);
         if let Some(folder) = state.attempt.as_ref().and_then(|a| a.folder()) {
-            if let Err(e) = folder.append_lines(lines) {
+            if let Err(e) = folder.append_lines("remote", lines) {
                 tracing::error!(task_id = %id, error = %e, "could not append to log.txt");
             }
         }
@@ -462,53 +432,21 @@ impl Remote {
             return Err(RemoteError::LeaseLost(id));
         }
         let open = self.open_attempt(id).filter(|o| &o.token == token);
-        let state = match &open {
-            Some(open) => Some(open.state.lock().await),
+        let sink = match &open {
+            Some(open) => open.state.lock().await.attempt.as_ref().map(|a| self.lifecycle.sink(a)),
             None => None,
         };
-        let attempt = state.as_ref().and_then(|s| s.attempt.as_ref());
-        let (uri, size_bytes, digest) = match &posted.content {
-            ArtifactContent::Uri(uri) => (uri.clone(), None, None),
-            ArtifactContent::Bytes(bytes) => {
-                let folder = attempt.and_then(|a| a.folder()).ok_or_else(|| {
-                    RemoteError::Invalid(
-                        "content_base64: this daemon keeps no trace folder for the attempt; send a uri".into(),
-                    )
-                })?;
-                let path = match folder.write_artifact(&posted.name, bytes) {
-                    Ok(path) => path,
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(RemoteError::ArtifactExists { id, name: posted.name.clone() })
-                    }
-                    Err(e) => return Err(StoreError::internal("could not write the artifact").caused_by(e).into()),
-                };
-                let path = std::path::absolute(&path).unwrap_or(path);
-                (format!("file://{}", path.display()), Some(bytes.len() as i64), Some(sha256(bytes)))
+        let sink = match sink {
+            Some(sink) => sink,
+            None => {
+                let task = self.tasks.get(id).await?.ok_or(RemoteError::TaskNotFound(id))?;
+                AttemptSink::detached(Arc::new(task))
             }
         };
-        let cwom_artifact_id = match attempt {
-            Some(attempt) => {
-                let artifact = NewRunArtifact {
-                    artifact_type: posted.artifact_type,
-                    title: posted.name.clone(),
-                    uri: uri.clone(),
-                    media_type: posted.media_type.clone(),
-                    digest: digest.clone(),
-                    size_bytes,
-                };
-                self.lifecycle.add_artifact(attempt, artifact).await
-            }
-            None => None,
-        };
-        Ok(StoredArtifact {
-            task_id: id,
-            name: posted.name,
-            artifact_type: posted.artifact_type,
-            media_type: posted.media_type,
-            uri,
-            size_bytes,
-            digest,
-            cwom_artifact_id,
+        sink.store(posted).await.map_err(|e| match e {
+            ArtifactError::Invalid(m) => RemoteError::Invalid(m),
+            ArtifactError::Exists { id, name } => RemoteError::ArtifactExists { id, name },
+            ArtifactError::Io(e) => StoreError::internal("could not write the artifact").caused_by(e).into(),
         })
     }
 
@@ -609,18 +547,6 @@ impl Wakeups for Fanout {
             local.task_cancelled(id);
         }
     }
-}
-
-/// `sha256:<hex>` of the bytes.
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in digest.iter() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// How long a claim may wait, as asked, within the protocol's bounds.

@@ -18,12 +18,11 @@ use tracing::Instrument;
 use super::buffer::Buffer;
 use super::completer::{Completion, CompletionSender};
 use super::Worker;
-use crate::attempt::{Disposition, RunEnd, StopReason};
-use crate::handlers::{HandlerError, TaskContext};
+use crate::attempt::{AttemptSink, Disposition, PostedArtifact, RunEnd, StopReason};
+use crate::handlers::{AttemptOutput, DiscardOutput, HandlerError, Stream, TaskContext};
 use crate::shutdown::Shutdown;
 use crate::task::Task;
 use crate::trace;
-use crate::tunables::STOP_GRACE;
 
 /// Runs `task` on the slot `permit` in a tokio task of its own, then the buffer's next
 /// tasks on the same slot until the buffer is empty or shutdown is asked for; the slot is
@@ -70,8 +69,13 @@ async fn run(
     if let Some(folder) = attempt.folder() {
         trace::attach(&span, folder);
     }
+    let output: Arc<dyn AttemptOutput> = if attempt.folder().is_some() {
+        Arc::new(TraceOutput(worker.lifecycle.sink(&attempt)))
+    } else {
+        Arc::new(DiscardOutput)
+    };
     let clock = Instant::now();
-    let end = run_handler(worker, &task, cancel, shutdown).instrument(span).await;
+    let end = run_handler(worker, &task, cancel, output, shutdown).instrument(span).await;
     let took = clock.elapsed();
     worker.record_run(took);
     worker.metrics.ran(&task.task_type, took);
@@ -91,49 +95,78 @@ async fn run(
     }
 }
 
-async fn run_handler(worker: &Worker, task: &Task, cancel: CancellationToken, shutdown: &Shutdown) -> RunEnd {
+async fn run_handler(
+    worker: &Worker,
+    task: &Task,
+    cancel: CancellationToken,
+    output: Arc<dyn AttemptOutput>,
+    shutdown: &Shutdown,
+) -> RunEnd {
     let Some(handler) = worker.registry.get(&task.task_type) else {
         let known = worker.registry.types().join(", ");
         let msg = format!("unknown task type {:?} (known types: {known})", task.task_type);
         tracing::error!("{msg}");
         return RunEnd::Permanent(msg);
     };
-    let ctx =
-        TaskContext { id: task.id, attempt: task.attempts, payload: task.payload.clone(), cancel: cancel.clone() };
+    let ctx = TaskContext {
+        id: task.id,
+        attempt: task.attempts,
+        payload: task.payload.clone(),
+        cancel: cancel.clone(),
+        output,
+    };
     let limit = Duration::from_secs(task.timeout_seconds.max(1) as u64);
-    let guarded = AssertUnwindSafe(handler.run(ctx)).catch_unwind();
-    let mut ran = std::pin::pin!(tokio::time::timeout(limit, guarded));
+    let stop_grace = worker.settings.stop_grace;
+    let mut ran = std::pin::pin!(AssertUnwindSafe(handler.run(ctx)).catch_unwind());
+    // A handler asked to stop gets `stop_grace` to return (a program's group gets SIGTERM,
+    // then SIGKILL after the kill grace); an uncooperative one is dropped then.
     tokio::select! {
         biased;
         _ = shutdown.hard() => {
             cancel.cancel();
+            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
             RunEnd::Interrupted
         }
         _ = cancel.cancelled() => {
             let reason = worker.in_flight.reason(task.id).unwrap_or(StopReason::Cancelled);
-            tracing::warn!(?reason, "asked to stop; waiting up to {} s for the handler", STOP_GRACE.as_secs());
-            // A cooperative handler returns soon; an uncooperative one is dropped.
-            let _ = tokio::time::timeout(STOP_GRACE, &mut ran).await;
+            tracing::warn!(?reason, "asked to stop; waiting up to {} s for the handler", stop_grace.as_secs());
+            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
             RunEnd::Stopped(reason)
         }
+        _ = tokio::time::sleep(limit) => {
+            let msg = format!("timed out after {} s", limit.as_secs());
+            tracing::error!("{msg}; stopping the handler");
+            cancel.cancel();
+            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
+            RunEnd::Failed(msg)
+        }
         ran = &mut ran => match ran {
-            Ok(Ok(Ok(value))) => RunEnd::Returned(value),
-            Ok(Ok(Err(HandlerError(msg)))) => {
+            Ok(Ok(value)) => RunEnd::Returned(value),
+            Ok(Err(HandlerError(msg))) => {
                 tracing::warn!(error = %msg, "handler returned an error");
                 RunEnd::Failed(msg)
             }
-            Ok(Err(panic)) => {
+            Err(panic) => {
                 let msg = format!("handler panicked: {}", panic_message(&panic));
                 tracing::error!("{msg}");
                 RunEnd::Failed(msg)
             }
-            Err(_) => {
-                cancel.cancel();
-                let msg = format!("timed out after {} s", limit.as_secs());
-                tracing::error!("{msg}");
-                RunEnd::Failed(msg)
-            }
         }
+    }
+}
+
+/// A local attempt's output: lines into its `log.txt`, artifacts into its folder and Run.
+struct TraceOutput(AttemptSink);
+
+#[async_trait::async_trait]
+impl AttemptOutput for TraceOutput {
+    async fn lines(&self, stream: Stream, lines: Vec<String>) {
+        let sink = self.0.clone();
+        let _ = tokio::task::spawn_blocking(move || sink.append(stream.tag(), &lines)).await;
+    }
+
+    async fn artifact(&self, artifact: PostedArtifact) -> Result<String, HandlerError> {
+        self.0.store(artifact).await.map(|stored| stored.uri).map_err(|e| HandlerError::new(e.to_string()))
     }
 }
 

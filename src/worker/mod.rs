@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{TaskStore, Wakeups};
 use crate::task::{TaskId, WorkerId};
-use crate::tunables::{MAX_UNFINISHED, RUN_TIME_EWMA_SHIFT};
+use crate::tunables::{HANDLER_STOP_SLACK, MAX_UNFINISHED, RUN_TIME_EWMA_SHIFT, STOP_GRACE};
 
 pub mod buffer;
 pub mod completer;
@@ -45,6 +45,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub lease: Duration,
     pub shutdown_grace: Duration,
+    /// How long a handler asked to stop may take to return before it is dropped.
+    pub stop_grace: Duration,
 }
 
 #[derive(Debug)]
@@ -168,6 +170,12 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Moving average of handler run time in µs (`u64::MAX`: none yet); sizes prefetch.
     pub run_time_ewma_us: AtomicU64,
+}
+
+/// How long a handler asked to stop may take: long enough for a program's group to get
+/// SIGTERM, the kill grace, SIGKILL, and the handler's clean-up.
+pub fn stop_grace(kill_grace: Duration) -> Duration {
+    STOP_GRACE.max(kill_grace + HANDLER_STOP_SLACK)
 }
 
 impl Worker {

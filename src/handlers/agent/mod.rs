@@ -1,0 +1,294 @@
+//! `agent`: a coding agent CLI (a profile: `claude`, `codex`, or one from
+//! `JCT_AGENT_PROFILES`) run in a git worktree of the task's repository; what it changed
+//! is committed on branch `jct/<task_id>` and kept as `changes.patch`.
+//!
+//! Payload: `{"repo": "<local path or git URL>", "ref"?: "main", "prompt": "..",
+//! "profile"?: "claude", "acceptance_criteria"?: [..]}`. The repository must be under
+//! `JCT_ALLOWED_REPO_PREFIXES` and the profile's program on `JCT_COMMAND_ALLOW`. The agent
+//! runs like a `command` (own process group, timeout, clean environment, stdin from
+//! `/dev/null`); the worktree is removed when the attempt ends, the branch stays in the
+//! cache. Result: `{base_sha, head_sha, branch, files_changed, insertions, deletions,
+//! exit_code, agent?}`.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::process::{self, Limits, Program};
+use super::{Handler, HandlerError, Refusal, SetupError, TaskContext};
+use crate::agent_profiles::{AgentProfile, ReportFormat, PROMPT, WORKDIR};
+use crate::attempt::{ArtifactContent, PostedArtifact};
+use crate::config::ExecutorConfig;
+use crate::cwom::types::ArtifactType;
+
+mod git;
+
+pub use git::branch_name;
+
+pub const TASK_TYPE: &str = "agent";
+/// The API's error code for a repository outside `JCT_ALLOWED_REPO_PREFIXES`.
+pub const REPO_NOT_ALLOWED: &str = "repo_not_allowed";
+/// The patch's artifact name (under the trace folder's `artifacts/`).
+pub const PATCH: &str = "changes.patch";
+/// The branch's artifact name.
+pub const BRANCH: &str = "branch";
+const DEFAULT_PROFILE: &str = "claude";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    repo: String,
+    #[serde(default, rename = "ref")]
+    reference: Option<String>,
+    prompt: String,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    acceptance_criteria: Vec<String>,
+}
+
+/// The `agent` executor of one deployment.
+pub struct Agent {
+    prefixes: Vec<String>,
+    profiles: BTreeMap<String, AgentProfile>,
+    allow: Vec<String>,
+    base_env: Vec<(String, String)>,
+    kill_grace: std::time::Duration,
+    repos: git::Repos,
+}
+
+impl Agent {
+    /// The executor, when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Removes the
+    /// worktrees an earlier run of this workspace left.
+    pub fn from_config(config: &ExecutorConfig) -> Result<Option<Self>, SetupError> {
+        let Some(prefixes) = config.repo_prefixes.clone().filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let repos = git::Repos::open(&config.workspace_dir, config.base_env.clone()).map_err(|e| {
+            SetupError::Workspace { path: config.workspace_dir.display().to_string(), reason: e.to_string() }
+        })?;
+        Ok(Some(Agent {
+            prefixes,
+            profiles: config.agent_profiles.clone(),
+            allow: config.command_allow.clone().unwrap_or_default(),
+            base_env: config.base_env.clone(),
+            kill_grace: config.kill_grace,
+            repos,
+        }))
+    }
+
+    fn parse(&self, payload: &Value) -> Result<(Payload, &AgentProfile), Refusal> {
+        let p: Payload = serde_json::from_value(payload.clone())
+            .map_err(|e| Refusal::invalid(format!("payload of an agent task: {e}")))?;
+        if p.prompt.trim().is_empty() {
+            return Err(Refusal::invalid("payload.prompt: must not be empty"));
+        }
+        if p.repo.starts_with('-') || !repo_allowed(&self.prefixes, &p.repo) {
+            return Err(Refusal::new(
+                REPO_NOT_ALLOWED,
+                format!("repo {:?} is not under JCT_ALLOWED_REPO_PREFIXES ({})", p.repo, self.prefixes.join(", ")),
+            ));
+        }
+        if let Some(r) = &p.reference {
+            if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Refusal::invalid(format!("payload.ref: {r:?} is not a git ref")));
+            }
+        }
+        let name = p.profile.as_deref().unwrap_or(DEFAULT_PROFILE);
+        let Some(profile) = self.profiles.get(name) else {
+            let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+            return Err(Refusal::invalid(format!(
+                "payload.profile: no profile {name:?} (known: {})",
+                known.join(", ")
+            )));
+        };
+        if !process::allowed(&self.allow, &profile.program) {
+            return Err(Refusal::new(
+                super::command::NOT_ALLOWED,
+                format!("profile {name:?} runs {:?}, which is not in JCT_COMMAND_ALLOW", profile.program),
+            ));
+        }
+        Ok((p, profile))
+    }
+}
+
+/// Whether `repo` is under one of the prefixes. A local path must be absolute and free of
+/// `..`, so `/allowed/../etc` does not pass for `/allowed`.
+fn repo_allowed(prefixes: &[String], repo: &str) -> bool {
+    if repo.starts_with('/') {
+        let path = Path::new(repo);
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            return false;
+        }
+        return prefixes.iter().any(|p| p.starts_with('/') && path.starts_with(Path::new(p)));
+    }
+    if repo.contains("..") && !repo.contains("://") {
+        return false;
+    }
+    prefixes.iter().any(|p| !p.is_empty() && repo.starts_with(p.as_str()))
+}
+
+/// The prompt the agent gets: the task's, with its acceptance criteria.
+fn full_prompt(p: &Payload) -> String {
+    if p.acceptance_criteria.is_empty() {
+        return p.prompt.clone();
+    }
+    let mut s = p.prompt.clone();
+    s.push_str("\n\nAcceptance criteria:\n");
+    for c in &p.acceptance_criteria {
+        s.push_str("- ");
+        s.push_str(c);
+        s.push('\n');
+    }
+    s
+}
+
+/// Reads what an agent says about itself from its stdout lines.
+fn observer(format: ReportFormat, into: Arc<Mutex<Option<Value>>>) -> Option<process::StdoutObserver> {
+    if format == ReportFormat::None {
+        return None;
+    }
+    Some(Box::new(move |line: &str| {
+        let Ok(event) = serde_json::from_str::<Value>(line) else { return };
+        let found = match format {
+            ReportFormat::Claude if event["type"] == "result" => Some(json!({
+                "subtype": event["subtype"],
+                "is_error": event["is_error"],
+                "cost_usd": event.get("total_cost_usd").or(event.get("cost_usd")),
+                "num_turns": event["num_turns"],
+                "session_id": event["session_id"],
+                "duration_ms": event["duration_ms"],
+                "result": event["result"].as_str().map(|s| s.chars().take(4000).collect::<String>()),
+            })),
+            ReportFormat::Codex => {
+                // `codex exec --json`: `item.completed` with an `agent_message` item; older
+                // releases sent `{"msg": {"type": "agent_message", "message": …}}`.
+                let text = if event["type"] == "item.completed" && event["item"]["type"] == "agent_message" {
+                    event["item"]["text"].as_str()
+                } else if event["msg"]["type"] == "agent_message" {
+                    event["msg"]["message"].as_str()
+                } else {
+                    None
+                };
+                text.map(|t| json!({ "last_message": t.chars().take(4000).collect::<String>() }))
+            }
+            _ => None,
+        };
+        if let Some(found) = found {
+            *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+        }
+    }))
+}
+
+#[async_trait]
+impl Handler for Agent {
+    fn admit(&self, payload: &Value) -> Result<(), Refusal> {
+        self.parse(payload).map(|_| ())
+    }
+
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let (payload, profile) = self.parse(&ctx.payload).map_err(|r| HandlerError::new(r.message))?;
+        let cache = self.repos.fetch(&payload.repo, &ctx.cancel).await?;
+        let base = self.repos.resolve(&cache, payload.reference.as_deref(), &ctx.cancel).await?;
+        let worktree = self.repos.add_worktree(&cache, ctx.id, ctx.attempt, &base, &ctx.cancel).await?;
+        tracing::info!(repo = %payload.repo, base = %base, worktree = %worktree.display(), profile = %profile.name, "worktree ready");
+        let outcome = self.work(&ctx, &payload, profile, &worktree, &base).await;
+        self.repos.remove_worktree(&cache, &worktree).await;
+        outcome
+    }
+}
+
+impl Agent {
+    async fn work(
+        &self,
+        ctx: &TaskContext,
+        payload: &Payload,
+        profile: &AgentProfile,
+        worktree: &Path,
+        base: &str,
+    ) -> Result<Value, HandlerError> {
+        let prompt = full_prompt(payload);
+        let workdir = worktree.to_string_lossy();
+        let args =
+            profile.args.iter().map(|a| a.replace(WORKDIR, &workdir).replace(PROMPT, &prompt)).collect::<Vec<_>>();
+        let report = Arc::new(Mutex::new(None));
+        let program = Program {
+            program: profile.program.clone(),
+            args,
+            cwd: worktree.to_path_buf(),
+            env: process::environment(&self.base_env, &profile.env),
+            stdin: None,
+        };
+        let limits = Limits { kill_grace: self.kill_grace, output_cap: profile.output_cap };
+        let finished =
+            process::run(program, ctx.output.clone(), &ctx.cancel, limits, observer(profile.report, report.clone()))
+                .await?;
+        if finished.stopped {
+            return Err(HandlerError::new(format!("stopped ({})", finished.describe())));
+        }
+        // Whatever the agent did is kept, also when it failed: the branch shows how far
+        // it got.
+        let message = format!("jct: task {} attempt {} ({})", ctx.id, ctx.attempt, profile.name);
+        let head = self.repos.commit_all(worktree, &message).await?;
+        let (patch, stat) = self.repos.diff(worktree, base, &head).await?;
+        let branch = branch_name(ctx.id);
+        let patch_len = patch.len();
+        // Artifacts never overwrite each other: a later attempt's get their own names.
+        let suffix = if ctx.attempt > 1 { format!("-attempt-{}", ctx.attempt) } else { String::new() };
+        ctx.output
+            .artifact(PostedArtifact {
+                name: PATCH.replace(".patch", &format!("{suffix}.patch")),
+                artifact_type: ArtifactType::CodePatch,
+                media_type: Some("text/x-diff".into()),
+                content: ArtifactContent::Bytes(patch),
+            })
+            .await?;
+        ctx.output
+            .artifact(PostedArtifact {
+                name: format!("{BRANCH}{suffix}"),
+                artifact_type: ArtifactType::Commit,
+                media_type: None,
+                content: ArtifactContent::Uri(format!("{}#{branch}@{head}", payload.repo)),
+            })
+            .await?;
+        tracing::info!(%head, files = stat.files_changed, patch_bytes = patch_len, "changes committed");
+        if !finished.success() {
+            return Err(HandlerError::new(format!("the agent failed: {}", finished.error())));
+        }
+        let agent = report.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut result = json!({
+            "base_sha": base,
+            "head_sha": head,
+            "branch": branch,
+            "files_changed": stat.files_changed,
+            "insertions": stat.insertions,
+            "deletions": stat.deletions,
+            "exit_code": finished.exit_code(),
+            "profile": profile.name,
+        });
+        if let Some(agent) = agent {
+            result["agent"] = agent;
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_must_be_under_a_prefix() {
+        let prefixes = vec!["/srv/repos".to_string(), "https://git.example.com/team/".to_string()];
+        assert!(repo_allowed(&prefixes, "/srv/repos/app"));
+        assert!(!repo_allowed(&prefixes, "/srv/repos/../etc"));
+        assert!(!repo_allowed(&prefixes, "/srv/repos-evil/app"));
+        assert!(repo_allowed(&prefixes, "https://git.example.com/team/app.git"));
+        assert!(!repo_allowed(&prefixes, "https://git.example.com/other/app.git"));
+        assert!(!repo_allowed(&prefixes, "relative/path"));
+    }
+}
