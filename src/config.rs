@@ -87,6 +87,9 @@ pub struct Config {
     /// The JCT server the programs without a database talk to (`JCT_SERVER_URL`): the MCP
     /// server, and the remote worker.
     pub server_url: String,
+    /// `JCT_READONLY_API_KEY`: a second key that may only read (GET) the API and the
+    /// dashboard; any other method with it is 403.
+    pub readonly_api_key: Option<String>,
     pub max_body_bytes: u64,
     /// First retry delay (`JCT_RETRY_BASE_MS`); doubles per attempt up to `retry_cap`.
     pub retry_base: Duration,
@@ -216,6 +219,11 @@ impl Config {
                 url
             }
         };
+        if let (Some(full), Some(read)) = (var("JCT_API_KEY"), var("JCT_READONLY_API_KEY")) {
+            if full == read {
+                return Err(bad("JCT_READONLY_API_KEY", "***", "must differ from JCT_API_KEY".into()));
+            }
+        }
         let default_pool = (workers.max(8) + tunables::DB_POOL_SPARE) as u64;
 
         let list = |name: &'static str| -> Option<Vec<String>> {
@@ -261,6 +269,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(number("JCT_SHUTDOWN_GRACE_SECONDS", 30, 0, 86_400)?),
             api_key: var("JCT_API_KEY"),
             server_url,
+            readonly_api_key: var("JCT_READONLY_API_KEY"),
             max_body_bytes: number("JCT_MAX_BODY_BYTES", 1_048_576, 1, 1 << 34)?,
             retry_base,
             retry_cap,
@@ -326,6 +335,7 @@ mod tests {
             from(&[("JCT_SERVER_URL", "https://jct.example:8443/")]).unwrap().server_url,
             "https://jct.example:8443"
         );
+        assert_eq!((c.api_key, c.readonly_api_key), (None, None));
         let c = from(&[("JCT_TASK_TYPES", "build, deploy,,lint")]).unwrap();
         assert_eq!(c.task_types, ["build", "deploy", "lint"]);
     }
@@ -367,5 +377,8 @@ mod tests {
         assert_eq!(from(&[("JCT_LOG_FORMAT", "xml")]).unwrap_err().var, "JCT_LOG_FORMAT");
         assert_eq!(from(&[("JCT_SERVER_URL", "127.0.0.1:8000")]).unwrap_err().var, "JCT_SERVER_URL");
         assert_eq!(from(&[("JCT_SERVER_URL", "http://")]).unwrap_err().var, "JCT_SERVER_URL");
+        let same = from(&[("JCT_API_KEY", "k"), ("JCT_READONLY_API_KEY", "k")]).unwrap_err();
+        assert_eq!(same.var, "JCT_READONLY_API_KEY");
+        assert_eq!(same.value, "***", "the error does not print the key");
     }
 }

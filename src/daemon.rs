@@ -229,7 +229,7 @@ pub async fn start_with(
             cwom,
             metrics: metrics.clone(),
             max_body_bytes: config.max_body_bytes,
-            api_key: config.api_key.as_deref().map(Arc::from),
+            access: Arc::new(api::access::Access::new(config.api_key.as_deref(), config.readonly_api_key.as_deref())),
         };
         tracing::info!(addr = %addr.unwrap_or(config.bind), "HTTP API listening");
         parts.push(tokio::spawn(api::serve(listener, state, shutdown.clone())));

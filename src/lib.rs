@@ -26,7 +26,7 @@
 //! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
 //! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), the body reader and key check, the one error → HTTP mapping, the OpenAPI document |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog and input schemas), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
@@ -72,6 +72,9 @@
 //! - A new store operation: the method on [`store::TaskStore`] (or [`store::CwomStore`]),
 //!   its own error type in `store/error.rs` if it can fail for a reason of its own, both
 //!   drivers, and a case in `tests/store_conformance.rs` (it runs against both).
+//! - A dashboard view: a function in `api/ui/pages.rs` and its path in `api/ui/mod.rs`;
+//!   every user-controlled value through `api::ui::html::esc`; actions are the page script
+//!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
 //! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
 //!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in
 //!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/openapi.rs` calls it).

@@ -272,6 +272,12 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub task_type: Option<String>,
     pub queue: Option<String>,
+    /// Only tasks recorded under this CWOM Issue.
+    pub cwom_issue_id: Option<String>,
+    /// Keyset paging: only tasks older than this one (ids are time-ordered), so the next
+    /// page costs the same on a million rows as the first, where `offset` reads and skips
+    /// every row before it.
+    pub before: Option<TaskId>,
     pub limit: u32,
     pub offset: u64,
 }

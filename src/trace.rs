@@ -50,6 +50,15 @@ pub const ARTIFACTS_DIR: &str = "artifacts";
 /// The files `GET /tasks/{id}/trace/{file}` may serve.
 pub fn is_trace_file(name: &str) -> bool {
     matches!(name, INPUT_FILE | LOG_FILE | OUTPUT_FILE)
+        || name
+            .strip_prefix("output.attempt-")
+            .and_then(|rest| rest.strip_suffix(".json"))
+            .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The name an attempt's `output.json` is kept under once the next attempt begins.
+pub fn earlier_output(attempt: i32) -> String {
+    format!("output.attempt-{attempt}.json")
 }
 
 /// Whether `name` is a safe artifact file name: 1–128 of `[A-Za-z0-9._-]`, not starting
@@ -171,7 +180,7 @@ impl TraceWriter {
         if task.attempts > 1 {
             let previous = dir.join(OUTPUT_FILE);
             if previous.exists() {
-                fs::rename(&previous, dir.join(format!("output.attempt-{}.json", task.attempts - 1)))?;
+                fs::rename(&previous, dir.join(earlier_output(task.attempts - 1)))?;
             }
         }
         let input = InputRecord {

@@ -218,3 +218,25 @@ pub const MCP_CLAIM_WAIT_DEFAULT: Duration = Duration::from_secs(10);
 /// How long the MCP server waits to deregister its workers when it stops: the agent's client
 /// may kill it soon after closing stdin, and a worker left behind only costs its leases.
 pub const MCP_DEREGISTER_WITHIN: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------------------
+// The dashboard (`/ui`) and the bulk actions.
+
+/// Counts the dashboard shows stop at this many rows: counting a status or a queue on a
+/// table of millions costs a scan of every matching row, while "10,000+" tells an operator
+/// as much. Each capped count reads at most this many index entries.
+pub const UI_COUNT_CAP: u64 = 10_000;
+/// Tasks per page of `/ui/tasks` when the query string does not say.
+pub const UI_PAGE_SIZE: u32 = 50;
+/// Minutes of completions and failures the overview's chart covers.
+pub const UI_CHART_MINUTES: i64 = 60;
+/// How often the overview and a task page without a live log refresh themselves.
+pub const UI_REFRESH: Duration = Duration::from_secs(5);
+/// Tasks one store statement of a bulk cancel or retry touches: every chunk is its own short
+/// transaction, so cancelling a million tasks never holds a million row locks at once nor
+/// one statement long enough to stall the workers' claims.
+pub const BULK_CHUNK: usize = 500;
+/// Most ids one bulk request may name (a selection on a page); larger sets go by filter.
+pub const BULK_IDS_MAX: usize = 10_000;
+/// How long a dashboard session cookie stays valid after the key was typed.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);

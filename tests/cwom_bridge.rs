@@ -94,7 +94,19 @@ async fn a_retried_linked_task_makes_a_failed_run_per_attempt() {
             json!({"type": "fail", "payload": {"message": "red build"}, "max_attempts": 2, "cwom_issue_id": issue_id});
         let (status, task) = post(&app.base, "/tasks/enqueue", body).await;
         assert_eq!(status, 201);
-        wait_status(&app.base, task["task_id"].as_str().unwrap(), "failed", Duration::from_secs(15)).await;
+        let id = task["task_id"].as_str().unwrap();
+        wait_status(&app.base, id, "failed", Duration::from_secs(15)).await;
+        // Each attempt's end stays readable: the first as output.attempt-1.json, shown on the
+        // task's page too.
+        let first = get(&app.base, &format!("/tasks/{id}/trace/output.attempt-1.json")).await;
+        assert_eq!((first["attempt"].as_i64(), first["status"].as_str()), (Some(1), Some("queued")), "{kind}: {first}");
+        assert_eq!(get(&app.base, &format!("/tasks/{id}/trace/output.json")).await["attempt"], 2);
+        for missing in ["output.attempt-2.json", "output.attempt-.json", "output.attempt-1x.json"] {
+            let res = http().get(format!("{}/tasks/{id}/trace/{missing}", app.base)).send().await.unwrap();
+            assert_eq!(res.status(), 404, "{kind}: {missing}");
+        }
+        let page = http().get(format!("{}/ui/tasks/{id}", app.base)).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("<h2>output.attempt-1.json") && page.contains("red build"), "{kind}: {page}");
         let runs = get(&app.base, &format!("/cwom/runs?issue_id={issue_id}")).await;
         let runs = runs.as_array().unwrap();
         assert_eq!(runs.len(), 2, "{kind}: one Run per attempt");

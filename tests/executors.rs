@@ -201,6 +201,25 @@ async fn a_command_streams_its_output_and_completes_with_its_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_the_cap_is_counted_not_stored() {
+    let s = Setup::new();
+    let d = s.daemon(&[]);
+    // 40,000 lines of 63 bytes + newline: 2.56 MB, past the 1 MiB cap; then a last line
+    // that the tail still shows.
+    let script = "i=0; while [ $i -lt 40000 ]; do echo 0123456789012345678901234567890123456789012345678901234567890ab; i=$((i+1)); done; echo the-end";
+    let id = enqueue(&d, json!({"type": "command", "payload": {"argv": ["sh", "-c", script]}})).await;
+    let task = wait_status(&d, &id, "completed", 60).await;
+    assert!(task["result"]["stdout_tail"].as_str().unwrap().ends_with("the-end"), "the tail is kept past the cap");
+    let log = read(d.trace_dir.join(&id).join("log.txt"));
+    let stored = log.lines().filter(|l| l.contains("stdout: 0123")).count();
+    assert!((16_000..=16_384).contains(&stored), "about 1 MiB of 64-byte lines stored: {stored}");
+    let note = log.lines().find(|l| l.contains("output cap of 1048576 bytes reached")).expect("the cap is noted");
+    let dropped = 40_001 - stored;
+    assert!(note.contains(&format!("{dropped} more lines")), "{note}");
+    assert!(!log.contains("stdout: the-end"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_command_fails_with_its_exit_code_and_stderr() {
     let s = Setup::new();
     let d = s.daemon(&[]);

@@ -1,6 +1,6 @@
 //! Fuzzing the request-body path: raw bytes (random, and well-formed bodies with bytes
 //! flipped, cut or spliced in) posted to every route that takes a body (enqueue, batch,
-//! each CWOM kind's create, the worker protocol's), over HTTP to a daemon on each store. Whatever the bytes: an
+//! the bulk actions, each CWOM kind's create, the worker protocol's), over HTTP to a daemon on each store. Whatever the bytes: an
 //! answer (no dropped connection, which is what a panic in a handler looks like), and
 //! never a 5xx.
 //!
@@ -22,7 +22,7 @@ fn cases() -> u32 {
     std::env::var("JCT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
 }
 
-const ROUTES: [&str; 18] = [
+const ROUTES: [&str; 20] = [
     "/workers",
     "/workers/w-1/heartbeat",
     "/tasks/claim",
@@ -34,6 +34,8 @@ const ROUTES: [&str; 18] = [
     "/tasks/00000000-0000-7000-8000-000000000000/release",
     "/tasks/enqueue",
     "/tasks/enqueue_batch",
+    "/tasks/bulk/cancel",
+    "/tasks/bulk/retry",
     "/cwom/repos",
     "/cwom/issues",
     "/cwom/context-packets",
@@ -69,6 +71,9 @@ fn plausible() -> impl Strategy<Value = Value> {
         (text(), json_value()).prop_map(|(token, result)| json!({
             "lease_token": token, "result": result, "seq": 1, "lines": [token], "worker_id": token,
             "error": {"message": token}, "name": "a.txt", "type": "log", "content_base64": "eA=="
+        })),
+        (text(), text(), json_value()).prop_map(|(status, queue, ids)| json!({
+            "filter": {"status": status, "queue": queue}, "ids": ids
         })),
         json_value(),
     ]

@@ -491,6 +491,103 @@ mod cases {
         assert_eq!(store.claim(&claim("w", 1)).await.unwrap().len(), 1, "claimable again");
         assert!(matches!(store.retry(TaskId::new()).await, Err(RetryError::NotFound(_))));
     }
+
+    pub async fn keyset_pages_and_issue_filter(store: Arc<dyn TaskStore>) {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(store.enqueue(NewTask::new("echo", json!({ "i": i }))).await.unwrap().id);
+        }
+        let page = |before: Option<TaskId>| TaskFilter { before, limit: 2, ..Default::default() };
+        let first = store.list(&page(None)).await.unwrap();
+        assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[4], ids[3]], "newest first");
+        let second = store.list(&page(Some(ids[3]))).await.unwrap();
+        assert_eq!(second.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+        let last = store.list_ids(&page(Some(ids[1]))).await.unwrap();
+        assert_eq!(last, vec![ids[0]], "list_ids pages the same way");
+        let none = TaskFilter { cwom_issue_id: Some("no-such-issue".into()), limit: 10, ..Default::default() };
+        assert!(store.list(&none).await.unwrap().is_empty());
+        let failed = TaskFilter { status: Some(TaskStatus::Failed), limit: 10, ..Default::default() };
+        assert!(store.list_ids(&failed).await.unwrap().is_empty());
+    }
+
+    pub async fn bulk_cancel_and_retry_touch_only_eligible_tasks(store: Arc<dyn TaskStore>) {
+        let queued = enqueue(&*store, "echo").await;
+        let running = enqueue(&*store, "echo").await;
+        let done = enqueue(&*store, "echo").await;
+        // Claim all three, give `queued` back, complete `done`: one task in each state.
+        let claimed = store.claim(&claim("w", 3)).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        store.release(&worker("w"), &[queued]).await.unwrap();
+        let attempt = |id| claimed.iter().find(|t| t.id == id).unwrap().attempts;
+        let completed = Outcome { id: done, attempt: attempt(done), finish: Finish::Completed { result: json!(1) } };
+        assert_eq!(store.finish(&worker("w"), &[completed]).await.unwrap(), vec![done]);
+        let missing = TaskId::new();
+
+        let mut cancelled = store.cancel_many(&[queued, running, done, missing]).await.unwrap();
+        cancelled.sort_by_key(|id| id.0);
+        let mut expected = vec![queued, running];
+        expected.sort_by_key(|id| id.0);
+        assert_eq!(cancelled, expected, "only queued and running tasks are cancelled");
+        let r = store.get(running).await.unwrap().unwrap();
+        assert_eq!((r.status, r.last_error.as_deref()), (TaskStatus::Cancelled, Some("cancelled while running")));
+        assert!(r.locked_by.is_none() && r.finished_at.is_some());
+        assert!(store.cancel_many(&[queued]).await.unwrap().is_empty(), "only once");
+        // The cancelled running attempt's late result is refused by the fence.
+        let late = Outcome { id: running, attempt: attempt(running), finish: Finish::Completed { result: json!(2) } };
+        assert!(store.finish(&worker("w"), &[late]).await.unwrap().is_empty());
+
+        let mut retried = store.retry_many(&[queued, running, done, missing]).await.unwrap();
+        retried.sort_by_key(|id| id.0);
+        assert_eq!(retried, expected, "only failed or cancelled tasks are retried");
+        let q = store.get(queued).await.unwrap().unwrap();
+        assert_eq!((q.status, q.attempts), (TaskStatus::Queued, 0));
+        assert!(q.finished_at.is_none());
+        assert_eq!(store.get(done).await.unwrap().unwrap().status, TaskStatus::Completed);
+        assert!(store.cancel_many(&[]).await.unwrap().is_empty() && store.retry_many(&[]).await.unwrap().is_empty());
+    }
+
+    pub async fn overview_counts_capped_and_per_minute(store: Arc<dyn TaskStore>) {
+        let empty = store.overview(3, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+        assert!(empty.by_status.iter().all(|(_, c)| c.n == 0 && !c.capped));
+        assert_eq!(empty.by_status.len(), 5, "every status is reported");
+        assert!(empty.oldest_queued_at.is_none() && empty.per_minute.is_empty() && empty.active_by_queue.is_empty());
+
+        let mut first = NewTask::new("echo", json!({}));
+        first.queue = "a".into();
+        let first = store.enqueue(first).await.unwrap();
+        for _ in 0..4 {
+            enqueue(&*store, "echo").await;
+        }
+        let ok = enqueue(&*store, "echo").await;
+        let bad = enqueue(&*store, "fail").await;
+        // Claim all, end two, give the rest back.
+        let claimed = store.claim(&claim("w", 10)).await.unwrap();
+        let attempt = |id| claimed.iter().find(|t| t.id == id).unwrap().attempts;
+        let outcomes = [
+            Outcome { id: ok, attempt: attempt(ok), finish: Finish::Completed { result: json!(1) } },
+            Outcome { id: bad, attempt: attempt(bad), finish: Finish::Failed { error: "x".into() } },
+        ];
+        store.finish(&worker("w"), &outcomes).await.unwrap();
+        let rest: Vec<TaskId> = claimed.iter().map(|t| t.id).filter(|id| *id != ok && *id != bad).collect();
+        store.release(&worker("w"), &rest).await.unwrap();
+
+        let ov = store.overview(3, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+        let of = |s: TaskStatus| ov.by_status.iter().find(|(st, _)| *st == s).unwrap().1;
+        assert_eq!((of(TaskStatus::Queued).n, of(TaskStatus::Queued).capped), (3, true), "5 queued, cap 3");
+        assert_eq!((of(TaskStatus::Completed).n, of(TaskStatus::Completed).capped), (1, false));
+        assert_eq!((of(TaskStatus::Failed).n, of(TaskStatus::Running).n), (1, 0));
+        let oldest = ov.oldest_queued_at.expect("an oldest queued task");
+        assert!((oldest - first.created_at).num_milliseconds().abs() < 1, "the first task is the oldest");
+        assert!(ov.active_by_queue_capped, "4 of the 5 active rows were read (cap + 1)");
+        let total: u64 = ov.per_minute.iter().map(|m| m.completed).sum();
+        let failures: u64 = ov.per_minute.iter().map(|m| m.failed).sum();
+        assert_eq!((total, failures), (1, 1));
+        let wide = store.overview(100, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+        assert!(!wide.active_by_queue_capped);
+        assert_eq!(wide.active_by_queue, vec![("a".to_string(), 1, 0), ("default".to_string(), 4, 0)]);
+        let later = store.overview(100, Utc::now() + chrono::Duration::minutes(1)).await.unwrap();
+        assert!(later.per_minute.is_empty(), "nothing finished after `since`");
+    }
 }
 
 macro_rules! conformance {
@@ -537,6 +634,9 @@ conformance!(
     claim_takes_only_the_types_and_queues_asked_for,
     lease_tokens_fence_one_attempt,
     retry_requeues_only_failed_or_cancelled,
+    keyset_pages_and_issue_filter,
+    bulk_cancel_and_retry_touch_only_eligible_tasks,
+    overview_counts_capped_and_per_minute,
 );
 
 /// The worker registry, on both stores.

@@ -9,7 +9,7 @@ use crate::http;
 use crate::pg;
 use crate::setup::Bench;
 use crate::sqlite;
-use crate::support::{blocking, percentile, poll_until, progress, Result, TaskCounts};
+use crate::support::{blocking, percentile, poll_until, progress, Context, Result, TaskCounts};
 
 /// Pause between single inserts/requests in the latency scenarios, so that each task is
 /// dispatched alone instead of in a batch with the next one.
@@ -39,6 +39,8 @@ pub enum Scenario {
     SqliteHttpLatency,
     RemoteLatency,
     RemoteDrain,
+    UiTasksPage,
+    UiOverview,
 }
 
 /// What a scenario is held to.
@@ -72,7 +74,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -83,6 +85,8 @@ impl Scenario {
         Scenario::SqliteHttpLatency,
         Scenario::RemoteLatency,
         Scenario::RemoteDrain,
+        Scenario::UiTasksPage,
+        Scenario::UiOverview,
     ];
 
     /// The scenario's key in results.json.
@@ -98,6 +102,8 @@ impl Scenario {
             Scenario::SqliteHttpLatency => "sqlite_http_latency_ms",
             Scenario::RemoteLatency => "remote_latency_ms",
             Scenario::RemoteDrain => "remote_drain_per_s",
+            Scenario::UiTasksPage => "ui_tasks_page_ms",
+            Scenario::UiOverview => "ui_overview_ms",
         }
     }
 
@@ -113,6 +119,7 @@ impl Scenario {
             Scenario::SqliteHttpLatency => Target::AtMost { p50: 1.0, p99: None },
             Scenario::RemoteLatency => Target::AtMost { p50: 1.5, p99: Some(3.0) },
             Scenario::RemoteDrain => Target::AtLeast(10_000.0),
+            Scenario::UiTasksPage | Scenario::UiOverview => Target::AtMost { p50: 100.0, p99: Some(100.0) },
         }
     }
 
@@ -128,6 +135,8 @@ impl Scenario {
             Scenario::SqliteHttpLatency => sqlite_http_latency(bench).await,
             Scenario::RemoteLatency => remote_latency(bench).await,
             Scenario::RemoteDrain => remote_drain(bench).await,
+            Scenario::UiTasksPage => ui_page(bench, UiPage::Tasks).await,
+            Scenario::UiOverview => ui_page(bench, UiPage::Overview).await,
         }
     }
 }
@@ -454,6 +463,65 @@ async fn remote_drain(bench: &Bench) -> Result<Measured> {
                 .await?;
             let problems = daemon.stop().await;
             Measured::rate(n, pg::drain_seconds(&db).await?, problems)
+        })
+        .await
+}
+
+/// Rows in the table the dashboard scenarios read.
+const UI_HISTORY_ROWS: usize = 1_000_000;
+/// Requests timed per repetition of a dashboard scenario (after a few untimed ones).
+const UI_REQUESTS: usize = 100;
+const UI_WARMUP: usize = 5;
+
+#[derive(Clone, Copy)]
+enum UiPage {
+    Tasks,
+    Overview,
+}
+
+/// `ui_tasks_page_ms` / `ui_overview_ms`: a dashboard page on a table of a million tasks
+/// (`pg::insert_history`: a day of history, mostly completed), time from request to the
+/// last byte of the page, one request at a time. The tasks page rotates through the
+/// unfiltered first page, a rare status, the next page of it (keyset), and a queue; the
+/// overview is one page. An API-only daemon, so no worker touches the rows.
+async fn ui_page(bench: &Bench, page: UiPage) -> Result<Measured> {
+    let rows = if bench.quick { UI_HISTORY_ROWS / 10 } else { UI_HISTORY_ROWS };
+    bench
+        .with_pg_database(|url| async move {
+            bench.migrate(&url).await?;
+            let db = pg::connect(&url).await?;
+            progress!("  loading {rows} tasks of history");
+            let middle_failed = pg::insert_history(&db, rows).await?;
+            let daemon = bench.start_daemon(DaemonConfig::serve(&url).subcommand("api")).await?;
+            let client = http::client(1)?;
+            let base = daemon.base_url();
+            http::wait_healthy(&client, &base).await?;
+            let paths: Vec<String> = match page {
+                UiPage::Overview => vec!["/ui".into()],
+                UiPage::Tasks => vec![
+                    "/ui/tasks".into(),
+                    "/ui/tasks?status=failed".into(),
+                    format!("/ui/tasks?status=failed&before={middle_failed}"),
+                    "/ui/tasks?queue=q3".into(),
+                ],
+            };
+            let mut times = Vec::with_capacity(UI_REQUESTS);
+            for i in 0..UI_WARMUP + UI_REQUESTS {
+                let path = &paths[i % paths.len()];
+                let started = std::time::Instant::now();
+                let res = client.get(format!("{base}{path}")).send().await.context("requesting a dashboard page")?;
+                let status = res.status();
+                let body = res.text().await.context("reading a dashboard page")?;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if !status.is_success() || !body.contains("</html>") {
+                    return Err(format!("GET {path} answered {status}").into());
+                }
+                if i >= UI_WARMUP {
+                    times.push(ms);
+                }
+            }
+            let problems = daemon.stop().await;
+            Measured::latency(&times, problems)
         })
         .await
 }

@@ -1,42 +1,13 @@
-//! What every route that takes a body shares: the API key check, and reading a JSON body
+//! What every route that takes a body shares: reading a JSON body
 //! (415 unless it says it is JSON, 413 past the size limit, 400 unless it parses, 422 for
 //! what no store can hold).
 
-use std::sync::Arc;
-
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
-use warp::{Buf, Filter};
+use warp::Buf;
 
 use super::ApiError;
 use crate::storable;
-
-/// Passes when no API key is configured, or the request carries it as a bearer token.
-pub fn authorized(key: Option<Arc<str>>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |given: Option<String>| {
-            let key = key.clone();
-            async move {
-                let Some(key) = key else { return Ok(()) };
-                let token = given.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-                if constant_time_eq(token.as_bytes(), key.as_bytes()) {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(ApiError::Unauthorized))
-                }
-            }
-        })
-        .untuple_one()
-}
-
-/// Compares without an early exit, so the time taken says nothing about the key.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
 
 fn is_json(content_type: Option<&str>) -> bool {
     content_type
@@ -109,13 +80,5 @@ mod tests {
         assert!(is_json(Some("application/vnd.api+json")));
         assert!(!is_json(Some("text/plain")));
         assert!(!is_json(None));
-    }
-
-    #[test]
-    fn constant_time_eq_matches_only_equal() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

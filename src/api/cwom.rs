@@ -14,7 +14,8 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::body::{authorized, read_json_value};
+use super::access::authorized;
+use super::body::read_json_value;
 use super::{ApiError, ApiState};
 use crate::cwom::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
 use crate::cwom::types::{Object, ObjectKind};
@@ -22,7 +23,7 @@ use crate::cwom::Cwom;
 
 /// Every `/cwom` route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
-    let auth = authorized(state.api_key.clone());
+    let auth = authorized(state.access.clone());
     let max_body_bytes = state.max_body_bytes;
     let cwom = state.cwom;
     let with_cwom = warp::any().map(move || cwom.clone());

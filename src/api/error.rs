@@ -89,6 +89,17 @@ pub enum ApiError {
     TraceFileNotFound(String),
     #[error("missing or wrong API key (send Authorization: Bearer <key>)")]
     Unauthorized,
+    #[error("the read-only API key may only read (GET); this request changes something")]
+    ReadOnlyKey,
+    #[error("missing or wrong X-CSRF-Token header for this dashboard session; reload the page")]
+    CsrfRejected,
+    #[error(
+        "the request's Origin is another site than this server; cross-site requests that change something are refused"
+    )]
+    CrossOrigin,
+    /// A bulk request that names neither ids nor a filter, or both.
+    #[error("{0}")]
+    InvalidBulk(String),
     #[error("the task store is unavailable; try again shortly")]
     Unavailable,
     #[error("internal error")]
@@ -113,7 +124,8 @@ impl ApiError {
             | DuplicateKeyInBatch { .. }
             | InvalidRef(_)
             | Refused { .. }
-            | RejectedByStore(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | RejectedByStore(_)
+            | InvalidBulk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } | WorkerNotFound(_) | TraceFileNotFound(_) => {
@@ -128,6 +140,7 @@ impl ApiError {
             | LeaseLost(_)
             | ArtifactExists { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
+            ReadOnlyKey | CsrfRejected | CrossOrigin => StatusCode::FORBIDDEN,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -164,6 +177,10 @@ impl ApiError {
             ArtifactExists { .. } => "artifact_exists",
             TraceFileNotFound(_) => "trace_file_not_found",
             Unauthorized => "unauthorized",
+            ReadOnlyKey => "read_only_key",
+            CsrfRejected => "csrf_rejected",
+            CrossOrigin => "cross_origin",
+            InvalidBulk(_) => "invalid_bulk",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
         }

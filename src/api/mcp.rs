@@ -24,7 +24,7 @@ use warp::hyper::body::{Bytes, Frame};
 use warp::reply::Response;
 use warp::{Buf, Filter};
 
-use super::body::authorized;
+use super::access::authorized;
 use super::ApiState;
 use crate::client::Client;
 use crate::mcp::JctMcp;
@@ -43,13 +43,13 @@ impl Endpoint {
         if own.ip().is_unspecified() {
             own.set_ip(if own.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
         }
-        let client = Client::new(&format!("http://{own}"), state.api_key.as_deref().map(str::to_string))?;
+        let client = Client::new(&format!("http://{own}"), state.access.full_key().map(str::to_string))?;
         let server = JctMcp::new(client, false);
         let mut config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(false)
             .with_json_response(true)
             .with_max_request_body_bytes(usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX));
-        if state.api_key.is_some() {
+        if state.access.needs_login() {
             // The Host check guards a keyless server on loopback against DNS rebinding; a
             // browser cannot attach the bearer key, so with a key any host name may reach it.
             config = config.disable_allowed_hosts();
@@ -73,7 +73,7 @@ impl Endpoint {
     pub fn routes(&self, state: &ApiState) -> BoxedFilter<(Response,)> {
         let service = self.service.clone();
         warp::path!("mcp")
-            .and(authorized(state.api_key.clone()))
+            .and(authorized(state.access.clone()))
             .and(warp::method())
             .and(warp::header::headers_cloned())
             .and(warp::body::stream())

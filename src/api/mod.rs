@@ -7,7 +7,9 @@
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
 //! | `workers.rs` | the worker protocol: `/workers…`, `POST /tasks/claim`, and a worker's writes on its tasks |
 //! | `mcp.rs` | `/mcp`: the MCP tools over rmcp's streamable HTTP transport (their calls come back to this API over HTTP) |
-//! | `body.rs` | the API key check and the JSON body reader every route with a body uses |
+//! | `access.rs` | the API keys (full and read-only), the dashboard's session cookie, the CSRF and `Origin` guards |
+//! | `body.rs` | the JSON body reader every route with a body uses |
+//! | `ui/` | the dashboard under `/ui`: server-rendered pages, login, and the assets built into the binary |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
 //! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/openapi.rs`) |
 //!
@@ -27,6 +29,7 @@ use crate::remote::{Remote, TaskTypes};
 use crate::shutdown::Shutdown;
 use crate::store::{ListenerStatus, TaskStore, Wakeups};
 
+pub mod access;
 pub mod body;
 pub mod cwom;
 pub mod error;
@@ -34,6 +37,7 @@ pub mod health;
 pub mod mcp;
 pub mod openapi;
 pub mod tasks;
+pub mod ui;
 pub mod workers;
 
 pub use error::ApiError;
@@ -57,7 +61,8 @@ pub struct ApiState {
     /// The work object model's service (routes under `/cwom`).
     pub cwom: Cwom,
     pub max_body_bytes: u64,
-    pub api_key: Option<Arc<str>>,
+    /// The API keys and dashboard sessions: who may read and who may change.
+    pub access: Arc<access::Access>,
 }
 
 /// Every route, with errors recovered into JSON.
@@ -74,6 +79,8 @@ pub fn routes(
         .or(workers::routes(state.clone()))
         .unify()
         .or(tasks::routes(state.clone()))
+        .unify()
+        .or(ui::routes(state.clone()))
         .unify()
         .or(cwom::routes(state))
         .unify()

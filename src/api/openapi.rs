@@ -51,6 +51,15 @@ fn paging() -> Vec<Value> {
 }
 
 fn task_paths() -> Value {
+    let bulk_responses = json!({
+        "200": ok_json("How many tasks the selection held and how many changed", schema_ref("BulkResult")),
+        "400": error("Malformed JSON, or an id that is not a UUID"),
+        "401": error("Missing or wrong API key"),
+        "403": error("The read-only key (`read_only_key`), a session request without its CSRF token (`csrf_rejected`), or another site's Origin (`cross_origin`)"),
+        "413": error("Body larger than JCT_MAX_BODY_BYTES"),
+        "415": error("Not application/json"),
+        "422": error("Neither or both of ids and filter (`invalid_bulk`), more than 10,000 ids, or a bad filter (`invalid_filter`)"),
+    });
     let enqueue_errors = json!({
         "400": error("Malformed JSON (`malformed_json`), or a header that is not text (`invalid_header`)"),
         "401": error("Missing or wrong API key"),
@@ -106,9 +115,25 @@ fn task_paths() -> Value {
             }}},
             "responses": batch_responses
         }},
+        "/tasks/bulk/cancel": { "post": {
+            "summary": "Cancel the queued or running tasks named by id, or every task matching a filter (in bounded chunks)",
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": schema_ref("BulkRequest"),
+                "example": { "filter": { "status": "queued", "queue": "nightly" } }
+            }}},
+            "responses": bulk_responses.clone()
+        }},
+        "/tasks/bulk/retry": { "post": {
+            "summary": "Queue again the failed or cancelled tasks named by id, or every task matching a filter (in bounded chunks)",
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": schema_ref("BulkRequest"),
+                "example": { "filter": { "status": "failed" } }
+            }}},
+            "responses": bulk_responses
+        }},
         "/tasks": { "get": {
             "summary": "List tasks, newest first",
-            "parameters": ([query_params(&["status", "type", "queue"]), paging()].concat()),
+            "parameters": ([query_params(&["status", "type", "queue", "cwom_issue_id", "before"]), paging()].concat()),
             "responses": {
                 "200": ok_json("Tasks", json!({ "type": "array", "items": schema_ref("Task") })),
                 "400": error("Undecodable query string"),
@@ -271,7 +296,7 @@ fn worker_paths() -> Value {
             }
         }},
         "/tasks/{id}/trace/{file}": { "get": {
-            "summary": "A trace file: input.json, log.txt, output.json or artifacts/<name>",
+            "summary": "A trace file: input.json, log.txt, output.json, output.attempt-N.json (attempt N's end, kept when attempt N+1 began) or artifacts/<name>",
             "parameters": [task_id_param(), { "name": "file", "in": "path", "required": true, "schema": { "type": "string" } }],
             "responses": {
                 "200": { "description": "The file", "content": { "application/octet-stream": { "schema": { "type": "string" } } } },
@@ -410,6 +435,32 @@ fn schemas() -> Value {
                     "type": "array", "items": { "type": "integer" },
                     "description": "duplicate_key_in_batch: the two tasks of the batch that use one idempotency key"
                 }
+            }
+        },
+        "BulkRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "exactly one of ids and filter",
+            "properties": {
+                "ids": { "type": "array", "maxItems": 10000, "items": { "type": "string", "format": "uuid" } },
+                "filter": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "description": "every task matching when the request arrives; {} is every task",
+                    "properties": {
+                        "status": { "type": "string" }, "type": { "type": "string" },
+                        "queue": { "type": "string" }, "cwom_issue_id": { "type": "string" }
+                    }
+                }
+            }
+        },
+        "BulkResult": {
+            "type": "object",
+            "required": ["action", "matched", "changed"],
+            "properties": {
+                "action": { "type": "string", "enum": ["cancel", "retry"] },
+                "matched": { "type": "integer", "description": "tasks the ids or the filter named" },
+                "changed": { "type": "integer", "description": "of those, the ones cancelled (were queued or running) or queued again (were failed or cancelled)" }
             }
         },
         "Health": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["ok"] } } },

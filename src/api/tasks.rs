@@ -1,5 +1,6 @@
-//! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel. Each
-//! parses and checks the request, calls the task store, and shapes the answer.
+//! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel, retry,
+//! bulk cancel and retry (by ids or by filter, in bounded chunks). Each parses and checks
+//! the request, calls the task store, and shapes the answer.
 
 use std::collections::HashMap;
 
@@ -12,14 +13,15 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::body::{authorized, read_json_body};
+use super::access::authorized;
+use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::storable;
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
 
 /// Every `/tasks` route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
-    let auth = authorized(state.api_key.clone());
+    let auth = authorized(state.access.clone());
     let with_state = warp::any().map(move || state.clone());
     // What both enqueue routes read: content type, trace id, the body as a stream.
     let intake = warp::post()
@@ -43,6 +45,13 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .then(cancel);
     let retry =
         warp::path!("tasks" / String / "retry").and(warp::post()).and(auth.clone()).and(with_state.clone()).then(retry);
+    let bulk = warp::path!("tasks" / "bulk" / String)
+        .and(warp::post())
+        .and(auth.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .and(with_state.clone())
+        .then(bulk);
     let log = warp::path!("tasks" / String / "log")
         .and(warp::get())
         .and(auth.clone())
@@ -57,6 +66,8 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .then(trace_file);
     enqueue
         .or(enqueue_batch)
+        .unify()
+        .or(bulk)
         .unify()
         .or(get)
         .unify()
@@ -337,7 +348,8 @@ async fn get(raw_id: String, state: ApiState) -> Response {
     }
 }
 
-/// Parses `status`, `type`, `queue`, `limit`, `offset`; anything else is refused.
+/// Parses `status`, `type`, `queue`, `cwom_issue_id`, `before` (a task id: keyset paging),
+/// `limit`, `offset`; anything else is refused.
 pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> {
     let mut f = TaskFilter { limit: TaskFilter::DEFAULT_LIMIT, ..TaskFilter::default() };
     for (k, v) in query {
@@ -349,13 +361,20 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
                     ))
                 })?)
             }
-            "type" | "queue" => {
+            "type" | "queue" | "cwom_issue_id" => {
                 storable::check_text(k, v).map_err(|e| ApiError::InvalidFilter(e.to_string()))?;
-                if k == "type" {
-                    f.task_type = Some(v.clone());
-                } else {
-                    f.queue = Some(v.clone());
-                }
+                let slot = match k.as_str() {
+                    "type" => &mut f.task_type,
+                    "queue" => &mut f.queue,
+                    _ => &mut f.cwom_issue_id,
+                };
+                *slot = Some(v.clone());
+            }
+            "before" => {
+                f.before =
+                    Some(v.parse().map_err(|_| {
+                        ApiError::InvalidFilter(format!("before must be a task id (a UUID) (got {v:?})"))
+                    })?)
             }
             "limit" => {
                 f.limit =
@@ -375,7 +394,7 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
             }
             other => {
                 return Err(ApiError::InvalidFilter(format!(
-                    "unknown filter {other:?} (known: status, type, queue, limit, offset)"
+                    "unknown filter {other:?} (known: status, type, queue, cwom_issue_id, before, limit, offset)"
                 )))
             }
         }
@@ -428,6 +447,137 @@ async fn retry(raw_id: String, state: ApiState) -> Response {
     }
 }
 
+/// The body of `POST /tasks/bulk/{cancel|retry}`: the tasks by id, or every task matching
+/// a filter (the list filters but paging: `status`, `type`, `queue`, `cwom_issue_id`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    ids: Option<Vec<String>>,
+    filter: Option<serde_json::Map<String, Value>>,
+}
+
+/// Which tasks a bulk action is for.
+enum Selection {
+    Ids(Vec<TaskId>),
+    Filter(TaskFilter),
+}
+
+fn parse_bulk(value: Value) -> Result<Selection, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::InvalidBulk("the body must be a JSON object with \"ids\" or \"filter\"".into()));
+    }
+    let req: BulkRequest = crate::cwom::requests::parse_body(value)?;
+    match (req.ids, req.filter) {
+        (Some(ids), None) => {
+            if ids.len() > crate::tunables::BULK_IDS_MAX {
+                return Err(ApiError::InvalidBulk(format!(
+                    "at most {} ids per request (got {}); select by filter instead",
+                    crate::tunables::BULK_IDS_MAX,
+                    ids.len()
+                )));
+            }
+            let mut parsed: Vec<TaskId> = ids.iter().map(|raw| parse_id(raw)).collect::<Result<_, _>>()?;
+            parsed.sort_by_key(|id| id.0);
+            parsed.dedup();
+            Ok(Selection::Ids(parsed))
+        }
+        (None, Some(filter)) => {
+            let mut pairs = Vec::new();
+            for (k, v) in filter {
+                if !matches!(k.as_str(), "status" | "type" | "queue" | "cwom_issue_id") {
+                    return Err(ApiError::InvalidFilter(format!(
+                        "unknown bulk filter {k:?} (known: status, type, queue, cwom_issue_id)"
+                    )));
+                }
+                let Value::String(v) = v else {
+                    return Err(ApiError::InvalidFilter(format!("filter {k:?} must be a string")));
+                };
+                pairs.push((k, v));
+            }
+            Ok(Selection::Filter(parse_filter(&pairs)?))
+        }
+        _ => Err(ApiError::InvalidBulk("give exactly one of \"ids\" (a list of task ids) or \"filter\"".into())),
+    }
+}
+
+/// What a bulk action does to one chunk of ids.
+#[derive(Clone, Copy)]
+enum BulkAction {
+    Cancel,
+    Retry,
+}
+
+impl BulkAction {
+    async fn apply(self, state: &ApiState, ids: &[TaskId]) -> Result<u64, ApiError> {
+        Ok(match self {
+            BulkAction::Cancel => {
+                let cancelled = state.store.cancel_many(ids).await?;
+                for id in &cancelled {
+                    // Running here? Stop it now rather than at the next heartbeat.
+                    state.signals.task_cancelled(*id);
+                }
+                cancelled.len() as u64
+            }
+            BulkAction::Retry => {
+                let retried = state.store.retry_many(ids).await?;
+                if !retried.is_empty() {
+                    state.signals.tasks_inserted();
+                }
+                retried.len() as u64
+            }
+        })
+    }
+}
+
+/// `POST /tasks/bulk/cancel` and `/tasks/bulk/retry`: `{"action", "matched", "changed"}`.
+/// The server walks the selection in chunks of [`crate::tunables::BULK_CHUNK`], each its own
+/// short statement; a filter selects the tasks that match when the request arrives (newer
+/// ones have higher ids than where the walk starts).
+async fn bulk<S, B>(action: String, content_type: Option<String>, body: S, state: ApiState) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let result = async {
+        let action = match action.as_str() {
+            "cancel" => BulkAction::Cancel,
+            "retry" => BulkAction::Retry,
+            _ => return Err(ApiError::RouteNotFound),
+        };
+        let value = super::body::read_json_value(content_type.as_deref(), body, state.max_body_bytes).await?;
+        let (mut matched, mut changed) = (0u64, 0u64);
+        match parse_bulk(value)? {
+            Selection::Ids(ids) => {
+                for chunk in ids.chunks(crate::tunables::BULK_CHUNK) {
+                    matched += chunk.len() as u64;
+                    changed += action.apply(&state, chunk).await?;
+                }
+            }
+            Selection::Filter(mut filter) => {
+                filter.limit = crate::tunables::BULK_CHUNK as u32;
+                loop {
+                    let ids = state.store.list_ids(&filter).await?;
+                    let Some(last) = ids.last() else { break };
+                    filter.before = Some(*last);
+                    matched += ids.len() as u64;
+                    changed += action.apply(&state, &ids).await?;
+                }
+            }
+        }
+        let name = match action {
+            BulkAction::Cancel => "cancel",
+            BulkAction::Retry => "retry",
+        };
+        tracing::info!(action = name, matched, changed, "bulk action");
+        Ok::<_, ApiError>(json!({ "action": name, "matched": matched, "changed": changed }))
+    }
+    .await;
+    match result {
+        Ok(body) => warp::reply::json(&body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The trace folder of an existing task, or why not.
 async fn trace_dir(raw_id: &str, state: &ApiState) -> Result<(crate::task::Task, std::path::PathBuf), ApiError> {
     let id = parse_id(raw_id)?;
@@ -439,8 +589,8 @@ async fn trace_dir(raw_id: &str, state: &ApiState) -> Result<(crate::task::Task,
     Ok((task, dir))
 }
 
-/// `GET /tasks/{id}/trace/{file}`: `input.json`, `log.txt`, `output.json` or
-/// `artifacts/<name>`; nothing else, and no path outside the folder.
+/// `GET /tasks/{id}/trace/{file}`: `input.json`, `log.txt`, `output.json`,
+/// `output.attempt-N.json` or `artifacts/<name>`; nothing else, and no path outside the folder.
 async fn trace_file(raw_id: String, tail: warp::path::Tail, state: ApiState) -> Response {
     let result = async {
         let (_, dir) = trace_dir(&raw_id, &state).await?;

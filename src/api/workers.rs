@@ -13,7 +13,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
-use super::body::{authorized, read_json_body};
+use super::access::authorized;
+use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::attempt::RunEnd;
 use crate::attempt::{ArtifactContent, PostedArtifact};
@@ -26,7 +27,7 @@ use crate::tunables::{CLAIM_MAX, LOG_LINES_MAX};
 
 /// Every worker-protocol route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
-    let auth = authorized(state.api_key.clone());
+    let auth = authorized(state.access.clone());
     let with_state = warp::any().map(move || state.clone());
     let json_body = warp::header::optional::<String>("content-type").and(warp::body::stream());
 
@@ -58,18 +59,22 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .and(json_body)
         .and(with_state.clone())
         .then(|ct, body, state| async move { respond(claim(ct, body, state).await) });
-    let task_op =
-        warp::path!("tasks" / String / String).and(warp::post()).and(auth).and(json_body).and(with_state).and_then(
-            |id: String, op: String, ct, body, state| async move {
-                match op.as_str() {
-                    "heartbeat" | "log" | "artifacts" | "complete" | "fail" | "release" => {
-                        Ok(respond(task_op(id, op, ct, body, state).await))
-                    }
-                    // Not ours (cancel, retry): let the other filters answer.
-                    _ => Err(warp::reject::not_found()),
-                }
-            },
-        );
+    // The operation is checked before the body is read: a route this is not (cancel,
+    // retry, the bulk routes) must find the body still there.
+    let task_op = warp::path!("tasks" / String / String)
+        .and(warp::post())
+        .and_then(|id: String, op: String| async move {
+            match op.as_str() {
+                "heartbeat" | "log" | "artifacts" | "complete" | "fail" | "release" => Ok((id, op)),
+                // Not ours (cancel, retry, bulk): let the other filters answer.
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one()
+        .and(auth)
+        .and(json_body)
+        .and(with_state)
+        .then(|id, op, ct, body, state| async move { respond(task_op(id, op, ct, body, state).await) });
     register.or(list).unify().or(beat).unify().or(deregister).unify().or(claim).unify().or(task_op).unify().boxed()
 }
 

@@ -39,7 +39,7 @@ pub use error::{CancelError, EnqueueError, RetryError, StoreError, StoreErrorKin
 pub use listener::{Listener, ListenerStatus, Wakeups};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use tasks::{ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+pub use tasks::{ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore};
 pub use workers::WorkerStore;
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the

@@ -60,6 +60,48 @@ pub(crate) fn backoff_params(retry: &RetryPolicy) -> (i64, i64, f64) {
     (us(retry.base), us(retry.cap), crate::tunables::RETRY_JITTER_MIN)
 }
 
+/// A count that stops at a cap: `capped` says the true number is `n` or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Count {
+    pub n: u64,
+    pub capped: bool,
+}
+
+impl Count {
+    /// Reads a count of at most `cap + 1` rows: one more than the cap means "at least".
+    pub fn of(counted: u64, cap: u64) -> Count {
+        if counted > cap {
+            Count { n: cap, capped: true }
+        } else {
+            Count { n: counted, capped: false }
+        }
+    }
+}
+
+/// Completions and failures that finished in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MinuteCounts {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+/// What the dashboard's overview shows, read in bounded time whatever the table's size.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Overview {
+    /// Tasks per status, each counted up to the cap.
+    pub by_status: Vec<(TaskStatus, Count)>,
+    /// Queued and running tasks per queue, from at most `cap + 1` of them: `capped` says the
+    /// queues' numbers are those of a prefix of the active tasks.
+    pub active_by_queue: Vec<(String, u64, u64)>,
+    pub active_by_queue_capped: bool,
+    /// When the oldest queued task was created.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Minutes of the chart's window that saw a completion or a failure, oldest first.
+    pub per_minute: Vec<MinuteCounts>,
+}
+
 /// How one attempt ended, as the store records it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -164,4 +206,21 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Queued tasks per type (for `/metrics`: a type nobody serves waits here).
     async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Cancels those of `ids` that are queued or running, in one statement (callers pass
+    /// bounded chunks), telling running tasks' daemons as [`TaskStore::cancel`] does.
+    /// Returns the ids cancelled; the others were missing or already over.
+    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
+
+    /// Queues those of `ids` that are failed or cancelled again with a fresh attempt
+    /// budget, as [`TaskStore::retry`] does, in one statement. Returns the ids queued.
+    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
+
+    /// Ids of tasks matching the filter, newest first (the filter's `before` and `limit`
+    /// page them; `offset` is ignored): what a bulk action by filter walks, chunk by chunk.
+    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>>;
+
+    /// The dashboard's overview: counts capped at `cap`, and the completions and failures
+    /// per minute since `since`.
+    async fn overview(&self, cap: u64, since: DateTime<Utc>) -> StoreResult<Overview>;
 }

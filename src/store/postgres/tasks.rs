@@ -23,7 +23,9 @@ use uuid::Uuid;
 use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL};
 use crate::remote::model::LeaseToken;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
-use crate::store::tasks::{backoff_params, ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+use crate::store::tasks::{
+    backoff_params, ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore,
+};
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
@@ -53,6 +55,46 @@ impl Col {
             _ => Type::TEXT,
         }
     }
+}
+
+/// A filtered, newest-first read of `select` (columns of `tasks`): only the filter's
+/// conditions are in the statement, never `$n IS NULL OR …`, so the plan PostgreSQL caches
+/// for it keeps using `tasks_status_idx` for a status (a generic plan of the `OR` form
+/// walks the primary key and filters, a scan of the table when the status is rare).
+fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut add = |sql: &str, value: Box<dyn ToSql + Sync + Send>, params: &mut Vec<_>| {
+        params.push(value);
+        conditions.push(format!("{sql} ${}", params.len()));
+    };
+    if let Some(status) = filter.status {
+        add("status =", Box::new(status.as_str()), &mut params);
+    }
+    if let Some(t) = &filter.task_type {
+        add("type =", Box::new(t.clone()), &mut params);
+    }
+    if let Some(q) = &filter.queue {
+        add("queue =", Box::new(q.clone()), &mut params);
+    }
+    if let Some(i) = &filter.cwom_issue_id {
+        add("cwom_issue_id =", Box::new(i.clone()), &mut params);
+    }
+    if let Some(before) = filter.before {
+        add("id <", Box::new(before.0), &mut params);
+    }
+    let mut sql = format!("SELECT {select} FROM tasks");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    params.push(Box::new(filter.limit as i64));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
+    if with_offset && filter.offset > 0 {
+        params.push(Box::new(filter.offset as i64));
+        sql.push_str(&format!(" OFFSET ${}", params.len()));
+    }
+    (sql, params)
 }
 
 /// The columns an enqueue writes; the table's defaults fill the rest.
@@ -490,28 +532,10 @@ impl TaskStore for PgStore {
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM tasks \
-                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) \
-                   AND ($3::text IS NULL OR queue = $3) \
-                 ORDER BY id DESC LIMIT $4 OFFSET $5"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &filter.status.map(TaskStatus::as_str),
-                    &filter.task_type,
-                    &filter.queue,
-                    &(filter.limit as i64),
-                    &(filter.offset as i64),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
+        let (sql, params) = filtered(COLUMNS, filter, true);
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&stmt, &refs).await.map_err(pg_err)?;
         tasks_from_rows(&rows)
     }
 
@@ -648,6 +672,124 @@ impl TaskStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
+    }
+
+    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let mut client = self.client().await?;
+        // As `cancel`: the updates and the notifications to running tasks' daemons commit
+        // together. Rows are locked in id order, so two bulk cancels never deadlock.
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let rows = tx
+            .query(
+                "WITH old AS ( \
+                   SELECT id, status AS was FROM tasks \
+                   WHERE id = ANY($1) AND status IN ('queued', 'running') ORDER BY id FOR UPDATE) \
+                 UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+                   last_error = CASE WHEN old.was = 'running' THEN 'cancelled while running' \
+                                     ELSE tasks.last_error END, \
+                   locked_by = NULL, locked_until = NULL \
+                 FROM old WHERE tasks.id = old.id AND old.was IN ('queued', 'running') \
+                 RETURNING tasks.id, old.was",
+                &[&uuids(ids)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let running: Vec<String> =
+            rows.iter().filter(|r| r.get::<_, &str>(1) == "running").map(|r| r.get::<_, Uuid>(0).to_string()).collect();
+        if !running.is_empty() {
+            tx.execute("SELECT pg_notify($1, x) FROM unnest($2::text[]) AS x", &[&CANCEL_CHANNEL, &running])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
+                   finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                 WHERE id = ANY($1) AND status IN ('failed', 'cancelled') RETURNING id",
+                &[&uuids(ids)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>> {
+        let client = self.client().await?;
+        let (sql, params) = filtered("id", filter, false);
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&stmt, &refs).await.map_err(pg_err)?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn overview(&self, cap: u64, since: DateTime<Utc>) -> StoreResult<Overview> {
+        let client = self.client().await?;
+        let limit = cap.saturating_add(1).min(i64::MAX as u64) as i64;
+        // Each status counted through tasks_status_idx, reading at most `cap + 1` entries.
+        let statuses: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        let rows = client
+            .query(
+                "SELECT s, (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = s LIMIT $2) AS t) \
+                 FROM unnest($1::text[]) AS s",
+                &[&statuses, &limit],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut by_status = Vec::new();
+        for r in &rows {
+            let status: TaskStatus = r.get::<_, &str>(0).parse().map_err(StoreError::internal)?;
+            by_status.push((status, Count::of(r.get::<_, i64>(1) as u64, cap)));
+        }
+        let rows = client
+            .query(
+                "SELECT queue, count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running') \
+                 FROM (SELECT queue, status FROM tasks WHERE status IN ('queued', 'running') LIMIT $1) AS t \
+                 GROUP BY queue ORDER BY queue",
+                &[&limit],
+            )
+            .await
+            .map_err(pg_err)?;
+        let active_by_queue: Vec<(String, u64, u64)> =
+            rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64)).collect();
+        let active: u64 = active_by_queue.iter().map(|(_, q, r)| q + r).sum();
+        // Ids are time-ordered, so the first queued id in the index is the oldest task.
+        let oldest = client
+            .query_opt("SELECT created_at FROM tasks WHERE status = 'queued' ORDER BY id LIMIT 1", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get::<_, DateTime<Utc>>(0));
+        let rows = client
+            .query(
+                "SELECT date_trunc('minute', finished_at) AS m, \
+                   count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed') \
+                 FROM tasks WHERE finished_at >= $1 AND finished_at IS NOT NULL \
+                 GROUP BY m ORDER BY m",
+                &[&since],
+            )
+            .await
+            .map_err(pg_err)?;
+        let per_minute = rows
+            .iter()
+            .map(|r| MinuteCounts {
+                minute: r.get(0),
+                completed: r.get::<_, i64>(1) as u64,
+                failed: r.get::<_, i64>(2) as u64,
+            })
+            .filter(|m| m.completed + m.failed > 0)
+            .collect();
+        Ok(Overview {
+            by_status,
+            active_by_queue,
+            active_by_queue_capped: active > cap,
+            oldest_queued_at: oldest,
+            per_minute,
+        })
     }
 }
 

@@ -11,7 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::remote::model::LeaseToken;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
-use crate::store::tasks::{backoff_params, ClaimParams, Finish, LeaseState, Outcome, TaskStore};
+use crate::store::tasks::{
+    backoff_params, ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore,
+};
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 crate::store::tasks::task_columns! {
@@ -160,6 +162,58 @@ fn holder_of(conn: &Connection, key: &Option<String>) -> StoreResult<TaskId> {
     let id: String =
         conn.query_row("SELECT id FROM tasks WHERE idempotency_key = ?1", [key], |r| r.get(0)).map_err(sql_err)?;
     id.parse().map_err(|e: uuid::Error| StoreError::internal(format!("unreadable task id {id:?}")).caused_by(e))
+}
+
+/// A filtered, newest-first read of `select`: only the filter's conditions are in the
+/// statement, so SQLite's planner picks `tasks_status_idx` for a status.
+fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params: Vec<V> = Vec::new();
+    let mut add = |sql: &str, value: V| {
+        params.push(value);
+        conditions.push(format!("{sql} ?{}", params.len()));
+    };
+    if let Some(status) = filter.status {
+        add("status =", V::Text(status.as_str().into()));
+    }
+    if let Some(t) = &filter.task_type {
+        add("type =", V::Text(t.clone()));
+    }
+    if let Some(q) = &filter.queue {
+        add("queue =", V::Text(q.clone()));
+    }
+    if let Some(i) = &filter.cwom_issue_id {
+        add("cwom_issue_id =", V::Text(i.clone()));
+    }
+    if let Some(before) = filter.before {
+        add("id <", V::Text(before.to_string()));
+    }
+    let mut sql = format!("SELECT {select} FROM tasks");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    params.push(V::Integer(filter.limit as i64));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", params.len()));
+    if with_offset && filter.offset > 0 {
+        params.push(V::Integer(filter.offset.min(i64::MAX as u64) as i64));
+        sql.push_str(&format!(" OFFSET ?{}", params.len()));
+    }
+    (sql, params)
+}
+
+/// `ids` as the JSON array `json_each` reads (SQLite has no array parameter).
+fn id_array(ids: &[TaskId]) -> String {
+    serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_ids(raw: Vec<String>) -> StoreResult<Vec<TaskId>> {
+    raw.into_iter()
+        .map(|id| {
+            id.parse().map_err(|e: uuid::Error| StoreError::internal(format!("unreadable task id {id:?}")).caused_by(e))
+        })
+        .collect()
 }
 
 fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
@@ -381,19 +435,9 @@ impl TaskStore for SqliteStore {
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
         let f = filter.clone();
         self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM tasks \
-                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR queue = ?3) \
-                     ORDER BY id DESC LIMIT ?4 OFFSET ?5"
-                ))
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(
-                    params![f.status.map(TaskStatus::as_str), f.task_type, f.queue, f.limit as i64, f.offset as i64],
-                    task_from_row,
-                )
-                .map_err(sql_err)?;
+            let (sql, params) = filtered(COLUMNS, &f, true);
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), task_from_row).map_err(sql_err)?;
             collect(rows)
         })
         .await
@@ -585,6 +629,124 @@ impl TaskStore for SqliteStore {
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(sql_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let ids = id_array(ids);
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                       last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
+                       locked_by = NULL, locked_until = NULL \
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('queued', 'running') RETURNING id",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
+        })
+        .await
+    }
+
+    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let ids = id_array(ids);
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'cancelled') RETURNING id",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
+        })
+        .await
+    }
+
+    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>> {
+        let f = filter.clone();
+        self.call(move |conn| {
+            let (sql, params) = filtered("id", &f, false);
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
+                .map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
+        })
+        .await
+    }
+
+    async fn overview(&self, cap: u64, since: DateTime<Utc>) -> StoreResult<Overview> {
+        self.call(move |conn| {
+            let limit = cap.saturating_add(1).min(i64::MAX as u64) as i64;
+            let mut by_status = Vec::new();
+            for status in TaskStatus::ALL {
+                // Read through tasks_status_idx, at most `cap + 1` entries.
+                let n: i64 = conn
+                    .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = ?1 LIMIT ?2)")
+                    .map_err(sql_err)?
+                    .query_row(params![status.as_str(), limit], |r| r.get(0))
+                    .map_err(sql_err)?;
+                by_status.push((status, Count::of(n as u64, cap)));
+            }
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT queue, sum(status = 'queued'), sum(status = 'running') \
+                     FROM (SELECT queue, status FROM tasks WHERE status IN ('queued', 'running') LIMIT ?1) \
+                     GROUP BY queue ORDER BY queue",
+                )
+                .map_err(sql_err)?;
+            let active_by_queue = stmt
+                .query_map([limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            let active: u64 = active_by_queue.iter().map(|(_, q, r)| q + r).sum();
+            // Ids are time-ordered, so the first queued id in the index is the oldest task.
+            let oldest_queued_at = conn
+                .prepare_cached("SELECT created_at FROM tasks WHERE status = 'queued' ORDER BY id LIMIT 1")
+                .map_err(sql_err)?
+                .query_row([], |r| time_from_sql(r.get_ref(0)?).map_err(|m| conversion(0, m)))
+                .optional()
+                .map_err(sql_err)?;
+            const MINUTE_US: i64 = 60_000_000;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT finished_at / ?2 AS m, sum(status = 'completed'), sum(status = 'failed') \
+                     FROM tasks WHERE finished_at >= ?1 GROUP BY m ORDER BY m",
+                )
+                .map_err(sql_err)?;
+            let per_minute = stmt
+                .query_map(params![micros(since), MINUTE_US], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?
+                .into_iter()
+                .filter(|(_, c, f)| c + f > 0)
+                .filter_map(|(m, completed, failed)| {
+                    DateTime::from_timestamp_micros(m * MINUTE_US).map(|minute| MinuteCounts {
+                        minute,
+                        completed,
+                        failed,
+                    })
+                })
+                .collect();
+            Ok(Overview {
+                by_status,
+                active_by_queue,
+                active_by_queue_capped: active > cap,
+                oldest_queued_at,
+                per_minute,
+            })
         })
         .await
     }

@@ -1,0 +1,164 @@
+// The dashboard's one script (hand-written, no library): actions through the JSON API with
+// the session's CSRF token, the live log tail over server-sent events, the enqueue form's
+// checks, and the periodic refresh of the overview and workers pages. Text from the server
+// is only ever inserted as text (textContent), never as markup.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const root = body.dataset.root || "./";
+  const csrf = body.dataset.csrf || "";
+
+  function flash(message, isError) {
+    const el = document.getElementById("flash");
+    if (!el) return;
+    el.textContent = message;
+    el.className = isError ? "error shown" : "ok shown";
+  }
+
+  // Calls the API; resolves with the parsed JSON body, rejects with its error message.
+  async function api(method, path, payload) {
+    const headers = { "Accept": "application/json" };
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+    const init = { method: method, headers: headers, credentials: "same-origin" };
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    const res = await fetch(root + path, init);
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    if (!res.ok) {
+      const msg = data && data.message ? data.message : ("HTTP " + res.status);
+      throw new Error(msg);
+    }
+    return data;
+  }
+
+  function setStatus(status) {
+    const el = document.getElementById("status");
+    if (!el) return;
+    el.textContent = "";
+    const span = document.createElement("span");
+    span.className = "status s-" + status;
+    span.textContent = status;
+    el.appendChild(span);
+    body.dataset.status = status;
+  }
+
+  // Cancel and retry buttons on a task page.
+  document.querySelectorAll("button[data-action]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const action = button.dataset.action;
+      button.disabled = true;
+      try {
+        const task = await api("POST", "tasks/" + button.dataset.id + "/" + action);
+        setStatus(task.status);
+        flash("Task " + (action === "cancel" ? "cancelled" : "queued again") + ".", false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        flash(e.message, true);
+        button.disabled = false;
+      }
+    });
+  });
+
+  // Bulk actions on the tasks page: the checked rows, or every task matching the filter
+  // (that one asks for a second click to confirm).
+  const selectAll = document.getElementById("select-all");
+  if (selectAll) {
+    selectAll.addEventListener("change", function () {
+      document.querySelectorAll("input.sel").forEach(function (box) { box.checked = selectAll.checked; });
+    });
+  }
+  const bulk = document.getElementById("bulk");
+  document.querySelectorAll("button[data-bulk]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const action = button.dataset.bulk;
+      let request;
+      if (button.dataset.scope === "ids") {
+        const ids = Array.from(document.querySelectorAll("input.sel:checked")).map(function (b) { return b.value; });
+        if (ids.length === 0) { flash("Select some tasks first.", true); return; }
+        request = { ids: ids };
+      } else {
+        if (button.dataset.armed !== "1") {
+          button.dataset.armed = "1";
+          button.dataset.label = button.textContent;
+          button.textContent = "Click again: " + action + " every matching task";
+          return;
+        }
+        request = { filter: JSON.parse(bulk.dataset.filter || "{}") };
+      }
+      button.disabled = true;
+      try {
+        const r = await api("POST", "tasks/bulk/" + action, request);
+        flash((action === "cancel" ? "Cancelled " : "Queued again ") + r.changed + " of " + r.matched + " tasks.", false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        flash(e.message, true);
+      } finally {
+        button.disabled = false;
+        if (button.dataset.label) { button.textContent = button.dataset.label; button.dataset.armed = ""; }
+      }
+    });
+  });
+
+  // The enqueue form: the payload must be JSON before anything is sent; the server checks
+  // everything again.
+  const form = document.getElementById("enqueue");
+  if (form) {
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const error = document.getElementById("e-error");
+      error.textContent = "";
+      const type = form.elements["type"].value.trim();
+      if (!type) { error.textContent = "type is required"; return; }
+      let payload;
+      try {
+        payload = JSON.parse(form.elements["payload"].value || "{}");
+      } catch (e) {
+        error.textContent = "payload is not valid JSON: " + e.message;
+        return;
+      }
+      const request = { type: type, payload: payload };
+      const queue = form.elements["queue"].value.trim();
+      if (queue) request.queue = queue;
+      const priority = form.elements["priority"].value.trim();
+      if (priority) request.priority = Number(priority);
+      try {
+        const task = await api("POST", "tasks/enqueue", request);
+        location.href = root + "ui/tasks/" + task.task_id;
+      } catch (e) {
+        error.textContent = e.message;
+      }
+    });
+  }
+
+  // The live log of a running task: every line from the start, then new ones as written,
+  // until the attempt ends.
+  if (body.dataset.follow === "1") {
+    const log = document.getElementById("log");
+    const live = document.getElementById("live");
+    const source = new EventSource(root + "tasks/" + body.dataset.task + "/log?follow=1");
+    source.addEventListener("line", function (event) {
+      log.appendChild(document.createTextNode(event.data + "\n"));
+      log.scrollTop = log.scrollHeight;
+    });
+    source.addEventListener("end", async function () {
+      source.close();
+      if (live) { live.textContent = "ended"; live.className = "badge"; }
+      try {
+        const task = await api("GET", "tasks/" + body.dataset.task);
+        setStatus(task.status);
+      } catch (e) { /* the status stays as shown */ }
+    });
+    source.onerror = function () {
+      if (live) live.textContent = "reconnecting";
+    };
+  }
+
+  // Overview and workers: refresh the whole page now and then (nothing to lose there).
+  if (body.dataset.refresh) {
+    setTimeout(function () { location.reload(); }, Number(body.dataset.refresh));
+  }
+})();

@@ -1,0 +1,389 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, against the real daemon
+//! binary on PostgreSQL. Signs in with the key, loads every view, filters, watches a running
+//! task's log grow without a reload (a remote worker posts the lines), cancels it with the
+//! button, retries a failed task, enqueues from the form, runs bulk actions, checks that a
+//! payload's markup is shown as text, that forged requests are refused, that the read-only
+//! key sees no action, and that the pages work behind a proxy under a path prefix. Saves a
+//! screenshot of every view under `target/ui-screenshots/`.
+
+#[path = "support/browser.rs"]
+mod browser;
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use browser::Browser;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde_json::{json, Value};
+use support::{PgDb, Spawn};
+
+const KEY: &str = "ui-full-key";
+const READ_KEY: &str = "ui-read-key";
+
+fn screenshots() -> PathBuf {
+    // <target>/debug/devops-control-tower → <target>/ui-screenshots
+    PathBuf::from(support::BIN).parent().unwrap().parent().unwrap().join("ui-screenshots")
+}
+
+/// An API client with the full key.
+fn api() -> reqwest::Client {
+    let mut h = HeaderMap::new();
+    h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap());
+    reqwest::Client::builder().default_headers(h).timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = api().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    let res = api().get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "GET {path}");
+    res.json().await.unwrap()
+}
+
+async fn enqueue(base: &str, body: Value) -> String {
+    let (status, task) = post(base, "/tasks/enqueue", body).await;
+    assert_eq!(status, 201, "{task}");
+    task["task_id"].as_str().unwrap().to_string()
+}
+
+async fn wait_status(base: &str, id: &str, status: &str) -> Value {
+    support::wait_for(&format!("task {id} to be {status}"), Duration::from_secs(20), || async {
+        let t = get(base, &format!("/tasks/{id}")).await;
+        (t["status"] == status).then_some(t)
+    })
+    .await
+}
+
+/// A proxy that mounts the daemon under `/jct/` (strips the prefix, forwards the rest), as
+/// a reverse proxy in front of the dashboard would.
+async fn prefix_proxy(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    use warp::Filter;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let route = warp::path("jct")
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::body::bytes())
+        .then(move |tail: warp::path::Tail, method, headers: HeaderMap, query: String, body| {
+            let (client, upstream) = (client.clone(), upstream.clone());
+            async move {
+                let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+                let body: Vec<u8> = <_ as AsRef<[u8]>>::as_ref(&body).to_vec();
+                let mut req = client.request(method, format!("{upstream}/{}{q}", tail.as_str())).body(body);
+                for (k, v) in headers.iter() {
+                    if !matches!(k.as_str(), "host" | "content-length" | "connection") {
+                        req = req.header(k, v);
+                    }
+                }
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                let res_headers = res.headers().clone();
+                let bytes = res.bytes().await.unwrap().to_vec();
+                let mut out = warp::reply::Response::new(bytes.into());
+                *out.status_mut() = warp::http::StatusCode::from_u16(status).unwrap();
+                for (k, v) in res_headers.iter() {
+                    if !matches!(k.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                        out.headers_mut().append(k.clone(), v.clone());
+                    }
+                }
+                out
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+    (format!("http://{addr}/jct"), server)
+}
+
+/// A page on another origin that posts a form to `target` as soon as it loads: the classic
+/// cross-site request forgery.
+async fn attacker_site(target: String) -> (String, tokio::task::JoinHandle<()>) {
+    use warp::Filter;
+    let page = format!(
+        "<!doctype html><html><body><form method=\"post\" action=\"{target}\"></form>\
+         <script>document.forms[0].submit()</script></body></html>"
+    );
+    let route = warp::any().map(move || warp::reply::html(page.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+    // `localhost`, not 127.0.0.1: another site for the browser, so SameSite applies too.
+    (format!("http://localhost:{}/", addr.port()), server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = Spawn::new()
+        .env("DATABASE_URL", db.url.clone())
+        .env("JCT_API_KEY", KEY)
+        .env("JCT_READONLY_API_KEY", READ_KEY)
+        .env("JCT_WORKERS", "2")
+        .env("JCT_RETRY_BASE_MS", "50")
+        .start();
+    let base = daemon.url("");
+    let shots = screenshots();
+
+    // Data to look at: a completed task whose payload holds markup, a failed one, and a
+    // CWOM Issue with a context packet and a linked, completed task (a Run).
+    let xss =
+        enqueue(&base, json!({"type": "echo", "payload": {"note": "<script>window.__xss = 1</script><b>bold</b>"}}))
+            .await;
+    let failed =
+        enqueue(&base, json!({"type": "fail", "payload": {"message": "it broke <i>here</i>"}, "max_attempts": 1}))
+            .await;
+    let (s, repo) =
+        post(&base, "/cwom/repos", json!({"name": "Control Tower", "slug": "jct-ui", "source": {"system": "github"}}))
+            .await;
+    assert_eq!(s, 201, "{repo}");
+    let (s, issue) = post(
+        &base,
+        "/cwom/issues",
+        json!({"repo": {"kind": "Repo", "id": repo["id"]}, "title": "Show the queue", "type": "feature"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{issue}");
+    let issue_id = issue["id"].as_str().unwrap().to_string();
+    let (s, packet) = post(
+        &base,
+        "/cwom/context-packets",
+        json!({"for_issue": {"kind": "Issue", "id": issue_id}, "version": "1", "summary": "Operators want a dashboard"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{packet}");
+    let linked = enqueue(&base, json!({"type": "echo", "payload": {"for": "issue"}, "cwom_issue_id": issue_id})).await;
+    wait_status(&base, &xss, "completed").await;
+    wait_status(&base, &failed, "failed").await;
+    wait_status(&base, &linked, "completed").await;
+
+    let b = Browser::start().await;
+
+    // Signing in: the key is asked for once; a wrong one is refused.
+    b.goto(&format!("{base}/ui")).await;
+    b.wait("#login").await;
+    b.type_into("#key", "wrong").await;
+    b.click("#login-submit").await;
+    b.wait_text("#login-error", "not valid", Duration::from_secs(10)).await;
+    b.type_into("#key", KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#status-counts").await;
+    let cookie_visible = b.js("return document.cookie.includes('jct_session')", json!([])).await;
+    assert_eq!(cookie_visible, false, "the session cookie is HttpOnly");
+
+    // Overview: counts by status, the chart, queues, workers.
+    assert_eq!(b.text("#count-completed .n").await, "2");
+    assert_eq!(b.text("#count-failed .n").await, "1");
+    assert_eq!(b.text("#chart-completed").await, "2");
+    assert_eq!(b.text("#chart-failed").await, "1");
+    assert!(b.count("#chart rect.c").await >= 1, "the chart has a bar");
+
+    // Tasks: the list, then the status filter through the form.
+    b.goto(&format!("{base}/ui/tasks")).await;
+    b.wait("#tasks").await;
+    assert_eq!(b.count("#tasks tbody tr[data-id]").await, 3);
+    b.js("document.getElementById('f-status').value = 'failed'", json!([])).await;
+    b.click("#f-apply").await;
+    support::wait_for("the filtered page", Duration::from_secs(10), || async {
+        b.url().await.contains("status=failed").then_some(())
+    })
+    .await;
+    b.wait("#tasks").await;
+    assert_eq!(b.count("#tasks tbody tr[data-id]").await, 1);
+    assert!(b.find(&format!("tr[data-id='{failed}']")).await.is_some());
+    assert_eq!(b.text("#tasks .err").await, "it broke <i>here</i>", "the error is shown as text");
+    b.screenshot(&shots.join("tasks.png")).await;
+
+    // A payload with markup is shown as text and never runs.
+    b.goto(&format!("{base}/ui/tasks/{xss}")).await;
+    let payload = b.wait_text("#payload", "<script>", Duration::from_secs(5)).await;
+    assert!(payload.contains("<b>bold</b>"), "{payload}");
+    assert_eq!(b.js("return window.__xss === undefined", json!([])).await, true, "the payload's script did not run");
+    assert_eq!(b.count("main script, main b").await, 0, "no markup from the payload in the page");
+    assert!(b.text("#output").await.contains("\"status\": \"completed\""), "output.json is shown");
+    assert!(b.text("#input").await.contains(&xss), "input.json is shown");
+
+    // Retry a failed task with the button: it runs again (and fails again).
+    b.goto(&format!("{base}/ui/tasks/{failed}")).await;
+    let before = get(&base, &format!("/tasks/{failed}")).await;
+    b.click("#retry").await;
+    b.wait_text("#flash", "queued again", Duration::from_secs(10)).await;
+    support::wait_for("the retried task to run again", Duration::from_secs(20), || async {
+        let t = get(&base, &format!("/tasks/{failed}")).await;
+        (t["status"] == "failed" && t["finished_at"] != before["finished_at"]).then_some(())
+    })
+    .await;
+
+    // The CWOM Issue with its packet, its run and the task's link to both.
+    b.goto(&format!("{base}/ui/tasks/{linked}")).await;
+    b.click("#issue-link").await;
+    b.wait_text("#issue-title", "Show the queue", Duration::from_secs(10)).await;
+    assert!(b.text("#packets").await.contains("Operators want a dashboard"));
+    assert!(b.text("#runs").await.contains(&linked), "the run links its task");
+    assert!(b.count("#runs li.artifact").await >= 1, "the run's trace artifact is listed");
+    b.screenshot(&shots.join("issue.png")).await;
+
+    // Live log: a remote worker holds a task and posts lines while the page is open.
+    let (s, worker) = post(&base, "/workers", json!({"name": "ui-remote", "types": ["ui-job"], "max_slots": 2})).await;
+    assert_eq!(s, 201, "{worker}");
+    let worker_id = worker["worker_id"].as_str().unwrap().to_string();
+    let live = enqueue(&base, json!({"type": "ui-job", "payload": {"step": 1}})).await;
+    let (s, claimed) = post(&base, "/tasks/claim", json!({"worker_id": worker_id, "max": 1, "wait_ms": 5000})).await;
+    assert_eq!(s, 200, "{claimed}");
+    let token = claimed["tasks"][0]["lease_token"].clone();
+    assert_eq!(claimed["tasks"][0]["task_id"], live.as_str());
+    let log = |seq: u64, line: &str| {
+        let (base, live, token, line) = (base.clone(), live.clone(), token.clone(), line.to_string());
+        async move {
+            let (s, body) =
+                post(&base, &format!("/tasks/{live}/log"), json!({"lease_token": token, "seq": seq, "lines": [line]}))
+                    .await;
+            assert_eq!(s, 200, "{body}");
+        }
+    };
+    log(1, "first line from the worker").await;
+    b.goto(&format!("{base}/ui/tasks/{live}")).await;
+    b.wait_text("#log", "first line from the worker", Duration::from_secs(10)).await;
+    b.js("window.__same_page = true", json!([])).await;
+    log(2, "second line, <em>later</em>").await;
+    b.wait_text("#log", "second line, <em>later</em>", Duration::from_secs(10)).await;
+    assert_eq!(b.js("return window.__same_page === true", json!([])).await, true, "no reload: the line arrived live");
+
+    // The workers view shows the remote worker holding the task.
+    b.goto(&format!("{base}/ui/workers")).await;
+    let row = b.wait_text("#workers", "ui-remote", Duration::from_secs(10)).await;
+    assert!(row.contains("ui-job") && row.contains("1/2"), "{row}");
+    assert!(b.text("#workers").await.contains(&live[..13]), "the running task is listed");
+    b.screenshot(&shots.join("workers.png")).await;
+
+    // Cancel the running task with the button and see its status change.
+    b.goto(&format!("{base}/ui/tasks/{live}")).await;
+    b.wait_text("#log", "second line", Duration::from_secs(10)).await;
+    b.screenshot(&shots.join("task.png")).await;
+    b.click("#cancel").await;
+    b.wait_text("#status", "cancelled", Duration::from_secs(10)).await;
+    wait_status(&base, &live, "cancelled").await;
+
+    // Enqueue from the form: the page refuses a payload that is not JSON, the server a type
+    // nobody serves; a good one lands on the new task's page.
+    b.goto(&format!("{base}/ui/tasks")).await;
+    b.click("#enqueue-box summary").await;
+    b.type_into("#e-type", "echo").await;
+    b.type_into("#e-payload", "{not json").await;
+    b.click("#e-submit").await;
+    b.wait_text("#e-error", "not valid JSON", Duration::from_secs(5)).await;
+    b.type_into("#e-type", "no-such-type").await;
+    b.type_into("#e-payload", "{}").await;
+    b.click("#e-submit").await;
+    b.wait_text("#e-error", "unknown task type", Duration::from_secs(5)).await;
+    b.type_into("#e-type", "echo").await;
+    b.type_into("#e-payload", "{\"from\": \"the form\"}").await;
+    b.click("#e-submit").await;
+    b.wait("#task-id").await;
+    let new_id = b.text("#task-id").await;
+    let t = wait_status(&base, &new_id, "completed").await;
+    assert_eq!(t["payload"], json!({"from": "the form"}));
+
+    // Bulk: cancel the selected tasks, then retry every task matching the filter.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let mut bulk_ids = Vec::new();
+    for _ in 0..3 {
+        bulk_ids.push(enqueue(&base, json!({"type": "echo", "queue": "bulkq", "run_at": later})).await);
+    }
+    b.goto(&format!("{base}/ui/tasks?queue=bulkq")).await;
+    b.wait("#tasks").await;
+    assert_eq!(b.count("#tasks tbody tr[data-id]").await, 3);
+    b.click("#select-all").await;
+    b.click("#bulk-cancel-selected").await;
+    b.wait_text("#flash", "Cancelled 3 of 3", Duration::from_secs(10)).await;
+    for id in &bulk_ids {
+        wait_status(&base, id, "cancelled").await;
+    }
+    b.goto(&format!("{base}/ui/tasks?queue=bulkq&status=cancelled")).await;
+    b.click("#bulk-retry-filter").await;
+    b.wait_text("#bulk-retry-filter", "Click again", Duration::from_secs(5)).await;
+    b.click("#bulk-retry-filter").await;
+    b.wait_text("#flash", "Queued again 3 of 3", Duration::from_secs(10)).await;
+    for id in &bulk_ids {
+        // A retry runs the task now, whatever its first run_at was.
+        wait_status(&base, id, "completed").await;
+    }
+
+    // Forged requests: the page's own script without the CSRF token is refused, and a form
+    // posted from another site changes nothing.
+    let victim = &enqueue(&base, json!({"type": "echo", "queue": "bulkq", "run_at": later})).await;
+    let forged = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.body.dataset.root + 'tasks/' + arguments[0] + '/cancel', {method: 'POST', credentials: 'same-origin'})\
+               .then(r => r.json().then(j => done([r.status, j.error])));",
+            json!([victim]),
+        )
+        .await;
+    assert_eq!(forged, json!([403, "csrf_rejected"]));
+    let (evil, evil_server) = attacker_site(format!("{base}/tasks/{victim}/cancel")).await;
+    b.goto(&evil).await;
+    support::wait_for("the forged form to be answered", Duration::from_secs(10), || async {
+        (!b.url().await.starts_with("http://localhost")).then_some(())
+    })
+    .await;
+    let body = b.text("body").await;
+    assert!(body.contains("cross_origin") || body.contains("unauthorized"), "refused: {body}");
+    assert_eq!(get(&base, &format!("/tasks/{victim}")).await["status"], "queued", "the forged cancel changed nothing");
+    evil_server.abort();
+
+    // Behind a proxy under /jct/: pages, their styles and their links work.
+    let (proxied, proxy_server) = prefix_proxy(base.clone()).await;
+    b.goto(&format!("{proxied}/ui/tasks?queue=bulkq")).await;
+    b.wait("#tasks").await;
+    let styled = b.js("return getComputedStyle(document.querySelector('header')).display", json!([])).await;
+    assert_eq!(styled, "flex", "the stylesheet loads through the prefix");
+    b.click(&format!("a[href$='ui/tasks/{victim}']")).await;
+    b.wait("#task-id").await;
+    assert!(b.url().await.starts_with(&format!("{proxied}/ui/tasks/{victim}")), "{}", b.url().await);
+    b.click("header nav a[href$='ui/workers']").await;
+    b.wait("#workers").await;
+    assert!(b.url().await.starts_with(&format!("{proxied}/ui/workers")));
+    proxy_server.abort();
+
+    // The overview again, with all of the above in it.
+    b.goto(&format!("{base}/ui")).await;
+    b.wait_text("#count-cancelled", "1", Duration::from_secs(10)).await;
+    assert_eq!(b.text("#workers-alive").await, "1");
+    b.screenshot(&shots.join("overview.png")).await;
+
+    // The read-only key: sign out, sign in with it; no action is offered and the API refuses
+    // one even with the session's token.
+    b.click("header .logout button").await;
+    b.wait("#login").await;
+    b.type_into("#key", READ_KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#readonly").await;
+    b.goto(&format!("{base}/ui/tasks")).await;
+    b.wait("#tasks").await;
+    assert_eq!(b.count("#bulk, #enqueue, input.sel").await, 0, "no actions for the read-only key");
+    b.goto(&format!("{base}/ui/tasks/{victim}")).await;
+    b.wait("#task-id").await;
+    assert_eq!(b.count("#cancel, #retry").await, 0);
+    let refused = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.body.dataset.root + 'tasks/' + arguments[0] + '/cancel', {method: 'POST', credentials: 'same-origin',\
+               headers: {'X-CSRF-Token': document.body.dataset.csrf}})\
+               .then(r => r.json().then(j => done([r.status, j.error])));",
+            json!([victim]),
+        )
+        .await;
+    assert_eq!(refused, json!([403, "read_only_key"]));
+    assert_eq!(get(&base, &format!("/tasks/{victim}")).await["status"], "queued");
+    b.screenshot(&shots.join("readonly-task.png")).await;
+    for view in ["overview", "tasks", "task", "workers", "issue", "readonly-task"] {
+        let png = std::fs::read(shots.join(format!("{view}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{view}.png is a real screenshot");
+    }
+}

@@ -1,0 +1,347 @@
+//! The dashboard and the bulk routes over real HTTP, on both stores: the bulk routes'
+//! answers and refusals, the read-only key, sessions with their CSRF token and the `Origin`
+//! check, and what every page promises (relative links only, escaped user text, the
+//! security headers). The browser test (`tests/ui_browser.rs`) drives the same pages in
+//! Chromium.
+
+mod support;
+
+use std::time::Duration;
+
+use devops_control_tower::handlers::Registry;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{start_in_process, wait_status, InProcess, TestDb};
+
+const KEY: &str = "k-full";
+const READ_KEY: &str = "k-read";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{}", got.1);
+    assert_eq!(got.1["error"], code, "{}", got.1);
+    assert!(got.1["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+async fn keyed_app(db: &TestDb) -> InProcess {
+    start_in_process(
+        &db.backend().await,
+        &db.url(),
+        &[("JCT_API_KEY", KEY), ("JCT_READONLY_API_KEY", READ_KEY)],
+        Registry::builtin(),
+    )
+    .await
+}
+
+async fn enqueue(base: &str, body: Value) -> String {
+    let (status, task) = send(client().post(format!("{base}/tasks/enqueue")).bearer_auth(KEY).json(&body)).await;
+    assert_eq!(status, 201, "{task}");
+    task["task_id"].as_str().unwrap().to_string()
+}
+
+async fn task_status(base: &str, id: &str) -> String {
+    let (_, t) = send(client().get(format!("{base}/tasks/{id}")).bearer_auth(KEY)).await;
+    t["status"].as_str().unwrap().to_string()
+}
+
+/// Signs in through the form; returns the cookie pair and the page's CSRF token.
+async fn sign_in(base: &str, key: &str) -> (String, String) {
+    let res = client().post(format!("{base}/ui/login")).form(&[("key", key)]).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "../ui", "a relative redirect");
+    let set = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = client().get(format!("{base}/ui/tasks")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let csrf = html.split("data-csrf=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert_eq!(csrf.len(), 64, "a token in the page");
+    (cookie, csrf)
+}
+
+async fn bulk_routes(kind: &str) {
+    let db = TestDb::new(kind).await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(enqueue(&base, json!({"type": "echo", "queue": "q7", "run_at": later})).await);
+    }
+    let other = enqueue(&base, json!({"type": "echo", "queue": "elsewhere", "run_at": later})).await;
+    let bulk =
+        |action: &str, body: Value| client().post(format!("{base}/tasks/bulk/{action}")).bearer_auth(KEY).json(&body);
+
+    let (s, r) = send(bulk("cancel", json!({"ids": [ids[0], ids[1], ids[1]]}))).await;
+    assert_eq!(
+        (s.as_u16(), r),
+        (200, json!({"action": "cancel", "matched": 2, "changed": 2})),
+        "duplicates count once"
+    );
+    let (s, r) = send(bulk("cancel", json!({"filter": {"queue": "q7"}}))).await;
+    assert_eq!((s.as_u16(), r), (200, json!({"action": "cancel", "matched": 7, "changed": 5})));
+    assert_eq!(task_status(&base, &other).await, "queued", "the filter kept to its queue");
+    let (s, r) = send(bulk("retry", json!({"filter": {"queue": "q7", "status": "cancelled"}}))).await;
+    assert_eq!((s.as_u16(), r), (200, json!({"action": "retry", "matched": 7, "changed": 7})));
+    for id in &ids {
+        support::wait_for("a retried task to run", Duration::from_secs(20), || async {
+            (task_status(&base, id).await == "completed").then_some(())
+        })
+        .await;
+    }
+
+    assert_error(send(bulk("cancel", json!({}))).await, 422, "invalid_bulk");
+    assert_error(send(bulk("cancel", json!({"ids": [], "filter": {}}))).await, 422, "invalid_bulk");
+    assert_error(send(bulk("cancel", json!({"ids": ["nope"]}))).await, 400, "invalid_id");
+    assert_error(send(bulk("cancel", json!({"filter": {"status": "done"}}))).await, 422, "invalid_filter");
+    assert_error(send(bulk("cancel", json!({"filter": {"limit": "5"}}))).await, 422, "invalid_filter");
+    assert_error(send(bulk("retry", json!({"idz": []}))).await, 422, "invalid_field");
+    assert_error(send(bulk("retry", json!([1]))).await, 422, "invalid_bulk");
+    let too_many: Vec<String> = (0..10_001).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    assert_error(send(bulk("retry", json!({ "ids": too_many }))).await, 422, "invalid_bulk");
+    let raw = client()
+        .post(format!("{base}/tasks/bulk/cancel"))
+        .bearer_auth(KEY)
+        .body("{\"ids\": [")
+        .header("content-type", "application/json");
+    assert_error(send(raw).await, 400, "malformed_json");
+    let text = client().post(format!("{base}/tasks/bulk/cancel")).bearer_auth(KEY).body("{}");
+    assert_error(send(text).await, 415, "unsupported_media_type");
+    assert_error(send(bulk("delete", json!({}))).await, 404, "not_found");
+    let anonymous = client().post(format!("{base}/tasks/bulk/cancel")).json(&json!({"ids": []}));
+    assert_error(send(anonymous).await, 401, "unauthorized");
+    let read_only =
+        client().post(format!("{base}/tasks/bulk/cancel")).bearer_auth(READ_KEY).json(&json!({"ids": [other]}));
+    assert_error(send(read_only).await, 403, "read_only_key");
+    assert_eq!(task_status(&base, &other).await, "queued");
+
+    // The list's new filters: keyset paging and the CWOM Issue.
+    let (_, page) = send(client().get(format!("{base}/tasks?queue=q7&limit=3")).bearer_auth(READ_KEY)).await;
+    let page: Vec<String> = page.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(page, vec![ids[6].clone(), ids[5].clone(), ids[4].clone()]);
+    let (_, next) =
+        send(client().get(format!("{base}/tasks?queue=q7&limit=3&before={}", ids[4])).bearer_auth(KEY)).await;
+    assert_eq!(next[0]["id"], ids[3].as_str());
+    assert_error(send(client().get(format!("{base}/tasks?before=x")).bearer_auth(KEY)).await, 422, "invalid_filter");
+    let (s, repo) = send(
+        client()
+            .post(format!("{base}/cwom/repos"))
+            .bearer_auth(KEY)
+            .json(&json!({"name": "R", "slug": "r-ui", "source": {"system": "github"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{repo}");
+    let (s, issue) = send(
+        client()
+            .post(format!("{base}/cwom/issues"))
+            .bearer_auth(KEY)
+            .json(&json!({"repo": {"kind": "Repo", "id": repo["id"]}, "title": "T", "type": "feature"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{issue}");
+    let linked = enqueue(&base, json!({"type": "echo", "cwom_issue_id": issue["id"]})).await;
+    let (_, of_issue) =
+        send(client().get(format!("{base}/tasks?cwom_issue_id={}", issue["id"].as_str().unwrap())).bearer_auth(KEY))
+            .await;
+    assert_eq!(of_issue.as_array().unwrap().len(), 1);
+    assert_eq!(of_issue[0]["id"], linked.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_routes_on_sqlite() {
+    bulk_routes("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_routes_on_postgres() {
+    bulk_routes("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_csrf_origin_and_the_read_only_key() {
+    let db = TestDb::new("sqlite").await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let id = enqueue(&base, json!({"type": "echo", "run_at": later})).await;
+    let cancel = format!("{base}/tasks/{id}/cancel");
+
+    // Without a key or session: every page is the sign-in form (401), the API says 401.
+    let res = client().get(format!("{base}/ui/tasks")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.text().await.unwrap().contains("id=\"login\""));
+    let res = client().post(format!("{base}/ui/login")).form(&[("key", "wrong")]).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("set-cookie").is_none());
+    let evil_login =
+        client().post(format!("{base}/ui/login")).header("origin", "http://evil.example").form(&[("key", KEY)]);
+    assert_error(send(evil_login).await, 403, "cross_origin");
+
+    // A session: reads with the cookie alone; changes need its token and the right Origin.
+    let (cookie, csrf) = sign_in(&base, KEY).await;
+    let (s, _) = send(client().get(format!("{base}/tasks/{id}")).header("cookie", &cookie)).await;
+    assert_eq!(s, 200);
+    assert_error(send(client().post(&cancel).header("cookie", &cookie)).await, 403, "csrf_rejected");
+    let wrong = client().post(&cancel).header("cookie", &cookie).header("x-csrf-token", "0".repeat(64));
+    assert_error(send(wrong).await, 403, "csrf_rejected");
+    let host = base.trim_start_matches("http://").to_string();
+    let cross = client()
+        .post(&cancel)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", "http://evil.example");
+    assert_error(send(cross).await, 403, "cross_origin");
+    let bearer_cross = client().post(&cancel).bearer_auth(KEY).header("origin", "null");
+    assert_error(send(bearer_cross).await, 403, "cross_origin");
+    assert_eq!(task_status(&base, &id).await, "queued", "nothing forged went through");
+    let ok = client()
+        .post(&cancel)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", format!("http://{host}"));
+    let (s, t) = send(ok).await;
+    assert_eq!((s.as_u16(), t["status"].as_str()), (200, Some("cancelled")));
+    let tampered = cookie.replace("full.", "read.");
+    assert_error(
+        send(client().get(format!("{base}/tasks/{id}")).header("cookie", tampered)).await,
+        401,
+        "unauthorized",
+    );
+
+    // The read-only key: GET works, anything else is 403 with a JSON error; its pages show
+    // no action.
+    let (s, _) = send(client().get(format!("{base}/tasks")).bearer_auth(READ_KEY)).await;
+    assert_eq!(s, 200);
+    assert_error(
+        send(client().post(format!("{base}/tasks/{id}/retry")).bearer_auth(READ_KEY)).await,
+        403,
+        "read_only_key",
+    );
+    let enq = client().post(format!("{base}/tasks/enqueue")).bearer_auth(READ_KEY).json(&json!({"type": "echo"}));
+    assert_error(send(enq).await, 403, "read_only_key");
+    let reg =
+        client().post(format!("{base}/workers")).bearer_auth(READ_KEY).json(&json!({"name": "w", "types": ["x"]}));
+    assert_error(send(reg).await, 403, "read_only_key");
+    let cwom = client().post(format!("{base}/cwom/repos")).bearer_auth(READ_KEY).json(&json!({}));
+    assert_error(send(cwom).await, 403, "read_only_key");
+    let (ro_cookie, ro_csrf) = sign_in(&base, READ_KEY).await;
+    let with_token =
+        client().post(format!("{base}/tasks/{id}/retry")).header("cookie", &ro_cookie).header("x-csrf-token", &ro_csrf);
+    assert_error(send(with_token).await, 403, "read_only_key");
+    for path in ["/ui", "/ui/tasks", &format!("/ui/tasks/{id}")] {
+        let html = client()
+            .get(format!("{base}{path}"))
+            .header("cookie", &ro_cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("id=\"readonly\""), "{path}");
+        for action in ["id=\"bulk\"", "id=\"enqueue\"", "data-action=", "class=\"sel\""] {
+            assert!(!html.contains(action), "{path} offers {action} to the read-only key");
+        }
+    }
+    assert_eq!(task_status(&base, &id).await, "cancelled");
+
+    // Signing out forgets the cookie.
+    let res = client().post(format!("{base}/ui/logout")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+}
+
+/// Every `href`, `src` and `action` value in `html`.
+fn links(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["href=\"", "src=\"", "action=\""] {
+        for part in html.split(attr).skip(1) {
+            out.push(part.split('"').next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_escape_user_text_and_link_relatively() {
+    let db = TestDb::new("postgres").await;
+    let app = start_in_process(&db.backend().await, &db.url(), &[], Registry::builtin()).await;
+    let base = app.base.clone();
+    let evil = "<script>alert('x')</script>\"><img src=x>";
+    let id = support::enqueue(
+        &base,
+        json!({"type": "fail", "queue": evil, "payload": {"message": evil}, "max_attempts": 1}),
+    )
+    .await;
+    wait_status(&base, &id, "failed", Duration::from_secs(10)).await;
+
+    let pages = [
+        "/ui".to_string(),
+        "/ui/".to_string(),
+        "/ui/tasks".to_string(),
+        format!("/ui/tasks?queue={}", "%3Cscript%3E"),
+        format!("/ui/tasks/{id}"),
+        "/ui/workers".to_string(),
+    ];
+    for path in &pages {
+        let res = client().get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(h["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+        assert_eq!(h["x-frame-options"], "DENY");
+        let html = res.text().await.unwrap();
+        assert!(!html.contains("<script>alert") && !html.contains("<img src=x>"), "{path} shows user text as markup");
+        // Behind a proxy at any prefix: every link resolves under it.
+        let page_url = reqwest::Url::parse(&format!("http://proxy.example/some/prefix{path}")).unwrap();
+        for link in links(&html) {
+            assert!(!link.starts_with('/') && !link.contains("://"), "{path}: {link:?} is not relative");
+            let resolved = page_url.join(&link).unwrap();
+            assert!(resolved.path().starts_with("/some/prefix/"), "{path}: {link:?} leaves the prefix: {resolved}");
+            if link.contains("ui/") && !link.contains("download") {
+                let upstream = resolved.path().trim_start_matches("/some/prefix");
+                let query = resolved.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let res = client().get(format!("{base}{upstream}{query}")).send().await.unwrap();
+                assert!(
+                    res.status() == 200 || res.status() == 405,
+                    "{path}: {link} → {upstream} answers {}",
+                    res.status()
+                );
+            }
+        }
+    }
+    let detail = client().get(format!("{base}/ui/tasks/{id}")).send().await.unwrap().text().await.unwrap();
+    assert!(detail.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "the payload is there, escaped");
+
+    let res = client().get(format!("{base}/ui/tasks/{}", uuid::Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("id=\"page-error\""));
+    let res = client().get(format!("{base}/ui/tasks/not-a-uuid")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let res = client().get(format!("{base}/ui/tasks?status=done")).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let res = client().get(format!("{base}/ui/issues/nope")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = client().get(format!("{base}/ui/assets/app.js")).send().await.unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    // Open (no key): the sign-in page is not needed, and says so by sending to the overview.
+    let res = client().get(format!("{base}/ui/login")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+}
