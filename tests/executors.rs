@@ -463,7 +463,10 @@ async fn a_remote_worker_runs_commands_and_agents_over_http_only() {
     let id = enqueue(&server, json!({"type": "command", "payload": {"argv": ["sh", "-c", "echo remote hello"]}})).await;
     let task = wait_status(&server, &id, "completed", 30).await;
     assert_eq!(task["result"]["exit_code"], 0);
-    assert!(d_output(&server.trace_dir, &id)["status"] == "completed");
+    // A remote end is written to the store first, then to the trace folder.
+    let output = server.trace_dir.join(&id).join("output.json");
+    wait_for("output.json", Duration::from_secs(10), || async { output.exists().then_some(()) }).await;
+    assert_eq!(d_output(&server.trace_dir, &id)["status"], "completed");
     let log = read(server.trace_dir.join(&id).join("log.txt"));
     assert!(log.contains("stdout: remote hello"), "the server's log.txt has the output: {log}");
 

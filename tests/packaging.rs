@@ -835,8 +835,8 @@ fn check_runtime(df: &Dockerfile) -> Check {
                 if w[..p].iter().any(|x| x.starts_with("apt")) {
                     let pkgs: Vec<&str> = w[p + 1..].iter().copied().filter(|x| !x.starts_with('-')).collect();
                     ensure!(
-                        pkgs == ["ca-certificates"],
-                        "the runtime should install only ca-certificates, installs {pkgs:?}"
+                        pkgs == ["ca-certificates", "tini"],
+                        "the runtime should install only ca-certificates and tini (the init), installs {pkgs:?}"
                     );
                 }
             }
@@ -941,7 +941,8 @@ fn check_logs_volume(df: &Dockerfile) -> Check {
 
 /// HEALTHCHECK runs the binary's healthcheck subcommand, every second during a start period of at
 /// least 10 s (healthy about a second after start) and every 10 s or more afterwards (cheap); the
-/// binary is the ENTRYPOINT and `serve` the default CMD (compose's `command: ["worker"]` relies on that).
+/// ENTRYPOINT is the binary under tini, an init that reaps the orphans of the programs tasks run,
+/// and `serve` the default CMD (compose's `command: ["worker"]` relies on that).
 fn check_entrypoint_and_healthcheck(df: &Dockerfile) -> Check {
     let r = df.runtime();
     let hc = df.last(r, "HEALTHCHECK").ok_or("the runtime has no HEALTHCHECK")?;
@@ -969,9 +970,12 @@ fn check_entrypoint_and_healthcheck(df: &Dockerfile) -> Check {
         .ok_or_else(|| format!("HEALTHCHECK without CMD: {}", hc.args))?;
     ensure!(contains_seq(&cmd, &[BINARY, "healthcheck"]), "HEALTHCHECK must run `{BINARY} healthcheck`, runs {cmd:?}");
     let entrypoint = df.last(r, "ENTRYPOINT").map(|i| words(&i.args)).unwrap_or_default();
+    let binary = entrypoint.last().map(String::as_str).unwrap_or("");
     ensure!(
-        entrypoint == [BINARY] || entrypoint == [format!("/usr/local/bin/{BINARY}")],
-        "ENTRYPOINT must be the binary alone (exec form), is {entrypoint:?}"
+        entrypoint.len() == 3
+            && entrypoint[..2] == ["tini", "--"]
+            && (binary == BINARY || binary == format!("/usr/local/bin/{BINARY}")),
+        "ENTRYPOINT must be the binary under tini, an init that reaps orphans (exec form: tini -- {BINARY}), is {entrypoint:?}"
     );
     let cmd = df.last(r, "CMD").map(|i| words(&i.args)).unwrap_or_default();
     ensure!(cmd == ["serve"], "CMD must be [\"serve\"], is {cmd:?}");

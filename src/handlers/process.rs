@@ -215,10 +215,15 @@ impl Group {
         }
     }
 
-    /// Whether any process of the group is left (zombies included).
+    /// Whether any live process of the group is left. Zombies do not count: they are dead,
+    /// and where nothing reaps orphans (a container whose PID 1 is this daemon) they would
+    /// keep the group "alive" forever.
     fn alive(&self) -> bool {
         // SAFETY: signal 0 only checks for existence.
-        unsafe { libc::kill(-self.pgid, 0) == 0 }
+        if unsafe { libc::kill(-self.pgid, 0) } != 0 {
+            return false;
+        }
+        live_member_of(self.pgid)
     }
 
     async fn wait_empty(&self, limit: Duration) -> bool {
@@ -243,6 +248,26 @@ impl Drop for Group {
             self.signal(libc::SIGKILL);
         }
     }
+}
+
+/// Whether `/proc` shows a process of group `pgid` that is not a zombie. Without a
+/// readable `/proc`, every process counts.
+fn live_member_of(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { continue };
+        let mut fields = rest.split_whitespace();
+        let (state, _ppid, pgrp) = (fields.next(), fields.next(), fields.next());
+        if pgrp.and_then(|g| g.parse::<libc::pid_t>().ok()) == Some(pgid) && state != Some("Z") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads `source` as lines (bytes that are not UTF-8 are replaced; a line longer than
