@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::attempt::{ArtifactContent, PostedArtifact};
 use crate::client::{Client, ClientError};
-use crate::handlers::{AttemptOutput, HandlerError, Registry, Stream, TaskContext};
+use crate::handlers::{run_bounded, AttemptOutput, Bounded, HandlerError, Registry, Stream, TaskContext};
 use crate::shutdown::Shutdown;
 use crate::task::TaskId;
 use crate::tunables::{CLAIM_WAIT_MAX, STARTUP_RETRY_CAP, STARTUP_RETRY_FIRST};
@@ -66,7 +66,7 @@ type RunningMap = Arc<Mutex<HashMap<TaskId, Running>>>;
 /// Runs until shutdown.
 pub async fn run(settings: Settings, registry: Arc<Registry>, shutdown: Shutdown) -> Result<(), RunError> {
     let client = Client::new(&settings.server, settings.api_key.clone()).map_err(RunError::Refused)?;
-    let Some(mut reg) = register(&client, &settings, &registry, &shutdown).await? else {
+    let Some(reg) = register(&client, &settings, &registry, &shutdown).await? else {
         return Ok(());
     };
     tracing::info!(server = %settings.server, worker_id = %reg.worker_id, slots = settings.slots, types = ?registry.types(), "registered");
@@ -98,10 +98,11 @@ pub async fn run(settings: Settings, registry: Arc<Registry>, shutdown: Shutdown
                 _ = shutdown.stopping() => break,
             }
         }
-        reg.worker_id = current_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The heartbeat registers again when the server forgot this worker.
+        let worker_id = current_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let free = 1 + slots.available_permits();
         let body =
-            json!({ "worker_id": reg.worker_id, "max": free.min(100), "wait_ms": CLAIM_WAIT_MAX.as_millis() as u64 });
+            json!({ "worker_id": worker_id, "max": free.min(100), "wait_ms": CLAIM_WAIT_MAX.as_millis() as u64 });
         let claimed = tokio::select! {
             c = client.post_json_waiting("/tasks/claim", &body, CLAIM_WAIT_MAX) => c,
             _ = shutdown.stopping() => break,
@@ -281,33 +282,26 @@ async fn run_task(
         cancel: cancel.clone(),
         output,
     };
-    let mut ran = std::pin::pin!(handler.run(ctx));
-    let grace = settings.stop_grace;
-    let end: Result<Value, String> = tokio::select! {
-        biased;
-        _ = shutdown.hard() => {
-            cancel.cancel();
-            let _ = tokio::time::timeout(grace, &mut ran).await;
-            report(client, id, "release", json!({ "lease_token": token })).await;
-            return;
-        }
-        _ = cancel.cancelled() => {
-            let _ = tokio::time::timeout(grace, &mut ran).await;
-            let by_server = running.lock().unwrap_or_else(|p| p.into_inner()).get(&id).is_some_and(|r| r.cancelled_by_server);
-            if by_server {
-                // Cancelled, or the lease is someone else's: nothing of ours to report.
-                tracing::info!("stopped at the server's request");
+    let end: Result<Value, String> =
+        match run_bounded(handler.as_ref(), ctx, limit, settings.stop_grace, shutdown.hard()).await {
+            Bounded::Returned(value) => Ok(value),
+            Bounded::Failed(message) => Err(message),
+            Bounded::TimedOut(limit) => Err(format!("timed out after {} s", limit.as_secs())),
+            Bounded::Interrupted => {
+                report(client, id, "release", json!({ "lease_token": token })).await;
                 return;
             }
-            Err("stopped".to_string())
-        }
-        _ = tokio::time::sleep(limit) => {
-            cancel.cancel();
-            let _ = tokio::time::timeout(grace, &mut ran).await;
-            Err(format!("timed out after {} s", limit.as_secs()))
-        }
-        result = &mut ran => result.map_err(|HandlerError(m)| m),
-    };
+            Bounded::Stopped => {
+                let by_server =
+                    running.lock().unwrap_or_else(|p| p.into_inner()).get(&id).is_some_and(|r| r.cancelled_by_server);
+                if by_server {
+                    // Cancelled, or the lease is someone else's: nothing of ours to report.
+                    tracing::info!("stopped at the server's request");
+                    return;
+                }
+                Err("stopped".to_string())
+            }
+        };
     match end {
         Ok(result) => report(client, id, "complete", json!({ "lease_token": token, "result": result })).await,
         Err(message) => {

@@ -75,6 +75,60 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// How a handler's run, held to its limits by [`run_bounded`], ended.
+#[derive(Debug)]
+pub enum Bounded {
+    Returned(Value),
+    /// The handler returned an error, or panicked.
+    Failed(String),
+    TimedOut(std::time::Duration),
+    /// `ctx.cancel` was cancelled from outside (a cancel, a lost lease).
+    Stopped,
+    /// The hard shutdown came first.
+    Interrupted,
+}
+
+/// Runs `handler` within `limit`, for the in-process executor and the HTTP worker alike.
+/// A timeout, a cancel of `ctx.cancel` or `hard` stops it: the token is cancelled, and the
+/// handler gets `stop_grace` to return (a program's group gets SIGTERM, then SIGKILL after
+/// the kill grace) before it is dropped. A panic is a failure.
+pub async fn run_bounded(
+    handler: &dyn Handler,
+    ctx: TaskContext,
+    limit: std::time::Duration,
+    stop_grace: std::time::Duration,
+    hard: impl std::future::Future<Output = ()>,
+) -> Bounded {
+    use futures_util::FutureExt;
+    let cancel = ctx.cancel.clone();
+    let mut ran = std::pin::pin!(std::panic::AssertUnwindSafe(handler.run(ctx)).catch_unwind());
+    let stopped = tokio::select! {
+        biased;
+        _ = hard => Bounded::Interrupted,
+        _ = cancel.cancelled() => Bounded::Stopped,
+        _ = tokio::time::sleep(limit) => Bounded::TimedOut(limit),
+        ran = &mut ran => return match ran {
+            Ok(Ok(value)) => Bounded::Returned(value),
+            Ok(Err(HandlerError(msg))) => Bounded::Failed(msg),
+            Err(panic) => Bounded::Failed(format!("handler panicked: {}", panic_message(&panic))),
+        },
+    };
+    tracing::warn!(why = ?stopped, "stopping the handler; waiting up to {} s for it", stop_grace.as_secs());
+    cancel.cancel();
+    let _ = tokio::time::timeout(stop_grace, &mut ran).await;
+    stopped
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
 /// Why a task may not be enqueued: an error code of the API and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -6,11 +6,9 @@
 //! hands the resulting store write to the completer; then it takes the next buffered task
 //! on the same slot.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -19,7 +17,7 @@ use super::buffer::Buffer;
 use super::completer::{Completion, CompletionSender};
 use super::Worker;
 use crate::attempt::{AttemptSink, Disposition, PostedArtifact, RunEnd, StopReason};
-use crate::handlers::{AttemptOutput, DiscardOutput, HandlerError, Stream, TaskContext};
+use crate::handlers::{run_bounded, AttemptOutput, Bounded, DiscardOutput, HandlerError, Stream, TaskContext};
 use crate::shutdown::Shutdown;
 use crate::task::Task;
 use crate::trace;
@@ -108,50 +106,21 @@ async fn run_handler(
         tracing::error!("{msg}");
         return RunEnd::Permanent(msg);
     };
-    let ctx = TaskContext {
-        id: task.id,
-        attempt: task.attempts,
-        payload: task.payload.clone(),
-        cancel: cancel.clone(),
-        output,
-    };
+    let ctx = TaskContext { id: task.id, attempt: task.attempts, payload: task.payload.clone(), cancel, output };
     let limit = Duration::from_secs(task.timeout_seconds.max(1) as u64);
-    let stop_grace = worker.settings.stop_grace;
-    let mut ran = std::pin::pin!(AssertUnwindSafe(handler.run(ctx)).catch_unwind());
-    // A handler asked to stop gets `stop_grace` to return (a program's group gets SIGTERM,
-    // then SIGKILL after the kill grace); an uncooperative one is dropped then.
-    tokio::select! {
-        biased;
-        _ = shutdown.hard() => {
-            cancel.cancel();
-            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
-            RunEnd::Interrupted
-        }
-        _ = cancel.cancelled() => {
-            let reason = worker.in_flight.reason(task.id).unwrap_or(StopReason::Cancelled);
-            tracing::warn!(?reason, "asked to stop; waiting up to {} s for the handler", stop_grace.as_secs());
-            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
-            RunEnd::Stopped(reason)
-        }
-        _ = tokio::time::sleep(limit) => {
-            let msg = format!("timed out after {} s", limit.as_secs());
-            tracing::error!("{msg}; stopping the handler");
-            cancel.cancel();
-            let _ = tokio::time::timeout(stop_grace, &mut ran).await;
+    match run_bounded(handler.as_ref(), ctx, limit, worker.settings.stop_grace, shutdown.hard()).await {
+        Bounded::Returned(value) => RunEnd::Returned(value),
+        Bounded::Failed(msg) => {
+            tracing::warn!(error = %msg, "handler failed");
             RunEnd::Failed(msg)
         }
-        ran = &mut ran => match ran {
-            Ok(Ok(value)) => RunEnd::Returned(value),
-            Ok(Err(HandlerError(msg))) => {
-                tracing::warn!(error = %msg, "handler returned an error");
-                RunEnd::Failed(msg)
-            }
-            Err(panic) => {
-                let msg = format!("handler panicked: {}", panic_message(&panic));
-                tracing::error!("{msg}");
-                RunEnd::Failed(msg)
-            }
+        Bounded::TimedOut(limit) => {
+            let msg = format!("timed out after {} s", limit.as_secs());
+            tracing::error!("{msg}");
+            RunEnd::Failed(msg)
         }
+        Bounded::Stopped => RunEnd::Stopped(worker.in_flight.reason(task.id).unwrap_or(StopReason::Cancelled)),
+        Bounded::Interrupted => RunEnd::Interrupted,
     }
 }
 
@@ -167,15 +136,5 @@ impl AttemptOutput for TraceOutput {
 
     async fn artifact(&self, artifact: PostedArtifact) -> Result<String, HandlerError> {
         self.0.store(artifact).await.map(|stored| stored.uri).map_err(|e| HandlerError::new(e.to_string()))
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
