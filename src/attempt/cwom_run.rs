@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cwom::types::{Failure, FailureCategory, Telemetry};
 use crate::cwom::{Cwom, StartRun};
-use crate::task::Task;
+use crate::task::{Task, TaskId};
 
 /// The Run recording one attempt.
 #[derive(Clone)]
@@ -84,11 +84,16 @@ pub(super) async fn finish(
 pub type NewRunArtifact = crate::cwom::RunArtifact;
 
 /// Records an artifact of the attempt's Run; `None` (logged) when CWOM refuses it.
-pub(super) async fn add_artifact(cwom: &Cwom, task: &Task, link: &RunLink, artifact: NewRunArtifact) -> Option<String> {
+pub(super) async fn add_artifact(
+    cwom: &Cwom,
+    task: TaskId,
+    link: &RunLink,
+    artifact: NewRunArtifact,
+) -> Option<String> {
     match cwom.add_run_artifact(&link.run_id, &link.issue_id, artifact).await {
         Ok(id) => Some(id),
         Err(e) => {
-            tracing::error!(task_id = %task.id, run_id = %link.run_id, error = %e, "could not record the Artifact");
+            tracing::error!(task_id = %task, run_id = %link.run_id, error = %e, "could not record the Artifact");
             None
         }
     }

@@ -131,7 +131,7 @@ impl Lifecycle {
 
     /// A handle for storing what the attempt produces (log lines, artifacts) while it runs.
     pub fn sink(&self, attempt: &Attempt) -> AttemptSink {
-        AttemptSink::new(attempt.task.clone(), attempt.folder.clone(), attempt.run.clone(), self.cwom.clone())
+        AttemptSink::new(attempt.task.id, attempt.folder.clone(), attempt.run.clone(), &self.cwom)
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

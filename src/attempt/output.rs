@@ -6,14 +6,12 @@
 //! worker) and the worker-protocol routes (through [`crate::remote`]) store artifacts the
 //! same way.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use super::cwom_run::{self, RunLink};
 use crate::cwom::types::ArtifactType;
 use crate::cwom::Cwom;
-use crate::task::{Task, TaskId};
+use crate::task::TaskId;
 use crate::trace::{self, TaskTrace};
 
 /// An artifact an attempt produced.
@@ -59,28 +57,28 @@ pub enum ArtifactError {
 /// A handle on an open attempt for storing what it produces.
 #[derive(Clone)]
 pub struct AttemptSink {
-    task: Arc<Task>,
+    task: TaskId,
     folder: Option<TaskTrace>,
-    run: Option<RunLink>,
-    cwom: Option<Cwom>,
+    /// The attempt's Run, for a linked task, and where to record its Artifacts.
+    run: Option<(RunLink, Cwom)>,
 }
 
 impl AttemptSink {
-    pub(super) fn new(task: Arc<Task>, folder: Option<TaskTrace>, run: Option<RunLink>, cwom: Cwom) -> Self {
-        AttemptSink { task, folder, run, cwom: Some(cwom) }
+    pub(super) fn new(task: TaskId, folder: Option<TaskTrace>, run: Option<RunLink>, cwom: &Cwom) -> Self {
+        AttemptSink { task, folder, run: run.map(|r| (r, cwom.clone())) }
     }
 
     /// A sink for an attempt this process does not hold open (no folder, no Run):
     /// references are recorded as given, files refused.
-    pub fn detached(task: Arc<Task>) -> Self {
-        AttemptSink { task, folder: None, run: None, cwom: None }
+    pub fn detached(task: TaskId) -> Self {
+        AttemptSink { task, folder: None, run: None }
     }
 
     /// Appends lines to `log.txt`, stamped and tagged (blocking file writes).
     pub fn append(&self, tag: &str, lines: &[String]) {
         if let Some(folder) = &self.folder {
             if let Err(e) = folder.append_lines(tag, lines) {
-                tracing::error!(task_id = %self.task.id, error = %e, "could not append to log.txt");
+                tracing::error!(task_id = %self.task, error = %e, "could not append to log.txt");
             }
         }
     }
@@ -93,7 +91,7 @@ impl AttemptSink {
                 "name: must be 1 to 128 of A-Z a-z 0-9 . _ - and not start with a dot".into(),
             ));
         }
-        let id = self.task.id;
+        let id = self.task;
         let (uri, size_bytes, digest) = match posted.content {
             ArtifactContent::Uri(uri) => (uri, None, None),
             ArtifactContent::Bytes(bytes) => {
@@ -119,8 +117,8 @@ impl AttemptSink {
                 (format!("file://{}", path.display()), Some(size), Some(digest))
             }
         };
-        let cwom_artifact_id = match (&self.cwom, &self.run) {
-            (Some(cwom), Some(run)) => {
+        let cwom_artifact_id = match &self.run {
+            Some((run, cwom)) => {
                 let artifact = cwom_run::NewRunArtifact {
                     artifact_type: posted.artifact_type,
                     title: posted.name.clone(),
@@ -129,9 +127,9 @@ impl AttemptSink {
                     digest: digest.clone(),
                     size_bytes,
                 };
-                cwom_run::add_artifact(cwom, &self.task, run, artifact).await
+                cwom_run::add_artifact(cwom, id, run, artifact).await
             }
-            _ => None,
+            None => None,
         };
         Ok(StoredArtifact {
             task_id: id,

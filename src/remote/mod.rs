@@ -423,6 +423,7 @@ impl Remote {
         token: &LeaseToken,
         posted: PostedArtifact,
     ) -> RemoteResult<StoredArtifact> {
+        // The sink checks the name too; asked first here, a bad name is 422 whoever holds the lease.
         if !crate::trace::is_safe_artifact_name(&posted.name) {
             return Err(RemoteError::Invalid(
                 "name: must be 1 to 128 of A-Z a-z 0-9 . _ - and not start with a dot".into(),
@@ -436,13 +437,9 @@ impl Remote {
             Some(open) => open.state.lock().await.attempt.as_ref().map(|a| self.lifecycle.sink(a)),
             None => None,
         };
-        let sink = match sink {
-            Some(sink) => sink,
-            None => {
-                let task = self.tasks.get(id).await?.ok_or(RemoteError::TaskNotFound(id))?;
-                AttemptSink::detached(Arc::new(task))
-            }
-        };
+        // Held, but not open here (claimed through another daemon): a reference is still
+        // recorded; the holds check above already read the task.
+        let sink = sink.unwrap_or_else(|| AttemptSink::detached(id));
         sink.store(posted).await.map_err(|e| match e {
             ArtifactError::Invalid(m) => RemoteError::Invalid(m),
             ArtifactError::Exists { id, name } => RemoteError::ArtifactExists { id, name },
