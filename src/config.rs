@@ -120,8 +120,6 @@ pub struct ExecutorConfig {
     pub base_env: Vec<(String, String)>,
     /// `JCT_KILL_GRACE_SECONDS`: between SIGTERM and SIGKILL to a program's group.
     pub kill_grace: Duration,
-    /// Log bytes kept per `command` attempt.
-    pub output_cap: usize,
     /// `JCT_WORKSPACE_DIR`: command workspaces, repository caches, agent worktrees.
     pub workspace_dir: PathBuf,
     /// `JCT_ALLOWED_REPO_PREFIXES`: repositories an agent may work on; `None` disables `agent`.
@@ -254,7 +252,6 @@ impl Config {
             command_allow: list("JCT_COMMAND_ALLOW").filter(|l| !l.is_empty()),
             base_env,
             kill_grace: Duration::from_secs(number("JCT_KILL_GRACE_SECONDS", 10, 0, 3600)?),
-            output_cap: tunables::COMMAND_OUTPUT_CAP,
             workspace_dir: PathBuf::from(var("JCT_WORKSPACE_DIR").unwrap_or_else(|| "./workspaces".into())),
             repo_prefixes: list("JCT_ALLOWED_REPO_PREFIXES").filter(|l| !l.is_empty()),
             agent_profiles,

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::process::{self, Limits, Program};
 use super::{Handler, HandlerError, Refusal, TaskContext};
 use crate::config::ExecutorConfig;
+use crate::tunables::COMMAND_OUTPUT_CAP;
 
 pub const TASK_TYPE: &str = "command";
 /// The API's error code for a program that is not on the allowlist.
@@ -51,7 +52,7 @@ impl Command {
         Some(Command {
             allow: Arc::new(allow),
             base_env: Arc::new(config.base_env.clone()),
-            limits: Limits { kill_grace: config.kill_grace, output_cap: config.output_cap },
+            limits: Limits { kill_grace: config.kill_grace, output_cap: COMMAND_OUTPUT_CAP },
             workspaces: config.workspace_dir.join(WORKSPACES),
         })
     }
