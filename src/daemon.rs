@@ -2,7 +2,10 @@
 //!
 //! It does none of their work. [`start`] opens the database (waiting for a PostgreSQL that
 //! is still starting), checks the trace directory, binds the HTTP listener, and spawns
-//! the API, the database's listener and the worker for the chosen [`Role`].
+//! the parts of the chosen [`Role`]: the database's listener feeding the wake-up fan-out
+//! and the maintenance services in every role, the API (with the intake, control and
+//! worker-protocol services) in `serve` and `api`, the in-process worker in `serve` and
+//! `worker`.
 //! [`Running::wait`] returns once a shutdown has drained them all.
 
 use std::net::SocketAddr;
@@ -14,15 +17,20 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiState};
 use crate::attempt::{Lifecycle, RetryPolicy};
 use crate::config::Config;
-use crate::cwom::Cwom;
+use crate::control::Control;
+use crate::cwom_service::Cwom;
 use crate::handlers::Registry;
+use crate::intake::{Intake, TaskTypes};
+use crate::maintenance::{Maintenance, Rescuer};
 use crate::metrics::Metrics;
-use crate::remote::{Remote, RemoteSettings, TaskTypes};
+use crate::remote::{Remote, RemoteSettings};
 use crate::shutdown::Shutdown;
-use crate::store::{Backend, ListenerStatus, StoreError, Wakeups};
+use crate::store::{Backend, ListenerStatus, StoreError, TaskStore};
 use crate::task::WorkerId;
 use crate::trace::TraceWriter;
 use crate::tunables::{STARTUP_RETRY_CAP, STARTUP_RETRY_FIRST};
+use crate::wakeups::Fanout;
+use crate::worker::heartbeat::heartbeat_interval;
 use crate::worker::{Worker, WorkerSettings};
 
 /// Which parts this process runs.
@@ -153,6 +161,7 @@ pub async fn start_with(
     let store = backend.tasks();
     let cwom = Cwom::new(backend.cwom());
     let metrics = Arc::new(Metrics::new());
+    let wake = Fanout::new();
     let mut parts = Vec::new();
 
     // Trace folders are written by whoever runs attempts: the in-process worker, and the
@@ -164,67 +173,61 @@ pub async fn start_with(
         TraceWriter::disabled()
     };
     let retry = RetryPolicy { base: config.retry_base, cap: config.retry_cap };
-    let lifecycle = Arc::new(Lifecycle::new(trace, cwom.clone(), retry, metrics.clone()));
+    let lifecycle = Arc::new(Lifecycle::new(trace.clone(), cwom.clone(), retry, metrics.clone()));
+    let daemon_id = WorkerId::generate();
 
-    let worker = if role.runs_worker() {
-        let settings = WorkerSettings {
-            id: WorkerId::generate(),
-            slots: config.workers,
-            poll_interval: config.poll_interval,
-            lease: config.lease,
-            shutdown_grace: config.shutdown_grace,
-            stop_grace: crate::worker::stop_grace(config.executors.kill_grace),
-        };
-        Some(Arc::new(Worker::new(store.clone(), registry.clone(), lifecycle.clone(), settings, metrics.clone())))
-    } else {
-        None
-    };
-    let local: Option<Arc<dyn Wakeups>> = worker.as_ref().map(|w| Arc::new(w.signals()) as Arc<dyn Wakeups>);
-
-    // Known task types: the handlers compiled in, those declared, and registered workers'.
-    let fixed = registry.types().into_iter().map(String::from).chain(config.task_types.iter().cloned());
-    let types = Arc::new(TaskTypes::new(fixed, backend.workers()));
-    let remote_settings = RemoteSettings {
-        lease: config.lease,
-        heartbeat_interval: crate::worker::rescuer::heartbeat_interval(config.lease),
-    };
-    let remote = Arc::new(Remote::new(
-        store.clone(),
-        backend.workers(),
-        lifecycle.clone(),
-        types.clone(),
-        remote_settings,
-        local,
-        shutdown.clone(),
-    ));
-    let signals = remote.wakeups();
-
-    // The listener wakes the in-process worker and waiting remote claims.
+    // The database's notifications feed the fan-out.
     let listener_status = match backend.listener() {
         Some(listener) if config.listen => {
             let status = Arc::new(ListenerStatus::default());
-            let (signals, status2, stop) = (signals.clone(), status.clone(), shutdown.clone());
-            parts.push(tokio::spawn(async move { listener.run(signals, status2, stop).await }));
+            let (sink, status2, stop) = (wake.sink(), status.clone(), shutdown.clone());
+            parts.push(tokio::spawn(async move { listener.run(sink, status2, stop).await }));
             Some(status)
         }
         _ => None,
     };
-    if worker.is_none() {
-        // No in-process rescuer: expired leases of remote workers still come back.
-        parts.push(tokio::spawn(remote.clone().run_rescuer()));
-    }
 
-    let mut addr = None;
+    // Every role keeps the table honest; the leadership makes one daemon of the fleet do it.
+    let maintenance = Maintenance::new(store.clone(), daemon_id.0.clone()).with(Arc::new(Rescuer::new(
+        store.clone(),
+        lifecycle.clone(),
+        wake.clone(),
+        config.lease,
+    )));
+    parts.push(tokio::spawn(maintenance.run(shutdown.clone())));
+
     if role.runs_api() {
+        // Known task types: the handlers compiled in, those declared, and registered workers'.
+        let fixed = registry.types().into_iter().map(String::from).chain(config.task_types.iter().cloned());
+        let types = Arc::new(TaskTypes::new(fixed, backend.workers()));
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            types.clone(),
+            registry.clone(),
+            cwom.clone(),
+            wake.clone(),
+            metrics.clone(),
+        ));
+        let remote_settings =
+            RemoteSettings { lease: config.lease, heartbeat_interval: heartbeat_interval(config.lease) };
+        let remote = Arc::new(Remote::new(
+            store.clone(),
+            backend.workers(),
+            lifecycle.clone(),
+            types,
+            remote_settings,
+            wake.clone(),
+            shutdown.clone(),
+        ));
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
-        addr = listener.local_addr().ok();
+        let addr = listener.local_addr().ok();
         let state = ApiState {
             store: store.clone(),
-            types,
-            executors: registry.clone(),
+            intake,
+            control: Arc::new(Control::new(store.clone(), wake.clone())),
             remote,
-            signals,
+            trace,
             listener: listener_status,
             cwom,
             metrics: metrics.clone(),
@@ -233,17 +236,45 @@ pub async fn start_with(
         };
         tracing::info!(addr = %addr.unwrap_or(config.bind), "HTTP API listening");
         parts.push(tokio::spawn(api::serve(listener, state, shutdown.clone())));
+        if role.runs_worker() {
+            start_worker(config, store, registry, lifecycle, daemon_id, metrics, wake, &shutdown, &mut parts);
+        }
+        return Ok(Running { addr, parts });
     }
+    if role.runs_worker() {
+        start_worker(config, store, registry, lifecycle, daemon_id, metrics, wake, &shutdown, &mut parts);
+    }
+    Ok(Running { addr: None, parts })
+}
 
-    if let Some(worker) = worker {
-        tracing::info!(
-            worker_id = %worker.settings.id,
-            slots = config.workers,
-            store = %config.database.redacted(),
-            traces = %if config.trace { config.trace_dir.display().to_string() } else { "off".into() },
-            "worker started"
-        );
-        parts.push(tokio::spawn(worker.run(shutdown)));
-    }
-    Ok(Running { addr, parts })
+/// The in-process worker: claims the types this binary has handlers for.
+#[allow(clippy::too_many_arguments)]
+fn start_worker(
+    config: &Config,
+    store: Arc<dyn TaskStore>,
+    registry: Arc<Registry>,
+    lifecycle: Arc<Lifecycle>,
+    id: WorkerId,
+    metrics: Arc<Metrics>,
+    wake: Arc<Fanout>,
+    shutdown: &Shutdown,
+    parts: &mut Vec<JoinHandle<()>>,
+) {
+    let settings = WorkerSettings {
+        id,
+        slots: config.workers,
+        poll_interval: config.poll_interval,
+        lease: config.lease,
+        shutdown_grace: config.shutdown_grace,
+        stop_grace: crate::worker::stop_grace(config.executors.kill_grace),
+    };
+    let worker = Arc::new(Worker::new(store, registry, lifecycle, settings, metrics, wake));
+    tracing::info!(
+        worker_id = %worker.settings.id,
+        slots = config.workers,
+        store = %config.database.redacted(),
+        traces = %if config.trace { config.trace_dir.display().to_string() } else { "off".into() },
+        "worker started"
+    );
+    parts.push(tokio::spawn(worker.run(shutdown.clone())));
 }

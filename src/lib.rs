@@ -4,24 +4,34 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `daemon` → `api` → services (`attempt`, `worker`, `remote`,
-//! `cwom`, `handlers`) → `store` (the traits) → its drivers, with the models (`task`,
-//! `storable`, `cwom::types`, `cwom::requests`, `remote::model`), `config`, `tunables`,
-//! `trace`, `metrics` and `shutdown` below all of them. `client` and `mcp`, the programs
+//! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
+//! `maintenance`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
+//! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
+//! `registration`, `cwom`, `storable`, `failure`), `config`, `tunables`, `trace`,
+//! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
-//! reach a store. `tests/module_graph.rs` fails on an import cycle or an upward import.
+//! reach a store. A module's layer is its top-level module's; `tests/module_graph.rs` fails
+//! on an import cycle or an upward import.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
+//! | [`lease`] | the one fence of an attempt: [`lease::LeaseToken`] (holder and attempt) and [`lease::Held`] (a task's attempt) |
+//! | [`registration`] | remote workers as data: the registration and its stored record |
+//! | [`failure`] | [`failure::StoreError`], a database failure as data (below the store, so models can carry it) |
 //! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
-//! | [`store`] | the traits of domain operations ([`store::TaskStore`], [`store::CwomStore`], [`store::Listener`]) and their errors; a driver per database (`store/sqlite/`, `store/postgres/`) owning all of its SQL, its migrations (`migrations/<dialect>/`) and, on PostgreSQL, the LISTEN connection; [`store::Backend`] is the open database |
-//! | [`cwom`] | the canonical work object model (Repo … Artifact): `types`, `requests` (validation), `error`, and [`cwom::Cwom`], the service the API and the attempt lifecycle call |
-//! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
-//! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims (one wake-up fan-out), lease tokens, remote attempts through the same lifecycle; [`remote::TaskTypes`], the known task types; `remote::model` its data |
-//! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `rescuer` (expired leases, heartbeats) |
+//! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
+//! | [`cwom`] | the canonical work object model (Repo … Artifact) as data: `types`, `requests` (validation), `error` |
+//! | [`cwom_service`] | [`cwom_service::Cwom`], the CWOM service the API and the attempt lifecycle call |
+//! | [`intake`] | the one way work enters: [`intake::Intake`] checks types ([`intake::TaskTypes`]), admission, CWOM links and batch keys, writes, wakes and counts; [`intake::IntakeError`] its refusals |
+//! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks |
+//! | [`wakeups`] | [`wakeups::Fanout`], the one wake-up fan-out: fed by the listener, the intake and every freeing state change; read by the producer and waiting long-polls; cancels to the in-process worker |
+//! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table) |
+//! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), resume (an attempt that began in another process), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
+//! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims, remote attempts through the same lifecycle, on whichever daemon their calls reach |
+//! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `heartbeat` (renews the leases of ours) |
 //! | [`handlers`] | the task [`handlers::Handler`] trait, the registry (with each handler's intake check, [`handlers::Handler::admit`]), where output goes ([`handlers::AttemptOutput`]), and [`handlers::run_bounded`], the one place a handler is held to its timeout and stop grace (the executor and the HTTP worker both call it); the built-ins `echo`, `sleep`, `fail`; `process` (a program in its own group, clean environment, streamed output, a stop that leaves nothing), `command` and `agent` (a coding agent in a git worktree, its patch the result) |
 //! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
 //! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
@@ -40,20 +50,22 @@
 //! # Data flow
 //!
 //! ```text
-//! POST /tasks/enqueue ─▶ api/tasks ─▶ TaskStore::enqueue ─▶ tasks ─(PostgreSQL trigger NOTIFY)─▶ Listener ─┐
-//! INSERT INTO tasks … (another service) ───────────────────▶ tasks ─(trigger NOTIFY)──────────────────────┤
-//! api (same process) ── worker::Signals ──────────────────────────────────────────────────────────────────┤
-//!                                                                                   poll timer ─▶ producer
-//! producer ─ TaskStore::claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor
+//! POST /tasks/enqueue ─▶ api/tasks ─▶ intake::Intake ─▶ IntakeStore::enqueue ─▶ tasks ─(trigger NOTIFY)─▶ Listener ─┐
+//! INSERT INTO tasks … (another service) ─────────────────────────────────────▶ tasks ─(trigger NOTIFY)──────────────┤
+//! UPDATE … status = 'queued' (retry, release, rescue, deregister, anyone's SQL) ─▶ tasks ─(trigger NOTIFY)──────────┤
+//! intake, control, completer, rescuer, remote (same process) ────────────────────────────────────────────────────┤
+//!                                                                        wakeups::Fanout ─▶ producer, long-polls
+//! producer ─ AttemptStore::claim(free slots + prefetch, lease) ─▶ buffer ─▶ executor
 //! executor ─ attempt::Lifecycle::begin (trace folder, CWOM Run) ─▶ handler ─▶ Lifecycle::end ─▶ completer
 //!            handler output (program lines, artifacts) ─ AttemptOutput ─▶ AttemptSink ─▶ log.txt, artifacts/, CWOM
-//! completer ─ TaskStore::finish (batched, fenced by lease holder and attempt) ─▶ tasks
-//! rescuer ─ TaskStore::rescue_expired (with the retry backoff) / TaskStore::heartbeat ─▶ tasks
+//! completer ─ AttemptStore::finish / release (batched, fenced by lease::Held) ─▶ tasks
+//! worker heartbeat ─ AttemptStore::renew ─▶ tasks
+//! maintenance (leader only) ─ rescuer ─ MaintenanceStore::rescue_expired ─▶ tasks; Lifecycle::lease_expired (Run)
 //!
-//! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ TaskStore::claim (types, queues)
-//!             ↳ waits on the wake-up fan-out (Listener / Signals) ─▶ Lifecycle::begin ─▶ lease_token
+//! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ AttemptStore::claim (types, queues)
+//!             ↳ waits on wakeups::Fanout ─▶ Lifecycle::begin ─▶ lease_token
 //! HTTP worker ─ log, artifacts, complete/fail/release (lease_token) ─▶ Remote ─▶ fenced store write
-//!             ─▶ Lifecycle::close (trace folder, CWOM Run)
+//!             ─▶ Lifecycle::close (trace folder, CWOM Run; Lifecycle::resume first when claimed elsewhere)
 //! worker --server ─ http_worker ─ client ─▶ the same routes, running handlers as the executor does
 //!
 //! agent ─ MCP (stdio) ─▶ mcp ─ client (HTTP, the API key) ─▶ the routes above, as an operator or an HTTP worker
@@ -69,9 +81,14 @@
 //!   `migrations/postgres/` (`tests/schema_parity.rs` compares them), the field on
 //!   [`task::Task`], and the column in each driver's codec (`task_columns!` in
 //!   `store/<dialect>/tasks.rs`: one list per dialect for inserting, copying and reading).
-//! - A new store operation: the method on [`store::TaskStore`] (or [`store::CwomStore`]),
-//!   its own error type in `store/error.rs` if it can fail for a reason of its own, both
-//!   drivers, and a case in `tests/store_conformance.rs` (it runs against both).
+//! - A new store operation: the method on the trait of its concern (`store/tasks.rs`, or
+//!   [`store::CwomStore`]), a params struct when it takes more than two values, its own
+//!   error type in `store/error.rs` if it can fail for a reason of its own, both drivers,
+//!   and a case in `tests/store_conformance.rs` (it runs against both).
+//! - A new way work enters (a schedule tick, a workflow step): through [`intake::Intake`].
+//!   A new periodic job: a [`maintenance::Service`] registered in `daemon::start_with`.
+//!   A new path that makes a task claimable: an UPDATE to `queued` wakes the fleet by the
+//!   trigger (`migrations/postgres/V8`); call [`wakeups::Fanout::work_available`] too.
 //! - A dashboard view: a function in `api/ui/pages.rs` and its path in `api/ui/mod.rs`;
 //!   every user-controlled value through `api::ui::html::esc`; actions are the page script
 //!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
@@ -98,13 +115,20 @@ pub mod api;
 pub mod attempt;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod cwom;
+pub mod cwom_service;
 pub mod daemon;
+pub mod failure;
 pub mod handlers;
 pub mod http_worker;
+pub mod intake;
+pub mod lease;
 pub mod logging;
+pub mod maintenance;
 pub mod mcp;
 pub mod metrics;
+pub mod registration;
 pub mod remote;
 pub mod shutdown;
 pub mod storable;
@@ -112,4 +136,5 @@ pub mod store;
 pub mod task;
 pub mod trace;
 pub mod tunables;
+pub mod wakeups;
 pub mod worker;

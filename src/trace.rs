@@ -183,7 +183,60 @@ impl TraceWriter {
                 fs::rename(&previous, dir.join(earlier_output(task.attempts - 1)))?;
             }
         }
-        let input = InputRecord {
+        write_json_whole(&dir, INPUT_FILE, &InputRecord::of(task))?;
+        let header = format!(
+            "=== attempt {} of {} · task {} · type {} · started {} ===\n",
+            task.attempts,
+            task.max_attempts,
+            task.id,
+            task.task_type,
+            ts(task.started_at.unwrap_or_else(Utc::now))
+        );
+        Ok(Some(open_log(dir, &header)?))
+    }
+
+    /// Reopens (or creates) the folder of an attempt that began in another daemon process:
+    /// `input.json` is written when this disk has none, and `log.txt` gets a line saying
+    /// where the rest of the attempt's trace comes from.
+    pub fn resume(&self, task: &Task) -> io::Result<Option<TaskTrace>> {
+        let Some(dir) = self.dir_for(task.id) else {
+            return Ok(None);
+        };
+        fs::create_dir_all(&dir)?;
+        if !dir.join(INPUT_FILE).exists() {
+            write_json_whole(&dir, INPUT_FILE, &InputRecord::of(task))?;
+        }
+        let header = format!(
+            "=== attempt {} of task {} continues here; it was claimed through another daemon process \
+             (lease holder {}, claimed {}) ===\n",
+            task.attempts,
+            task.id,
+            task.locked_by.as_deref().unwrap_or("unknown"),
+            ts(task.started_at.unwrap_or_else(Utc::now))
+        );
+        Ok(Some(open_log(dir, &header)?))
+    }
+
+    /// Writes `output.json`, the last file of an attempt.
+    pub fn finish(&self, trace: &TaskTrace, record: &AttemptRecord) -> io::Result<()> {
+        write_json_whole(&trace.dir, OUTPUT_FILE, record)
+    }
+}
+
+/// Opens `dir/log.txt` for appending and writes `header` to it.
+fn open_log(dir: PathBuf, header: &str) -> io::Result<TaskTrace> {
+    let log = RollingFileAppender::builder()
+        .rotation(Rotation::NEVER)
+        .filename_prefix(LOG_FILE)
+        .build(&dir)
+        .map_err(io::Error::other)?;
+    log.make_writer().write_all(header.as_bytes())?;
+    Ok(TaskTrace { dir, log: Arc::new(log) })
+}
+
+impl<'a> InputRecord<'a> {
+    fn of(task: &'a Task) -> Self {
+        InputRecord {
             task_id: task.id,
             task_type: &task.task_type,
             payload: &task.payload,
@@ -198,28 +251,7 @@ impl TraceWriter {
             run_at: task.run_at,
             created_at: task.created_at,
             started_at: task.started_at,
-        };
-        write_json_whole(&dir, INPUT_FILE, &input)?;
-        let log = RollingFileAppender::builder()
-            .rotation(Rotation::NEVER)
-            .filename_prefix(LOG_FILE)
-            .build(&dir)
-            .map_err(io::Error::other)?;
-        let header = format!(
-            "=== attempt {} of {} · task {} · type {} · started {} ===\n",
-            task.attempts,
-            task.max_attempts,
-            task.id,
-            task.task_type,
-            ts(task.started_at.unwrap_or_else(Utc::now))
-        );
-        log.make_writer().write_all(header.as_bytes())?;
-        Ok(Some(TaskTrace { dir, log: Arc::new(log) }))
-    }
-
-    /// Writes `output.json`, the last file of an attempt.
-    pub fn finish(&self, trace: &TaskTrace, record: &AttemptRecord) -> io::Result<()> {
-        write_json_whole(&trace.dir, OUTPUT_FILE, record)
+        }
     }
 }
 

@@ -138,6 +138,12 @@ pub const RUN_TIME_EWMA_SHIFT: u64 = 16;
 /// How often expired leases are looked for: half a lease, within these bounds.
 pub const RESCUE_EVERY_MIN: Duration = Duration::from_millis(100);
 pub const RESCUE_EVERY_MAX: Duration = Duration::from_secs(5);
+/// The maintenance leadership's lease: a leader killed with SIGKILL is replaced within
+/// this plus one renewal period. Short, because the services it leads (the lease rescuer)
+/// wait for it; long enough that a daemon stalled by a busy host for a second keeps it.
+pub const LEADER_TTL: Duration = Duration::from_secs(5);
+/// How often the leader renews its lease, and a follower asks for it.
+pub const LEADER_RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Leases are renewed every third of a lease, so two beats can be missed; never more often
 /// than this.
 pub const HEARTBEAT_EVERY_MIN: Duration = Duration::from_millis(100);

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use devops_control_tower::cwom::types::{Failure, FailureCategory, ObjectKind, Status, Telemetry};
-use devops_control_tower::cwom::{Cwom, CwomError, StartRun};
+use devops_control_tower::cwom::CwomError;
+use devops_control_tower::cwom_service::{Cwom, StartRun};
 use devops_control_tower::handlers::Registry;
 use devops_control_tower::store::Backend;
 use reqwest::Method;
@@ -1350,6 +1351,7 @@ async fn the_worker_bridge_records_runs_and_trace_artifacts() {
         meta.insert("jct".into(), json!({"task_id": "t-1"}));
         let run_id = cwom
             .start_run(StartRun {
+                run_id: uuid::Uuid::now_v7().to_string(),
                 issue_id: id(&c.issue).to_string(),
                 executor_actor_id: "host:42:abcd".into(),
                 runtime: "jct-worker".into(),
@@ -1406,6 +1408,7 @@ async fn the_worker_bridge_records_runs_and_trace_artifacts() {
 
         // A failing run: the failure given, or `unknown` when the worker has none.
         let start = |issue: &Value| StartRun {
+            run_id: uuid::Uuid::now_v7().to_string(),
             issue_id: id(issue).to_string(),
             executor_actor_id: "w".into(),
             runtime: "jct-worker".into(),

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use devops_control_tower::store::{ClaimParams, PgStore, TaskStore};
+use devops_control_tower::store::{AttemptStore, ClaimParams, IntakeStore, OperatorStore, PgStore, TaskReads};
 use devops_control_tower::task::{NewTask, TaskStatus, WorkerId};
 use serde_json::json;
 use support::PgDb;

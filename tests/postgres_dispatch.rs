@@ -345,7 +345,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
     }
 }
 
-/// The heartbeat, finish and release statements must reach their rows through the primary
+/// The renew, finish and release statements must reach their rows through the primary
 /// key, with the settings of the worker's connections, whatever the planner knows of the
 /// table. Two states fooled it (both measured in 100,000-task drains):
 /// - statistics from right after a bulk load say every task is queued, so the planner
@@ -355,7 +355,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
 ///   seq-scanned the table and matched each row against all 512 outcomes (0.55 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_statements_use_the_primary_key_whatever_the_statistics() {
-    use devops_control_tower::store::postgres::{FINISH, HEARTBEAT, RELEASE, WORKER_SETTINGS};
+    use devops_control_tower::store::postgres::{FINISH, RELEASE, RENEW, WORKER_SETTINGS};
     for analyzed in [true, false] {
         let db = PgDb::new().await;
         let client = db.client().await;
@@ -382,19 +382,20 @@ async fn lease_statements_use_the_primary_key_whatever_the_statistics() {
             .await
             .unwrap();
         let args = format!("'{}'::uuid[]", row.get::<_, String>(0));
+        let fences = format!("{args}, array_fill('w'::text, ARRAY[512]), array_fill(1, ARRAY[512])");
         let statements = [
-            ("heartbeat", HEARTBEAT, "uuid[], text, float8", format!("{args}, 'w', 30")),
+            ("renew", RENEW, "uuid[], text[], int4[], float8", format!("{fences}, 30")),
             (
                 "finish",
-                FINISH,
-                "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text",
+                FINISH.as_str(),
+                "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text[]",
                 format!(
                     "{args}, array_fill(1, ARRAY[512]), array_fill('completed'::text, ARRAY[512]), \
                      array_fill('{{}}'::jsonb, ARRAY[512]), array_fill(NULL::text, ARRAY[512]), \
-                     array_fill(NULL::timestamptz, ARRAY[512]), 'w'"
+                     array_fill(NULL::timestamptz, ARRAY[512]), array_fill('w'::text, ARRAY[512])"
                 ),
             ),
-            ("release", RELEASE, "uuid[], text", format!("{args}, 'w'")),
+            ("release", RELEASE, "uuid[], text[], int4[]", fences.clone()),
         ];
         for (name, sql, types, values) in &statements {
             client.batch_execute(&format!("PREPARE {name}_q ({types}) AS {sql}")).await.unwrap();

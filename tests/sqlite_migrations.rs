@@ -166,7 +166,7 @@ fn v5_turns_every_stored_time_into_microseconds_and_keeps_the_rest() {
 /// claim compared text, and `2026-11-29 10:00:00` sorted before `2026-11-29T09:00:00Z`.)
 #[tokio::test]
 async fn hand_written_text_times_are_honoured_by_the_claim() {
-    use devops_control_tower::store::{ClaimParams, SqliteStore, TaskStore};
+    use devops_control_tower::store::{AttemptStore, ClaimParams, SqliteStore, TaskReads};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let store = SqliteStore::open(&path).await.unwrap();

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use devops_control_tower::lease::Held;
 use devops_control_tower::store::{
-    CancelError, ClaimParams, EnqueueError, Finish, LeaseState, Outcome, RetryError, TaskStore,
+    AttemptEnd, CancelError, ClaimParams, EnqueueError, Finish, LeadParams, LeaseState, RenewParams, RetryError,
+    TaskStore,
 };
 use devops_control_tower::task::{NewTask, RetryPolicy, TaskFilter, TaskId, TaskStatus, WorkerId};
 use serde_json::json;
@@ -25,6 +27,24 @@ fn claim(w: &str, limit: usize) -> ClaimParams {
 /// Claims of the types these cases enqueue, from every queue.
 fn claim_for(w: &str, limit: usize, lease: Duration) -> ClaimParams {
     ClaimParams { worker: worker(w), limit, lease, types: vec!["echo".into(), "fail".into()], queues: None }
+}
+
+/// The end of attempt `attempt` of `id`, fenced by holder `w`.
+fn end(w: &str, id: TaskId, attempt: i32, finish: Finish) -> AttemptEnd {
+    AttemptEnd { held: Held::new(id, worker(w), attempt), finish }
+}
+
+/// Writes ends; the ids whose write applied.
+async fn finished(store: &dyn TaskStore, ends: &[AttemptEnd]) -> Vec<TaskId> {
+    store.finish(ends).await.unwrap().iter().map(|t| t.id).collect()
+}
+
+/// Renews attempt 1 of each of `ids` for holder `w`; the ids still held.
+async fn renewed(store: &dyn TaskStore, w: &str, ids: &[TaskId], lease: Duration) -> Vec<TaskId> {
+    let held: Vec<Held> = ids.iter().map(|id| Held::new(*id, worker(w), 1)).collect();
+    let states = store.renew(RenewParams { attempts: &held, lease }).await.unwrap();
+    assert_eq!(states.len(), held.len(), "a state for every attempt asked");
+    held.iter().zip(states).filter(|(_, s)| matches!(s, LeaseState::Held { .. })).map(|(h, _)| h.id).collect()
 }
 
 async fn enqueue(store: &dyn TaskStore, t: &str) -> TaskId {
@@ -118,11 +138,13 @@ mod cases {
     pub async fn finish_is_fenced_by_worker_and_attempt(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w1", 1)).await.unwrap().remove(0);
-        let done = |attempt| Outcome { id, attempt, finish: Finish::Completed { result: json!({"ok": true}) } };
-        assert!(store.finish(&worker("intruder"), &[done(t.attempts)]).await.unwrap().is_empty());
-        assert!(store.finish(&worker("w1"), &[done(t.attempts + 1)]).await.unwrap().is_empty());
-        assert_eq!(store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap(), vec![id]);
-        assert!(store.finish(&worker("w1"), &[done(t.attempts)]).await.unwrap().is_empty(), "only once");
+        let done = |w: &str, attempt| end(w, id, attempt, Finish::Completed { result: json!({"ok": true}) });
+        assert!(finished(&*store, &[done("intruder", t.attempts)]).await.is_empty());
+        assert!(finished(&*store, &[done("w1", t.attempts + 1)]).await.is_empty());
+        let ended = store.finish(&[done("w1", t.attempts)]).await.unwrap();
+        assert_eq!(ended.iter().map(|t| (t.id, t.status)).collect::<Vec<_>>(), vec![(id, TaskStatus::Completed)]);
+        assert_eq!(ended[0].result, Some(json!({"ok": true})), "the task is answered as it now is");
+        assert!(finished(&*store, &[done("w1", t.attempts)]).await.is_empty(), "only once");
         let got = store.get(id).await.unwrap().unwrap();
         assert_eq!(got.status, TaskStatus::Completed);
         assert_eq!(got.result, Some(json!({"ok": true})));
@@ -137,11 +159,11 @@ mod cases {
         assert_eq!(claimed.len(), 3);
         let retry_at = Utc::now() + chrono::Duration::seconds(60);
         let outcomes = vec![
-            Outcome { id: a, attempt: 1, finish: Finish::Completed { result: json!(1) } },
-            Outcome { id: b, attempt: 1, finish: Finish::Retry { error: "boom".into(), run_at: retry_at } },
-            Outcome { id: c, attempt: 1, finish: Finish::Failed { error: "fatal".into() } },
+            end("w", a, 1, Finish::Completed { result: json!(1) }),
+            end("w", b, 1, Finish::Retry { error: "boom".into(), run_at: retry_at }),
+            end("w", c, 1, Finish::Failed { error: "fatal".into() }),
         ];
-        let applied: HashSet<_> = store.finish(&worker("w"), &outcomes).await.unwrap().into_iter().collect();
+        let applied: HashSet<_> = finished(&*store, &outcomes).await.into_iter().collect();
         assert_eq!(applied, HashSet::from([a, b, c]));
 
         let b = store.get(b).await.unwrap().unwrap();
@@ -181,14 +203,14 @@ mod cases {
         assert_eq!(cancelled.last_error.as_deref(), Some("cancelled while running"));
         assert!(cancelled.locked_by.is_none() && cancelled.finished_at.is_some());
         // Its daemon learns at the next heartbeat, and its late result is refused.
-        assert!(store.heartbeat(&worker("w"), &[id], Duration::from_secs(30)).await.unwrap().is_empty());
-        let late = Outcome { id, attempt: t.attempts, finish: Finish::Completed { result: json!(1) } };
-        assert!(store.finish(&worker("w"), &[late]).await.unwrap().is_empty());
+        assert!(renewed(&*store, "w", &[id], Duration::from_secs(30)).await.is_empty());
+        let late = end("w", id, t.attempts, Finish::Completed { result: json!(1) });
+        assert!(finished(&*store, &[late]).await.is_empty());
         assert_eq!(store.get(id).await.unwrap().unwrap().status, TaskStatus::Cancelled);
         let done = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
-        let ok = Outcome { id: done, attempt: t.attempts, finish: Finish::Completed { result: json!(1) } };
-        store.finish(&worker("w"), &[ok]).await.unwrap();
+        let ok = end("w", done, t.attempts, Finish::Completed { result: json!(1) });
+        store.finish(&[ok]).await.unwrap();
         assert!(matches!(
             store.cancel(done).await,
             Err(CancelError::NotCancellable { status: TaskStatus::Completed, .. })
@@ -302,11 +324,19 @@ mod cases {
         // The rescued task waits like a failed attempt: 400 ms · 2^0, times a jitter
         // factor from 0.75 to 1.
         let policy = RetryPolicy { base: Duration::from_millis(400), cap: Duration::from_secs(10) };
-        assert_eq!(store.rescue_expired(&policy).await.unwrap(), 0, "leases still valid");
+        assert!(store.rescue_expired(&policy).await.unwrap().is_empty(), "leases still valid");
         tokio::time::sleep(Duration::from_millis(120)).await;
         let before = Utc::now();
-        assert_eq!(store.rescue_expired(&policy).await.unwrap(), 2);
+        let mut rescued = store.rescue_expired(&policy).await.unwrap();
         let after = Utc::now();
+        rescued.sort_by_key(|r| r.id);
+        let mut want = vec![(retry, TaskStatus::Queued), (last, TaskStatus::Failed)];
+        want.sort_by_key(|(id, _)| *id);
+        assert_eq!(rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(), want);
+        for r in &rescued {
+            assert_eq!((r.attempt, r.worker.as_deref()), (1, Some("dead")), "{r:?}");
+            assert!(r.started_at.is_some(), "the expired attempt's claim time: {r:?}");
+        }
         let r = store.get(retry).await.unwrap().unwrap();
         assert_eq!(r.status, TaskStatus::Queued);
         let error = r.last_error.unwrap();
@@ -327,8 +357,8 @@ mod cases {
         let l = store.get(last).await.unwrap().unwrap();
         assert_eq!(l.status, TaskStatus::Failed, "attempts used up");
         // The dead worker's late result is refused.
-        let late = Outcome { id: retry, attempt: 1, finish: Finish::Completed { result: json!(0) } };
-        assert!(store.finish(&worker("dead"), &[late]).await.unwrap().is_empty());
+        let late = end("dead", retry, 1, Finish::Completed { result: json!(0) });
+        assert!(finished(&*store, &[late]).await.is_empty());
         let again = store.claim(&claim("alive", 5)).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
@@ -338,8 +368,8 @@ mod cases {
         let id = enqueue(&*store, "echo").await;
         let short = claim_for("w", 1, Duration::from_secs(1));
         store.claim(&short).await.unwrap();
-        assert!(store.heartbeat(&worker("other"), &[id], Duration::from_secs(60)).await.unwrap().is_empty());
-        assert_eq!(store.heartbeat(&worker("w"), &[id], Duration::from_secs(60)).await.unwrap(), vec![id]);
+        assert!(renewed(&*store, "other", &[id], Duration::from_secs(60)).await.is_empty());
+        assert_eq!(renewed(&*store, "w", &[id], Duration::from_secs(60)).await, vec![id]);
         let t = store.get(id).await.unwrap().unwrap();
         assert!(t.locked_until.unwrap() > Utc::now() + chrono::Duration::seconds(50));
     }
@@ -347,8 +377,9 @@ mod cases {
     pub async fn release_gives_back_uncounted(store: Arc<dyn TaskStore>) {
         let id = enqueue(&*store, "echo").await;
         store.claim(&claim("w", 1)).await.unwrap();
-        assert_eq!(store.release(&worker("other"), &[id]).await.unwrap(), 0);
-        assert_eq!(store.release(&worker("w"), &[id]).await.unwrap(), 1);
+        assert!(store.release(&[Held::new(id, worker("other"), 1)]).await.unwrap().is_empty());
+        assert!(store.release(&[Held::new(id, worker("w"), 2)]).await.unwrap().is_empty(), "another attempt's fence");
+        assert_eq!(store.release(&[Held::new(id, worker("w"), 1)]).await.unwrap(), vec![id]);
         let t = store.get(id).await.unwrap().unwrap();
         assert_eq!((t.status, t.attempts), (TaskStatus::Queued, 0));
         assert!(t.locked_by.is_none() && t.started_at.is_none());
@@ -370,7 +401,7 @@ mod cases {
                     let (store, ids, stop) = (store.clone(), ids.clone(), stop.clone());
                     tokio::spawn(async move {
                         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            store.heartbeat(&worker("w"), &ids, Duration::from_secs(30)).await.unwrap();
+                            renewed(&*store, "w", &ids, Duration::from_secs(30)).await;
                         }
                     })
                 })
@@ -381,15 +412,11 @@ mod cases {
                 .map(|chunk| {
                     let (store, chunk) = (store.clone(), chunk.to_vec());
                     tokio::spawn(async move {
-                        let outcomes: Vec<Outcome> = chunk
+                        let outcomes: Vec<AttemptEnd> = chunk
                             .iter()
-                            .map(|id| Outcome {
-                                id: *id,
-                                attempt: 1,
-                                finish: Finish::Completed { result: json!(null) },
-                            })
+                            .map(|id| end("w", *id, 1, Finish::Completed { result: json!(null) }))
                             .collect();
-                        store.finish(&worker("w"), &outcomes).await.unwrap().len()
+                        store.finish(&outcomes).await.unwrap().len()
                     })
                 })
                 .collect();
@@ -438,42 +465,76 @@ mod cases {
     }
 
     pub async fn lease_tokens_fence_one_attempt(store: Arc<dyn TaskStore>) {
-        use devops_control_tower::remote::model::LeaseToken;
         let id = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
-        let token = LeaseToken { worker: worker("w"), attempt: t.attempts };
-        let stale = LeaseToken { worker: worker("w"), attempt: t.attempts - 1 };
-        let other = LeaseToken { worker: worker("x"), attempt: t.attempts };
-        assert!(store.holds(id, &token).await.unwrap());
-        assert!(!store.holds(id, &stale).await.unwrap() && !store.holds(id, &other).await.unwrap());
+        let held = Held::new(id, worker("w"), t.attempts);
+        let stale = Held::new(id, worker("w"), t.attempts - 1);
+        let other = Held::new(id, worker("x"), t.attempts);
+        assert!(store.holds(&held).await.unwrap());
+        assert!(!store.holds(&stale).await.unwrap() && !store.holds(&other).await.unwrap());
         assert_eq!(store.running_count(&worker("w")).await.unwrap(), 1);
         assert_eq!(store.running_count(&worker("x")).await.unwrap(), 0);
-        match store.renew(id, &token, Duration::from_secs(90)).await.unwrap() {
+        let renew = |h: &Held, secs| {
+            let (store, h) = (store.clone(), h.clone());
+            async move {
+                let lease = Duration::from_secs(secs);
+                store.renew(RenewParams { attempts: std::slice::from_ref(&h), lease }).await.unwrap().remove(0)
+            }
+        };
+        match renew(&held, 90).await {
             LeaseState::Held { until } => assert!(until > Utc::now() + chrono::Duration::seconds(80)),
             other => panic!("expected the lease held, got {other:?}"),
         }
-        assert_eq!(store.renew(id, &stale, Duration::from_secs(90)).await.unwrap(), LeaseState::Lost);
-        assert!(!store.release_attempt(id, &other).await.unwrap(), "another worker's token releases nothing");
-        assert!(store.release_attempt(id, &token).await.unwrap());
+        assert_eq!(renew(&stale, 90).await, LeaseState::Lost);
+        // Several at once: each answered in the order asked.
+        let lease = Duration::from_secs(30);
+        let states = store.renew(RenewParams { attempts: &[stale.clone(), held.clone(), other.clone()], lease }).await;
+        let states = states.unwrap();
+        assert!(matches!(states[..], [LeaseState::Lost, LeaseState::Held { .. }, LeaseState::Lost]), "{states:?}");
+        assert!(store.release(std::slice::from_ref(&other)).await.unwrap().is_empty(), "another worker's token");
+        assert_eq!(store.release(std::slice::from_ref(&held)).await.unwrap(), vec![id]);
         let back = store.get(id).await.unwrap().unwrap();
         assert_eq!((back.status, back.attempts), (TaskStatus::Queued, 0), "released uncounted");
-        assert_eq!(store.not_held(&worker("w"), &[id]).await.unwrap(), vec![id]);
+        assert!(!store.holds(&held).await.unwrap());
         // Claimed again and cancelled: the holder's renewal says so.
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
-        let token = LeaseToken { worker: worker("w"), attempt: t.attempts };
-        assert!(store.not_held(&worker("w"), &[id]).await.unwrap().is_empty());
+        let held = Held::new(id, worker("w"), t.attempts);
+        assert!(store.holds(&held).await.unwrap());
         store.cancel(id).await.unwrap();
-        assert_eq!(store.renew(id, &token, Duration::from_secs(30)).await.unwrap(), LeaseState::Cancelled);
-        assert!(!store.holds(id, &token).await.unwrap());
+        assert_eq!(renew(&held, 30).await, LeaseState::Cancelled);
+        assert!(!store.holds(&held).await.unwrap());
         // One end, answered whole; refused when the fence does not match.
         let next = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
-        let done = |attempt| Outcome { id: next, attempt, finish: Finish::Completed { result: json!({ "ok": 1 }) } };
-        assert!(store.finish_one(&worker("w"), &done(t.attempts + 1)).await.unwrap().is_none(), "wrong attempt");
-        assert!(store.finish_one(&worker("x"), &done(t.attempts)).await.unwrap().is_none(), "wrong holder");
-        let ended = store.finish_one(&worker("w"), &done(t.attempts)).await.unwrap().expect("the fence matches");
+        let done = |w: &str, attempt| end(w, next, attempt, Finish::Completed { result: json!({ "ok": 1 }) });
+        assert!(store.finish(&[done("w", t.attempts + 1)]).await.unwrap().is_empty(), "wrong attempt");
+        assert!(store.finish(&[done("x", t.attempts)]).await.unwrap().is_empty(), "wrong holder");
+        let ended = store.finish(&[done("w", t.attempts)]).await.unwrap().pop().expect("the fence matches");
         assert_eq!((ended.id, ended.status, ended.result), (next, TaskStatus::Completed, Some(json!({ "ok": 1 }))));
         assert!(ended.finished_at.is_some() && ended.locked_by.is_none());
+    }
+
+    /// The maintenance leadership: one holder at a time, renewed by its holder, taken over
+    /// once it expires, handed over at once when resigned.
+    pub async fn leadership_has_one_holder_at_a_time(store: Arc<dyn TaskStore>) {
+        let lead = |holder: &'static str, ms: u64| {
+            let store = store.clone();
+            async move {
+                let params = LeadParams { name: "maintenance", holder, ttl: Duration::from_millis(ms) };
+                store.lead(params).await.unwrap()
+            }
+        };
+        assert!(lead("a", 300).await, "free: taken");
+        assert!(!lead("b", 300).await, "held by a");
+        assert!(lead("a", 300).await, "its holder renews it");
+        assert!(!lead("b", 300).await);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(lead("b", 60_000).await, "expired: taken over");
+        assert!(!lead("a", 300).await, "the old holder does not get it back");
+        store.resign("maintenance", "a").await.unwrap();
+        assert!(!lead("a", 300).await, "only its holder can give it up");
+        store.resign("maintenance", "b").await.unwrap();
+        assert!(lead("a", 300).await, "given up: free at once");
     }
 
     pub async fn retry_requeues_only_failed_or_cancelled(store: Arc<dyn TaskStore>) {
@@ -482,8 +543,8 @@ mod cases {
         let id = store.enqueue(once).await.unwrap().id;
         assert!(matches!(store.retry(id).await, Err(RetryError::NotRetryable { status: TaskStatus::Queued, .. })));
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
-        let failed = Outcome { id, attempt: t.attempts, finish: Finish::Failed { error: "boom".into() } };
-        store.finish(&worker("w"), &[failed]).await.unwrap();
+        let failed = end("w", id, t.attempts, Finish::Failed { error: "boom".into() });
+        store.finish(&[failed]).await.unwrap();
         let again = store.retry(id).await.unwrap();
         assert_eq!((again.status, again.attempts), (TaskStatus::Queued, 0));
         assert!(again.finished_at.is_none() && again.locked_by.is_none());
@@ -517,10 +578,10 @@ mod cases {
         // Claim all three, give `queued` back, complete `done`: one task in each state.
         let claimed = store.claim(&claim("w", 3)).await.unwrap();
         assert_eq!(claimed.len(), 3);
-        store.release(&worker("w"), &[queued]).await.unwrap();
         let attempt = |id| claimed.iter().find(|t| t.id == id).unwrap().attempts;
-        let completed = Outcome { id: done, attempt: attempt(done), finish: Finish::Completed { result: json!(1) } };
-        assert_eq!(store.finish(&worker("w"), &[completed]).await.unwrap(), vec![done]);
+        store.release(&[Held::new(queued, worker("w"), attempt(queued))]).await.unwrap();
+        let completed = end("w", done, attempt(done), Finish::Completed { result: json!(1) });
+        assert_eq!(finished(&*store, &[completed]).await, vec![done]);
         let missing = TaskId::new();
 
         let mut cancelled = store.cancel_many(&[queued, running, done, missing]).await.unwrap();
@@ -533,8 +594,8 @@ mod cases {
         assert!(r.locked_by.is_none() && r.finished_at.is_some());
         assert!(store.cancel_many(&[queued]).await.unwrap().is_empty(), "only once");
         // The cancelled running attempt's late result is refused by the fence.
-        let late = Outcome { id: running, attempt: attempt(running), finish: Finish::Completed { result: json!(2) } };
-        assert!(store.finish(&worker("w"), &[late]).await.unwrap().is_empty());
+        let late = end("w", running, attempt(running), Finish::Completed { result: json!(2) });
+        assert!(finished(&*store, &[late]).await.is_empty());
 
         let mut retried = store.retry_many(&[queued, running, done, missing]).await.unwrap();
         retried.sort_by_key(|id| id.0);
@@ -564,12 +625,16 @@ mod cases {
         let claimed = store.claim(&claim("w", 10)).await.unwrap();
         let attempt = |id| claimed.iter().find(|t| t.id == id).unwrap().attempts;
         let outcomes = [
-            Outcome { id: ok, attempt: attempt(ok), finish: Finish::Completed { result: json!(1) } },
-            Outcome { id: bad, attempt: attempt(bad), finish: Finish::Failed { error: "x".into() } },
+            end("w", ok, attempt(ok), Finish::Completed { result: json!(1) }),
+            end("w", bad, attempt(bad), Finish::Failed { error: "x".into() }),
         ];
-        store.finish(&worker("w"), &outcomes).await.unwrap();
-        let rest: Vec<TaskId> = claimed.iter().map(|t| t.id).filter(|id| *id != ok && *id != bad).collect();
-        store.release(&worker("w"), &rest).await.unwrap();
+        store.finish(&outcomes).await.unwrap();
+        let rest: Vec<Held> = claimed
+            .iter()
+            .filter(|t| t.id != ok && t.id != bad)
+            .map(|t| Held::new(t.id, worker("w"), t.attempts))
+            .collect();
+        store.release(&rest).await.unwrap();
 
         let ov = store.overview(3, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
         let of = |s: TaskStatus| ov.by_status.iter().find(|(st, _)| *st == s).unwrap().1;
@@ -633,6 +698,7 @@ conformance!(
     ping_answers,
     claim_takes_only_the_types_and_queues_asked_for,
     lease_tokens_fence_one_attempt,
+    leadership_has_one_holder_at_a_time,
     retry_requeues_only_failed_or_cancelled,
     keyset_pages_and_issue_filter,
     bulk_cancel_and_retry_touch_only_eligible_tasks,
@@ -642,7 +708,7 @@ conformance!(
 /// The worker registry, on both stores.
 mod registry {
     use super::*;
-    use devops_control_tower::remote::model::NewWorker;
+    use devops_control_tower::registration::NewWorker;
     use devops_control_tower::store::Backend;
 
     fn new_worker(types: &[&str]) -> NewWorker {

@@ -19,7 +19,7 @@ use super::body::read_json_value;
 use super::{ApiError, ApiState};
 use crate::cwom::requests::{parse_body, IssuePatch, ListQuery, RunPatch};
 use crate::cwom::types::{Object, ObjectKind};
-use crate::cwom::Cwom;
+use crate::cwom_service::Cwom;
 
 /// Every `/cwom` route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {

@@ -12,6 +12,7 @@ use warp::Reply;
 
 use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
+use crate::intake::IntakeError;
 use crate::remote::RemoteError;
 use crate::storable::Unstorable;
 use crate::store::error::{chain, CancelError, EnqueueError, RetryError, StoreError};
@@ -237,6 +238,23 @@ impl From<EnqueueError> for ApiError {
         match e {
             EnqueueError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
             EnqueueError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::UnknownType { given, known } => ApiError::UnknownType { given, known },
+            IntakeError::NotAdmitted(refusal) => refusal.into(),
+            e @ IntakeError::MissingIssue(_) => ApiError::InvalidRef(e.to_string()),
+            IntakeError::InBatch { index, source } => {
+                let e = ApiError::from(*source);
+                ApiError::InvalidBatchItem { index, code: e.code(), message: e.to_string() }
+            }
+            IntakeError::DuplicateKeyInBatch { first, second } => ApiError::DuplicateKeyInBatch { first, second },
+            IntakeError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
+            IntakeError::Store(e) => e.into(),
         }
     }
 }

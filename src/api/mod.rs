@@ -22,12 +22,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use warp::Filter;
 
-use crate::cwom::Cwom;
-use crate::handlers::Registry;
+use crate::control::Control;
+use crate::cwom_service::Cwom;
+use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::remote::{Remote, TaskTypes};
+use crate::remote::Remote;
 use crate::shutdown::Shutdown;
-use crate::store::{ListenerStatus, TaskStore, Wakeups};
+use crate::store::{ListenerStatus, TaskStore};
+use crate::trace::TraceWriter;
 
 pub mod access;
 pub mod body;
@@ -45,16 +47,16 @@ pub use error::ApiError;
 /// What request handlers share.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Reads (get, list, counts); every change goes through a service.
     pub store: Arc<dyn TaskStore>,
-    /// Known task types: the API refuses others.
-    pub types: Arc<TaskTypes>,
-    /// The handlers of this deployment: asked whether a payload may be enqueued at all.
-    pub executors: Arc<Registry>,
+    /// Where every enqueue goes.
+    pub intake: Arc<Intake>,
+    /// Cancel and retry, one task or many.
+    pub control: Arc<Control>,
     /// The worker protocol's service.
     pub remote: Arc<Remote>,
-    /// Told after an enqueue (waiting claims and the worker in this process claim at once)
-    /// and after a cancel (a task running in this process stops at once).
-    pub signals: Arc<dyn Wakeups>,
+    /// Where this daemon's trace folders are (for the routes that read them).
+    pub trace: TraceWriter,
     /// The LISTEN connection's state, when there is one (PostgreSQL).
     pub listener: Option<Arc<ListenerStatus>>,
     pub metrics: Arc<Metrics>,

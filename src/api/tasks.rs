@@ -1,8 +1,7 @@
 //! Routes under `/tasks` for clients: enqueue (one or a batch), get, list, cancel, retry,
-//! bulk cancel and retry (by ids or by filter, in bounded chunks). Each parses and checks
-//! the request, calls the task store, and shapes the answer.
-
-use std::collections::HashMap;
+//! bulk cancel and retry (by ids or by filter), the log and trace files. Each parses the
+//! request, calls the service that owns it (the intake for enqueues, control for operator
+//! actions, the store for reads), and shapes the answer; errors map in `error.rs`.
 
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -16,6 +15,7 @@ use warp::{Buf, Filter, Reply};
 use super::access::authorized;
 use super::body::read_json_body;
 use super::{ApiError, ApiState};
+use crate::control::{BulkAction, Selection};
 use crate::storable;
 use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
 
@@ -153,52 +153,6 @@ fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> 
     req.into_new_task(trace_id)
 }
 
-/// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the
-/// batch is all or nothing, so the store would refuse it, and no stored task holds the key
-/// to name instead.
-fn check_batch_keys(tasks: &[NewTask]) -> Result<(), ApiError> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (index, task) in tasks.iter().enumerate() {
-        let Some(key) = task.idempotency_key.as_deref() else { continue };
-        if let Some(&first) = seen.get(key) {
-            return Err(ApiError::DuplicateKeyInBatch { first, second: index });
-        }
-        seen.insert(key, index);
-    }
-    Ok(())
-}
-
-/// Refuses a task its executor will not take (`command` and `agent` judge the payload
-/// against this deployment's allowlists), and a task type nobody serves: no built-in
-/// handler, no registered worker, not in `JCT_TASK_TYPES`. The error names the first such
-/// task (by index, for a batch).
-async fn check_types(tasks: &[NewTask], state: &ApiState, batch: bool) -> Result<(), ApiError> {
-    let mut checked: Vec<&str> = Vec::new();
-    for (index, task) in tasks.iter().enumerate() {
-        if let Err(refusal) = state.executors.admit(&task.task_type, &task.payload) {
-            let e = ApiError::from(refusal);
-            return Err(if batch {
-                ApiError::InvalidBatchItem { index, code: e.code(), message: e.to_string() }
-            } else {
-                e
-            });
-        }
-        if checked.contains(&task.task_type.as_str()) {
-            continue;
-        }
-        if !state.types.contains(&task.task_type).await? {
-            let e = ApiError::UnknownType { given: task.task_type.clone(), known: state.types.known().join(", ") };
-            return Err(if batch {
-                ApiError::InvalidBatchItem { index, code: e.code(), message: e.to_string() }
-            } else {
-                e
-            });
-        }
-        checked.push(&task.task_type);
-    }
-    Ok(())
-}
-
 async fn enqueue<S, B>(content_type: Option<String>, headers: HeaderMap, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -207,12 +161,7 @@ where
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
         let task = parse_enqueue(&bytes, new_trace_id(&headers)?)?;
-        check_types(std::slice::from_ref(&task), &state, false).await?;
-        check_cwom_links(std::slice::from_ref(&task), &state, false).await?;
-        let stored = state.store.enqueue(task).await?;
-        enqueued(&state, &[(stored.task_type.as_str(), 1)]);
-        tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
-        Ok::<_, ApiError>(stored)
+        Ok::<_, ApiError>(state.intake.enqueue(task).await?)
     }
     .await;
     match result {
@@ -228,37 +177,6 @@ where
     }
 }
 
-/// After a successful enqueue: wake a worker in this process and count the tasks.
-fn enqueued(state: &ApiState, per_type: &[(&str, u64)]) {
-    state.signals.tasks_inserted();
-    for (task_type, n) in per_type {
-        state.metrics.enqueued(task_type, *n);
-    }
-}
-
-/// Checks that every CWOM Issue the tasks name exists; the error names the first task
-/// (by index, for a batch) whose Issue is missing.
-async fn check_cwom_links(tasks: &[NewTask], state: &ApiState, batch: bool) -> Result<(), ApiError> {
-    let mut checked: Vec<&str> = Vec::new();
-    for (index, task) in tasks.iter().enumerate() {
-        let Some(issue) = task.cwom_issue_id.as_deref() else { continue };
-        if checked.contains(&issue) {
-            continue;
-        }
-        let exists = state.cwom.issue_exists(issue).await.map_err(ApiError::from)?;
-        if !exists {
-            let message = format!("cwom_issue_id: no Issue with id {issue:?}");
-            return Err(if batch {
-                ApiError::InvalidBatchItem { index, code: "invalid_ref", message }
-            } else {
-                ApiError::InvalidRef(message)
-            });
-        }
-        checked.push(issue);
-    }
-    Ok(())
-}
-
 /// Parses a batch body: a JSON array of task specs, each checked like a single enqueue.
 pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiError> {
     // Fast path: a well-formed batch parses straight into requests (one pass over a body
@@ -268,7 +186,6 @@ pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiEr
             let parsed: Result<Vec<NewTask>, ApiError> =
                 requests.into_iter().map(|r| r.into_new_task(trace_id.clone())).collect();
             if let Ok(tasks) = parsed {
-                check_batch_keys(&tasks)?;
                 return Ok(tasks);
             }
         }
@@ -291,7 +208,6 @@ pub fn parse_batch(bytes: &[u8], trace_id: String) -> Result<Vec<NewTask>, ApiEr
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    check_batch_keys(&tasks)?;
     Ok(tasks)
 }
 
@@ -303,21 +219,7 @@ where
     let result = async {
         let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
         let tasks = parse_batch(&bytes, new_trace_id(&headers)?)?;
-        check_types(&tasks, &state, true).await?;
-        check_cwom_links(&tasks, &state, true).await?;
-        // Counted by type before the tasks move into the store (types are few).
-        let mut per_type: Vec<(String, u64)> = Vec::new();
-        for t in &tasks {
-            match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
-                Some((_, n)) => *n += 1,
-                None => per_type.push((t.task_type.clone(), 1)),
-            }
-        }
-        let ids = state.store.enqueue_batch(tasks).await?;
-        let counts: Vec<(&str, u64)> = per_type.iter().map(|(ty, n)| (ty.as_str(), *n)).collect();
-        enqueued(&state, &counts);
-        tracing::debug!(count = ids.len(), "batch enqueued");
-        Ok::<_, ApiError>(ids)
+        Ok::<_, ApiError>(state.intake.enqueue_batch(tasks).await?)
     }
     .await;
     match result {
@@ -417,16 +319,11 @@ async fn list(query: Vec<(String, String)>, state: ApiState) -> Response {
 async fn cancel(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        Ok::<_, ApiError>(state.store.cancel(id).await?)
+        Ok::<_, ApiError>(state.control.cancel(id).await?)
     }
     .await;
     match result {
-        Ok(task) => {
-            // Running here? Stop it now rather than at the next heartbeat.
-            state.signals.task_cancelled(task.id);
-            tracing::info!(task_id = %task.id, "task cancelled");
-            warp::reply::json(&task).into_response()
-        }
+        Ok(task) => warp::reply::json(&task).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -434,15 +331,11 @@ async fn cancel(raw_id: String, state: ApiState) -> Response {
 async fn retry(raw_id: String, state: ApiState) -> Response {
     let result = async {
         let id = parse_id(&raw_id)?;
-        Ok::<_, ApiError>(state.store.retry(id).await?)
+        Ok::<_, ApiError>(state.control.retry(id).await?)
     }
     .await;
     match result {
-        Ok(task) => {
-            tracing::info!(task_id = %task.id, "task queued again by retry");
-            state.signals.tasks_inserted();
-            warp::reply::json(&task).into_response()
-        }
+        Ok(task) => warp::reply::json(&task).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -454,12 +347,6 @@ async fn retry(raw_id: String, state: ApiState) -> Response {
 struct BulkRequest {
     ids: Option<Vec<String>>,
     filter: Option<serde_json::Map<String, Value>>,
-}
-
-/// Which tasks a bulk action is for.
-enum Selection {
-    Ids(Vec<TaskId>),
-    Filter(TaskFilter),
 }
 
 fn parse_bulk(value: Value) -> Result<Selection, ApiError> {
@@ -500,39 +387,8 @@ fn parse_bulk(value: Value) -> Result<Selection, ApiError> {
     }
 }
 
-/// What a bulk action does to one chunk of ids.
-#[derive(Clone, Copy)]
-enum BulkAction {
-    Cancel,
-    Retry,
-}
-
-impl BulkAction {
-    async fn apply(self, state: &ApiState, ids: &[TaskId]) -> Result<u64, ApiError> {
-        Ok(match self {
-            BulkAction::Cancel => {
-                let cancelled = state.store.cancel_many(ids).await?;
-                for id in &cancelled {
-                    // Running here? Stop it now rather than at the next heartbeat.
-                    state.signals.task_cancelled(*id);
-                }
-                cancelled.len() as u64
-            }
-            BulkAction::Retry => {
-                let retried = state.store.retry_many(ids).await?;
-                if !retried.is_empty() {
-                    state.signals.tasks_inserted();
-                }
-                retried.len() as u64
-            }
-        })
-    }
-}
-
 /// `POST /tasks/bulk/cancel` and `/tasks/bulk/retry`: `{"action", "matched", "changed"}`.
-/// The server walks the selection in chunks of [`crate::tunables::BULK_CHUNK`], each its own
-/// short statement; a filter selects the tasks that match when the request arrives (newer
-/// ones have higher ids than where the walk starts).
+/// [`crate::control::Control::bulk`] walks the selection in short chunks.
 async fn bulk<S, B>(action: String, content_type: Option<String>, body: S, state: ApiState) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -545,31 +401,7 @@ where
             _ => return Err(ApiError::RouteNotFound),
         };
         let value = super::body::read_json_value(content_type.as_deref(), body, state.max_body_bytes).await?;
-        let (mut matched, mut changed) = (0u64, 0u64);
-        match parse_bulk(value)? {
-            Selection::Ids(ids) => {
-                for chunk in ids.chunks(crate::tunables::BULK_CHUNK) {
-                    matched += chunk.len() as u64;
-                    changed += action.apply(&state, chunk).await?;
-                }
-            }
-            Selection::Filter(mut filter) => {
-                filter.limit = crate::tunables::BULK_CHUNK as u32;
-                loop {
-                    let ids = state.store.list_ids(&filter).await?;
-                    let Some(last) = ids.last() else { break };
-                    filter.before = Some(*last);
-                    matched += ids.len() as u64;
-                    changed += action.apply(&state, &ids).await?;
-                }
-            }
-        }
-        let name = match action {
-            BulkAction::Cancel => "cancel",
-            BulkAction::Retry => "retry",
-        };
-        tracing::info!(action = name, matched, changed, "bulk action");
-        Ok::<_, ApiError>(json!({ "action": name, "matched": matched, "changed": changed }))
+        Ok::<_, ApiError>(state.control.bulk(action, parse_bulk(value)?).await?)
     }
     .await;
     match result {
@@ -582,10 +414,10 @@ where
 async fn trace_dir(raw_id: &str, state: &ApiState) -> Result<(crate::task::Task, std::path::PathBuf), ApiError> {
     let id = parse_id(raw_id)?;
     let task = state.store.get(id).await?.ok_or(ApiError::TaskNotFound(id))?;
-    let dir =
-        state.remote.lifecycle().trace().dir_for(id).ok_or_else(|| {
-            ApiError::TraceFileNotFound("trace folders are off on this daemon (JCT_TRACE=off)".into())
-        })?;
+    let dir = state
+        .trace
+        .dir_for(id)
+        .ok_or_else(|| ApiError::TraceFileNotFound("trace folders are off on this daemon (JCT_TRACE=off)".into()))?;
     Ok((task, dir))
 }
 

@@ -3,6 +3,10 @@
 //!
 //! The work itself never depends on it: a CWOM write that fails is logged and the task
 //! runs and ends as it would have. A task without a link costs one `Option` check.
+//!
+//! A Run's id is derived from its task and attempt ([`run_id`]), so whichever daemon ends
+//! an attempt (the one that claimed it, another one a remote worker's `complete` reached,
+//! the rescuer of any daemon) closes the same Run without asking where it began.
 
 use std::path::Path;
 
@@ -10,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::cwom::types::{Failure, FailureCategory, Telemetry};
-use crate::cwom::{Cwom, StartRun};
+use crate::cwom_service::{Cwom, StartRun};
 use crate::task::{Task, TaskId};
 
 /// The Run recording one attempt.
@@ -27,6 +31,27 @@ pub(super) enum Ending<'a> {
     Failed { category: FailureCategory, message: &'a str },
 }
 
+/// The id of the Run recording attempt `attempt` of `task`, claimed at `claimed_at` (the
+/// row's `started_at`; a task retried from scratch counts its attempts from 1 again): a
+/// UUID (version 8) made from a digest of the three, the same on every daemon.
+pub fn run_id(task: TaskId, attempt: i32, claimed_at: Option<DateTime<Utc>>) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    digest.update(b"jct-run\0");
+    digest.update(task.0.as_bytes());
+    digest.update(attempt.to_be_bytes());
+    digest.update(claimed_at.map_or(0, |t| t.timestamp_micros()).to_be_bytes());
+    let bytes: [u8; 16] = digest.finalize()[..16].try_into().expect("a SHA-256 digest has 32 bytes");
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+/// The Run of an attempt that began elsewhere (another daemon, before a restart), for a
+/// linked task.
+pub(super) fn link_of(task: &Task, started_at: DateTime<Utc>) -> Option<RunLink> {
+    let issue_id = task.cwom_issue_id.clone()?;
+    Some(RunLink { run_id: run_id(task.id, task.attempts, task.started_at), issue_id, started_at })
+}
+
 /// Opens the attempt's Run (status `running`), when the task is linked to an Issue.
 pub(super) async fn start(cwom: &Cwom, executor_id: &str, task: &Task, started_at: DateTime<Utc>) -> Option<RunLink> {
     let issue_id = task.cwom_issue_id.as_ref()?;
@@ -35,6 +60,7 @@ pub(super) async fn start(cwom: &Cwom, executor_id: &str, task: &Task, started_a
     meta.insert("jct.attempt".into(), json!(task.attempts));
     meta.insert("jct.task_type".into(), json!(task.task_type));
     let start = StartRun {
+        run_id: run_id(task.id, task.attempts, task.started_at),
         issue_id: issue_id.clone(),
         executor_actor_id: executor_id.to_string(),
         runtime: "jct-worker".into(),
@@ -80,8 +106,26 @@ pub(super) async fn finish(
     }
 }
 
+/// Closes the Run of an attempt whose end was decided without its process (a lease that
+/// expired), as failed with `message`; a Run already closed is left as it is.
+pub(super) async fn end_unseen(
+    cwom: &Cwom,
+    task: TaskId,
+    attempt: i32,
+    claimed_at: Option<DateTime<Utc>>,
+    message: &str,
+) {
+    let id = run_id(task, attempt, claimed_at);
+    let telemetry = Telemetry { ended_at: Some(Utc::now()), ..Telemetry::default() };
+    let failure = Failure { category: FailureCategory::Runtime, message: message.to_string() };
+    match cwom.finish_run(&id, false, telemetry, Some(failure)).await {
+        Ok(_) | Err(crate::cwom::CwomError::FinalStatus { .. }) | Err(crate::cwom::CwomError::NotFound { .. }) => {}
+        Err(e) => tracing::error!(task_id = %task, run_id = %id, error = %e, "could not close the CWOM Run"),
+    }
+}
+
 /// An artifact a worker posted for the attempt, as the Run's Artifact records it.
-pub type NewRunArtifact = crate::cwom::RunArtifact;
+pub type NewRunArtifact = crate::cwom_service::RunArtifact;
 
 /// Records an artifact of the attempt's Run; `None` (logged) when CWOM refuses it.
 pub(super) async fn add_artifact(

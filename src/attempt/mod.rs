@@ -9,10 +9,17 @@
 //!   the task was cancelled or handed on), writes `output.json`, closes the CWOM Run, and
 //!   returns the [`Disposition`]: the fenced write the store must get.
 //!
-//! The fence is the pair the claim returned, lease holder and attempt number: every
-//! [`Outcome`] carries the attempt, and the store applies it only while the task is still
-//! `running` under that holder and attempt (see [`crate::store::TaskStore::finish`]), so a
-//! late end from a holder that lost its lease never overwrites the newer attempt's.
+//! - [`Lifecycle::resume`] takes up an attempt that began in another process (a remote
+//!   worker's calls reaching a restarted daemon, or another daemon of the database): its
+//!   folder on this daemon's disk is reopened or created, with a line saying so.
+//!
+//! The fence is the [`Held`] the claim returned, lease holder and attempt number: every
+//! [`AttemptEnd`] carries it, and the store applies it only while the task is still
+//! `running` under that holder and attempt (see [`crate::store::AttemptStore::finish`]),
+//! so a late end from a holder that lost its lease never overwrites the newer attempt's.
+//! The end is decided once, by that write; the trace folder and the Run record what it
+//! decided, written by whoever's write it was. An attempt whose lease expired is closed by
+//! the rescuer ([`Lifecycle::lease_expired`]), never by a holder that only noticed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,16 +28,17 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::cwom::types::FailureCategory;
-use crate::cwom::Cwom;
+use crate::cwom_service::Cwom;
+use crate::lease::Held;
 use crate::metrics::Metrics;
-use crate::store::{Finish, Outcome};
-use crate::task::{Task, TaskId};
+use crate::store::{AttemptEnd, Finish, Rescued};
+use crate::task::{Task, TaskId, WorkerId};
 use crate::trace::{AttemptRecord, TaskTrace, TraceWriter};
 
 mod cwom_run;
 mod output;
 
-pub use cwom_run::NewRunArtifact;
+pub use cwom_run::{run_id, NewRunArtifact};
 pub use output::{sha256, ArtifactContent, ArtifactError, AttemptSink, PostedArtifact, StoredArtifact};
 
 pub use crate::task::RetryPolicy;
@@ -64,9 +72,9 @@ pub enum RunEnd {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
     /// Write this end, fenced by holder and attempt.
-    Write(Outcome),
+    Write(AttemptEnd),
     /// Give the task back to the queue without counting the attempt (shutdown).
-    Release(TaskId),
+    Release(Held),
     /// Nothing: the store already says `cancelled`, or the lease (and the task with it)
     /// belongs to someone else now.
     Nothing(TaskId),
@@ -79,7 +87,7 @@ pub enum Closing<'a> {
     Finished(&'a Finish),
     /// Cancelled while running: the store already says so.
     Cancelled,
-    /// The lease went to someone else: leave the folder alone.
+    /// The lease went to someone else: leave the folder alone (the rescuer closes the Run).
     LeaseLost,
     /// Given back to the queue uncounted (shutdown, or a worker's release).
     HandedBack,
@@ -108,6 +116,16 @@ impl Attempt {
     pub fn run_id(&self) -> Option<&str> {
         self.run.as_ref().map(|r| r.run_id.as_str())
     }
+
+    /// The fence of this attempt.
+    pub fn held(&self) -> Held {
+        held_of(&self.task)
+    }
+}
+
+/// The fence a claimed task carries: its holder and attempt.
+pub fn held_of(task: &Task) -> Held {
+    Held::new(task.id, WorkerId(task.locked_by.clone().unwrap_or_default()), task.attempts)
 }
 
 /// The attempt lifecycle of one daemon: where traces go, where Runs are recorded, when
@@ -153,6 +171,44 @@ impl Lifecycle {
         Attempt { task, started_at, clock, folder, run }
     }
 
+    /// Takes up an attempt that began in another process: reopens (or creates) its trace
+    /// folder on this daemon's disk with a line saying so, and links its Run by id.
+    pub async fn resume(&self, task: Arc<Task>) -> Attempt {
+        let started_at = task.started_at.unwrap_or_else(Utc::now);
+        let folder = if self.trace.is_enabled() {
+            let writer = self.trace.clone();
+            let t = task.clone();
+            match tokio::task::spawn_blocking(move || writer.resume(&t)).await.map_err(std::io::Error::other) {
+                Ok(Ok(folder)) => folder,
+                Ok(Err(e)) | Err(e) => {
+                    tracing::error!(task_id = %task.id, error = %e, "could not reopen the trace folder");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let run = cwom_run::link_of(&task, started_at);
+        Attempt { task, started_at, clock: Instant::now(), folder, run }
+    }
+
+    /// Records the end the rescuer decided for an attempt whose lease expired: its Run is
+    /// closed as failed (the folder is left as its holder left it).
+    pub async fn lease_expired(&self, rescued: &Rescued) {
+        if rescued.cwom_issue_id.is_some() {
+            cwom_run::end_unseen(&self.cwom, rescued.id, rescued.attempt, rescued.started_at, "lease expired").await;
+        }
+    }
+
+    /// Closes the Run of an attempt given back to the queue by a daemon that did not have
+    /// it open (a worker's release or deregistration through another daemon).
+    pub async fn handed_back_unseen(&self, task: &Task) {
+        if task.cwom_issue_id.is_some() {
+            let message = "handed back to the queue";
+            cwom_run::end_unseen(&self.cwom, task.id, task.attempts, task.started_at, message).await;
+        }
+    }
+
     /// What a run's end means for the task, by the retry policy.
     pub fn decide(&self, task: &Task, end: RunEnd) -> Result<Finish, RunEnd> {
         match end {
@@ -179,12 +235,12 @@ impl Lifecycle {
         match self.decide(&task, end) {
             Ok(finish) => {
                 self.close(attempt, Closing::Finished(&finish)).await;
-                Disposition::Write(Outcome { id: task.id, attempt: task.attempts, finish })
+                Disposition::Write(AttemptEnd { held: held_of(&task), finish })
             }
             Err(RunEnd::Interrupted) => {
                 tracing::info!(task_id = %task.id, "interrupted by shutdown; handing back");
                 self.close(attempt, Closing::HandedBack).await;
-                Disposition::Release(task.id)
+                Disposition::Release(held_of(&task))
             }
             Err(RunEnd::Stopped(StopReason::LeaseLost)) => {
                 tracing::warn!(task_id = %task.id, attempt = task.attempts, "stopped: lease lost");
@@ -202,7 +258,8 @@ impl Lifecycle {
 
     /// Records how an attempt ended: counts and logs a finish, writes `output.json` (not for
     /// a lost lease, whose folder may be another holder's now, nor for a hand-back, which
-    /// is not an end), and closes the CWOM Run.
+    /// is not an end), and closes the CWOM Run (not for a lost lease: the rescuer's update
+    /// decided that end, and the rescuer closes it).
     pub async fn close(&self, attempt: Attempt, how: Closing<'_>) {
         let Attempt { task, started_at, clock, folder, run } = attempt;
         let run_id = run.as_ref().map(|r| r.run_id.clone());
@@ -223,9 +280,7 @@ impl Lifecycle {
                 Some(Ended::Cancelled),
                 true,
             ),
-            Closing::LeaseLost => {
-                (cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "lease lost" }, None, false)
-            }
+            Closing::LeaseLost => return,
             Closing::HandedBack => (
                 cwom_run::Ending::Failed { category: FailureCategory::Runtime, message: "handed back to the queue" },
                 None,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::cwom_run::{self, RunLink};
 use crate::cwom::types::ArtifactType;
-use crate::cwom::Cwom;
+use crate::cwom_service::Cwom;
 use crate::task::TaskId;
 use crate::trace::{self, TaskTrace};
 

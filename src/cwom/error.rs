@@ -1,7 +1,7 @@
 //! CWOM errors: why an operation on work objects did not do what was asked.
 
 use super::types::{ObjectKind, Ref, Status};
-use crate::store::error::StoreError;
+use crate::failure::StoreError;
 
 /// Why a CWOM operation did not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -2,39 +2,42 @@
 //!
 //! A worker in any language registers, long-polls for tasks, heartbeats, streams log lines,
 //! posts artifacts and reports each attempt's end. Everything goes through the same parts
-//! local tasks use: the task store's claim and fenced writes, and the attempt lifecycle
-//! ([`crate::attempt::Lifecycle`]) for the trace folder and the CWOM Run.
+//! local tasks use: the task store's claim and fenced writes, the attempt lifecycle
+//! ([`crate::attempt::Lifecycle`]) for the trace folder and the CWOM Run, and the wake-up
+//! fan-out ([`crate::wakeups`]).
 //!
-//! - A claim that finds nothing waits on one wake-up fan-out ([`Remote::wake`], a watch
-//!   channel bumped by NOTIFY, in-process enqueues and retries) and the next scheduled
-//!   task's due time, never polling; a waiting claim holds no database connection.
+//! - A claim that finds nothing waits on the fan-out and the next scheduled task's due
+//!   time, never polling; a waiting claim holds no database connection.
 //! - Each claimed attempt carries a [`LeaseToken`] (holder and attempt number); every write
 //!   for it is fenced by the store, so a stale token changes nothing and gets `lease_lost`.
-//! - Attempts claimed through this process are open here until they end: their trace
-//!   folder (for `log.txt` and `artifacts/`) and CWOM Run. A write that reaches another
-//!   daemon of the same database still lands in the store; the trace folder and Run are
-//!   the claiming daemon's.
-//! - [`TaskTypes`] is the set of known task types: built-in handlers, `JCT_TASK_TYPES`, and
-//!   the types registered workers serve.
+//! - An attempt's end is decided once, by the store's fenced write, and whoever made that
+//!   write records it: `complete`/`fail` write `output.json` and close the Run, `release`
+//!   closes the Run, a cancel seen through a heartbeat writes the cancelled `output.json`.
+//!   A heartbeat that finds the attempt ended (finished by a `complete` in flight, rescued,
+//!   claimed again) tells the worker to stop it and records nothing: the write that ended
+//!   it does.
+//! - Any daemon of the database serves any attempt: calls for an attempt that was claimed
+//!   through another process (a restarted daemon, a second daemon behind the same address)
+//!   reopen its trace folder on this daemon's disk ([`Lifecycle::resume`]) and go on there.
+//!   Attempts open in this process are cached with their folder and the last log `seq`.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::attempt::{ArtifactError, Attempt, AttemptSink, Closing, Lifecycle, PostedArtifact, RunEnd, StoredArtifact};
+use crate::intake::TaskTypes;
+use crate::lease::{Held, LeaseToken};
+use crate::registration::{NewWorker, WorkerRecord, WorkerState};
 use crate::shutdown::Shutdown;
-use crate::store::{ClaimParams, Finish, LeaseState, Outcome, StoreError, TaskStore, Wakeups, WorkerStore};
+use crate::store::{AttemptEnd, ClaimParams, Finish, LeaseState, RenewParams, StoreError, TaskStore, WorkerStore};
 use crate::task::{Task, TaskId, WorkerId};
-use crate::tunables::{TASK_TYPES_REFRESH, WORKER_DEAD_AFTER_BEATS};
-
-pub mod model;
-
-use model::{LeaseToken, NewWorker, WorkerRecord, WorkerState};
+use crate::tunables::WORKER_DEAD_AFTER_BEATS;
+use crate::wakeups::Fanout;
 
 /// Why a worker-protocol request changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -99,57 +102,7 @@ pub struct TaskBeat {
     pub cancel_requested: bool,
 }
 
-/// The task types this deployment knows: built-in handlers and `JCT_TASK_TYPES` (fixed),
-/// and the types registered workers serve (read from the store, cached briefly).
-pub struct TaskTypes {
-    fixed: HashSet<String>,
-    workers: Arc<dyn WorkerStore>,
-    served: RwLock<(Option<Instant>, HashSet<String>)>,
-}
-
-impl TaskTypes {
-    pub fn new(fixed: impl IntoIterator<Item = String>, workers: Arc<dyn WorkerStore>) -> Self {
-        TaskTypes { fixed: fixed.into_iter().collect(), workers, served: RwLock::new((None, HashSet::new())) }
-    }
-
-    /// Whether a task of this type can be enqueued. A miss re-reads the registry (at most
-    /// every [`TASK_TYPES_REFRESH`]), so a worker registered through another daemon counts.
-    pub async fn contains(&self, task_type: &str) -> Result<bool, StoreError> {
-        if self.fixed.contains(task_type) {
-            return Ok(true);
-        }
-        let fresh = {
-            let served = self.served.read().unwrap_or_else(|p| p.into_inner());
-            if served.1.contains(task_type) {
-                return Ok(true);
-            }
-            served.0.is_some_and(|at| at.elapsed() < TASK_TYPES_REFRESH)
-        };
-        if fresh {
-            return Ok(false);
-        }
-        let types: HashSet<String> = self.workers.served_types().await?.into_iter().collect();
-        let known = types.contains(task_type);
-        *self.served.write().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), types);
-        Ok(known)
-    }
-
-    /// Every known type, sorted (for error messages).
-    pub fn known(&self) -> Vec<String> {
-        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<String> = self.fixed.iter().chain(served.1.iter()).cloned().collect();
-        all.sort();
-        all.dedup();
-        all
-    }
-
-    fn learn(&self, types: &[String]) {
-        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
-        served.1.extend(types.iter().cloned());
-    }
-}
-
-/// An attempt claimed through this process, open until it ends.
+/// An attempt open in this process: claimed here, or taken up here after it began elsewhere.
 struct Open {
     token: LeaseToken,
     state: tokio::sync::Mutex<OpenState>,
@@ -158,7 +111,7 @@ struct Open {
 struct OpenState {
     /// Taken when the attempt is closed.
     attempt: Option<Attempt>,
-    /// The highest log `seq` appended: a repeated one is not appended again.
+    /// The highest log `seq` appended here: a repeated one is not appended again.
     last_seq: Option<u64>,
 }
 
@@ -170,10 +123,7 @@ pub struct Remote {
     types: Arc<TaskTypes>,
     settings: RemoteSettings,
     open: Mutex<HashMap<TaskId, Arc<Open>>>,
-    /// Bumped whenever there may be new work; waiting claims watch it.
-    wake: watch::Sender<u64>,
-    /// The in-process worker, told of new work and cancels too.
-    local: Option<Arc<dyn Wakeups>>,
+    wake: Arc<Fanout>,
     shutdown: Shutdown,
 }
 
@@ -184,32 +134,18 @@ impl Remote {
         lifecycle: Arc<Lifecycle>,
         types: Arc<TaskTypes>,
         settings: RemoteSettings,
-        local: Option<Arc<dyn Wakeups>>,
+        wake: Arc<Fanout>,
         shutdown: Shutdown,
     ) -> Self {
-        let (wake, _) = watch::channel(0);
-        Remote { tasks, workers, lifecycle, types, settings, open: Mutex::new(HashMap::new()), wake, local, shutdown }
+        Remote { tasks, workers, lifecycle, types, settings, open: Mutex::new(HashMap::new()), wake, shutdown }
     }
 
     pub fn settings(&self) -> RemoteSettings {
         self.settings
     }
 
-    pub fn types(&self) -> &Arc<TaskTypes> {
-        &self.types
-    }
-
-    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
-        &self.lifecycle
-    }
-
-    /// There may be new work: wake every waiting claim (and the in-process worker).
-    pub fn wake(&self) {
-        self.wake.send_modify(|generation| *generation = generation.wrapping_add(1));
-    }
-
-    fn open_attempt(&self, id: TaskId) -> Option<Arc<Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    fn cached(&self, id: TaskId, token: &LeaseToken) -> Option<Arc<Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&id).filter(|o| &o.token == token).cloned()
     }
 
     fn forget(&self, id: TaskId, token: &LeaseToken) {
@@ -217,6 +153,39 @@ impl Remote {
         if open.get(&id).is_some_and(|o| &o.token == token) {
             open.remove(&id);
         }
+    }
+
+    fn keep(&self, id: TaskId, open: Arc<Open>) -> Arc<Open> {
+        let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&id) {
+            // Two calls took it up at once: the first one's folder is the one kept.
+            Some(existing) if existing.token == open.token => existing.clone(),
+            _ => {
+                map.insert(id, open.clone());
+                open
+            }
+        }
+    }
+
+    fn opened(token: LeaseToken, attempt: Attempt) -> Arc<Open> {
+        Arc::new(Open { token, state: tokio::sync::Mutex::new(OpenState { attempt: Some(attempt), last_seq: None }) })
+    }
+
+    /// The attempt, open here, for a token the store says still holds the task: from the
+    /// cache, or taken up here (its folder reopened) when it began in another process.
+    async fn open_held(&self, id: TaskId, token: &LeaseToken) -> RemoteResult<Arc<Open>> {
+        if let Some(open) = self.cached(id, token) {
+            return Ok(open);
+        }
+        let task = self.tasks.get(id).await?.ok_or(RemoteError::TaskNotFound(id))?;
+        Ok(self.take_up(task, token).await)
+    }
+
+    /// Takes up in this process an attempt of `task` that began elsewhere.
+    async fn take_up(&self, task: Task, token: &LeaseToken) -> Arc<Open> {
+        let id = task.id;
+        let attempt = self.lifecycle.resume(Arc::new(task)).await;
+        self.keep(id, Self::opened(token.clone(), attempt))
     }
 
     // -----------------------------------------------------------------------------------
@@ -231,22 +200,54 @@ impl Remote {
     }
 
     /// Records a worker's heartbeat, renews the leases of the tasks it says it runs, and
-    /// tells it which of them to stop.
+    /// tells it which of them to stop. A task no longer held is only reported: a cancel is
+    /// recorded by its attempt (the cancelled `output.json`); an end that another call
+    /// wrote (a `complete` in flight, a rescue) is recorded by that call.
     pub async fn worker_heartbeat(&self, id: &WorkerId, running: &[TaskId]) -> RemoteResult<WorkerBeat> {
-        self.workers.beat(id).await?.ok_or_else(|| RemoteError::WorkerNotFound(id.clone()))?;
+        let worker = self.workers.beat(id).await?.ok_or_else(|| RemoteError::WorkerNotFound(id.clone()))?;
         let mut cancel = Vec::new();
         if !running.is_empty() {
-            let renewed = self.tasks.heartbeat(id, running, self.settings.lease).await?;
-            for task in running.iter().filter(|t| !renewed.contains(t)) {
-                cancel.push(*task);
-                // Close what this process has open for it (cancelled, or lost).
-                if let Some(open) = self.open_attempt(*task).filter(|o| &o.token.worker == id) {
-                    let _ = self.task_heartbeat(*task, &open.token.clone(), None).await;
+            // The worker names its tasks; each is fenced by the attempt open here, or by
+            // the attempt the worker holds now (read from the row: it may have been claimed
+            // through another daemon).
+            let mut held = Vec::with_capacity(running.len());
+            for task in running {
+                let token = match self.open_token(*task, id) {
+                    Some(token) => token,
+                    None => match self.tasks.get(*task).await? {
+                        Some(t) if t.locked_by.as_deref() == Some(worker.worker_id.0.as_str()) => {
+                            LeaseToken { worker: id.clone(), attempt: t.attempts }
+                        }
+                        _ => {
+                            cancel.push(*task);
+                            continue;
+                        }
+                    },
+                };
+                held.push(Held { id: *task, token });
+            }
+            let states = self.tasks.renew(RenewParams { attempts: &held, lease: self.settings.lease }).await?;
+            for (h, state) in held.iter().zip(states) {
+                match state {
+                    LeaseState::Held { .. } => {}
+                    LeaseState::Cancelled => {
+                        cancel.push(h.id);
+                        self.close_cancelled(h).await;
+                    }
+                    LeaseState::Lost => {
+                        cancel.push(h.id);
+                        self.forget(h.id, &h.token);
+                    }
                 }
             }
         }
         let signal = if self.shutdown.is_stopping() { "quiet" } else { "run" };
         Ok(WorkerBeat { signal, cancel })
+    }
+
+    fn open_token(&self, id: TaskId, worker: &WorkerId) -> Option<LeaseToken> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&id).filter(|o| &o.token.worker == worker).map(|o| o.token.clone())
     }
 
     /// Removes a worker and gives its tasks back at once.
@@ -263,7 +264,7 @@ impl Remote {
             }
         }
         if released > 0 {
-            self.notify_all();
+            self.wake.work_available();
         }
         tracing::info!(worker_id = %id, released, "worker deregistered");
         Ok(released)
@@ -324,7 +325,7 @@ impl Remote {
                 until = until.min(now + due.max(crate::tunables::SCHEDULE_WAIT_FLOOR));
             }
             tokio::select! {
-                changed = woken.changed() => if changed.is_err() { return Ok(Vec::new()) },
+                alive = woken.changed() => if !alive { return Ok(Vec::new()) },
                 _ = tokio::time::sleep_until(until) => {}
                 _ = self.shutdown.stopping() => return Ok(Vec::new()),
             }
@@ -338,11 +339,7 @@ impl Remote {
                 LeaseToken { worker: WorkerId(task.locked_by.clone().unwrap_or_default()), attempt: task.attempts };
             let lease_expires_at = task.locked_until;
             let attempt = self.lifecycle.begin(Arc::new(task.clone())).await;
-            let open = Arc::new(Open {
-                token: token.clone(),
-                state: tokio::sync::Mutex::new(OpenState { attempt: Some(attempt), last_seq: None }),
-            });
-            self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(task.id, open);
+            self.keep(task.id, Self::opened(token.clone(), attempt));
             claimed.push(Claimed { task, lease_token: token.to_string(), lease_expires_at });
         }
         claimed
@@ -359,11 +356,17 @@ impl Remote {
         token: &LeaseToken,
         progress: Option<&Value>,
     ) -> RemoteResult<TaskBeat> {
-        let state = self.tasks.renew(id, token, self.settings.lease).await?;
-        let open = self.open_attempt(id).filter(|o| &o.token == token);
+        let held = Held { id, token: token.clone() };
+        let state = self
+            .tasks
+            .renew(RenewParams { attempts: std::slice::from_ref(&held), lease: self.settings.lease })
+            .await?
+            .pop()
+            .unwrap_or(LeaseState::Lost);
         match state {
             LeaseState::Held { until } => {
-                if let (Some(open), Some(progress)) = (&open, progress) {
+                if let Some(progress) = progress {
+                    let open = self.open_held(id, token).await?;
                     let state = open.state.lock().await;
                     if let Some(folder) = state.attempt.as_ref().and_then(|a| a.folder()) {
                         let _ = folder.append_lines("remote", &[format!("progress: {progress}")]);
@@ -372,36 +375,40 @@ impl Remote {
                 Ok(TaskBeat { lease_expires_at: Some(until), cancel_requested: false })
             }
             LeaseState::Cancelled => {
-                if let Some(open) = open {
-                    self.forget(id, token);
-                    if let Some(attempt) = open.state.lock().await.attempt.take() {
-                        self.lifecycle.close(attempt, Closing::Cancelled).await;
-                    }
-                }
+                self.close_cancelled(&held).await;
                 Ok(TaskBeat { lease_expires_at: None, cancel_requested: true })
             }
             LeaseState::Lost => {
-                if let Some(open) = open {
-                    self.forget(id, token);
-                    if let Some(attempt) = open.state.lock().await.attempt.take() {
-                        self.lifecycle.close(attempt, Closing::LeaseLost).await;
-                    }
-                }
+                self.forget(id, token);
                 Err(RemoteError::LeaseLost(id))
             }
+        }
+    }
+
+    /// Records a cancel the store reported for this attempt: the cancelled `output.json`
+    /// (once, by whichever call sees it first) and the Run.
+    async fn close_cancelled(&self, held: &Held) {
+        let open = match self.cached(held.id, &held.token) {
+            Some(open) => open,
+            None => match self.tasks.get(held.id).await {
+                Ok(Some(task)) => self.take_up(task, &held.token).await,
+                _ => return,
+            },
+        };
+        self.forget(held.id, &held.token);
+        let attempt = open.state.lock().await.attempt.take();
+        if let Some(attempt) = attempt {
+            self.lifecycle.close(attempt, Closing::Cancelled).await;
         }
     }
 
     /// Appends log lines once per `seq`; returns whether they were appended (false for a
     /// repeated `seq`).
     pub async fn append_log(&self, id: TaskId, token: &LeaseToken, seq: u64, lines: &[String]) -> RemoteResult<bool> {
-        if !self.tasks.holds(id, token).await? {
+        if !self.tasks.holds(&Held { id, token: token.clone() }).await? {
             return Err(RemoteError::LeaseLost(id));
         }
-        let Some(open) = self.open_attempt(id).filter(|o| &o.token == token) else {
-            tracing::warn!(task_id = %id, "log lines for an attempt claimed through another daemon; not kept here");
-            return Ok(false);
-        };
+        let open = self.open_held(id, token).await?;
         let mut state = open.state.lock().await;
         if state.last_seq.is_some_and(|last| seq <= last) {
             return Ok(false);
@@ -429,16 +436,12 @@ impl Remote {
                 "name: must be 1 to 128 of A-Z a-z 0-9 . _ - and not start with a dot".into(),
             ));
         }
-        if !self.tasks.holds(id, token).await? {
+        if !self.tasks.holds(&Held { id, token: token.clone() }).await? {
             return Err(RemoteError::LeaseLost(id));
         }
-        let open = self.open_attempt(id).filter(|o| &o.token == token);
-        let sink = match &open {
-            Some(open) => open.state.lock().await.attempt.as_ref().map(|a| self.lifecycle.sink(a)),
-            None => None,
-        };
-        // Held, but not open here (claimed through another daemon): a reference is still
-        // recorded; the holds check above already read the task.
+        let open = self.open_held(id, token).await?;
+        let sink = open.state.lock().await.attempt.as_ref().map(|a| self.lifecycle.sink(a));
+        // Closed meanwhile (the attempt ended): a reference is still recorded.
         let sink = sink.unwrap_or_else(|| AttemptSink::detached(id));
         sink.store(posted).await.map_err(|e| match e {
             ArtifactError::Invalid(m) => RemoteError::Invalid(m),
@@ -448,9 +451,11 @@ impl Remote {
     }
 
     /// Ends the attempt as the worker reports it: completed, or failed (retried per the
-    /// policy, after `retry_after` when given, never when not `retryable`).
+    /// policy, after `retry_after` when given, never when not `retryable`). The store's
+    /// fenced write decides; this call then records that end (`output.json` on this
+    /// daemon's disk, the Run), whichever daemon the attempt was claimed through.
     pub async fn finish(&self, id: TaskId, token: &LeaseToken, end: RunEnd) -> RemoteResult<Task> {
-        let open = self.open_attempt(id).filter(|o| &o.token == token);
+        let open = self.cached(id, token);
         let task = match &open {
             Some(open) => open.state.lock().await.attempt.as_ref().map(|a| a.task().as_ref().clone()),
             None => None,
@@ -466,83 +471,48 @@ impl Remote {
             Ok(finish) => finish,
             Err(other) => unreachable!("a worker's report is always decided: {other:?}"),
         };
-        let outcome = Outcome { id, attempt: token.attempt, finish: finish.clone() };
-        let Some(ended) = self.tasks.finish_one(&token.worker, &outcome).await? else {
+        let end = AttemptEnd { held: Held { id, token: token.clone() }, finish: finish.clone() };
+        let Some(ended) = self.tasks.finish(std::slice::from_ref(&end)).await?.pop() else {
             return Err(RemoteError::LeaseLost(id));
         };
         self.forget(id, token);
-        if let Some(open) = open {
-            if let Some(attempt) = open.state.lock().await.attempt.take() {
-                self.lifecycle.close(attempt, Closing::Finished(&finish)).await;
-            }
+        let open = match open {
+            Some(open) => open,
+            None => self.take_up(task, token).await,
+        };
+        if let Some(attempt) = open.state.lock().await.attempt.take() {
+            self.lifecycle.close(attempt, Closing::Finished(&finish)).await;
         }
         if matches!(finish, Finish::Retry { .. }) {
-            self.notify_all();
+            self.wake.work_available();
         }
         Ok(ended)
     }
 
     /// Gives the attempt back to the queue, not counted.
     pub async fn release(&self, id: TaskId, token: &LeaseToken) -> RemoteResult<()> {
-        if !self.tasks.release_attempt(id, token).await? {
+        let held = Held { id, token: token.clone() };
+        let open = self.cached(id, token);
+        // Not open here: the attempt as it was, for its Run (the release clears its times).
+        let before = match &open {
+            Some(_) => None,
+            None => self.tasks.get(id).await?,
+        };
+        if self.tasks.release(std::slice::from_ref(&held)).await?.is_empty() {
             return Err(RemoteError::LeaseLost(id));
         }
-        if let Some(open) = self.open_attempt(id).filter(|o| &o.token == token) {
-            self.forget(id, token);
-            if let Some(attempt) = open.state.lock().await.attempt.take() {
-                self.lifecycle.close(attempt, Closing::HandedBack).await;
+        match (open, before) {
+            (Some(open), _) => {
+                self.forget(id, token);
+                if let Some(attempt) = open.state.lock().await.attempt.take() {
+                    self.lifecycle.close(attempt, Closing::HandedBack).await;
+                }
             }
+            (None, Some(task)) => self.lifecycle.handed_back_unseen(&task).await,
+            (None, None) => {}
         }
-        self.notify_all();
+        self.wake.work_available();
         Ok(())
-    }
-
-    /// Wakes waiting claims and the in-process worker.
-    fn notify_all(&self) {
-        self.wake();
-        if let Some(local) = &self.local {
-            local.tasks_inserted();
-        }
-    }
-
-    /// The sink the database listener and the API use: wakes waiting remote claims and the
-    /// in-process worker, and passes cancels to the in-process worker.
-    pub fn wakeups(self: &Arc<Self>) -> Arc<dyn Wakeups> {
-        Arc::new(Fanout(self.clone()))
-    }
-
-    /// Rescues expired leases where no in-process worker does (the `api` role serving
-    /// remote workers only), waking claims when tasks come back.
-    pub async fn run_rescuer(self: Arc<Self>) {
-        let mut every = tokio::time::interval(crate::worker::rescuer::rescue_interval(self.settings.lease));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.stopping() => return,
-                _ = every.tick() => match self.tasks.rescue_expired(&self.lifecycle.retry_policy()).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::warn!(rescued = n, "returned tasks whose lease expired");
-                        self.wake();
-                    }
-                    Err(e) => tracing::warn!(error = %e, "rescue failed"),
-                },
-            }
-        }
-    }
-}
-
-struct Fanout(Arc<Remote>);
-
-impl Wakeups for Fanout {
-    fn tasks_inserted(&self) {
-        self.0.notify_all();
-    }
-
-    fn task_cancelled(&self, id: TaskId) {
-        if let Some(local) = &self.0.local {
-            local.task_cancelled(id);
-        }
     }
 }
 

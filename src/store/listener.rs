@@ -2,8 +2,8 @@
 //! wake-ups, so the worker claims at once instead of at its next poll.
 //!
 //! A notification is only a hint; the worker always claims through the table. Whoever
-//! runs a listener hands it a [`Wakeups`] sink (the worker implements it) and reads its
-//! [`ListenerStatus`] (for `/ready` and `/metrics`).
+//! runs a listener hands it a [`NotificationSink`] (the wake-up fan-out,
+//! `crate::wakeups`) and reads its [`ListenerStatus`] (for `/ready` and `/metrics`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +14,10 @@ use crate::shutdown::Shutdown;
 use crate::task::TaskId;
 
 /// Where a listener delivers what it hears.
-pub trait Wakeups: Send + Sync + 'static {
-    /// Tasks were inserted (or the connection came back and some may have been): claim.
-    fn tasks_inserted(&self);
+pub trait NotificationSink: Send + Sync + 'static {
+    /// Tasks were inserted or became claimable again (or the connection came back and
+    /// some may have): claim.
+    fn tasks_claimable(&self);
     /// A running task was cancelled, perhaps through another daemon: stop it if it runs here.
     fn task_cancelled(&self, id: TaskId);
 }
@@ -38,5 +39,5 @@ impl ListenerStatus {
 #[async_trait]
 pub trait Listener: Send + Sync + 'static {
     /// Listens until shutdown, reconnecting whenever the connection is lost.
-    async fn run(&self, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shutdown: Shutdown);
+    async fn run(&self, sink: Arc<dyn NotificationSink>, status: Arc<ListenerStatus>, shutdown: Shutdown);
 }

@@ -36,10 +36,13 @@ pub mod workers;
 
 pub use cwom::{Change, CwomStore};
 pub use error::{CancelError, EnqueueError, RetryError, StoreError, StoreErrorKind, StoreResult};
-pub use listener::{Listener, ListenerStatus, Wakeups};
+pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use tasks::{ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore};
+pub use tasks::{
+    AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState, MaintenanceStore,
+    MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads, TaskStore,
+};
 pub use workers::WorkerStore;
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the

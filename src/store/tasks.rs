@@ -1,4 +1,15 @@
-//! The task store: the domain operations the daemon needs on `tasks`, and their parameters.
+//! The task store: the domain operations the daemon needs on `tasks`, grouped by concern
+//! into five traits, and their parameters.
+//!
+//! | trait | who calls it | operations |
+//! |---|---|---|
+//! | [`IntakeStore`] | `crate::intake` | enqueue one task or a batch |
+//! | [`AttemptStore`] | the worker, the worker protocol | claim, renew, finish, release, holds, running count: every write fenced by a [`Held`] |
+//! | [`OperatorStore`] | `crate::control` | cancel and retry, one task or many |
+//! | [`TaskReads`] | the API, the dashboard, the producer | get, list, counts, the overview, the next due time, ping |
+//! | [`MaintenanceStore`] | `crate::maintenance` | lease rescue, leadership |
+//!
+//! [`TaskStore`] is all five, what a driver implements and what the daemon holds.
 
 use std::time::Duration;
 
@@ -7,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::error::{CancelError, EnqueueError, RetryError, StoreResult};
-use crate::remote::model::LeaseToken;
+use crate::lease::Held;
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
 /// Declares a driver's column list of `tasks`, once: the `Col` enum (a column's position in
@@ -113,68 +124,126 @@ pub enum Finish {
     Failed { error: String },
 }
 
-/// One attempt's end, fenced by the attempt number it belongs to.
+/// One attempt's end, fenced by the attempt it belongs to: written only while the task is
+/// `running` under exactly that holder and attempt number.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub id: TaskId,
-    /// The `attempts` value the claim returned; a write for an older attempt is refused.
-    pub attempt: i32,
+pub struct AttemptEnd {
+    pub held: Held,
     pub finish: Finish,
 }
 
-/// The domain operations the daemon needs from a database.
-///
-/// Every write that ends an attempt is fenced: it applies only while the task is still
-/// `running` under the caller's lease and attempt, so a daemon that lost its lease can
-/// never overwrite the work of the daemon that took over.
+impl AttemptEnd {
+    pub fn id(&self) -> TaskId {
+        self.held.id
+    }
+}
+
+/// Renew the leases of these attempts for `lease`.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewParams<'a> {
+    pub attempts: &'a [Held],
+    pub lease: Duration,
+}
+
+/// An attempt the rescuer ended because its lease expired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescued {
+    pub id: TaskId,
+    /// The attempt whose lease expired.
+    pub attempt: i32,
+    /// Who held it.
+    pub worker: Option<String>,
+    /// `queued` (it will run again) or `failed` (its attempts are used up).
+    pub status: TaskStatus,
+    pub cwom_issue_id: Option<String>,
+    /// When the expired attempt was claimed.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Take or keep the leadership `name` for `holder` until `ttl` from now.
+#[derive(Debug, Clone, Copy)]
+pub struct LeadParams<'a> {
+    pub name: &'a str,
+    pub holder: &'a str,
+    pub ttl: Duration,
+}
+
+/// How tasks enter the table.
 #[async_trait]
-pub trait TaskStore: Send + Sync + 'static {
+pub trait IntakeStore: Send + Sync + 'static {
     /// Inserts a task. A used idempotency key gives [`EnqueueError::Duplicate`].
     async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError>;
 
     /// Inserts many tasks in one transaction: all or none. Any used idempotency key
     /// (in the store or twice in the batch) gives [`EnqueueError::Duplicate`].
     async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, EnqueueError>;
+}
 
+/// One attempt's life in the table, local and remote alike.
+///
+/// Every write is fenced by a [`Held`]: it applies only while the task is still `running`
+/// under that holder and attempt, so a holder that lost its lease can never overwrite the
+/// work of the holder that took over, and an end is decided exactly once.
+#[async_trait]
+pub trait AttemptStore: Send + Sync + 'static {
     /// Atomically moves up to `limit` due, queued tasks to `running` (highest priority,
     /// then earliest `run_at`), counting an attempt and taking a lease. Never hands the
     /// same task to two callers.
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>>;
 
-    /// Extends the lease of these running tasks; returns the ids that were still ours
-    /// (the others were cancelled or rescued, and their handlers should stop).
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>>;
+    /// Extends the leases of these attempts; answers each one's state, in the order asked
+    /// ([`LeaseState::Cancelled`] when it was cancelled, [`LeaseState::Lost`] when it is
+    /// not running under that fence any more: ended, rescued or claimed again).
+    async fn renew(&self, params: RenewParams<'_>) -> StoreResult<Vec<LeaseState>>;
 
-    /// Writes the end of attempts. Returns the ids whose write applied; the others were
-    /// no longer running under this worker's lease and attempt.
-    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>>;
+    /// Writes the end of attempts; returns the tasks whose write applied, as they now are.
+    /// The others were no longer running under their fence.
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>>;
 
-    /// Writes one attempt's end, fenced like [`TaskStore::finish`], and returns the task as
-    /// it now is; `None` when the fence refused it.
-    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>>;
+    /// Gives attempts back to the queue without counting them (shutdown, a worker's
+    /// release). Returns the ids given back.
+    async fn release(&self, attempts: &[Held]) -> StoreResult<Vec<TaskId>>;
 
-    /// Gives running tasks back to the queue without counting their attempt (graceful
-    /// shutdown). Returns how many were given back.
-    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64>;
+    /// Whether the task is running under exactly this attempt's fence.
+    async fn holds(&self, attempt: &Held) -> StoreResult<bool>;
 
+    /// How many tasks `worker` holds (running under its id).
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64>;
+}
+
+/// What an operator does to tasks that exist.
+#[async_trait]
+pub trait OperatorStore: Send + Sync + 'static {
     /// Cancels a queued or running task. A running task's daemon is told (on PostgreSQL
     /// by a `jct_cancel` notification, everywhere by its next heartbeat) and its late
     /// result is refused by the fence.
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError>;
 
+    /// Cancels those of `ids` that are queued or running, in one statement (callers pass
+    /// bounded chunks), telling running tasks' daemons as [`OperatorStore::cancel`] does.
+    /// Returns the ids cancelled; the others were missing or already over.
+    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
+
+    /// Queues a failed or cancelled task again with a fresh attempt budget.
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError>;
+
+    /// Queues those of `ids` that are failed or cancelled again with a fresh attempt
+    /// budget, as [`OperatorStore::retry`] does, in one statement. Returns the ids queued.
+    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
+}
+
+/// Reads: nothing here changes a row.
+#[async_trait]
+pub trait TaskReads: Send + Sync + 'static {
     async fn get(&self, id: TaskId) -> StoreResult<Option<Task>>;
 
     /// Tasks matching the filter, newest first: by id, which is time-ordered (UUIDv7, to
     /// the millisecond) whoever inserts the row.
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
 
-    /// Returns running tasks whose lease expired (their daemon died or hung while running
-    /// them) to `queued` at `now + retry.delay(attempts)`, the same backoff as a failed
-    /// attempt, or to `failed` when their attempts are used up: a task that kills every
-    /// daemon that runs it cannot take a fleet down one daemon after another within seconds.
-    /// `last_error` names the lease, its worker and the attempt. Returns how many were
-    /// rescued.
-    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64>;
+    /// Ids of tasks matching the filter, newest first (the filter's `before` and `limit`
+    /// page them; `offset` is ignored): what a bulk action by filter walks, chunk by chunk.
+    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>>;
 
     /// The earliest `run_at` among queued tasks not yet due, for the producer's timer.
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>>;
@@ -182,45 +251,36 @@ pub trait TaskStore: Send + Sync + 'static {
     /// How many tasks are in each status (statuses with none may be missing).
     async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>>;
 
-    /// Answers when the database does; for `/ready`.
-    async fn ping(&self) -> StoreResult<()>;
-
-    /// Renews the lease of one attempt held under `token`, or says why it cannot.
-    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState>;
-
-    /// Whether the task is running under exactly this attempt's lease.
-    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool>;
-
-    /// Gives one attempt back to the queue without counting it; false when the token no
-    /// longer holds the task.
-    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool>;
-
-    /// How many tasks `worker` holds (running under its id).
-    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64>;
-
-    /// Which of `ids` are not running under `worker` any more (cancelled, rescued, ended).
-    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
-
-    /// Queues a failed or cancelled task again with a fresh attempt budget.
-    async fn retry(&self, id: TaskId) -> Result<Task, RetryError>;
-
     /// Queued tasks per type (for `/metrics`: a type nobody serves waits here).
     async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>>;
-
-    /// Cancels those of `ids` that are queued or running, in one statement (callers pass
-    /// bounded chunks), telling running tasks' daemons as [`TaskStore::cancel`] does.
-    /// Returns the ids cancelled; the others were missing or already over.
-    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
-
-    /// Queues those of `ids` that are failed or cancelled again with a fresh attempt
-    /// budget, as [`TaskStore::retry`] does, in one statement. Returns the ids queued.
-    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
-
-    /// Ids of tasks matching the filter, newest first (the filter's `before` and `limit`
-    /// page them; `offset` is ignored): what a bulk action by filter walks, chunk by chunk.
-    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>>;
 
     /// The dashboard's overview: counts capped at `cap`, and the completions and failures
     /// per minute since `since`.
     async fn overview(&self, cap: u64, since: DateTime<Utc>) -> StoreResult<Overview>;
+
+    /// Answers when the database does; for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
 }
+
+/// What the periodic maintenance services do to the table.
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync + 'static {
+    /// Returns running tasks whose lease expired (their daemon died or hung while running
+    /// them) to `queued` at `now + retry.delay(attempts)`, the same backoff as a failed
+    /// attempt, or to `failed` when their attempts are used up: a task that kills every
+    /// daemon that runs it cannot take a fleet down one daemon after another within seconds.
+    /// `last_error` names the lease, its worker and the attempt. Returns what it rescued.
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<Vec<Rescued>>;
+
+    /// Takes the leadership `name` for `holder` when nobody holds it or its lease ran out,
+    /// or extends it when `holder` already has it. Returns whether `holder` leads now.
+    async fn lead(&self, params: LeadParams<'_>) -> StoreResult<bool>;
+
+    /// Gives the leadership up, if `holder` has it (a clean shutdown hands over at once).
+    async fn resign(&self, name: &str, holder: &str) -> StoreResult<()>;
+}
+
+/// Every task operation: what a driver implements and the daemon holds.
+pub trait TaskStore: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore {}
+
+impl<T: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore> TaskStore for T {}

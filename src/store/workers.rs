@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::error::StoreResult;
-use crate::remote::model::{NewWorker, WorkerRecord};
+use crate::registration::{NewWorker, WorkerRecord};
 use crate::task::WorkerId;
 
 /// The domain operations on registered workers. Their claimed tasks are `tasks` rows with

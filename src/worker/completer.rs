@@ -15,25 +15,27 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::InFlight;
+use crate::lease::Held;
 use crate::shutdown::Shutdown;
-use crate::store::{Finish, Outcome, StoreResult, TaskStore};
-use crate::task::{TaskId, WorkerId};
+use crate::store::{AttemptEnd, Finish, StoreResult, TaskStore};
+use crate::task::TaskId;
 use crate::tunables::{
     COMPLETER_LAST_TRY, COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST,
     COMPLETER_SHUTDOWN_EXTRA,
 };
+use crate::wakeups::Fanout;
 
 /// What an executor reports.
 #[derive(Debug)]
 pub enum Completion {
-    /// The attempt ended; write its outcome.
-    Finish(Outcome),
+    /// The attempt ended; write its end.
+    Finish(AttemptEnd),
     /// The attempt was interrupted by shutdown; give the task back uncounted.
-    Release(TaskId),
+    Release(Held),
 }
 
 #[derive(Debug, Clone)]
@@ -55,13 +57,12 @@ pub fn channel() -> (CompletionSender, mpsc::UnboundedReceiver<Completion>) {
 /// is under way, until `grace` plus [`COMPLETER_SHUTDOWN_EXTRA`] has passed (then what is
 /// left unwritten is counted in one log line).
 ///
-/// `wake` is nudged after retries and hand-backs: the producer may be asleep until a
-/// later poll and must learn of the new `run_at`. Each written task is let go from
+/// `wake` is nudged after retries and hand-backs: the producer (and any waiting remote
+/// claim) may be asleep until a later poll and must learn of the new `run_at`. Each written task is let go from
 /// `in_flight` (its lease no longer renewed, its place among the unfinished freed).
 pub async fn run(
     store: Arc<dyn TaskStore>,
-    worker: WorkerId,
-    wake: Arc<Notify>,
+    wake: Arc<Fanout>,
     in_flight: Arc<InFlight>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
     shutdown: Shutdown,
@@ -99,24 +100,24 @@ pub async fn run(
         }
         let requeued = outcomes.iter().any(|o| matches!(o.finish, Finish::Retry { .. }));
         if !outcomes.is_empty() {
-            if !write_outcomes(&*store, &worker, &outcomes, &give_up).await {
+            if !write_outcomes(&*store, &outcomes, &give_up).await {
                 unwritten += outcomes.len();
             }
             for o in &outcomes {
-                in_flight.remove(o.id);
+                in_flight.remove(o.id());
             }
         }
         if !releases.is_empty() {
-            match retry_until_ok("hand back", &give_up, || store.release(&worker, &releases)).await {
-                Some(n) => tracing::info!(handed_back = n, "interrupted tasks returned to the queue"),
+            match retry_until_ok("hand back", &give_up, || store.release(&releases)).await {
+                Some(ids) => tracing::info!(handed_back = ids.len(), "interrupted tasks returned to the queue"),
                 None => unwritten += releases.len(),
             }
-            for id in &releases {
-                in_flight.remove(*id);
+            for h in &releases {
+                in_flight.remove(h.id);
             }
         }
         if requeued || !releases.is_empty() {
-            wake.notify_one();
+            wake.work_available();
         }
     }
     deadline.abort();
@@ -130,20 +131,16 @@ pub async fn run(
 }
 
 /// Writes attempt ends; false when shutdown gave up on them.
-async fn write_outcomes(
-    store: &dyn TaskStore,
-    worker: &WorkerId,
-    outcomes: &[Outcome],
-    give_up: &CancellationToken,
-) -> bool {
-    let Some(applied) = retry_until_ok("finish", give_up, || store.finish(worker, outcomes)).await else {
+async fn write_outcomes(store: &dyn TaskStore, outcomes: &[AttemptEnd], give_up: &CancellationToken) -> bool {
+    let Some(applied) = retry_until_ok("finish", give_up, || store.finish(outcomes)).await else {
         return false;
     };
     if applied.len() < outcomes.len() {
-        for o in outcomes.iter().filter(|o| !applied.contains(&o.id)) {
+        let applied: Vec<TaskId> = applied.iter().map(|t| t.id).collect();
+        for o in outcomes.iter().filter(|o| !applied.contains(&o.id())) {
             tracing::warn!(
-                task_id = %o.id,
-                attempt = o.attempt,
+                task_id = %o.id(),
+                attempt = o.held.token.attempt,
                 "result discarded: the task is no longer running under this daemon's lease"
             );
         }

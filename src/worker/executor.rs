@@ -79,13 +79,13 @@ async fn run(
     worker.metrics.ran(&task.task_type, took);
 
     match worker.lifecycle.end(attempt, end).await {
-        Disposition::Write(outcome) => {
+        Disposition::Write(end) => {
             worker.in_flight.mark_ended(task.id);
-            completer.send(Completion::Finish(outcome));
+            completer.send(Completion::Finish(end));
         }
-        Disposition::Release(id) => {
-            worker.in_flight.mark_ended(id);
-            completer.send(Completion::Release(id));
+        Disposition::Release(held) => {
+            worker.in_flight.mark_ended(held.id);
+            completer.send(Completion::Release(held));
         }
         Disposition::Nothing(id) => {
             worker.in_flight.remove(id);

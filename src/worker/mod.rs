@@ -8,33 +8,36 @@
 //! - [`executor`] runs claimed tasks on a slot through the attempt lifecycle
 //!   ([`crate::attempt`]), taking the next buffered one itself;
 //! - [`completer`] batches the attempts' ends into fenced store writes;
-//! - [`rescuer`] returns tasks whose lease expired, and renews the leases of ours.
+//! - [`heartbeat`] renews the leases of the tasks it holds, and stops those it lost.
 //!
-//! [`Worker::run`] wires them and drains them on shutdown. [`Signals`] is how the rest of
-//! the process (the API, the database's listener) tells the worker there may be work, or
-//! that a task it runs was cancelled.
+//! [`Worker::run`] wires them and drains them on shutdown. The rest of the process tells
+//! the worker there may be work, or that a task it runs was cancelled, through the wake-up
+//! fan-out ([`crate::wakeups::Fanout`]). Expired leases (of every daemon) are the
+//! maintenance rescuer's ([`crate::maintenance::rescuer`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{Lifecycle, StopReason};
 use crate::handlers::Registry;
+use crate::lease::Held;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{TaskStore, Wakeups};
+use crate::store::TaskStore;
 use crate::task::{TaskId, WorkerId};
 use crate::tunables::{HANDLER_STOP_SLACK, MAX_UNFINISHED, RUN_TIME_EWMA_SHIFT, STOP_GRACE};
+use crate::wakeups::Fanout;
 
 pub mod buffer;
 pub mod completer;
 pub mod executor;
+pub mod heartbeat;
 pub mod producer;
-pub mod rescuer;
 
 /// The worker's knobs (from [`crate::config::Config`]).
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ pub struct WorkerSettings {
 
 #[derive(Debug)]
 struct Running {
+    /// The attempt number the claim returned: with the worker's id, the fence.
+    attempt: i32,
     token: CancellationToken,
     reason: Option<StopReason>,
     /// The handler is done and its end is on its way to the store: a heartbeat that finds
@@ -75,9 +80,16 @@ impl InFlight {
     }
 
     /// Starts tracking a claimed task (its lease is ours from now on).
-    fn hold(&self, id: TaskId, shutdown: &Shutdown, unfinished: OwnedSemaphorePermit) -> CancellationToken {
+    fn hold(
+        &self,
+        id: TaskId,
+        attempt: i32,
+        shutdown: &Shutdown,
+        unfinished: OwnedSemaphorePermit,
+    ) -> CancellationToken {
         let token = shutdown.hard_token().child_token();
-        self.lock().insert(id, Running { token: token.clone(), reason: None, ended: false, _unfinished: unfinished });
+        let running = Running { attempt, token: token.clone(), reason: None, ended: false, _unfinished: unfinished };
+        self.lock().insert(id, running);
         token
     }
 
@@ -122,8 +134,9 @@ impl InFlight {
         self.lock().get(&id).and_then(|r| r.reason)
     }
 
-    pub fn ids(&self) -> Vec<TaskId> {
-        self.lock().keys().copied().collect()
+    /// The fences of every held attempt, for a lease renewal.
+    pub fn held(&self, worker: &WorkerId) -> Vec<Held> {
+        self.lock().iter().map(|(id, r)| Held::new(*id, worker.clone(), r.attempt)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -132,24 +145,6 @@ impl InFlight {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// What the rest of the process tells the worker: there may be work (an enqueue here, a
-/// NOTIFY), or a task it runs was cancelled.
-#[derive(Clone)]
-pub struct Signals {
-    wake: Arc<Notify>,
-    in_flight: Arc<InFlight>,
-}
-
-impl Wakeups for Signals {
-    fn tasks_inserted(&self) {
-        self.wake.notify_one();
-    }
-
-    fn task_cancelled(&self, id: TaskId) {
-        self.in_flight.stop(id, StopReason::Cancelled);
     }
 }
 
@@ -162,8 +157,8 @@ pub struct Worker {
     /// Starts and ends each attempt (trace folder, CWOM Run, retry policy).
     pub lifecycle: Arc<Lifecycle>,
     pub settings: WorkerSettings,
-    /// Woken by the listener, the API and the rescuer: "there may be work now".
-    pub wake: Arc<Notify>,
+    /// The process's wake-up fan-out: "there may be work now", and cancels.
+    pub wake: Arc<Fanout>,
     pub in_flight: Arc<InFlight>,
     /// Places for tasks between claim and written end ([`MAX_UNFINISHED`]).
     pub unfinished: Arc<Semaphore>,
@@ -186,24 +181,26 @@ impl Worker {
         lifecycle: Arc<Lifecycle>,
         settings: WorkerSettings,
         metrics: Arc<Metrics>,
+        wake: Arc<Fanout>,
     ) -> Self {
+        let in_flight = Arc::new(InFlight::default());
+        let stops = in_flight.clone();
+        // A cancel heard here (the API, or NOTIFY from another daemon's) stops the task now.
+        wake.on_cancel(move |id| {
+            stops.stop(id, StopReason::Cancelled);
+        });
         Worker {
             store,
             claim_types: registry.types().into_iter().map(String::from).collect(),
             registry,
             lifecycle,
             settings,
-            wake: Arc::new(Notify::new()),
-            in_flight: Arc::new(InFlight::default()),
+            wake,
+            in_flight,
             unfinished: Arc::new(Semaphore::new(MAX_UNFINISHED)),
             metrics,
             run_time_ewma_us: AtomicU64::new(u64::MAX),
         }
-    }
-
-    /// The handle through which the API and the listener reach this worker.
-    pub fn signals(&self) -> Signals {
-        Signals { wake: self.wake.clone(), in_flight: self.in_flight.clone() }
     }
 
     /// The moving average of recent handler run times, once there is one.
@@ -230,14 +227,13 @@ impl Worker {
         let (completer, completions) = completer::channel();
         let completer_task = tokio::spawn(completer::run(
             self.store.clone(),
-            self.settings.id.clone(),
             self.wake.clone(),
             self.in_flight.clone(),
             completions,
             shutdown.clone(),
             self.settings.shutdown_grace,
         ));
-        let rescuer_task = tokio::spawn(rescuer::run(self.clone(), shutdown.clone()));
+        let heartbeat_task = tokio::spawn(heartbeat::run(self.clone(), shutdown.clone()));
 
         producer::run(&self, &slots, &completer, &shutdown).await;
 
@@ -255,7 +251,7 @@ impl Worker {
         }
         drop(completer);
         let _ = completer_task.await;
-        rescuer_task.abort();
+        heartbeat_task.abort();
         tracing::info!("worker stopped");
     }
 }

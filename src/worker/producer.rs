@@ -53,6 +53,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     // A wake-up that came while a claim was in flight: that claim's snapshot may predate
     // the new task, so its result must not settle `maybe_more`.
     let mut woken_while_claiming = false;
+    let mut woken = worker.wake.subscribe();
     loop {
         // Start an executor on every idle slot we hold work for.
         while let Ok(permit) = slots.clone().try_acquire_owned() {
@@ -105,7 +106,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
                     }
                 }
             }
-            _ = worker.wake.notified() => {
+            _ = woken.changed() => {
                 maybe_more = true;
                 woken_while_claiming = claiming.is_some();
             }
@@ -127,7 +128,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
     // The completer lets them go once they are back in the queue. Slots take no more
     // once shutdown is asked for.
     for task in buffer.drain() {
-        completer.send(Completion::Release(task.id));
+        completer.send(Completion::Release(crate::attempt::held_of(&task)));
     }
 }
 
@@ -136,7 +137,7 @@ pub async fn run(worker: &Arc<Worker>, slots: &Arc<Semaphore>, completer: &Compl
 fn hold(worker: &Worker, tasks: Vec<Task>, mut places: OwnedSemaphorePermit, shutdown: &Shutdown, buffer: &Buffer) {
     for task in &tasks {
         let place = places.split(1).expect("one place was taken per task asked for");
-        worker.in_flight.hold(task.id, shutdown, place);
+        worker.in_flight.hold(task.id, task.attempts, shutdown, place);
     }
     buffer.extend(tasks);
 }

@@ -11,7 +11,7 @@ use super::{Ctx, PageResult};
 use crate::api::{ApiError, ApiState};
 use crate::cwom::requests::{ListFilter, ListQuery};
 use crate::cwom::types::{Object, ObjectKind};
-use crate::remote::model::WorkerState;
+use crate::registration::WorkerState;
 use crate::store::MinuteCounts;
 use crate::task::{Task, TaskFilter, TaskId, TaskStatus};
 use crate::tunables::{UI_CHART_MINUTES, UI_COUNT_CAP, UI_PAGE_SIZE, UI_REFRESH};
@@ -141,7 +141,7 @@ pub async fn tasks(ctx: &Ctx, state: &ApiState, query: &[(String, String)]) -> P
     }
     let list = state.store.list(&filter).await.map_err(failed)?;
     let root = &ctx.root;
-    let known = state.types.known();
+    let known = state.intake.types().known();
 
     let form_value = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| esc(v)).unwrap_or_default();
     let mut status_options = String::from("<option value=\"\">any</option>");
@@ -277,7 +277,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
     let id: TaskId = raw_id.parse().map_err(|_| failed(ApiError::InvalidId(raw_id.to_string())))?;
     let task = state.store.get(id).await.map_err(failed)?.ok_or_else(|| failed(ApiError::TaskNotFound(id)))?;
     let root = &ctx.root;
-    let dir = state.remote.lifecycle().trace().dir_for(id);
+    let dir = state.trace.dir_for(id);
     let read = |name: &str| {
         let path = dir.as_ref().map(|d| d.join(name));
         async move {

@@ -13,18 +13,17 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::tasks::{task_from_row, FinishArrays, FINISH_EACH};
+use super::tasks::{task_from_row, FinishArrays, FINISH};
 use super::{checkout, pg_err};
 use crate::store::error::{StoreError, StoreResult};
-use crate::store::tasks::Outcome;
-use crate::task::{Task, TaskId, WorkerId};
+use crate::store::tasks::AttemptEnd;
+use crate::task::{Task, TaskId};
 use crate::tunables::{ENDS_LANES, ENDS_MAX_ROWS, ENDS_QUEUE};
 
 type Answer = StoreResult<Option<Task>>;
 
 struct Pending {
-    worker: WorkerId,
-    outcome: Outcome,
+    end: AttemptEnd,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -45,12 +44,9 @@ impl Ends {
         Ends { tx }
     }
 
-    pub(super) async fn finish(&self, worker: WorkerId, outcome: Outcome) -> Answer {
+    pub(super) async fn finish(&self, end: AttemptEnd) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending { worker, outcome, reply })
-            .await
-            .map_err(|_| StoreError::internal("attempt-end writer stopped"))?;
+        self.tx.send(Pending { end, reply }).await.map_err(|_| StoreError::internal("attempt-end writer stopped"))?;
         answer.await.map_err(|_| StoreError::internal("attempt-end writer dropped a request"))?
     }
 }
@@ -68,14 +64,14 @@ async fn lane(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         match write(&pool, &batch).await {
             Ok(mut ended) => {
                 for p in batch.drain(..) {
-                    let _ = p.reply.send(Ok(ended.remove(&p.outcome.id)));
+                    let _ = p.reply.send(Ok(ended.remove(&p.end.id())));
                 }
             }
             // A failed statement answers for itself only: each end is tried alone, so one
             // that the database refuses cannot fail the others.
             Err(_) if batch.len() > 1 => {
                 for p in batch.drain(..) {
-                    let answer = write(&pool, std::slice::from_ref(&p)).await.map(|mut e| e.remove(&p.outcome.id));
+                    let answer = write(&pool, std::slice::from_ref(&p)).await.map(|mut e| e.remove(&p.end.id()));
                     let _ = p.reply.send(answer);
                 }
             }
@@ -91,8 +87,7 @@ async fn lane(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
 /// One fenced UPDATE for all `ends`; returns the tasks it changed, by id.
 async fn write(pool: &Pool, ends: &[Pending]) -> StoreResult<HashMap<TaskId, Task>> {
     let client = checkout(pool).await?;
-    let stmt = client.prepare_cached(&FINISH_EACH).await.map_err(pg_err)?;
-    let workers: Vec<&str> = ends.iter().map(|p| p.worker.0.as_str()).collect();
-    let rows = FinishArrays::of(ends.iter().map(|p| &p.outcome)).query(&client, &stmt, &workers).await?;
+    let stmt = client.prepare_cached(&FINISH).await.map_err(pg_err)?;
+    let rows = FinishArrays::of(ends.iter().map(|p| &p.end)).query(&client, &stmt).await?;
     rows.iter().map(|r| task_from_row(r).map(|t| (t.id, t))).collect()
 }

@@ -17,7 +17,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{CANCEL_CHANNEL, NOTIFY_CHANNEL};
 use crate::shutdown::Shutdown;
-use crate::store::listener::{Listener, ListenerStatus, Wakeups};
+use crate::store::listener::{Listener, ListenerStatus, NotificationSink};
 use crate::tunables::{LISTENER_BACKOFF_FIRST, LISTENER_BACKOFF_MAX, LISTENER_HEALTH_DEADLINE, LISTENER_HEALTH_EVERY};
 
 /// The LISTEN connection's `application_name`.
@@ -36,13 +36,13 @@ impl PgListener {
 
 #[async_trait]
 impl Listener for PgListener {
-    async fn run(&self, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
+    async fn run(&self, sink: Arc<dyn NotificationSink>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
         run(&self.url, sink, status, shutdown).await
     }
 }
 
 /// Listens until shutdown, reconnecting with jittered exponential backoff.
-async fn run(url: &str, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
+async fn run(url: &str, sink: Arc<dyn NotificationSink>, status: Arc<ListenerStatus>, shutdown: Shutdown) {
     let mut backoff = LISTENER_BACKOFF_FIRST;
     loop {
         let session = tokio::select! {
@@ -65,7 +65,7 @@ async fn run(url: &str, sink: Arc<dyn Wakeups>, status: Arc<ListenerStatus>, shu
 }
 
 /// One connection's life: connect, LISTEN, forward notifications until it breaks.
-async fn listen_once(url: &str, sink: &Arc<dyn Wakeups>, status: &ListenerStatus) -> Result<(), String> {
+async fn listen_once(url: &str, sink: &Arc<dyn NotificationSink>, status: &ListenerStatus) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     // Named, so operators (and tests) can find the listener in pg_stat_activity.
     config.application_name(APPLICATION_NAME);
@@ -84,7 +84,7 @@ async fn listen_once(url: &str, sink: &Arc<dyn Wakeups>, status: &ListenerStatus
                         notified.task_cancelled(id);
                     }
                 }
-                Some(Ok(AsyncMessage::Notification(_))) => notified.tasks_inserted(),
+                Some(Ok(AsyncMessage::Notification(_))) => notified.tasks_claimable(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break format!("connection error: {e}"),
                 None => break "connection closed by the server".to_string(),
@@ -100,7 +100,7 @@ async fn listen_once(url: &str, sink: &Arc<dyn Wakeups>, status: &ListenerStatus
         status.set(true);
         tracing::info!(channel = NOTIFY_CHANNEL, "listening for new tasks");
         // Anything inserted while we were away is due now.
-        sink.tasks_inserted();
+        sink.tasks_claimable();
         let mut health = tokio::time::interval(LISTENER_HEALTH_EVERY);
         health.tick().await;
         loop {

@@ -10,7 +10,7 @@
 //!
 //! Three pools, because writes need different durability and plans. Enqueues (and the
 //! API's other writes) commit durably: a 201 means the task survives a crash. The worker's
-//! bookkeeping (claim, heartbeat, finish, release, rescue) commits with
+//! bookkeeping (claim, renew, finish, rescue, leadership) commits with
 //! `synchronous_commit = off`: a commit lost in a database crash only means the task is
 //! claimed or run again, which at-least-once delivery already allows, and not waiting for
 //! the WAL flush on every claim and finish is most of the drain rate. Those connections
@@ -35,7 +35,7 @@ mod workers;
 
 pub(crate) use cwom::PgCwom;
 pub use listener::{PgListener, APPLICATION_NAME as LISTENER_APPLICATION_NAME};
-pub use tasks::{CLAIM, FINISH, HEARTBEAT, RELEASE};
+pub use tasks::{CLAIM, FINISH, LEAD, RELEASE, RENEW, RESCUE};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");

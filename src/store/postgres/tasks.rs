@@ -10,7 +10,6 @@
 //! always drive the lookup through the primary key.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,10 +20,11 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL};
-use crate::remote::model::LeaseToken;
+use crate::lease::Held;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
 use crate::store::tasks::{
-    backoff_params, ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore,
+    backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
+    MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
 };
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
@@ -272,45 +272,66 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Renews the leases of running tasks this worker holds ($1 ids, $2 worker, $3 seconds).
-pub const HEARTBEAT: &str = "WITH mine AS ( \
-       SELECT id FROM tasks WHERE id = ANY($1) AND status || '' = 'running' AND locked_by = $2 \
-       ORDER BY id FOR UPDATE) \
-     UPDATE tasks SET locked_until = now() + $3 * interval '1 second' \
-     FROM mine WHERE tasks.id = mine.id RETURNING tasks.id";
+/// The fences of some attempts as three arrays: ids, holders, attempt numbers.
+pub(super) struct Fences {
+    pub ids: Vec<Uuid>,
+    pub workers: Vec<String>,
+    pub attempts: Vec<i32>,
+}
 
-/// Records a batch of attempt ends, each fenced by worker and attempt
-/// ($1..$6 per-task arrays, $7 worker).
-pub const FINISH: &str = "WITH mine AS ( \
-       SELECT t.id, u.status, u.result, u.error, u.run_at \
-       FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) \
-         AS u(id, attempt, status, result, error, run_at) \
-       JOIN tasks t ON t.id = u.id \
-       WHERE t.status || '' = 'running' AND t.locked_by = $7 AND t.attempts = u.attempt \
-       ORDER BY t.id FOR UPDATE OF t) \
-     UPDATE tasks SET status = mine.status, \
-       result = CASE WHEN mine.status = 'completed' THEN mine.result ELSE tasks.result END, \
-       last_error = coalesce(mine.error, tasks.last_error), \
-       run_at = coalesce(mine.run_at, tasks.run_at), \
-       finished_at = CASE WHEN mine.status = 'queued' THEN NULL ELSE now() END, \
-       updated_at = now(), locked_by = NULL, locked_until = NULL \
-     FROM mine WHERE tasks.id = mine.id \
-     RETURNING tasks.id";
+impl Fences {
+    pub(super) fn of(held: &[Held]) -> Self {
+        Fences {
+            ids: held.iter().map(|h| h.id.0).collect(),
+            workers: held.iter().map(|h| h.token.worker.0.clone()).collect(),
+            attempts: held.iter().map(|h| h.token.attempt).collect(),
+        }
+    }
+}
 
-/// [`FINISH`] with a holder per row ($7 is an array) answering the finished rows whole:
-/// the attempt ends remote workers report, coalesced by `ends.rs`.
-pub(super) static FINISH_EACH: LazyLock<String> = LazyLock::new(|| {
-    FINISH
-        .replace("$6::timestamptz[])", "$6::timestamptz[], $7::text[])")
-        .replace(
-            "AS u(id, attempt, status, result, error, run_at)",
-            "AS u(id, attempt, status, result, error, run_at, worker)",
-        )
-        .replace("t.locked_by = $7", "t.locked_by = u.worker")
-        .replace("RETURNING tasks.id", &format!("RETURNING {COLUMNS}"))
+/// Renews the leases of attempts ($1 ids, $2 holders, $3 attempts, $4 seconds), locking
+/// rows in id order; answers every asked id with its new lease end (NULL when not held)
+/// and whether that attempt was cancelled.
+pub const RENEW: &str = "WITH asked AS ( \
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[]) WITH ORDINALITY AS u(id, worker, attempt, n)), \
+     mine AS ( \
+       SELECT t.id FROM tasks t WHERE t.id = ANY($1) AND t.status || '' = 'running' \
+         AND EXISTS (SELECT 1 FROM asked WHERE asked.id = t.id AND asked.worker = t.locked_by \
+                     AND asked.attempt = t.attempts) \
+       ORDER BY t.id FOR UPDATE OF t), \
+     renewed AS ( \
+       UPDATE tasks SET locked_until = now() + $4 * interval '1 second' \
+       FROM mine WHERE tasks.id = mine.id RETURNING tasks.id, tasks.locked_by, tasks.attempts, tasks.locked_until) \
+     SELECT asked.n, renewed.locked_until, \
+       renewed.id IS NULL AND EXISTS ( \
+         SELECT 1 FROM tasks c WHERE c.id = asked.id AND c.status = 'cancelled' AND c.attempts = asked.attempt) \
+     FROM asked LEFT JOIN renewed ON renewed.id = asked.id AND renewed.locked_by = asked.worker \
+       AND renewed.attempts = asked.attempt \
+     ORDER BY asked.n";
+
+/// Records a batch of attempt ends, each fenced by its own holder and attempt
+/// ($1..$7 per-task arrays), and answers the finished rows whole.
+pub static FINISH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH mine AS ( \
+           SELECT t.id, u.status, u.result, u.error, u.run_at \
+           FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[], $7::text[]) \
+             AS u(id, attempt, status, result, error, run_at, worker) \
+           JOIN tasks t ON t.id = u.id \
+           WHERE t.status || '' = 'running' AND t.locked_by = u.worker AND t.attempts = u.attempt \
+           ORDER BY t.id FOR UPDATE OF t) \
+         UPDATE tasks SET status = mine.status, \
+           result = CASE WHEN mine.status = 'completed' THEN mine.result ELSE tasks.result END, \
+           last_error = coalesce(mine.error, tasks.last_error), \
+           run_at = coalesce(mine.run_at, tasks.run_at), \
+           finished_at = CASE WHEN mine.status = 'queued' THEN NULL ELSE now() END, \
+           updated_at = now(), locked_by = NULL, locked_until = NULL \
+         FROM mine WHERE tasks.id = mine.id \
+         RETURNING {COLUMNS}"
+    )
 });
 
-/// Attempt ends as the per-task arrays of [`FINISH`] ($1..$6).
+/// Attempt ends as the per-task arrays of [`FINISH`].
 pub(super) struct FinishArrays<'a> {
     ids: Vec<Uuid>,
     attempts: Vec<i32>,
@@ -318,11 +339,12 @@ pub(super) struct FinishArrays<'a> {
     results: Vec<Option<&'a Value>>,
     errors: Vec<Option<&'a str>>,
     run_ats: Vec<Option<DateTime<Utc>>>,
+    workers: Vec<&'a str>,
 }
 
 impl<'a> FinishArrays<'a> {
-    pub(super) fn of(outcomes: impl ExactSizeIterator<Item = &'a Outcome>) -> Self {
-        let n = outcomes.len();
+    pub(super) fn of(ends: impl ExactSizeIterator<Item = &'a AttemptEnd>) -> Self {
+        let n = ends.len();
         let mut a = FinishArrays {
             ids: Vec::with_capacity(n),
             attempts: Vec::with_capacity(n),
@@ -330,42 +352,46 @@ impl<'a> FinishArrays<'a> {
             results: Vec::with_capacity(n),
             errors: Vec::with_capacity(n),
             run_ats: Vec::with_capacity(n),
+            workers: Vec::with_capacity(n),
         };
-        for o in outcomes {
+        for end in ends {
             #[allow(clippy::type_complexity)]
             let (status, result, error, run_at): (_, Option<&Value>, Option<&str>, Option<DateTime<Utc>>) =
-                match &o.finish {
+                match &end.finish {
                     Finish::Completed { result } => (TaskStatus::Completed, Some(result), None, None),
                     Finish::Retry { error, run_at } => (TaskStatus::Queued, None, Some(error), Some(*run_at)),
                     Finish::Failed { error } => (TaskStatus::Failed, None, Some(error), None),
                 };
-            a.ids.push(o.id.0);
-            a.attempts.push(o.attempt);
+            a.ids.push(end.held.id.0);
+            a.attempts.push(end.held.token.attempt);
             a.statuses.push(status.as_str());
             a.results.push(result);
             a.errors.push(error);
             a.run_ats.push(run_at);
+            a.workers.push(&end.held.token.worker.0);
         }
         a
     }
 
-    /// Runs `stmt` with these arrays and `holder` as $7 (one worker, or one per row).
+    /// Runs [`FINISH`] (prepared as `stmt`) with these arrays.
     pub(super) async fn query(
         &self,
         client: &deadpool_postgres::Object,
         stmt: &tokio_postgres::Statement,
-        holder: &(dyn ToSql + Sync),
     ) -> StoreResult<Vec<Row>> {
         let params: [&(dyn ToSql + Sync); 7] =
-            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, holder];
+            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, &self.workers];
         client.query(stmt, &params).await.map_err(pg_err)
     }
 }
 
 /// Returns tasks whose lease expired to the queue after the retry backoff, or to `failed`
 /// when their attempts are used up ($1 base µs, $2 cap µs, $3 smallest jitter factor; the
-/// formula of `RetryPolicy::delay`).
-pub const RESCUE: &str = "UPDATE tasks SET \
+/// formula of `RetryPolicy::delay`); answers each rescued attempt.
+pub const RESCUE: &str = "WITH expired AS ( \
+       SELECT id, locked_by AS worker FROM tasks WHERE status = 'running' AND locked_until < now() \
+       ORDER BY id FOR UPDATE SKIP LOCKED) \
+     UPDATE tasks SET \
        status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
        finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END, \
        run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE now() + \
@@ -375,16 +401,26 @@ pub const RESCUE: &str = "UPDATE tasks SET \
          to_char(locked_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
          coalesce(locked_by, 'unknown'), attempts), \
        locked_by = NULL, locked_until = NULL, updated_at = now() \
-     WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND locked_until < now() \
-                  ORDER BY id FOR UPDATE SKIP LOCKED)";
+     FROM expired WHERE tasks.id = expired.id \
+     RETURNING tasks.id, tasks.attempts, expired.worker, tasks.status, tasks.cwom_issue_id, tasks.started_at";
 
-/// Hands running tasks back to the queue without counting the attempt ($1 ids, $2 worker).
+/// Hands attempts back to the queue without counting them ($1 ids, $2 holders, $3 attempts).
 pub const RELEASE: &str = "WITH mine AS ( \
-       SELECT id FROM tasks WHERE id = ANY($1) AND status || '' = 'running' AND locked_by = $2 \
-       ORDER BY id FOR UPDATE) \
+       SELECT t.id FROM unnest($1::uuid[], $2::text[], $3::int4[]) AS u(id, worker, attempt) \
+       JOIN tasks t ON t.id = u.id \
+       WHERE t.status || '' = 'running' AND t.locked_by = u.worker AND t.attempts = u.attempt \
+       ORDER BY t.id FOR UPDATE OF t) \
      UPDATE tasks SET status = 'queued', attempts = tasks.attempts - 1, updated_at = now(), \
        locked_by = NULL, locked_until = NULL, started_at = NULL \
-     FROM mine WHERE tasks.id = mine.id";
+     FROM mine WHERE tasks.id = mine.id RETURNING tasks.id";
+
+/// Takes the leadership $1 for $2 until $3 seconds from now when it is free or expired, or
+/// extends it for its holder; a row comes back when $2 leads.
+pub const LEAD: &str = "INSERT INTO leaders AS l (name, holder, expires_at) \
+       VALUES ($1, $2, now() + $3 * interval '1 second') \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+       WHERE l.holder = excluded.holder OR l.expires_at < now() \
+     RETURNING holder";
 
 /// Adds a batch with `COPY … FROM STDIN (FORMAT binary)` in one transaction: all or nothing,
 /// one statement so one notification, and about half the server time of the `unnest` INSERT
@@ -405,7 +441,7 @@ async fn copy_batch(client: &mut deadpool_postgres::Object, tasks: Vec<NewTask>)
 }
 
 #[async_trait]
-impl TaskStore for PgStore {
+impl IntakeStore for PgStore {
     async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError> {
         self.intake.enqueue(task).await
     }
@@ -443,7 +479,10 @@ impl TaskStore for PgStore {
         tx.commit().await.map_err(pg_err)?;
         Ok(columns.ids.into_iter().map(TaskId).collect())
     }
+}
 
+#[async_trait]
+impl AttemptStore for PgStore {
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
         let client = self.claim_client().await?;
         let stmt = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
@@ -459,33 +498,76 @@ impl TaskStore for PgStore {
         Ok(tasks)
     }
 
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
-        let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(HEARTBEAT).await.map_err(pg_err)?;
-        let rows = client.query(&stmt, &[&uuids(ids), &worker.0, &lease_secs(lease)]).await.map_err(pg_err)?;
-        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
-    }
-
-    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>> {
-        if outcomes.is_empty() {
+    async fn renew(&self, params: RenewParams<'_>) -> StoreResult<Vec<LeaseState>> {
+        if params.attempts.is_empty() {
             return Ok(Vec::new());
         }
         let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(FINISH).await.map_err(pg_err)?;
-        let rows = FinishArrays::of(outcomes.iter()).query(&client, &stmt, &worker.0).await?;
+        let stmt = client.prepare_cached(RENEW).await.map_err(pg_err)?;
+        let f = Fences::of(params.attempts);
+        let rows =
+            client.query(&stmt, &[&f.ids, &f.workers, &f.attempts, &lease_secs(params.lease)]).await.map_err(pg_err)?;
+        // One row per attempt asked, in the order asked.
+        Ok(rows
+            .iter()
+            .map(|r| match (r.get::<_, Option<DateTime<Utc>>>(1), r.get::<_, bool>(2)) {
+                (Some(until), _) => LeaseState::Held { until },
+                (None, true) => LeaseState::Cancelled,
+                (None, false) => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>> {
+        match ends {
+            [] => Ok(Vec::new()),
+            // One end (a remote worker's `complete`): coalesced with the others arriving now.
+            [one] => Ok(self.ends.finish(one.clone()).await?.into_iter().collect()),
+            many => {
+                let client = self.worker_client().await?;
+                let stmt = client.prepare_cached(&FINISH).await.map_err(pg_err)?;
+                let rows = FinishArrays::of(many.iter()).query(&client, &stmt).await?;
+                tasks_from_rows(&rows)
+            }
+        }
+    }
+
+    async fn release(&self, attempts: &[Held]) -> StoreResult<Vec<TaskId>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Durable: a worker told "released" must find the task queued after a crash.
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(RELEASE).await.map_err(pg_err)?;
+        let f = Fences::of(attempts);
+        let rows = client.query(&stmt, &[&f.ids, &f.workers, &f.attempts]).await.map_err(pg_err)?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
-    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>> {
-        self.ends.finish(worker.clone(), outcome.clone()).await
-    }
-
-    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
+    async fn holds(&self, attempt: &Held) -> StoreResult<bool> {
         let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(RELEASE).await.map_err(pg_err)?;
-        client.execute(&stmt, &[&uuids(ids), &worker.0]).await.map_err(pg_err)
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM tasks WHERE id = $1 AND status || '' = 'running' AND locked_by = $2 AND attempts = $3",
+                &[&attempt.id.0, &attempt.token.worker.0, &attempt.token.attempt],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.is_some())
     }
 
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
+        let client = self.worker_client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = $1", &[&worker.0])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+#[async_trait]
+impl OperatorStore for PgStore {
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
         let mut client = self.client().await?;
         // The update and the notification commit together: a client never hears an error
@@ -522,158 +604,6 @@ impl TaskStore for PgStore {
         }
     }
 
-    async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        let client = self.client().await?;
-        let stmt =
-            client.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).await.map_err(pg_err)?;
-        let row = client.query_opt(&stmt, &[&id.0]).await.map_err(pg_err)?;
-        row.as_ref().map(task_from_row).transpose()
-    }
-
-    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
-        let client = self.client().await?;
-        let (sql, params) = filtered(COLUMNS, filter, true);
-        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let rows = client.query(&stmt, &refs).await.map_err(pg_err)?;
-        tasks_from_rows(&rows)
-    }
-
-    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64> {
-        let (base_us, cap_us, jitter_min) = backoff_params(retry);
-        let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(RESCUE).await.map_err(pg_err)?;
-        client.execute(&stmt, &[&(base_us as f64), &(cap_us as f64), &jitter_min]).await.map_err(pg_err)
-    }
-
-    async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let client = self.worker_client().await?;
-        let stmt = client
-            .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()")
-            .await
-            .map_err(pg_err)?;
-        let row = client.query_one(&stmt, &[]).await.map_err(pg_err)?;
-        Ok(row.get(0))
-    }
-
-    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
-        let client = self.client().await?;
-        let rows = client.query("SELECT status, count(*) FROM tasks GROUP BY status", &[]).await.map_err(pg_err)?;
-        rows.iter()
-            .map(|r| Ok((r.get::<_, &str>(0).parse().map_err(StoreError::internal)?, r.get::<_, i64>(1) as u64)))
-            .collect()
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(pg_err)?;
-        Ok(())
-    }
-
-    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState> {
-        let client = self.worker_client().await?;
-        // One statement: renew when held, else say whether this attempt was cancelled.
-        let row = client
-            .query_one(
-                "WITH renewed AS ( \
-                   UPDATE tasks SET locked_until = now() + $4 * interval '1 second' \
-                   WHERE id = $1 AND status || '' = 'running' AND locked_by = $2 AND attempts = $3 \
-                   RETURNING locked_until) \
-                 SELECT (SELECT locked_until FROM renewed), \
-                        EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = 'cancelled' AND attempts = $3)",
-                &[&id.0, &token.worker.0, &token.attempt, &lease_secs(lease)],
-            )
-            .await
-            .map_err(pg_err)?;
-        let until: Option<DateTime<Utc>> = row.get(0);
-        Ok(match (until, row.get::<_, bool>(1)) {
-            (Some(until), _) => LeaseState::Held { until },
-            (None, true) => LeaseState::Cancelled,
-            (None, false) => LeaseState::Lost,
-        })
-    }
-
-    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
-        let client = self.worker_client().await?;
-        let row = client
-            .query_opt(
-                "SELECT 1 FROM tasks WHERE id = $1 AND status || '' = 'running' AND locked_by = $2 AND attempts = $3",
-                &[&id.0, &token.worker.0, &token.attempt],
-            )
-            .await
-            .map_err(pg_err)?;
-        Ok(row.is_some())
-    }
-
-    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
-        // Durable: a worker told "released" must find the task queued after a crash.
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = now(), \
-                   locked_by = NULL, locked_until = NULL, started_at = NULL \
-                 WHERE id = $1 AND status = 'running' AND locked_by = $2 AND attempts = $3",
-                &[&id.0, &token.worker.0, &token.attempt],
-            )
-            .await
-            .map_err(pg_err)?;
-        Ok(n == 1)
-    }
-
-    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
-        let client = self.worker_client().await?;
-        let row = client
-            .query_one("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = $1", &[&worker.0])
-            .await
-            .map_err(pg_err)?;
-        Ok(row.get::<_, i64>(0) as u64)
-    }
-
-    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let client = self.worker_client().await?;
-        let rows = client
-            .query(
-                "SELECT u.id FROM unnest($1::uuid[]) AS u(id) \
-                 WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = u.id AND t.status || '' = 'running' \
-                                   AND t.locked_by = $2)",
-                &[&uuids(ids), &worker.0],
-            )
-            .await
-            .map_err(pg_err)?;
-        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
-    }
-
-    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
-                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                     WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
-                ),
-                &[&id.0],
-            )
-            .await
-            .map_err(pg_err)?;
-        if let Some(row) = row {
-            return Ok(task_from_row(&row)?);
-        }
-        match status_of(&client, id).await? {
-            None => Err(RetryError::NotFound(id)),
-            Some(status) => Err(RetryError::NotRetryable { id, status }),
-        }
-    }
-
-    async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT type, count(*) FROM tasks WHERE status = 'queued' GROUP BY type", &[])
-            .await
-            .map_err(pg_err)?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
-    }
-
     async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
         let mut client = self.client().await?;
         // As `cancel`: the updates and the notifications to running tasks' daemons commit
@@ -705,6 +635,28 @@ impl TaskStore for PgStore {
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+                ),
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = row {
+            return Ok(task_from_row(&row)?);
+        }
+        match status_of(&client, id).await? {
+            None => Err(RetryError::NotFound(id)),
+            Some(status) => Err(RetryError::NotRetryable { id, status }),
+        }
+    }
+
     async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
         let client = self.client().await?;
         let rows = client
@@ -718,6 +670,26 @@ impl TaskStore for PgStore {
             .map_err(pg_err)?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
+}
+
+#[async_trait]
+impl TaskReads for PgStore {
+    async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).await.map_err(pg_err)?;
+        let row = client.query_opt(&stmt, &[&id.0]).await.map_err(pg_err)?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+        let client = self.client().await?;
+        let (sql, params) = filtered(COLUMNS, filter, true);
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&stmt, &refs).await.map_err(pg_err)?;
+        tasks_from_rows(&rows)
+    }
 
     async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>> {
         let client = self.client().await?;
@@ -726,6 +698,33 @@ impl TaskStore for PgStore {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&stmt, &refs).await.map_err(pg_err)?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let client = self.worker_client().await?;
+        let stmt = client
+            .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()")
+            .await
+            .map_err(pg_err)?;
+        let row = client.query_one(&stmt, &[]).await.map_err(pg_err)?;
+        Ok(row.get(0))
+    }
+
+    async fn count_by_status(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT status, count(*) FROM tasks GROUP BY status", &[]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((r.get::<_, &str>(0).parse().map_err(StoreError::internal)?, r.get::<_, i64>(1) as u64)))
+            .collect()
+    }
+
+    async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT type, count(*) FROM tasks WHERE status = 'queued' GROUP BY type", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
     }
 
     async fn overview(&self, cap: u64, since: DateTime<Utc>) -> StoreResult<Overview> {
@@ -791,6 +790,51 @@ impl TaskStore for PgStore {
             per_minute,
         })
     }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for PgStore {
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<Vec<Rescued>> {
+        let (base_us, cap_us, jitter_min) = backoff_params(retry);
+        let client = self.worker_client().await?;
+        let stmt = client.prepare_cached(RESCUE).await.map_err(pg_err)?;
+        let rows = client.query(&stmt, &[&(base_us as f64), &(cap_us as f64), &jitter_min]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Rescued {
+                    id: TaskId(r.get(0)),
+                    attempt: r.get(1),
+                    worker: r.get(2),
+                    status: r.get::<_, &str>(3).parse().map_err(StoreError::internal)?,
+                    cwom_issue_id: r.get(4),
+                    started_at: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn lead(&self, params: LeadParams<'_>) -> StoreResult<bool> {
+        let client = self.worker_client().await?;
+        let stmt = client.prepare_cached(LEAD).await.map_err(pg_err)?;
+        let row =
+            client.query_opt(&stmt, &[&params.name, &params.holder, &lease_secs(params.ttl)]).await.map_err(pg_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn resign(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let client = self.worker_client().await?;
+        client
+            .execute("DELETE FROM leaders WHERE name = $1 AND holder = $2", &[&name, &holder])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -798,13 +842,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finish_each_fences_every_row_by_its_own_holder() {
-        assert!(
-            FINISH_EACH.contains("$7::text[]") && FINISH_EACH.contains("t.locked_by = u.worker"),
-            "{}",
-            *FINISH_EACH
-        );
-        assert!(!FINISH_EACH.contains("= $7 ") && FINISH_EACH.contains("RETURNING tasks.id, tasks.type"));
+    fn finish_fences_every_row_by_its_own_holder() {
+        assert!(FINISH.contains("$7::text[]") && FINISH.contains("t.locked_by = u.worker"), "{}", *FINISH);
+        assert!(!FINISH.contains("= $7 ") && FINISH.contains("RETURNING tasks.id, tasks.type"));
     }
 
     /// Runs under `make test`, which starts the PostgreSQL named by `TEST_DATABASE_URL`.

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::{pg_err, PgStore};
-use crate::remote::model::{NewWorker, WorkerRecord};
+use crate::registration::{NewWorker, WorkerRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::workers::WorkerStore;
 use crate::task::WorkerId;

@@ -1,18 +1,18 @@
 //! Tasks on SQLite: the task codec (the one column list of `tasks` in this dialect, used to
-//! insert and to read rows) and the [`TaskStore`] operations.
+//! insert and to read rows) and the task store's operations.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
-use crate::remote::model::LeaseToken;
+use crate::lease::Held;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
 use crate::store::tasks::{
-    backoff_params, ClaimParams, Count, Finish, LeaseState, MinuteCounts, Outcome, Overview, TaskStore,
+    backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
+    MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
 };
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
@@ -225,7 +225,7 @@ fn get_task(conn: &Connection, id: TaskId) -> StoreResult<Option<Task>> {
 }
 
 #[async_trait]
-impl TaskStore for SqliteStore {
+impl IntakeStore for SqliteStore {
     async fn enqueue(&self, task: NewTask) -> Result<Task, EnqueueError> {
         self.call(move |conn| {
             let row = InsertRow::new(&task, micros(Utc::now()));
@@ -261,7 +261,10 @@ impl TaskStore for SqliteStore {
         })
         .await?
     }
+}
 
+#[async_trait]
+impl AttemptStore for SqliteStore {
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
         let worker = params.worker.0.clone();
         let limit = params.limit as i64;
@@ -293,75 +296,91 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn heartbeat(&self, worker: &WorkerId, ids: &[TaskId], lease: Duration) -> StoreResult<Vec<TaskId>> {
-        let worker = worker.0.clone();
-        let ids = ids.to_vec();
+    async fn renew(&self, params: RenewParams<'_>) -> StoreResult<Vec<LeaseState>> {
+        let attempts = params.attempts.to_vec();
+        let lease = params.lease;
         self.call(move |conn| {
-            let now = Utc::now();
-            let until = micros(now + chrono::Duration::microseconds(lease.as_micros() as i64));
+            let until = Utc::now() + chrono::Duration::microseconds(lease.as_micros() as i64);
             let tx = conn.transaction().map_err(sql_err)?;
-            let mut renewed = Vec::with_capacity(ids.len());
+            let mut states = Vec::with_capacity(attempts.len());
             {
-                let mut stmt = tx
+                let mut renew = tx
                     .prepare_cached(
                         "UPDATE tasks SET locked_until = ?1 \
-                         WHERE id = ?2 AND status = 'running' AND locked_by = ?3",
+                         WHERE id = ?2 AND status = 'running' AND locked_by = ?3 AND attempts = ?4",
                     )
                     .map_err(sql_err)?;
-                for id in &ids {
-                    if stmt.execute(params![until, id.to_string(), worker]).map_err(sql_err)? == 1 {
-                        renewed.push(*id);
-                    }
+                let mut cancelled = tx
+                    .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND status = 'cancelled' AND attempts = ?2")
+                    .map_err(sql_err)?;
+                for h in &attempts {
+                    let id = h.id.to_string();
+                    let n = renew
+                        .execute(params![micros(until), id, h.token.worker.0, h.token.attempt])
+                        .map_err(sql_err)?;
+                    states.push(if n == 1 {
+                        LeaseState::Held { until }
+                    } else if cancelled
+                        .query_row(params![id, h.token.attempt], |_| Ok(()))
+                        .optional()
+                        .map_err(sql_err)?
+                        .is_some()
+                    {
+                        LeaseState::Cancelled
+                    } else {
+                        LeaseState::Lost
+                    });
                 }
             }
             tx.commit().map_err(sql_err)?;
-            Ok(renewed)
+            Ok(states)
         })
         .await
     }
 
-    async fn finish(&self, worker: &WorkerId, outcomes: &[Outcome]) -> StoreResult<Vec<TaskId>> {
-        let worker = worker.0.clone();
-        let outcomes = outcomes.to_vec();
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>> {
+        let ends = ends.to_vec();
         self.call(move |conn| {
             let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
-            let mut applied = Vec::with_capacity(outcomes.len());
+            let mut applied = Vec::with_capacity(ends.len());
             {
                 const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
                 let mut done = tx
                     .prepare_cached(&format!(
                         "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
                     ))
                     .map_err(sql_err)?;
                 let mut retry = tx
                     .prepare_cached(&format!(
                         "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
                     ))
                     .map_err(sql_err)?;
                 let mut failed = tx
                     .prepare_cached(&format!(
                         "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE}"
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
                     ))
                     .map_err(sql_err)?;
-                for o in &outcomes {
-                    let id = o.id.to_string();
-                    let n = match &o.finish {
+                for end in &ends {
+                    let (id, worker, attempt) =
+                        (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
+                    let row = match &end.finish {
                         Finish::Completed { result } => {
-                            done.execute(params![id, worker, o.attempt, result.to_string(), now])
+                            done.query_row(params![id, worker, attempt, result.to_string(), now], task_from_row)
                         }
                         Finish::Retry { error, run_at } => {
-                            retry.execute(params![id, worker, o.attempt, error, now, micros(*run_at)])
+                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], task_from_row)
                         }
-                        Finish::Failed { error } => failed.execute(params![id, worker, o.attempt, error, now]),
+                        Finish::Failed { error } => {
+                            failed.query_row(params![id, worker, attempt, error, now], task_from_row)
+                        }
                     }
+                    .optional()
                     .map_err(sql_err)?;
-                    if n == 1 {
-                        applied.push(o.id);
-                    }
+                    applied.extend(row);
                 }
             }
             tx.commit().map_err(sql_err)?;
@@ -370,39 +389,65 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn finish_one(&self, worker: &WorkerId, outcome: &Outcome) -> StoreResult<Option<Task>> {
-        // One process holds the file: the write and the read are two cheap calls.
-        if self.finish(worker, std::slice::from_ref(outcome)).await?.is_empty() {
-            return Ok(None);
-        }
-        self.get(outcome.id).await
-    }
-
-    async fn release(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<u64> {
-        let worker = worker.0.clone();
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    async fn release(&self, attempts: &[Held]) -> StoreResult<Vec<TaskId>> {
+        let attempts = attempts.to_vec();
         self.call(move |conn| {
             let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
-            let mut n = 0;
+            let mut released = Vec::new();
             {
                 let mut stmt = tx
                     .prepare_cached(
                         "UPDATE tasks SET status = 'queued', attempts = attempts - 1, \
-                         updated_at = ?3, locked_by = NULL, locked_until = NULL, started_at = NULL \
-                         WHERE id = ?1 AND status = 'running' AND locked_by = ?2",
+                         updated_at = ?4, locked_by = NULL, locked_until = NULL, started_at = NULL \
+                         WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
                     )
                     .map_err(sql_err)?;
-                for id in &ids {
-                    n += stmt.execute(params![id, worker, now]).map_err(sql_err)? as u64;
+                for h in &attempts {
+                    let n = stmt
+                        .execute(params![h.id.to_string(), h.token.worker.0, h.token.attempt, now])
+                        .map_err(sql_err)?;
+                    if n == 1 {
+                        released.push(h.id);
+                    }
                 }
             }
             tx.commit().map_err(sql_err)?;
-            Ok(n)
+            Ok(released)
         })
         .await
     }
 
+    async fn holds(&self, attempt: &Held) -> StoreResult<bool> {
+        let (id, worker, n) = (attempt.id.to_string(), attempt.token.worker.0.clone(), attempt.token.attempt);
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM tasks WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
+            )
+            .map_err(sql_err)?
+            .query_row(params![id, worker, n], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
+        let worker = worker.0.clone();
+        self.call(move |conn| {
+            conn.prepare_cached("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = ?1")
+                .map_err(sql_err)?
+                .query_row([worker], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(sql_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OperatorStore for SqliteStore {
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
         self.call(move |conn| {
             let now = micros(Utc::now());
@@ -428,6 +473,68 @@ impl TaskStore for SqliteStore {
         .await?
     }
 
+    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let ids = id_array(ids);
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                       last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
+                       locked_by = NULL, locked_until = NULL \
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('queued', 'running') RETURNING id",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
+        })
+        .await
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let retried = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id = ?1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?
+                .query_row(params![id.to_string(), now], task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            Ok(match retried {
+                Some(t) => Ok(t),
+                None => match get_task(conn, id)? {
+                    None => Err(RetryError::NotFound(id)),
+                    Some(t) => Err(RetryError::NotRetryable { id, status: t.status }),
+                },
+            })
+        })
+        .await?
+    }
+
+    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let ids = id_array(ids);
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'cancelled') RETURNING id",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TaskReads for SqliteStore {
     async fn get(&self, id: TaskId) -> StoreResult<Option<Task>> {
         self.call(move |conn| get_task(conn, id)).await
     }
@@ -443,29 +550,15 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<u64> {
-        let (base_us, cap_us, jitter_min) = backoff_params(retry);
+    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>> {
+        let f = filter.clone();
         self.call(move |conn| {
-            let now = micros(Utc::now());
-            // The same backoff as a failed attempt (`RetryPolicy::delay`), with a random
-            // factor per row from SQLite's random() (64 bits, cut to 20).
-            conn.prepare_cached(
-                "UPDATE tasks SET \
-                   status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-                   finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
-                   run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 + CAST( \
-                     min(?3, ?2 * (1 << (min(max(attempts, 1), 30) - 1))) \
-                     * (?4 + (1 - ?4) * ((random() & 1048575) / 1048576.0)) AS INTEGER) END, \
-                   last_error = printf('lease %s of worker %s expired while running (attempt %d)', \
-                     strftime('%Y-%m-%dT%H:%M:%fZ', locked_until / 1000000.0, 'unixepoch'), \
-                     coalesce(locked_by, 'unknown'), attempts), \
-                   locked_by = NULL, locked_until = NULL, updated_at = ?1 \
-                 WHERE status = 'running' AND locked_until < ?1",
-            )
-            .map_err(sql_err)?
-            .execute(params![now, base_us, cap_us, jitter_min])
-            .map(|n| n as u64)
-            .map_err(sql_err)
+            let (sql, params) = filtered("id", &f, false);
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
+                .map_err(sql_err)?;
+            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
         })
         .await
     }
@@ -501,126 +594,6 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
-    }
-
-    async fn renew(&self, id: TaskId, token: &LeaseToken, lease: Duration) -> StoreResult<LeaseState> {
-        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
-        self.call(move |conn| {
-            let until = Utc::now() + chrono::Duration::microseconds(lease.as_micros() as i64);
-            let renewed = conn
-                .prepare_cached(
-                    "UPDATE tasks SET locked_until = ?1 \
-                     WHERE id = ?2 AND status = 'running' AND locked_by = ?3 AND attempts = ?4",
-                )
-                .map_err(sql_err)?
-                .execute(params![micros(until), id.to_string(), worker, attempt])
-                .map_err(sql_err)?;
-            if renewed == 1 {
-                return Ok(LeaseState::Held { until });
-            }
-            let row: Option<(String, i32)> = conn
-                .prepare_cached("SELECT status, attempts FROM tasks WHERE id = ?1")
-                .map_err(sql_err)?
-                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(sql_err)?;
-            Ok(match row {
-                Some((status, attempts)) if status == "cancelled" && attempts == attempt => LeaseState::Cancelled,
-                _ => LeaseState::Lost,
-            })
-        })
-        .await
-    }
-
-    async fn holds(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
-        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "SELECT 1 FROM tasks WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
-            )
-            .map_err(sql_err)?
-            .query_row(params![id.to_string(), worker, attempt], |_| Ok(()))
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(sql_err)
-        })
-        .await
-    }
-
-    async fn release_attempt(&self, id: TaskId, token: &LeaseToken) -> StoreResult<bool> {
-        let (worker, attempt) = (token.worker.0.clone(), token.attempt);
-        self.call(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE tasks SET status = 'queued', attempts = attempts - 1, updated_at = ?4, \
-                       locked_by = NULL, locked_until = NULL, started_at = NULL \
-                     WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3",
-                )
-                .map_err(sql_err)?
-                .execute(params![id.to_string(), worker, attempt, micros(Utc::now())])
-                .map_err(sql_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn running_count(&self, worker: &WorkerId) -> StoreResult<u64> {
-        let worker = worker.0.clone();
-        self.call(move |conn| {
-            conn.prepare_cached("SELECT count(*) FROM tasks WHERE status = 'running' AND locked_by = ?1")
-                .map_err(sql_err)?
-                .query_row([worker], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(sql_err)
-        })
-        .await
-    }
-
-    async fn not_held(&self, worker: &WorkerId, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let worker = worker.0.clone();
-        let ids = ids.to_vec();
-        self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND status = 'running' AND locked_by = ?2")
-                .map_err(sql_err)?;
-            let mut gone = Vec::new();
-            for id in ids {
-                let held = stmt.query_row(params![id.to_string(), worker], |_| Ok(())).optional().map_err(sql_err)?;
-                if held.is_none() {
-                    gone.push(id);
-                }
-            }
-            Ok(gone)
-        })
-        .await
-    }
-
-    async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
-        self.call(move |conn| {
-            let now = micros(Utc::now());
-            let retried = conn
-                .prepare_cached(&format!(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
-                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                     WHERE id = ?1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
-                ))
-                .map_err(sql_err)?
-                .query_row(params![id.to_string(), now], task_from_row)
-                .optional()
-                .map_err(sql_err)?;
-            Ok(match retried {
-                Some(t) => Ok(t),
-                None => match get_task(conn, id)? {
-                    None => Err(RetryError::NotFound(id)),
-                    Some(t) => Err(RetryError::NotRetryable { id, status: t.status }),
-                },
-            })
-        })
-        .await?
-    }
-
     async fn queued_by_type(&self) -> StoreResult<Vec<(String, u64)>> {
         self.call(|conn| {
             let mut stmt = conn
@@ -629,54 +602,6 @@ impl TaskStore for SqliteStore {
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(sql_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
-        })
-        .await
-    }
-
-    async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let ids = id_array(ids);
-        self.call(move |conn| {
-            let now = micros(Utc::now());
-            let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
-                       last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
-                       locked_by = NULL, locked_until = NULL \
-                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('queued', 'running') RETURNING id",
-                )
-                .map_err(sql_err)?;
-            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
-            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
-        })
-        .await
-    }
-
-    async fn retry_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let ids = id_array(ids);
-        self.call(move |conn| {
-            let now = micros(Utc::now());
-            let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
-                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'cancelled') RETURNING id",
-                )
-                .map_err(sql_err)?;
-            let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
-            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
-        })
-        .await
-    }
-
-    async fn list_ids(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskId>> {
-        let f = filter.clone();
-        self.call(move |conn| {
-            let (sql, params) = filtered("id", &f, false);
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
-                .map_err(sql_err)?;
-            parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)
         })
         .await
     }
@@ -747,6 +672,106 @@ impl TaskStore for SqliteStore {
                 oldest_queued_at,
                 per_minute,
             })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for SqliteStore {
+    async fn rescue_expired(&self, retry: &RetryPolicy) -> StoreResult<Vec<Rescued>> {
+        let (base_us, cap_us, jitter_min) = backoff_params(retry);
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            // Who held each expired lease, read before the update clears it (one writer
+            // holds the file, so nothing changes between the two statements).
+            let holders: Vec<(String, Option<String>)> = tx
+                .prepare_cached("SELECT id, locked_by FROM tasks WHERE status = 'running' AND locked_until < ?1")
+                .map_err(sql_err)?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_err)?;
+            if holders.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The same backoff as a failed attempt (`RetryPolicy::delay`), with a random
+            // factor per row from SQLite's random() (64 bits, cut to 20).
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(String, i32, String, Option<String>, Option<i64>)> = tx
+                .prepare_cached(
+                    "UPDATE tasks SET \
+                       status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                       finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
+                       run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 + CAST( \
+                         min(?3, ?2 * (1 << (min(max(attempts, 1), 30) - 1))) \
+                         * (?4 + (1 - ?4) * ((random() & 1048575) / 1048576.0)) AS INTEGER) END, \
+                       last_error = printf('lease %s of worker %s expired while running (attempt %d)', \
+                         strftime('%Y-%m-%dT%H:%M:%fZ', locked_until / 1000000.0, 'unixepoch'), \
+                         coalesce(locked_by, 'unknown'), attempts), \
+                       locked_by = NULL, locked_until = NULL, updated_at = ?1 \
+                     WHERE status = 'running' AND locked_until < ?1 \
+                     RETURNING id, attempts, status, cwom_issue_id, started_at",
+                )
+                .map_err(sql_err)?
+                .query_map(params![now, base_us, cap_us, jitter_min], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_err)?;
+            tx.commit().map_err(sql_err)?;
+            let holders: std::collections::HashMap<String, Option<String>> = holders.into_iter().collect();
+            rows.into_iter()
+                .map(|(id, attempt, status, cwom_issue_id, started_at)| {
+                    Ok(Rescued {
+                        started_at: started_at.and_then(DateTime::from_timestamp_micros),
+                        worker: holders.get(&id).cloned().flatten(),
+                        id: id
+                            .parse()
+                            .map_err(|e: uuid::Error| StoreError::internal("unreadable task id").caused_by(e))?,
+                        attempt,
+                        status: status.parse().map_err(StoreError::internal)?,
+                        cwom_issue_id,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn lead(&self, params: LeadParams<'_>) -> StoreResult<bool> {
+        let (name, holder) = (params.name.to_string(), params.holder.to_string());
+        let ttl = params.ttl;
+        self.call(move |conn| {
+            let now = Utc::now();
+            let until = now + chrono::Duration::microseconds(ttl.as_micros() as i64);
+            conn.prepare_cached(
+                "INSERT INTO leaders (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                   WHERE leaders.holder = excluded.holder OR leaders.expires_at < ?4 \
+                 RETURNING holder",
+            )
+            .map_err(sql_err)?
+            .query_row(params![name, holder, micros(until), micros(now)], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn resign(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.call(move |conn| {
+            conn.execute("DELETE FROM leaders WHERE name = ?1 AND holder = ?2", params![name, holder])
+                .map(|_| ())
+                .map_err(sql_err)
         })
         .await
     }

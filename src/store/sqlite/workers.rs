@@ -5,7 +5,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{conversion, fmt_ts, parse_ts, sql_err, SqliteStore};
-use crate::remote::model::{NewWorker, WorkerRecord};
+use crate::registration::{NewWorker, WorkerRecord};
 use crate::store::error::StoreResult;
 use crate::store::workers::WorkerStore;
 use crate::task::WorkerId;

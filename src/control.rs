@@ -1,0 +1,120 @@
+//! Operator actions on tasks that exist: cancel and retry, one at a time or in bulk.
+//!
+//! Each action is a store operation followed by what it must set moving: a cancel stops
+//! the task at once if it runs in this process (other daemons hear of it through the
+//! `jct_cancel` notification, or their next heartbeat), and a retry wakes every waiting
+//! claimant (on PostgreSQL the "became claimable" trigger wakes the rest of the fleet).
+//! Bulk actions walk their selection in chunks of [`BULK_CHUNK`], each one short
+//! statement, so no request holds many locks or one long transaction.
+
+use std::sync::Arc;
+
+use crate::store::{CancelError, RetryError, StoreError, TaskStore};
+use crate::task::{Task, TaskFilter, TaskId};
+use crate::tunables::BULK_CHUNK;
+use crate::wakeups::Fanout;
+
+/// What a bulk request selects: tasks by id, or every task matching a filter.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<TaskId>),
+    Filter(TaskFilter),
+}
+
+/// What a bulk action does to each selected task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    Cancel,
+    Retry,
+}
+
+impl BulkAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkAction::Cancel => "cancel",
+            BulkAction::Retry => "retry",
+        }
+    }
+}
+
+/// How a bulk action went: how many tasks it selected and how many it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BulkResult {
+    pub action: &'static str,
+    pub matched: u64,
+    pub changed: u64,
+}
+
+/// The operator actions of one daemon.
+pub struct Control {
+    store: Arc<dyn TaskStore>,
+    wake: Arc<Fanout>,
+}
+
+impl Control {
+    pub fn new(store: Arc<dyn TaskStore>, wake: Arc<Fanout>) -> Self {
+        Control { store, wake }
+    }
+
+    /// Cancels a queued or running task.
+    pub async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
+        let task = self.store.cancel(id).await?;
+        // Running here? Stop it now rather than at the next heartbeat.
+        self.wake.cancelled(task.id);
+        tracing::info!(task_id = %task.id, "task cancelled");
+        Ok(task)
+    }
+
+    /// Queues a failed or cancelled task again with a fresh attempt budget.
+    pub async fn retry(&self, id: TaskId) -> Result<Task, RetryError> {
+        let task = self.store.retry(id).await?;
+        self.wake.work_available();
+        tracing::info!(task_id = %task.id, "task queued again by retry");
+        Ok(task)
+    }
+
+    /// Applies `action` to the selection, chunk by chunk. A filter selects the tasks that
+    /// match when the walk starts (newer ones have higher ids than where it starts).
+    pub async fn bulk(&self, action: BulkAction, selection: Selection) -> Result<BulkResult, StoreError> {
+        let (mut matched, mut changed) = (0u64, 0u64);
+        match selection {
+            Selection::Ids(ids) => {
+                for chunk in ids.chunks(BULK_CHUNK) {
+                    matched += chunk.len() as u64;
+                    changed += self.apply(action, chunk).await?;
+                }
+            }
+            Selection::Filter(mut filter) => {
+                filter.limit = BULK_CHUNK as u32;
+                loop {
+                    let ids = self.store.list_ids(&filter).await?;
+                    let Some(last) = ids.last() else { break };
+                    filter.before = Some(*last);
+                    matched += ids.len() as u64;
+                    changed += self.apply(action, &ids).await?;
+                }
+            }
+        }
+        tracing::info!(action = action.name(), matched, changed, "bulk action");
+        Ok(BulkResult { action: action.name(), matched, changed })
+    }
+
+    async fn apply(&self, action: BulkAction, ids: &[TaskId]) -> Result<u64, StoreError> {
+        Ok(match action {
+            BulkAction::Cancel => {
+                let cancelled = self.store.cancel_many(ids).await?;
+                for id in &cancelled {
+                    self.wake.cancelled(*id);
+                }
+                cancelled.len() as u64
+            }
+            BulkAction::Retry => {
+                let retried = self.store.retry_many(ids).await?;
+                if !retried.is_empty() {
+                    self.wake.work_available();
+                }
+                retried.len() as u64
+            }
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! Intake: the one way work enters the queue.
+//!
+//! Every caller that adds tasks comes here: the HTTP routes (single and batch enqueue), the
+//! MCP server and the dashboard (both through those routes), and the daemon's own services
+//! (schedule ticks, workflow steps and run-time fan-out build on [`Intake::enqueue_batch`]).
+//! For each task the intake checks what a validated [`NewTask`] cannot know alone:
+//! - the type is known here ([`TaskTypes`]: the built-in handlers, `JCT_TASK_TYPES`, the
+//!   types registered workers serve);
+//! - its executor admits the payload ([`Registry::admit`]: allowlisted programs and
+//!   repositories);
+//! - the CWOM Issue it links to exists;
+//! - a batch uses no idempotency key twice.
+//!
+//! Then it writes through the store, wakes the fleet ([`Fanout`]) and counts the tasks.
+//! Its refusals are [`IntakeError`], mapped to HTTP once, in `api/error.rs`. Whether a
+//! value can be stored at all (NUL, time range) is asked before, by [`crate::storable`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::cwom_service::Cwom;
+use crate::handlers::{Refusal, Registry};
+use crate::metrics::Metrics;
+use crate::store::{EnqueueError, StoreError, TaskStore};
+use crate::task::{NewTask, Task, TaskId};
+use crate::wakeups::Fanout;
+
+mod types;
+
+pub use types::TaskTypes;
+
+/// Why the intake stored nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unknown task type {given:?}; known types: {known}")]
+    UnknownType { given: String, known: String },
+    /// The task's executor will not take this payload; the code says which rule.
+    #[error("{}", .0.message)]
+    NotAdmitted(Refusal),
+    #[error("cwom_issue_id: no Issue with id {0:?}")]
+    MissingIssue(String),
+    /// One task of a batch was refused; the whole batch is.
+    #[error("task [{index}] of the batch: {source}")]
+    InBatch { index: usize, source: Box<IntakeError> },
+    #[error("tasks [{first}] and [{second}] of the batch use the same idempotency_key")]
+    DuplicateKeyInBatch { first: usize, second: usize },
+    /// The idempotency key was used before; nothing was inserted.
+    #[error("idempotency key already used by task {existing}")]
+    Duplicate { existing: TaskId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<crate::cwom::CwomError> for IntakeError {
+    fn from(e: crate::cwom::CwomError) -> Self {
+        match e {
+            crate::cwom::CwomError::Store(e) => IntakeError::Store(e),
+            other => IntakeError::Store(StoreError::internal(other.to_string())),
+        }
+    }
+}
+
+impl From<EnqueueError> for IntakeError {
+    fn from(e: EnqueueError) -> Self {
+        match e {
+            EnqueueError::Duplicate { existing } => IntakeError::Duplicate { existing },
+            EnqueueError::Store(e) => IntakeError::Store(e),
+        }
+    }
+}
+
+/// The intake service of one daemon.
+pub struct Intake {
+    store: Arc<dyn TaskStore>,
+    types: Arc<TaskTypes>,
+    executors: Arc<Registry>,
+    cwom: Cwom,
+    wake: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+}
+
+impl Intake {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        types: Arc<TaskTypes>,
+        executors: Arc<Registry>,
+        cwom: Cwom,
+        wake: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Intake { store, types, executors, cwom, wake, metrics }
+    }
+
+    /// The task types this deployment knows.
+    pub fn types(&self) -> &Arc<TaskTypes> {
+        &self.types
+    }
+
+    /// Checks and stores one task; wakes the fleet.
+    pub async fn enqueue(&self, task: NewTask) -> Result<Task, IntakeError> {
+        let tasks = std::slice::from_ref(&task);
+        self.check(tasks).await.map_err(|(_, e)| e)?;
+        let stored = self.store.enqueue(task).await?;
+        self.entered(&[(stored.task_type.as_str(), 1)]);
+        tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
+        Ok(stored)
+    }
+
+    /// Checks and stores tasks in one transaction, all or none; wakes the fleet once.
+    pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, IntakeError> {
+        check_batch_keys(&tasks)?;
+        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InBatch { index, source: Box::new(source) })?;
+        // Counted by type before the tasks move into the store (types are few).
+        let mut per_type: Vec<(String, u64)> = Vec::new();
+        for t in &tasks {
+            match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
+                Some((_, n)) => *n += 1,
+                None => per_type.push((t.task_type.clone(), 1)),
+            }
+        }
+        let ids = self.store.enqueue_batch(tasks).await?;
+        let counts: Vec<(&str, u64)> = per_type.iter().map(|(ty, n)| (ty.as_str(), *n)).collect();
+        self.entered(&counts);
+        tracing::debug!(count = ids.len(), "batch enqueued");
+        Ok(ids)
+    }
+
+    /// After a successful write: wake whoever waits for work, and count the tasks.
+    fn entered(&self, per_type: &[(&str, u64)]) {
+        self.wake.work_available();
+        for (task_type, n) in per_type {
+            self.metrics.enqueued(task_type, *n);
+        }
+    }
+
+    /// Admission and types for every task, then CWOM links, each asked once per distinct
+    /// value; the error names the first task refused, by index.
+    async fn check(&self, tasks: &[NewTask]) -> Result<(), (usize, IntakeError)> {
+        let mut types: Vec<&str> = Vec::new();
+        for (index, task) in tasks.iter().enumerate() {
+            let fail = |e: IntakeError| (index, e);
+            self.executors.admit(&task.task_type, &task.payload).map_err(|r| fail(IntakeError::NotAdmitted(r)))?;
+            if types.contains(&task.task_type.as_str()) {
+                continue;
+            }
+            if !self.types.contains(&task.task_type).await.map_err(|e| fail(e.into()))? {
+                let known = self.types.known().join(", ");
+                return Err(fail(IntakeError::UnknownType { given: task.task_type.clone(), known }));
+            }
+            types.push(&task.task_type);
+        }
+        let mut issues: Vec<&str> = Vec::new();
+        for (index, task) in tasks.iter().enumerate() {
+            let Some(issue) = task.cwom_issue_id.as_deref() else { continue };
+            if issues.contains(&issue) {
+                continue;
+            }
+            let exists = self.cwom.issue_exists(issue).await.map_err(|e| (index, IntakeError::from(e)))?;
+            if !exists {
+                return Err((index, IntakeError::MissingIssue(issue.to_string())));
+            }
+            issues.push(issue);
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the
+/// batch is all or nothing, so the store would refuse it, and no stored task holds the key
+/// to name instead.
+fn check_batch_keys(tasks: &[NewTask]) -> Result<(), IntakeError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, task) in tasks.iter().enumerate() {
+        let Some(key) = task.idempotency_key.as_deref() else { continue };
+        if let Some(&first) = seen.get(key) {
+            return Err(IntakeError::DuplicateKeyInBatch { first, second: index });
+        }
+        seen.insert(key, index);
+    }
+    Ok(())
+}
