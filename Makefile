@@ -29,15 +29,17 @@ build: ## Build the release binary
 run: ## Start the daemon (API + worker) on the embedded SQLite default
 	$(CARGO) run --release --locked --
 
-test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2, python3 and Chromium for them)
+test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2, python3, Chromium and bubblewrap for them)
 	tests/support/ensure-python.sh
 	tests/support/ensure-chromium.sh
+	tests/support/ensure-bwrap.sh
 	tests/support/ensure-compose.sh tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests
 
 fuzz: ## Fuzz every request-body route with 100,000 cases per store (make test runs a small fixed number)
 	JCT_FUZZ_CASES=$${JCT_FUZZ_CASES:-100000} tests/support/with-postgres.sh $(CARGO) test --locked --test fuzz_bodies -- --nocapture
 
 bench: ## Benchmark the release daemon against a throwaway PostgreSQL and SQLite; prints a table
+	tests/support/ensure-bwrap.sh
 	$(CARGO) build --release --locked --bins --benches
 	tests/support/with-postgres.sh $(CARGO) bench --locked --bench queue
 

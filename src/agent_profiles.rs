@@ -8,7 +8,11 @@
 //! env = ["MY_AGENT_TOKEN"]                # passed on from the daemon's environment
 //! output_cap_bytes = 4194304              # log bytes kept per attempt
 //! report = "claude"                       # how to read its stdout: claude | codex | none
+//! network = true                          # in the sandbox: may reach the network (default false)
+//! ro_paths = ["/opt/toolchain", "/etc/my-agent/credentials.json"]  # in the sandbox: also visible, read-only
 //! ```
+//!
+//! The built-in profiles have `network = true`: their CLIs call a model's API.
 //!
 //! Parsed by [`crate::config`] at start-up, so a bad file stops the daemon with one line.
 
@@ -46,6 +50,10 @@ pub struct AgentProfile {
     pub env: Vec<(String, String)>,
     pub output_cap: usize,
     pub report: ReportFormat,
+    /// In the sandbox, the network is there (it is off by default).
+    pub network: bool,
+    /// In the sandbox, these paths are visible too, read-only (a toolchain, a credential file).
+    pub ro_paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +75,10 @@ struct Entry {
     output_cap_bytes: Option<usize>,
     #[serde(default)]
     report: ReportFormat,
+    #[serde(default)]
+    network: bool,
+    #[serde(default)]
+    ro_paths: Vec<String>,
 }
 
 /// The daemon's secrets: never passed on, whatever a profile asks.
@@ -79,6 +91,9 @@ fn entry(name: &str, e: Entry, get: &dyn Fn(&str) -> Option<String>) -> Result<A
     if let Some(secret) = e.env.iter().find(|n| SECRETS.contains(&n.as_str())) {
         return Err(format!("profile {name:?}: env names {secret}, a secret of the daemon"));
     }
+    if let Some(p) = e.ro_paths.iter().find(|p| !p.starts_with('/') || p.split('/').any(|c| c == "..")) {
+        return Err(format!("profile {name:?}: ro_paths names {p:?}, which is not an absolute path without .."));
+    }
     Ok(AgentProfile {
         name: name.to_string(),
         program: e.program,
@@ -86,6 +101,8 @@ fn entry(name: &str, e: Entry, get: &dyn Fn(&str) -> Option<String>) -> Result<A
         env: e.env.iter().filter_map(|n| get(n).map(|v| (n.clone(), v))).collect(),
         output_cap: e.output_cap_bytes.unwrap_or(AGENT_OUTPUT_CAP),
         report: e.report,
+        network: e.network,
+        ro_paths: e.ro_paths.iter().map(std::path::PathBuf::from).collect(),
     })
 }
 
@@ -99,6 +116,8 @@ pub fn builtin(get: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, AgentPr
         env: ["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"].map(String::from).to_vec(),
         output_cap_bytes: None,
         report: ReportFormat::Claude,
+        network: true,
+        ro_paths: Vec::new(),
     };
     let codex = Entry {
         program: "codex".into(),
@@ -106,6 +125,8 @@ pub fn builtin(get: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, AgentPr
         env: ["OPENAI_API_KEY", "CODEX_HOME"].map(String::from).to_vec(),
         output_cap_bytes: None,
         report: ReportFormat::Codex,
+        network: true,
+        ro_paths: Vec::new(),
     };
     let mut out = BTreeMap::new();
     for (name, e) in [("claude", claude), ("codex", codex)] {
@@ -156,5 +177,10 @@ mod tests {
             .unwrap_err()
             .contains("secret"));
         assert!(load("not toml [", &get).is_err());
+        assert!(p["claude"].network && p["codex"].network && !p["fake"].network, "the built-ins may reach their API");
+        let p = load("[profiles.x]\nprogram = \"a\"\nnetwork = true\nro_paths = [\"/opt/t\"]\n", &get).unwrap();
+        assert!(p["x"].network);
+        assert_eq!(p["x"].ro_paths, vec![std::path::PathBuf::from("/opt/t")]);
+        assert!(load("[profiles.x]\nprogram = \"a\"\nro_paths = [\"rel\"]\n", &get).unwrap_err().contains("ro_paths"));
     }
 }

@@ -73,6 +73,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// `JCT_SANDBOX`: how programs (`command`, `agent`) are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// Bubblewrap when `bwrap` works here, else none, with one warning line at start-up.
+    #[default]
+    Auto,
+    /// Bubblewrap or no start: a deployment that counts on isolation must not silently lose it.
+    Bwrap,
+    /// No sandbox: the program sees what the daemon's user sees.
+    None,
+}
+
+/// The most one program may use (`JCT_TASK_MEMORY_MB`, `JCT_TASK_PIDS`, `JCT_TASK_FILE_MB`);
+/// a payload may ask for less, never more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskLimits {
+    pub memory_mb: u64,
+    pub pids: u64,
+    /// The largest file the program may write.
+    pub file_mb: u64,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            memory_mb: tunables::DEFAULT_TASK_MEMORY_MB,
+            pids: tunables::DEFAULT_TASK_PIDS,
+            file_mb: tunables::DEFAULT_TASK_FILE_MB,
+        }
+    }
+}
+
 /// Everything the daemon can be told from outside.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -126,6 +158,16 @@ pub struct ExecutorConfig {
     pub repo_prefixes: Option<Vec<String>>,
     /// The agent profiles: built in, and from `JCT_AGENT_PROFILES`.
     pub agent_profiles: BTreeMap<String, AgentProfile>,
+    /// `JCT_SANDBOX`.
+    pub sandbox: SandboxMode,
+    /// `JCT_SANDBOX_NETWORK=on`: every sandboxed program may use the network, not only the
+    /// agents whose profile says `network = true`.
+    pub sandbox_network: bool,
+    /// The limits' maxima, which are also each program's defaults.
+    pub task_limits: TaskLimits,
+    /// `JCT_TASK_CGROUPS=off`: no cgroup per program even where this process may create
+    /// them (another manager owns the tree); rlimits alone then.
+    pub task_cgroups: bool,
 }
 
 /// A variable that could not be understood.
@@ -248,6 +290,30 @@ impl Config {
                 agent_profiles::load(&text, &lookup).map_err(|e| bad_owned("JCT_AGENT_PROFILES", &path, e))?
             }
         };
+        let sandbox = match var("JCT_SANDBOX") {
+            None => SandboxMode::Auto,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "auto" => SandboxMode::Auto,
+                "bwrap" => SandboxMode::Bwrap,
+                "none" => SandboxMode::None,
+                _ => return Err(bad("JCT_SANDBOX", &raw, "expected auto, bwrap or none".into())),
+            },
+        };
+        let sandbox_network = match var("JCT_SANDBOX_NETWORK") {
+            None => false,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => true,
+                "off" | "false" | "0" | "no" => false,
+                _ => return Err(bad("JCT_SANDBOX_NETWORK", &raw, "expected on or off".into())),
+            },
+        };
+        // Each at least a few units: below them not even a shell starts, and a limit that
+        // cannot run anything is a configuration mistake better caught at start-up.
+        let task_limits = TaskLimits {
+            memory_mb: number("JCT_TASK_MEMORY_MB", tunables::DEFAULT_TASK_MEMORY_MB, 16, 1 << 30)?,
+            pids: number("JCT_TASK_PIDS", tunables::DEFAULT_TASK_PIDS, 8, 1 << 22)?,
+            file_mb: number("JCT_TASK_FILE_MB", tunables::DEFAULT_TASK_FILE_MB, 1, 1 << 30)?,
+        };
         let executors = ExecutorConfig {
             command_allow: list("JCT_COMMAND_ALLOW").filter(|l| !l.is_empty()),
             base_env,
@@ -255,6 +321,10 @@ impl Config {
             workspace_dir: PathBuf::from(var("JCT_WORKSPACE_DIR").unwrap_or_else(|| "./workspaces".into())),
             repo_prefixes: list("JCT_ALLOWED_REPO_PREFIXES").filter(|l| !l.is_empty()),
             agent_profiles,
+            sandbox,
+            sandbox_network,
+            task_limits,
+            task_cgroups: switch("JCT_TASK_CGROUPS")?,
         };
 
         Ok(Config {
@@ -335,6 +405,30 @@ mod tests {
         assert_eq!((c.api_key, c.readonly_api_key), (None, None));
         let c = from(&[("JCT_TASK_TYPES", "build, deploy,,lint")]).unwrap();
         assert_eq!(c.task_types, ["build", "deploy", "lint"]);
+    }
+
+    #[test]
+    fn sandbox_and_limit_settings() {
+        let e = from(&[]).unwrap().executors;
+        assert_eq!((e.sandbox, e.sandbox_network, e.task_cgroups), (SandboxMode::Auto, false, true));
+        assert_eq!(e.task_limits, TaskLimits { memory_mb: 4096, pids: 1024, file_mb: 1024 });
+        let e = from(&[
+            ("JCT_SANDBOX", "BWRAP"),
+            ("JCT_SANDBOX_NETWORK", "on"),
+            ("JCT_TASK_MEMORY_MB", "512"),
+            ("JCT_TASK_PIDS", "64"),
+            ("JCT_TASK_FILE_MB", "8"),
+            ("JCT_TASK_CGROUPS", "off"),
+        ])
+        .unwrap()
+        .executors;
+        assert_eq!((e.sandbox, e.sandbox_network, e.task_cgroups), (SandboxMode::Bwrap, true, false));
+        assert_eq!(e.task_limits, TaskLimits { memory_mb: 512, pids: 64, file_mb: 8 });
+        assert_eq!(from(&[("JCT_SANDBOX", "none")]).unwrap().executors.sandbox, SandboxMode::None);
+        assert_eq!(from(&[("JCT_SANDBOX", "docker")]).unwrap_err().var, "JCT_SANDBOX");
+        assert_eq!(from(&[("JCT_SANDBOX_NETWORK", "maybe")]).unwrap_err().var, "JCT_SANDBOX_NETWORK");
+        assert_eq!(from(&[("JCT_TASK_PIDS", "2")]).unwrap_err().var, "JCT_TASK_PIDS");
+        assert_eq!(from(&[("JCT_TASK_FILE_MB", "0")]).unwrap_err().var, "JCT_TASK_FILE_MB");
     }
 
     #[test]

@@ -203,6 +203,19 @@ pub const OUTPUT_BATCH_LINES: usize = 256;
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
 /// How often a stopped program's process group is checked for being gone.
 pub const PROCESS_REAP_POLL: Duration = Duration::from_millis(20);
+/// How often the processes a running program started are looked up in `/proc` (see
+/// `handlers::tree`): a process that leaves the program's group and is orphaned is found by
+/// the last look before it was orphaned. One look reads every `/proc/<pid>/stat` (about a
+/// millisecond for a few hundred processes), so twice a second costs little per program.
+pub const PROCESS_TRACK_EVERY: Duration = Duration::from_millis(500);
+/// Defaults (and maxima) of `JCT_TASK_MEMORY_MB`, `JCT_TASK_PIDS`, `JCT_TASK_FILE_MB`: room
+/// for a compiler or a test suite with its workers, not for a runaway that takes the machine.
+pub const DEFAULT_TASK_MEMORY_MB: u64 = 4096;
+pub const DEFAULT_TASK_PIDS: u64 = 1024;
+pub const DEFAULT_TASK_FILE_MB: u64 = 1024;
+/// How long the start-up check that bubblewrap works here (`JCT_SANDBOX=auto|bwrap`) may take.
+pub const SANDBOX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How much longer than the kill grace the worker waits for a stopped program's handler
 /// before dropping it (the group is killed then): the handler's own clean-up (removing
 /// a worktree) needs a moment after the group is gone.

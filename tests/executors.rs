@@ -2,6 +2,10 @@
 //! real signals, a real git repository made here. The coding agent is stood in for by a
 //! shell script profile that edits a file, adds two (one binary) and prints stream-json
 //! lines as `claude -p --output-format stream-json` does.
+//!
+//! These daemons run with `JCT_SANDBOX=none`: the process rules (group, stop, environment)
+//! hold without a sandbox, and the tests look at the programs' pids from outside.
+//! `tests/sandbox.rs` runs the same kinds of tasks in the sandbox, and attacks it.
 
 mod support;
 
@@ -38,6 +42,7 @@ impl Setup {
         let mut spawn = Spawn::new()
             .env("DATABASE_URL", self.db())
             .env("JCT_API_KEY", KEY)
+            .env("JCT_SANDBOX", "none")
             .env("JCT_WORKSPACE_DIR", self.path("ws").display().to_string())
             .env("JCT_COMMAND_ALLOW", format!("sh,env,{}", self.path("fake-agent").display()))
             .env("JCT_ALLOWED_REPO_PREFIXES", self.path("repos").display().to_string())
@@ -451,6 +456,7 @@ async fn a_remote_worker_runs_commands_and_agents_over_http_only() {
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .env("JCT_API_KEY", KEY)
         .env("JCT_WORKSPACE_DIR", s.path("remote-ws").display().to_string())
+        .env("JCT_SANDBOX", "none")
         .env("JCT_COMMAND_ALLOW", format!("sh,{}", s.path("fake-agent").display()))
         .env("JCT_ALLOWED_REPO_PREFIXES", s.path("repos").display().to_string())
         .env("JCT_AGENT_PROFILES", s.path("profiles.toml").display().to_string())

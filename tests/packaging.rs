@@ -835,8 +835,8 @@ fn check_runtime(df: &Dockerfile) -> Check {
                 if w[..p].iter().any(|x| x.starts_with("apt")) {
                     let pkgs: Vec<&str> = w[p + 1..].iter().copied().filter(|x| !x.starts_with('-')).collect();
                     ensure!(
-                        pkgs == ["ca-certificates", "tini"],
-                        "the runtime should install only ca-certificates and tini (the init), installs {pkgs:?}"
+                        pkgs == ["bubblewrap", "ca-certificates", "tini"],
+                        "the runtime should install only bubblewrap (the sandbox), ca-certificates and tini (the init), installs {pkgs:?}"
                     );
                 }
             }
@@ -1409,7 +1409,7 @@ fn checks_reject_broken_variants() {
             "runtime installs curl",
             &check_runtime,
             &[Replace("RUN", "ca-certificates", "ca-certificates curl")],
-            "only ca-certificates",
+            "only bubblewrap",
         ),
         ("USER root", &check_user, &[SetLast("USER", "root")], "is root"),
         ("USER 0:0", &check_user, &[SetLast("USER", "0:0")], "is root"),

@@ -41,6 +41,8 @@ pub enum Scenario {
     RemoteDrain,
     UiTasksPage,
     UiOverview,
+    CommandStart,
+    CommandStartNoSandbox,
 }
 
 /// What a scenario is held to.
@@ -74,7 +76,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -87,6 +89,8 @@ impl Scenario {
         Scenario::RemoteDrain,
         Scenario::UiTasksPage,
         Scenario::UiOverview,
+        Scenario::CommandStart,
+        Scenario::CommandStartNoSandbox,
     ];
 
     /// The scenario's key in results.json.
@@ -104,6 +108,8 @@ impl Scenario {
             Scenario::RemoteDrain => "remote_drain_per_s",
             Scenario::UiTasksPage => "ui_tasks_page_ms",
             Scenario::UiOverview => "ui_overview_ms",
+            Scenario::CommandStart => "command_start_ms",
+            Scenario::CommandStartNoSandbox => "command_start_no_sandbox_ms",
         }
     }
 
@@ -120,6 +126,7 @@ impl Scenario {
             Scenario::RemoteLatency => Target::AtMost { p50: 1.5, p99: Some(3.0) },
             Scenario::RemoteDrain => Target::AtLeast(10_000.0),
             Scenario::UiTasksPage | Scenario::UiOverview => Target::AtMost { p50: 100.0, p99: Some(100.0) },
+            Scenario::CommandStart | Scenario::CommandStartNoSandbox => Target::None,
         }
     }
 
@@ -137,6 +144,8 @@ impl Scenario {
             Scenario::RemoteDrain => remote_drain(bench).await,
             Scenario::UiTasksPage => ui_page(bench, UiPage::Tasks).await,
             Scenario::UiOverview => ui_page(bench, UiPage::Overview).await,
+            Scenario::CommandStart => command_start(bench, "bwrap").await,
+            Scenario::CommandStartNoSandbox => command_start(bench, "none").await,
         }
     }
 }
@@ -380,6 +389,54 @@ async fn sqlite_http_latency(bench: &Bench) -> Result<Measured> {
     let mut measured = Measured::latency(&latencies, problems)?;
     measured.errors = tally.errors();
     Ok(measured)
+}
+
+/// Commands started by `command_start_ms` (and its sandbox-less twin), one at a time: each
+/// costs a process start or two, not a row, so fewer than the latency scenarios' tasks.
+const COMMAND_STARTS: usize = 200;
+
+/// `command_start_ms` (`sandbox` = `bwrap`) and `command_start_no_sandbox_ms` (`none`): a
+/// `serve` daemon on SQLite runs `sh -c 'echo started'`, one task at a time; latency is from
+/// sending the enqueue to the program's line showing in the task's `log.txt`, on the bench's
+/// clock (the file is looked at every 0.2 ms).
+async fn command_start(bench: &Bench, sandbox: &str) -> Result<Measured> {
+    let n = if bench.quick { COMMAND_STARTS / 10 } else { COMMAND_STARTS };
+    let workdir = bench.fresh_dir()?;
+    let traces = workdir.join("traces");
+    std::fs::create_dir(&traces).with_context(|| format!("creating {}", traces.display()))?;
+    let config = DaemonConfig::serve(&sqlite::url(&workdir.join("tasks.db")))
+        .env("JCT_TRACE_DIR", traces.display())
+        .env("JCT_WORKSPACE_DIR", workdir.join("ws").display())
+        .env("JCT_COMMAND_ALLOW", "sh")
+        .env("JCT_SANDBOX", sandbox);
+    let daemon = Daemon::start(&bench.bin, &workdir, &config).await?;
+    let client = http::client(1)?;
+    let base = daemon.base_url();
+    http::wait_healthy(&client, &base).await?;
+    progress!("  {n} commands one by one (JCT_SANDBOX={sandbox})");
+    let body = serde_json::json!({"type": "command", "payload": {"argv": ["sh", "-c", "echo started"]}});
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent = std::time::Instant::now();
+        let answer: serde_json::Value =
+            client.post(format!("{base}/tasks/enqueue")).json(&body).send().await?.error_for_status()?.json().await?;
+        let id = answer["task_id"].as_str().ok_or("the enqueue answer has no task_id")?.to_string();
+        let log = traces.join(&id).join("log.txt");
+        poll_until("the program's line in log.txt", Duration::from_micros(200), LATENCY_TIMEOUT, || {
+            let log = log.clone();
+            async move { Ok(std::fs::read_to_string(&log).ok().filter(|t| t.contains("stdout: started")).map(|_| ())) }
+        })
+        .await?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        // The next one starts alone: wait for this one's end.
+        poll_until("the command to end", Duration::from_millis(1), LATENCY_TIMEOUT, || {
+            let path = traces.join(&id).join("output.json");
+            async move { Ok(path.exists().then_some(())) }
+        })
+        .await?;
+    }
+    let problems = daemon.stop().await;
+    Measured::latency(&latencies, problems)
 }
 
 /// `remote_latency_ms`: an HTTP worker waits in a long-poll claim; another service inserts

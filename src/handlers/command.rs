@@ -2,7 +2,9 @@
 //! workspace directory per attempt, under the rules of [`super::process`].
 //!
 //! Payload: `{"argv": ["prog", "arg", ..], "cwd"?: "<relative path in the workspace>",
-//! "env"?: {"NAME": "value"}, "stdin"?: "text"}`. Exit 0 completes the task with
+//! "env"?: {"NAME": "value"}, "stdin"?: "text", "limits"?: {"memory_mb"?, "pids"?, "file_mb"?}}`
+//! (`limits` lower `JCT_TASK_*` for this task, never raise them). In the sandbox the program
+//! sees the system read-only and its workspace, nothing else. Exit 0 completes the task with
 //! `{exit_code, duration_ms, stdout_tail}`; any other end fails the attempt with the exit
 //! code or signal and the tail of stderr.
 
@@ -14,7 +16,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::process::{self, Limits, Program};
+use super::limits::Asked;
+use super::process::{self, Isolation, Limits, Program};
+use super::sandbox::{Grant, Mount};
 use super::{Handler, HandlerError, Refusal, TaskContext};
 use crate::config::ExecutorConfig;
 use crate::tunables::COMMAND_OUTPUT_CAP;
@@ -35,6 +39,8 @@ struct Payload {
     env: BTreeMap<String, String>,
     #[serde(default)]
     stdin: Option<String>,
+    #[serde(default)]
+    limits: Option<Value>,
 }
 
 /// The `command` executor of one deployment.
@@ -43,17 +49,19 @@ pub struct Command {
     base_env: Arc<Vec<(String, String)>>,
     limits: Limits,
     workspaces: PathBuf,
+    isolation: Isolation,
 }
 
 impl Command {
     /// The executor, when `JCT_COMMAND_ALLOW` names at least one program.
-    pub fn from_config(config: &ExecutorConfig) -> Option<Self> {
+    pub fn from_config(config: &ExecutorConfig, isolation: Isolation) -> Option<Self> {
         let allow = config.command_allow.clone().filter(|a| !a.is_empty())?;
         Some(Command {
             allow: Arc::new(allow),
             base_env: Arc::new(config.base_env.clone()),
             limits: Limits { kill_grace: config.kill_grace, output_cap: COMMAND_OUTPUT_CAP },
             workspaces: config.workspace_dir.join(WORKSPACES),
+            isolation,
         })
     }
 
@@ -73,6 +81,7 @@ impl Command {
             relative_inside(cwd).map_err(|why| Refusal::invalid(format!("payload.cwd: {why}")))?;
         }
         check_env_names(&p.env)?;
+        self.isolation.confine(Grant::default(), Asked::from_payload(p.limits.as_ref())?.as_ref())?;
         Ok(p)
     }
 }
@@ -126,6 +135,13 @@ impl Handler for Command {
         if let Ok(Err(e)) | Err(e) = fresh.map_err(std::io::Error::other) {
             return Err(HandlerError::new(format!("cannot make the workspace {}: {e}", workspace.display())));
         }
+        // Only its own workspace: absolute, as the program sees the same paths as the daemon.
+        let workspace = std::path::absolute(&workspace).unwrap_or(workspace);
+        let cwd = std::path::absolute(&cwd).unwrap_or(cwd);
+        let grant = Grant { mounts: vec![Mount::Writable(workspace.clone())], network: false };
+        let confine = Asked::from_payload(payload.limits.as_ref())
+            .and_then(|asked| self.isolation.confine(grant, asked.as_ref()))
+            .map_err(|r| HandlerError::new(r.message))?;
         let mut argv = payload.argv.into_iter();
         let program = Program {
             program: argv.next().unwrap_or_default(),
@@ -133,6 +149,7 @@ impl Handler for Command {
             cwd,
             env: process::environment(&self.base_env, &payload.env.into_iter().collect::<Vec<_>>()),
             stdin: payload.stdin,
+            confine,
         };
         let ran = process::run(program, ctx.output.clone(), &ctx.cancel, self.limits, None).await;
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&workspace)).await;

@@ -3,7 +3,9 @@
 //!
 //! - `builtin`: `echo`, `sleep`, `fail`;
 //! - `process`: running a program for a task (own process group, clean environment, output
-//!   streamed line by line, a stop that leaves no process behind), shared by:
+//!   streamed line by line, a stop that leaves no process behind), with `sandbox` (the
+//!   bubblewrap command line, `JCT_SANDBOX`), `limits` (rlimits, a cgroup per program where
+//!   delegated, which limit a run hit) and `tree` (every process a program started), shared by:
 //! - `command`: a program from `JCT_COMMAND_ALLOW`, in a fresh workspace per attempt;
 //! - `agent`: a coding agent CLI in a git worktree of the task's repository, its changes
 //!   committed on `jct/<task_id>` and written as `changes.patch`.
@@ -28,7 +30,10 @@ use crate::task::TaskId;
 pub mod agent;
 mod builtin;
 pub mod command;
+pub mod limits;
 pub mod process;
+pub mod sandbox;
+mod tree;
 
 pub use builtin::{Echo, Fail, Sleep};
 
@@ -210,6 +215,8 @@ pub enum SetupError {
     Profiles { path: String, reason: String },
     #[error("JCT_WORKSPACE_DIR={path}: {reason}")]
     Workspace { path: String, reason: String },
+    #[error("JCT_SANDBOX=bwrap: bubblewrap does not work here: {reason}")]
+    Sandbox { reason: String },
 }
 
 impl Registry {
@@ -227,14 +234,21 @@ impl Registry {
     }
 
     /// The built-ins, plus `command` when `JCT_COMMAND_ALLOW` names programs and `agent`
-    /// when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Prunes the agent's stale
+    /// when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Decides the sandbox
+    /// (`JCT_SANDBOX`) when either runs programs here, and prunes the agent's stale
     /// worktrees.
     pub fn from_config(config: &ExecutorConfig) -> Result<Self, SetupError> {
         let mut r = Registry::builtin();
-        if let Some(command) = command::Command::from_config(config) {
+        let runs_programs = config.command_allow.as_ref().is_some_and(|a| !a.is_empty())
+            || config.repo_prefixes.as_ref().is_some_and(|p| !p.is_empty());
+        if !runs_programs {
+            return Ok(r);
+        }
+        let isolation = process::Isolation::from_config(config)?;
+        if let Some(command) = command::Command::from_config(config, isolation.clone()) {
             r.register(command::TASK_TYPE, command);
         }
-        if let Some(agent) = agent::Agent::from_config(config)? {
+        if let Some(agent) = agent::Agent::from_config(config, isolation)? {
             r.register(agent::TASK_TYPE, agent);
         }
         Ok(r)

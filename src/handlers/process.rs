@@ -1,15 +1,20 @@
-//! Running a program for a task: its own process group, a clean environment, its output
-//! streamed line by line into the attempt's log with a cap, and a stop that leaves no
-//! process behind.
+//! Running a program for a task: in its sandbox and under its limits, its own process
+//! group, a clean environment, its output streamed line by line into the attempt's log with
+//! a cap, and a stop that leaves no process behind.
 //!
-//! The program is the leader of a new process group, so everything it starts (a shell's
-//! background job, a test runner's workers) can be signalled at once. A stop (cancel,
-//! timeout, lease lost, shutdown) sends SIGTERM to the group and SIGKILL after the kill
-//! grace. When the leader exits on its own, whatever it left running in its group gets the
-//! same treatment. If the run is dropped half-way (the worker gave up waiting), a guard
-//! kills the group outright. The leader also dies with the daemon (`PR_SET_PDEATHSIG`), so
-//! a daemon killed with SIGKILL does not leave it running either; what the leader started
-//! in the background may survive that case.
+//! The program is the leader of a new session and process group, so everything it starts
+//! (a shell's background job, a test runner's workers) can be signalled at once, and it is
+//! a child subreaper, so [`tree`](super::tree) finds what left the group too. A stop
+//! (cancel, timeout, lease lost, shutdown) sends SIGTERM to all of them and SIGKILL after
+//! the kill grace. When the leader exits on its own, whatever it left running gets the same
+//! treatment. If the run is dropped half-way (the worker gave up waiting), a guard kills
+//! them outright. The leader also dies with the daemon (`PR_SET_PDEATHSIG`), and in the
+//! sandbox everything with it (its PID namespace); without the sandbox, what the leader
+//! started may survive a SIGKILL of the daemon.
+//!
+//! [`sandbox`](super::sandbox) builds the command line, [`limits`](super::limits) the
+//! rlimits and the cgroup set up in the child before exec, and names the limit a failed run
+//! hit.
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -22,8 +27,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::limits::{self, Cgroups, Effective, Rlimits};
+use super::sandbox::{Grant, Sandbox};
+use super::tree::Tree;
 use super::{AttemptOutput, HandlerError, Stream};
-use crate::tunables::{OUTPUT_BATCH_LINES, OUTPUT_LINE_MAX, OUTPUT_TAIL_BYTES, PROCESS_REAP_POLL};
+use crate::tunables::{OUTPUT_BATCH_LINES, OUTPUT_LINE_MAX, OUTPUT_TAIL_BYTES, PROCESS_REAP_POLL, PROCESS_TRACK_EVERY};
 
 /// What to run.
 pub struct Program {
@@ -34,6 +42,48 @@ pub struct Program {
     pub env: Vec<(String, String)>,
     /// Text for standard input; `None` is `/dev/null`.
     pub stdin: Option<String>,
+    /// Where it runs and what it may use.
+    pub confine: Confinement,
+}
+
+/// The sandbox and limits of this deployment, set up once at start-up; each program's
+/// [`Confinement`] is made from it.
+#[derive(Clone)]
+pub struct Isolation {
+    pub sandbox: Arc<Sandbox>,
+    pub cgroups: Arc<Cgroups>,
+    /// The limits' maxima (`JCT_TASK_*`).
+    pub max: crate::config::TaskLimits,
+}
+
+impl Isolation {
+    /// From the configuration: probes bubblewrap (`JCT_SANDBOX`) and the cgroups this
+    /// process may create.
+    pub fn from_config(config: &crate::config::ExecutorConfig) -> Result<Self, super::SetupError> {
+        let path = config.base_env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+        let sandbox = Sandbox::resolve(config.sandbox, config.sandbox_network, path)?;
+        let cgroups = if config.task_cgroups { Cgroups::detect() } else { Cgroups::default() };
+        Ok(Isolation { sandbox: Arc::new(sandbox), cgroups: Arc::new(cgroups), max: config.task_limits })
+    }
+
+    /// One program's confinement: `grant` in the sandbox, the limits a payload asked for.
+    pub fn confine(&self, grant: Grant, asked: Option<&limits::Asked>) -> Result<Confinement, super::Refusal> {
+        Ok(Confinement {
+            sandbox: self.sandbox.clone(),
+            grant,
+            limits: Effective::new(self.max, asked)?,
+            cgroups: self.cgroups.clone(),
+        })
+    }
+}
+
+/// The sandbox and limits of one program.
+#[derive(Clone)]
+pub struct Confinement {
+    pub sandbox: Arc<Sandbox>,
+    pub grant: Grant,
+    pub limits: Effective,
+    pub cgroups: Arc<Cgroups>,
 }
 
 /// How long a stop may take, and how much output is kept.
@@ -61,6 +111,8 @@ pub struct Finished {
     pub duration: Duration,
     pub stdout_tail: String,
     pub stderr_tail: String,
+    /// The limit the run hit, in words (`memory limit (JCT_TASK_MEMORY_MB=…) reached`).
+    pub breach: Option<String>,
 }
 
 impl Finished {
@@ -76,13 +128,17 @@ impl Finished {
         }
     }
 
-    /// The error of a failed run: how it ended and the tail of stderr.
+    /// The error of a failed run: the limit it hit, how it ended and the tail of stderr.
     pub fn error(&self) -> String {
         let tail = self.stderr_tail.trim_end();
+        let ended = match &self.breach {
+            Some(breach) => format!("{breach}: {}", self.describe()),
+            None => self.describe(),
+        };
         if tail.is_empty() {
-            self.describe()
+            ended
         } else {
-            format!("{}; stderr ends with:\n{tail}", self.describe())
+            format!("{ended}; stderr ends with:\n{tail}")
         }
     }
 
@@ -102,6 +158,7 @@ fn signal_name(s: i32) -> &'static str {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGABRT => "SIGABRT",
         libc::SIGPIPE => "SIGPIPE",
+        libc::SIGXFSZ => "SIGXFSZ",
         _ => "signal",
     }
 }
@@ -117,20 +174,35 @@ pub async fn run(
     limits: Limits,
     observer: Option<StdoutObserver>,
 ) -> Result<Finished, HandlerError> {
-    let mut cmd = tokio::process::Command::new(&program.program);
-    cmd.args(&program.args)
+    let confine = program.confine;
+    let home = program.env.iter().find(|(k, _)| k == "HOME").map(|(_, v)| v.as_str());
+    let (exe, args) = confine.sandbox.wrap(&program.program, &program.args, &program.cwd, home, &confine.grant);
+    let cgroup = confine.cgroups.create(&confine.limits.limits);
+    let rlimits = Rlimits::new(&confine.limits.limits, cgroup.is_some() && confine.cgroups.counts_pids());
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(&args)
         .current_dir(&program.cwd)
         .env_clear()
         .envs(program.env.iter().map(|(k, v)| (k, v)))
         .stdin(if program.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches only the new process.
+        .stderr(Stdio::piped());
+    let joiner = cgroup.as_ref().map(limits::AttemptCgroup::joiner);
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid, prctl, setrlimit,
+    // and open/write/close of paths prepared before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // A new session: its own process group, and no controlling terminal to push
+            // keystrokes into (TIOCSTI).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong);
+            if let Some(joiner) = &joiner {
+                joiner.join()?;
+            }
+            rlimits.apply()
         });
     }
     let started = Instant::now();
@@ -138,8 +210,8 @@ pub async fn run(
     let Some(pid) = child.id() else {
         return Err(HandlerError::new(format!("{:?} exited before it could be watched", program.program)));
     };
-    let group = Group { pgid: pid as libc::pid_t, armed: true };
-    tracing::info!(program = %program.program, pid, "started");
+    let mut guard = Guard { tree: Tree::new(pid as libc::pid_t), cgroup, armed: true };
+    tracing::info!(program = %program.program, pid, sandbox = confine.sandbox.is_on(), "started");
 
     if let (Some(text), Some(mut stdin)) = (program.stdin, child.stdin.take()) {
         tokio::spawn(async move {
@@ -155,119 +227,112 @@ pub async fn run(
     drop(tx);
     let collector = tokio::spawn(collect(rx, output.clone(), limits.output_cap, observer));
 
-    let (status, stopped) = tokio::select! {
-        status = child.wait() => (status, false),
-        _ = cancel.cancelled() => {
-            output.lines(Stream::Executor, vec![format!(
-                "stopping: SIGTERM to the process group, SIGKILL after {} s", limits.kill_grace.as_secs_f64()
-            )]).await;
-            group.signal(libc::SIGTERM);
-            let status = match tokio::time::timeout(limits.kill_grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    group.signal(libc::SIGKILL);
-                    child.wait().await
-                }
-            };
-            (status, true)
+    let mut track = tokio::time::interval_at(tokio::time::Instant::now() + PROCESS_TRACK_EVERY, PROCESS_TRACK_EVERY);
+    track.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (status, stopped, deadline) = loop {
+        tokio::select! {
+            status = child.wait() => break (status, false, None),
+            _ = track.tick() => {
+                let members = guard.members();
+                guard.tree.refresh(&members);
+            }
+            _ = cancel.cancelled() => {
+                output.lines(Stream::Executor, vec![format!(
+                    "stopping: SIGTERM to the process group and every process it started, SIGKILL after {} s",
+                    limits.kill_grace.as_secs_f64()
+                )]).await;
+                let members = guard.members();
+                guard.tree.refresh(&members);
+                guard.tree.signal(libc::SIGTERM);
+                let deadline = Instant::now() + limits.kill_grace;
+                let status = match tokio::time::timeout(limits.kill_grace, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let members = guard.members();
+                        guard.tree.kill(&members);
+                        child.wait().await
+                    }
+                };
+                break (status, true, Some(deadline));
+            }
         }
     };
     let status = status.map_err(|e| HandlerError::new(format!("lost track of {:?}: {e}", program.program)))?;
-    // Whatever the leader left in its group (background jobs) goes with it.
-    if group.alive() {
-        group.signal(libc::SIGTERM);
-        if !group.wait_empty(limits.kill_grace).await {
-            group.signal(libc::SIGKILL);
-            group.wait_empty(Duration::from_secs(1)).await;
+    // Whatever the leader left (background jobs, orphans that called setsid) goes with it.
+    let members = guard.members();
+    if guard.tree.alive(&members) {
+        let deadline = match deadline {
+            Some(d) => d,
+            None => {
+                guard.tree.signal(libc::SIGTERM);
+                Instant::now() + limits.kill_grace
+            }
+        };
+        while guard.alive() && Instant::now() < deadline {
+            tokio::time::sleep(PROCESS_REAP_POLL).await;
+        }
+        let members = guard.members();
+        if guard.tree.alive(&members) {
+            guard.tree.kill(&members);
+            let until = Instant::now() + Duration::from_secs(1);
+            while guard.alive() && Instant::now() < until {
+                tokio::time::sleep(PROCESS_REAP_POLL).await;
+            }
         }
     }
-    group.disarm();
+    guard.armed = false;
     // Every writer of the pipes is gone now, so the readers reach end of file.
     for reader in readers.into_iter().flatten() {
         let _ = reader.await;
     }
     let tails = collector.await.unwrap_or_default();
     let exit = match (status.code(), status.signal()) {
+        // bubblewrap reports a program killed by signal n as exit code 128 + n, as a shell
+        // does; so an exit code above 128 in the sandbox is read as that signal.
+        (Some(code), _) if confine.sandbox.is_on() && code > 128 && code <= 128 + 64 => Exit::Signal(code - 128),
         (Some(code), _) => Exit::Code(code),
         (None, Some(sig)) => Exit::Signal(sig),
         (None, None) => Exit::Code(-1),
     };
-    Ok(Finished {
-        exit,
-        stopped,
-        duration: started.elapsed(),
-        stdout_tail: tails.stdout.text(),
-        stderr_tail: tails.stderr.text(),
-    })
+    let stderr_tail = tails.stderr.text();
+    let signal = match exit {
+        Exit::Signal(s) => Some(s),
+        Exit::Code(_) => None,
+    };
+    let failed = exit != Exit::Code(0) && !stopped;
+    let breach = failed
+        .then(|| limits::attribute(guard.cgroup.as_ref(), signal, &stderr_tail))
+        .flatten()
+        .map(|b| limits::describe(b, &confine.limits));
+    Ok(Finished { exit, stopped, duration: started.elapsed(), stdout_tail: tails.stdout.text(), stderr_tail, breach })
 }
 
-/// The process group of a started program; kills it when dropped while armed.
-struct Group {
-    pgid: libc::pid_t,
+/// The processes of a started program and its cgroup; kills them all when dropped while
+/// armed (the run was dropped half-way).
+struct Guard {
+    tree: Tree,
+    cgroup: Option<limits::AttemptCgroup>,
     armed: bool,
 }
 
-impl Group {
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
-        unsafe {
-            libc::kill(-self.pgid, sig);
-        }
+impl Guard {
+    fn members(&self) -> Vec<libc::pid_t> {
+        self.cgroup.as_ref().map(limits::AttemptCgroup::members).unwrap_or_default()
     }
 
-    /// Whether any live process of the group is left. Zombies do not count: they are dead,
-    /// and where nothing reaps orphans (a container whose PID 1 is this daemon) they would
-    /// keep the group "alive" forever.
-    fn alive(&self) -> bool {
-        // SAFETY: signal 0 only checks for existence.
-        if unsafe { libc::kill(-self.pgid, 0) } != 0 {
-            return false;
-        }
-        live_member_of(self.pgid)
-    }
-
-    async fn wait_empty(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.alive() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(PROCESS_REAP_POLL).await;
-        }
-        true
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
+    fn alive(&mut self) -> bool {
+        let members = self.members();
+        self.tree.alive(&members)
     }
 }
 
-impl Drop for Group {
+impl Drop for Guard {
     fn drop(&mut self) {
         if self.armed {
-            self.signal(libc::SIGKILL);
+            let members = self.members();
+            self.tree.kill(&members);
         }
     }
-}
-
-/// Whether `/proc` shows a process of group `pgid` that is not a zombie. Without a
-/// readable `/proc`, every process counts.
-fn live_member_of(pgid: libc::pid_t) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { continue };
-        let mut fields = rest.split_whitespace();
-        let (state, _ppid, pgrp) = (fields.next(), fields.next(), fields.next());
-        if pgrp.and_then(|g| g.parse::<libc::pid_t>().ok()) == Some(pgid) && state != Some("Z") {
-            return true;
-        }
-    }
-    false
 }
 
 /// Reads `source` as lines (bytes that are not UTF-8 are replaced; a line longer than

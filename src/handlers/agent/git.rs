@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::handlers::sandbox::Mount;
 use crate::handlers::HandlerError;
 use crate::task::TaskId;
 
@@ -191,6 +192,38 @@ impl Repos {
         Ok((patch, stat))
     }
 
+    /// What an agent in the sandbox is given of `worktree` and its cache, so that git works
+    /// there: the worktree, the cache read-only with its other worktrees' metadata hidden,
+    /// and writable where a commit writes (the object store, the refs and their logs, this
+    /// worktree's own metadata). Other branches of the same repository stay readable:
+    /// they share the object store.
+    pub async fn sandbox_mounts(&self, cache: &Cache, worktree: &Path) -> Result<Vec<Mount>, HandlerError> {
+        let (cache_dir, worktree) = (absolute(&cache.dir), absolute(worktree));
+        // `.git` in a worktree is a file: `gitdir: <cache>/worktrees/<name>`.
+        let dotgit = tokio::fs::read_to_string(worktree.join(".git"))
+            .await
+            .map_err(|e| HandlerError::new(format!("cannot read the worktree's .git: {e}")))?;
+        let gitdir = dotgit
+            .trim()
+            .strip_prefix("gitdir: ")
+            .map(|p| absolute(Path::new(p)))
+            .ok_or_else(|| HandlerError::new(format!("the worktree's .git says {dotgit:?}")))?;
+        for dir in ["logs", "refs", "objects"] {
+            tokio::fs::create_dir_all(cache_dir.join(dir))
+                .await
+                .map_err(|e| HandlerError::new(format!("cannot make {dir} in the repository cache: {e}")))?;
+        }
+        Ok(vec![
+            Mount::ReadOnly(cache_dir.clone()),
+            Mount::Empty(cache_dir.join("worktrees")),
+            Mount::Writable(gitdir),
+            Mount::Writable(cache_dir.join("objects")),
+            Mount::Writable(cache_dir.join("refs")),
+            Mount::Writable(cache_dir.join("logs")),
+            Mount::Writable(worktree),
+        ])
+    }
+
     /// Removes the attempt's worktree; its branch stays in the cache.
     pub async fn remove_worktree(&self, cache: &Cache, worktree: &Path) {
         let never = CancellationToken::new();
@@ -233,6 +266,10 @@ impl Repos {
         }
         Ok(out.stdout)
     }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// The branch an agent task's work is committed on.

@@ -3,11 +3,14 @@
 //! is committed on branch `jct/<task_id>` and kept as `changes.patch`.
 //!
 //! Payload: `{"repo": "<local path or git URL>", "ref"?: "main", "prompt": "..",
-//! "profile"?: "claude", "acceptance_criteria"?: [..]}`. The repository must be under
+//! "profile"?: "claude", "acceptance_criteria"?: [..], "limits"?: {..}}` (`limits` as for
+//! `command`). The repository must be under
 //! `JCT_ALLOWED_REPO_PREFIXES` and the profile's program on `JCT_COMMAND_ALLOW`. The agent
 //! runs like a `command` (own process group, timeout, clean environment, stdin from
 //! `/dev/null`); the worktree is removed when the attempt ends, the branch stays in the
-//! cache. Result: `{base_sha, head_sha, branch, files_changed, insertions, deletions,
+//! cache. In the sandbox the agent sees the system, its worktree and the parts of the
+//! repository cache git needs to commit there (objects, refs, its own worktree metadata),
+//! the profile's `ro_paths`, and the network when the profile says `network = true`. Result: `{base_sha, head_sha, branch, files_changed, insertions, deletions,
 //! exit_code, agent?}`.
 
 use std::collections::BTreeMap;
@@ -18,12 +21,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::process::{self, Limits, Program};
+use super::limits::Asked;
+use super::process::{self, Isolation, Limits, Program};
 use super::{Handler, HandlerError, Refusal, SetupError, TaskContext};
 use crate::agent_profiles::{AgentProfile, ReportFormat, PROMPT, WORKDIR};
 use crate::attempt::{ArtifactContent, PostedArtifact};
 use crate::config::ExecutorConfig;
 use crate::cwom::types::ArtifactType;
+use crate::handlers::sandbox::{Grant, Mount};
 
 mod git;
 
@@ -49,6 +54,8 @@ struct Payload {
     profile: Option<String>,
     #[serde(default)]
     acceptance_criteria: Vec<String>,
+    #[serde(default)]
+    limits: Option<Value>,
 }
 
 /// The `agent` executor of one deployment.
@@ -59,12 +66,13 @@ pub struct Agent {
     base_env: Vec<(String, String)>,
     kill_grace: std::time::Duration,
     repos: git::Repos,
+    isolation: Isolation,
 }
 
 impl Agent {
     /// The executor, when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Removes the
     /// worktrees an earlier run of this workspace left.
-    pub fn from_config(config: &ExecutorConfig) -> Result<Option<Self>, SetupError> {
+    pub fn from_config(config: &ExecutorConfig, isolation: Isolation) -> Result<Option<Self>, SetupError> {
         let Some(prefixes) = config.repo_prefixes.clone().filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
@@ -78,6 +86,7 @@ impl Agent {
             base_env: config.base_env.clone(),
             kill_grace: config.kill_grace,
             repos,
+            isolation,
         }))
     }
 
@@ -112,6 +121,7 @@ impl Agent {
                 format!("profile {name:?} runs {:?}, which is not in JCT_COMMAND_ALLOW", profile.program),
             ));
         }
+        self.isolation.confine(Default::default(), Asked::from_payload(p.limits.as_ref())?.as_ref())?;
         Ok((p, profile))
     }
 }
@@ -196,7 +206,7 @@ impl Handler for Agent {
         let base = self.repos.resolve(&cache, payload.reference.as_deref(), &ctx.cancel).await?;
         let worktree = self.repos.add_worktree(&cache, ctx.id, ctx.attempt, &base, &ctx.cancel).await?;
         tracing::info!(repo = %payload.repo, base = %base, worktree = %worktree.display(), profile = %profile.name, "worktree ready");
-        let outcome = self.work(&ctx, &payload, profile, &worktree, &base).await;
+        let outcome = self.work(&ctx, &payload, profile, &cache, &worktree, &base).await;
         self.repos.remove_worktree(&cache, &worktree).await;
         outcome
     }
@@ -208,9 +218,16 @@ impl Agent {
         ctx: &TaskContext,
         payload: &Payload,
         profile: &AgentProfile,
+        cache: &git::Cache,
         worktree: &Path,
         base: &str,
     ) -> Result<Value, HandlerError> {
+        let mut mounts = self.repos.sandbox_mounts(cache, worktree).await?;
+        mounts.extend(profile.ro_paths.iter().cloned().map(Mount::ReadOnly));
+        let grant = Grant { mounts, network: profile.network };
+        let confine = Asked::from_payload(payload.limits.as_ref())
+            .and_then(|asked| self.isolation.confine(grant, asked.as_ref()))
+            .map_err(|r| HandlerError::new(r.message))?;
         let prompt = full_prompt(payload);
         let workdir = worktree.to_string_lossy();
         let args =
@@ -222,6 +239,7 @@ impl Agent {
             cwd: worktree.to_path_buf(),
             env: process::environment(&self.base_env, &profile.env),
             stdin: None,
+            confine,
         };
         let limits = Limits { kill_grace: self.kill_grace, output_cap: profile.output_cap };
         let finished =
