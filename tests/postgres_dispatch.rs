@@ -355,7 +355,7 @@ async fn the_claim_walks_the_claim_index_whatever_the_statistics() {
 ///   seq-scanned the table and matched each row against all 512 outcomes (0.55 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_statements_use_the_primary_key_whatever_the_statistics() {
-    use devops_control_tower::store::postgres::{FINISH, RELEASE, RENEW, WORKER_SETTINGS};
+    use devops_control_tower::store::postgres::{FINISH, FINISH_IDS, RELEASE, RENEW, WORKER_SETTINGS};
     for analyzed in [true, false] {
         let db = PgDb::new().await;
         let client = db.client().await;
@@ -388,6 +388,16 @@ async fn lease_statements_use_the_primary_key_whatever_the_statistics() {
             (
                 "finish",
                 FINISH.as_str(),
+                "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text[]",
+                format!(
+                    "{args}, array_fill(1, ARRAY[512]), array_fill('completed'::text, ARRAY[512]), \
+                     array_fill('{{}}'::jsonb, ARRAY[512]), array_fill(NULL::text, ARRAY[512]), \
+                     array_fill(NULL::timestamptz, ARRAY[512]), array_fill('w'::text, ARRAY[512])"
+                ),
+            ),
+            (
+                "finish (ids)",
+                FINISH_IDS.as_str(),
                 "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text[]",
                 format!(
                     "{args}, array_fill(1, ARRAY[512]), array_fill('completed'::text, ARRAY[512]), \

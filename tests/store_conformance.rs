@@ -36,7 +36,7 @@ fn end(w: &str, id: TaskId, attempt: i32, finish: Finish) -> AttemptEnd {
 
 /// Writes ends; the ids whose write applied.
 async fn finished(store: &dyn TaskStore, ends: &[AttemptEnd]) -> Vec<TaskId> {
-    store.finish(ends).await.unwrap().iter().map(|t| t.id).collect()
+    store.finish(ends).await.unwrap()
 }
 
 /// Renews attempt 1 of each of `ids` for holder `w`; the ids still held.
@@ -141,9 +141,7 @@ mod cases {
         let done = |w: &str, attempt| end(w, id, attempt, Finish::Completed { result: json!({"ok": true}) });
         assert!(finished(&*store, &[done("intruder", t.attempts)]).await.is_empty());
         assert!(finished(&*store, &[done("w1", t.attempts + 1)]).await.is_empty());
-        let ended = store.finish(&[done("w1", t.attempts)]).await.unwrap();
-        assert_eq!(ended.iter().map(|t| (t.id, t.status)).collect::<Vec<_>>(), vec![(id, TaskStatus::Completed)]);
-        assert_eq!(ended[0].result, Some(json!({"ok": true})), "the task is answered as it now is");
+        assert_eq!(store.finish(&[done("w1", t.attempts)]).await.unwrap(), vec![id]);
         assert!(finished(&*store, &[done("w1", t.attempts)]).await.is_empty(), "only once");
         let got = store.get(id).await.unwrap().unwrap();
         assert_eq!(got.status, TaskStatus::Completed);
@@ -507,9 +505,9 @@ mod cases {
         let next = enqueue(&*store, "echo").await;
         let t = store.claim(&claim("w", 1)).await.unwrap().remove(0);
         let done = |w: &str, attempt| end(w, next, attempt, Finish::Completed { result: json!({ "ok": 1 }) });
-        assert!(store.finish(&[done("w", t.attempts + 1)]).await.unwrap().is_empty(), "wrong attempt");
-        assert!(store.finish(&[done("x", t.attempts)]).await.unwrap().is_empty(), "wrong holder");
-        let ended = store.finish(&[done("w", t.attempts)]).await.unwrap().pop().expect("the fence matches");
+        assert!(store.finish_reporting(&done("w", t.attempts + 1)).await.unwrap().is_none(), "wrong attempt");
+        assert!(store.finish_reporting(&done("x", t.attempts)).await.unwrap().is_none(), "wrong holder");
+        let ended = store.finish_reporting(&done("w", t.attempts)).await.unwrap().expect("the fence matches");
         assert_eq!((ended.id, ended.status, ended.result), (next, TaskStatus::Completed, Some(json!({ "ok": 1 }))));
         assert!(ended.finished_at.is_some() && ended.locked_by.is_none());
     }

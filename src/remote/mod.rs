@@ -472,7 +472,7 @@ impl Remote {
             Err(other) => unreachable!("a worker's report is always decided: {other:?}"),
         };
         let end = AttemptEnd { held: Held { id, token: token.clone() }, finish: finish.clone() };
-        let Some(ended) = self.tasks.finish(std::slice::from_ref(&end)).await?.pop() else {
+        let Some(ended) = self.tasks.finish_reporting(&end).await? else {
             return Err(RemoteError::LeaseLost(id));
         };
         self.forget(id, token);

@@ -196,9 +196,15 @@ pub trait AttemptStore: Send + Sync + 'static {
     /// not running under that fence any more: ended, rescued or claimed again).
     async fn renew(&self, params: RenewParams<'_>) -> StoreResult<Vec<LeaseState>>;
 
-    /// Writes the end of attempts; returns the tasks whose write applied, as they now are.
-    /// The others were no longer running under their fence.
-    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>>;
+    /// Writes the end of attempts; returns the ids of those whose write applied. The others
+    /// were no longer running under their fence.
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<TaskId>>;
+
+    /// Writes one attempt's end, as [`AttemptStore::finish`], and answers the task as it now
+    /// is, for a caller that reports it (a remote worker's `complete` or `fail`); `None` when
+    /// the fence no longer matched. Only ids come back from the batch write: reading whole
+    /// rows back costs the drain more than the write itself.
+    async fn finish_reporting(&self, end: &AttemptEnd) -> StoreResult<Option<Task>>;
 
     /// Gives attempts back to the queue without counting them (shutdown, a worker's
     /// release). Returns the ids given back.

@@ -22,7 +22,6 @@ use super::InFlight;
 use crate::lease::Held;
 use crate::shutdown::Shutdown;
 use crate::store::{AttemptEnd, Finish, StoreResult, TaskStore};
-use crate::task::TaskId;
 use crate::tunables::{
     COMPLETER_LAST_TRY, COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST,
     COMPLETER_SHUTDOWN_EXTRA,
@@ -136,7 +135,6 @@ async fn write_outcomes(store: &dyn TaskStore, outcomes: &[AttemptEnd], give_up:
         return false;
     };
     if applied.len() < outcomes.len() {
-        let applied: Vec<TaskId> = applied.iter().map(|t| t.id).collect();
         for o in outcomes.iter().filter(|o| !applied.contains(&o.id())) {
             tracing::warn!(
                 task_id = %o.id(),

@@ -35,7 +35,7 @@ mod workers;
 
 pub(crate) use cwom::PgCwom;
 pub use listener::{PgListener, APPLICATION_NAME as LISTENER_APPLICATION_NAME};
-pub use tasks::{CLAIM, FINISH, LEAD, RELEASE, RENEW, RESCUE};
+pub use tasks::{CLAIM, FINISH, FINISH_IDS, LEAD, RELEASE, RENEW, RESCUE};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");

@@ -331,6 +331,10 @@ pub static FINISH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`FINISH`] answering only the ids of the rows it changed (the in-process completer's).
+pub static FINISH_IDS: LazyLock<String> =
+    LazyLock::new(|| FINISH.replace(&format!("RETURNING {COLUMNS}"), "RETURNING tasks.id"));
+
 /// Attempt ends as the per-task arrays of [`FINISH`].
 pub(super) struct FinishArrays<'a> {
     ids: Vec<Uuid>,
@@ -518,18 +522,19 @@ impl AttemptStore for PgStore {
             .collect())
     }
 
-    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>> {
-        match ends {
-            [] => Ok(Vec::new()),
-            // One end (a remote worker's `complete`): coalesced with the others arriving now.
-            [one] => Ok(self.ends.finish(one.clone()).await?.into_iter().collect()),
-            many => {
-                let client = self.worker_client().await?;
-                let stmt = client.prepare_cached(&FINISH).await.map_err(pg_err)?;
-                let rows = FinishArrays::of(many.iter()).query(&client, &stmt).await?;
-                tasks_from_rows(&rows)
-            }
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<TaskId>> {
+        if ends.is_empty() {
+            return Ok(Vec::new());
         }
+        let client = self.worker_client().await?;
+        let stmt = client.prepare_cached(&FINISH_IDS).await.map_err(pg_err)?;
+        let rows = FinishArrays::of(ends.iter()).query(&client, &stmt).await?;
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    async fn finish_reporting(&self, end: &AttemptEnd) -> StoreResult<Option<Task>> {
+        // Coalesced with the other remote ends arriving now: one UPDATE for all of them.
+        self.ends.finish(end.clone()).await
     }
 
     async fn release(&self, attempts: &[Held]) -> StoreResult<Vec<TaskId>> {
@@ -845,6 +850,7 @@ mod tests {
     fn finish_fences_every_row_by_its_own_holder() {
         assert!(FINISH.contains("$7::text[]") && FINISH.contains("t.locked_by = u.worker"), "{}", *FINISH);
         assert!(!FINISH.contains("= $7 ") && FINISH.contains("RETURNING tasks.id, tasks.type"));
+        assert!(FINISH_IDS.ends_with("FROM mine WHERE tasks.id = mine.id RETURNING tasks.id"), "{}", *FINISH_IDS);
     }
 
     /// Runs under `make test`, which starts the PostgreSQL named by `TEST_DATABASE_URL`.

@@ -263,6 +263,59 @@ impl IntakeStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes attempt ends in one transaction; answers the rows that applied, as they now are.
+    async fn finish_rows(&self, ends: Vec<AttemptEnd>) -> StoreResult<Vec<Task>> {
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            let mut applied = Vec::with_capacity(ends.len());
+            {
+                const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
+                let mut done = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+                    ))
+                    .map_err(sql_err)?;
+                let mut retry = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+                    ))
+                    .map_err(sql_err)?;
+                let mut failed = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
+                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+                    ))
+                    .map_err(sql_err)?;
+                for end in &ends {
+                    let (id, worker, attempt) =
+                        (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
+                    let row = match &end.finish {
+                        Finish::Completed { result } => {
+                            done.query_row(params![id, worker, attempt, result.to_string(), now], task_from_row)
+                        }
+                        Finish::Retry { error, run_at } => {
+                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], task_from_row)
+                        }
+                        Finish::Failed { error } => {
+                            failed.query_row(params![id, worker, attempt, error, now], task_from_row)
+                        }
+                    }
+                    .optional()
+                    .map_err(sql_err)?;
+                    applied.extend(row);
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(applied)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl AttemptStore for SqliteStore {
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
@@ -338,55 +391,12 @@ impl AttemptStore for SqliteStore {
         .await
     }
 
-    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<Task>> {
-        let ends = ends.to_vec();
-        self.call(move |conn| {
-            let now = micros(Utc::now());
-            let tx = conn.transaction().map_err(sql_err)?;
-            let mut applied = Vec::with_capacity(ends.len());
-            {
-                const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
-                let mut done = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                let mut retry = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                let mut failed = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                for end in &ends {
-                    let (id, worker, attempt) =
-                        (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
-                    let row = match &end.finish {
-                        Finish::Completed { result } => {
-                            done.query_row(params![id, worker, attempt, result.to_string(), now], task_from_row)
-                        }
-                        Finish::Retry { error, run_at } => {
-                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], task_from_row)
-                        }
-                        Finish::Failed { error } => {
-                            failed.query_row(params![id, worker, attempt, error, now], task_from_row)
-                        }
-                    }
-                    .optional()
-                    .map_err(sql_err)?;
-                    applied.extend(row);
-                }
-            }
-            tx.commit().map_err(sql_err)?;
-            Ok(applied)
-        })
-        .await
+    async fn finish(&self, ends: &[AttemptEnd]) -> StoreResult<Vec<TaskId>> {
+        Ok(self.finish_rows(ends.to_vec()).await?.into_iter().map(|t| t.id).collect())
+    }
+
+    async fn finish_reporting(&self, end: &AttemptEnd) -> StoreResult<Option<Task>> {
+        Ok(self.finish_rows(vec![end.clone()]).await?.pop())
     }
 
     async fn release(&self, attempts: &[Held]) -> StoreResult<Vec<TaskId>> {
