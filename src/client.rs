@@ -51,6 +51,8 @@ pub struct Client {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
+    /// How long a request may take beyond what it asks the server to wait.
+    slack: Duration,
 }
 
 impl Client {
@@ -60,7 +62,14 @@ impl Client {
             .connect_timeout(CLIENT_CONNECT_TIMEOUT)
             .build()
             .map_err(|e| ClientError::Protocol { url: base.clone(), reason: e.to_string() })?;
-        Ok(Client { base, key: api_key, http })
+        Ok(Client { base, key: api_key, http, slack: CLIENT_REQUEST_SLACK })
+    }
+
+    /// The same client, giving up on any request (connecting included) after `limit`
+    /// beyond what it asks the server to wait: for a probe that must answer quickly.
+    pub fn within(mut self, limit: Duration) -> Self {
+        self.slack = limit;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -110,7 +119,7 @@ impl Client {
         body: Option<&Value>,
         wait: Duration,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.http.request(method, url).timeout(wait + CLIENT_REQUEST_SLACK);
+        let mut req = self.http.request(method, url).timeout(wait + self.slack);
         if let Some(key) = &self.key {
             req = req.bearer_auth(key);
         }

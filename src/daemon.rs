@@ -130,11 +130,10 @@ pub enum HttpWorkerError {
 /// Runs `worker --server URL`: this binary's handlers for a JCT server, over HTTP only.
 pub async fn run_http_worker(config: &Config, server: &str, shutdown: Shutdown) -> Result<(), HttpWorkerError> {
     let registry = Arc::new(Registry::from_config(&config.executors)?);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let settings = crate::http_worker::Settings {
         server: server.to_string(),
         api_key: config.api_key.clone(),
-        name: format!("{}-{}", host.trim(), std::process::id()),
+        name: format!("{}-{}", crate::task::host_name(), std::process::id()),
         slots: config.workers,
         shutdown_grace: config.shutdown_grace,
         stop_grace: crate::worker::stop_grace(config.executors.kill_grace),

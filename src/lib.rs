@@ -7,7 +7,7 @@
 //! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
 //! `maintenance`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
 //! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
-//! `registration`, `cwom`, `storable`, `failure`), `config`, `tunables`, `trace`,
+//! `registration`, `cwom`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
 //! reach a store. A module's layer is its top-level module's; `tests/module_graph.rs` fails
@@ -22,6 +22,8 @@
 //! | [`registration`] | remote workers as data: the registration and its stored record |
 //! | [`failure`] | [`failure::StoreError`], a database failure as data (below the store, so models can carry it) |
 //! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
+//! | [`fields`] | the one parser of request bodies: JSON into a request type, naming the failing field by its path (`serde_path_to_error`) |
+//! | [`url`] | percent-encoding of URL parts (the dashboard's links, the MCP server's request paths) and the decoder of path segments |
 //! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact) as data: `types`, `requests` (validation), `error` |
 //! | [`cwom_service`] | [`cwom_service::Cwom`], the CWOM service the API and the attempt lifecycle call |
@@ -100,7 +102,7 @@
 //!   [`tunables`], and a row in the README's configuration table.
 //! - What a value may hold to be stored (NUL, the time range, header values): [`storable`];
 //!   every intake asks it before anything is written (a new route reads its body with
-//!   `api::body::read_json_value`, which does). A row the database still refuses is a
+//!   `api::body::read_json` into its type, or `read_json_value`; both do). A row the database still refuses is a
 //!   `StoreErrorKind::Refused` error, 422 `rejected_by_store`.
 //! - Retry policy (also spacing the re-runs of tasks whose lease expired), outcome rules,
 //!   trace ends: [`attempt`] and [`task::RetryPolicy`]. Claiming and prefetch:
@@ -120,6 +122,7 @@ pub mod cwom;
 pub mod cwom_service;
 pub mod daemon;
 pub mod failure;
+pub mod fields;
 pub mod handlers;
 pub mod http_worker;
 pub mod intake;
@@ -136,5 +139,6 @@ pub mod store;
 pub mod task;
 pub mod trace;
 pub mod tunables;
+pub mod url;
 pub mod wakeups;
 pub mod worker;

@@ -1,7 +1,6 @@
 //! `devops-control-tower`: parses the command line, builds the daemon, runs it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -159,24 +158,28 @@ async fn migrate(config: &Config, shutdown: &Shutdown) -> ExitCode {
     }
 }
 
-/// A dependency-free HTTP/1.0 GET of /health, for container healthchecks.
+/// `GET /health` through the API client, for container healthchecks: healthy when the
+/// daemon answers 200 `{"status": "ok"}` within `HEALTHCHECK_TIMEOUT`.
 fn healthcheck(bind: SocketAddr) -> ExitCode {
     let mut addr = bind;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
-    let check = || -> std::io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT)?;
-        s.set_read_timeout(Some(HEALTHCHECK_TIMEOUT))?;
-        s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-        let mut response = String::new();
-        s.read_to_string(&mut response)?;
-        Ok(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"))
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("healthcheck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match check() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("healthcheck: {addr} answered, but not 200");
+    let answer = runtime.block_on(async {
+        let client = Client::new(&format!("http://{addr}"), None)?.within(HEALTHCHECK_TIMEOUT);
+        client.get_json("/health").await
+    });
+    match answer {
+        Ok(body) if body["status"] == "ok" => ExitCode::SUCCESS,
+        Ok(body) => {
+            eprintln!("healthcheck: {addr} answered {body}, not {{\"status\": \"ok\"}}");
             ExitCode::FAILURE
         }
         Err(e) => {

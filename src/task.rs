@@ -296,14 +296,20 @@ pub struct WorkerId(pub String);
 impl WorkerId {
     /// `host:pid:random`, readable in `locked_by` and unique across restarts.
     pub fn generate() -> Self {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".into());
+        let host = host_name();
         let short = Uuid::new_v4().simple().to_string();
         WorkerId(format!("{host}:{}:{}", std::process::id(), &short[..8]))
     }
+}
+
+/// This machine's name as the kernel has it (what `uname -n` prints; in a container, the
+/// container's), or `host` when it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
 }
 
 impl fmt::Display for WorkerId {

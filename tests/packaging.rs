@@ -555,20 +555,27 @@ fn check_one_builder(m: &Model) -> Check {
 // Cargo.toml: the image's build profile
 // ---------------------------------------------------------------------------------------------
 
-/// `key = value` lines of one `[section]` of a TOML file (values unquoted; enough for a profile).
+/// The keys of one table of a TOML file (a dotted name such as `profile.dist`), each value
+/// as written for strings, booleans and integers (`true`, `1`); empty when the file
+/// has no such table or does not parse.
 fn toml_section(text: &str, section: &str) -> BTreeMap<String, String> {
-    let header = format!("[{section}]");
-    let mut out = BTreeMap::new();
-    let mut inside = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            inside = line == header;
-        } else if let (true, Some((k, v))) = (inside, line.split_once('=')) {
-            let v = v.split('#').next().unwrap_or_default().trim().trim_matches('"');
-            out.insert(k.trim().to_string(), v.to_string());
-        }
-    }
-    out
+    let Ok(doc) = text.parse::<toml::Table>() else { return BTreeMap::new() };
+    let table = section.split('.').try_fold(&doc, |t, key| t.get(key).and_then(toml::Value::as_table));
+    table
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The image's binary comes from `[profile.dist]`: the release profile without debug info and
@@ -717,37 +724,16 @@ fn words(args: &str) -> Vec<String> {
 /// Target files Cargo.toml declares explicitly (`[[bench]]`, `[[test]]`, `[[example]]`): the
 /// dependency layer must stub each, or cargo refuses the manifest.
 fn declared_targets(cargo_toml: &str) -> Vec<String> {
+    let Ok(doc) = cargo_toml.parse::<toml::Table>() else { return Vec::new() };
     let mut out = Vec::new();
-    let mut section: Option<(&str, Option<String>, Option<String>)> = None;
-    let flush = |s: Option<(&str, Option<String>, Option<String>)>, out: &mut Vec<String>| {
-        if let Some((dir, name, path)) = s {
-            if let Some(p) = path.or_else(|| name.map(|n| format!("{dir}/{n}.rs"))) {
+    for (kind, dir) in [("bench", "benches"), ("test", "tests"), ("example", "examples")] {
+        for target in doc.get(kind).and_then(toml::Value::as_array).into_iter().flatten() {
+            let field = |k: &str| target.get(k).and_then(toml::Value::as_str).map(String::from);
+            if let Some(p) = field("path").or_else(|| field("name").map(|n| format!("{dir}/{n}.rs"))) {
                 out.push(p);
             }
         }
-    };
-    for line in cargo_toml.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            flush(section.take(), &mut out);
-            section = match line {
-                "[[bench]]" => Some(("benches", None, None)),
-                "[[test]]" => Some(("tests", None, None)),
-                "[[example]]" => Some(("examples", None, None)),
-                _ => None,
-            };
-        } else if let Some((_, name, path)) = section.as_mut() {
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim().trim_matches('"').to_string();
-                match k.trim() {
-                    "name" => *name = Some(v),
-                    "path" => *path = Some(v),
-                    _ => {}
-                }
-            }
-        }
     }
-    flush(section, &mut out);
     out
 }
 

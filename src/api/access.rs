@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use warp::http::{HeaderMap, Method};
 use warp::Filter;
@@ -109,9 +110,9 @@ impl Access {
 
     /// The level a key grants, if any.
     pub fn level_of_key(&self, key: &str) -> Option<Level> {
-        if self.full.as_deref().is_some_and(|k| constant_time_eq(key.as_bytes(), k.as_bytes())) {
+        if self.full.as_deref().is_some_and(|k| self.same(key, k)) {
             Some(Level::Full)
-        } else if self.read_only.as_deref().is_some_and(|k| constant_time_eq(key.as_bytes(), k.as_bytes())) {
+        } else if self.read_only.as_deref().is_some_and(|k| self.same(key, k)) {
             Some(Level::ReadOnly)
         } else {
             None
@@ -131,13 +132,21 @@ impl Access {
     fn session_level(&self, cookie: &str) -> Option<Level> {
         let (body, mac) = cookie.rsplit_once('.')?;
         let expected = hex(&hmac(&self.secret, format!("session|{body}").as_bytes()));
-        if !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
+        if !self.same(mac, &expected) {
             return None;
         }
         let mut parts = body.split('.');
         let level = Level::from_tag(parts.next()?)?;
         let expiry: u64 = parts.next()?.parse().ok()?;
         (expiry > now_secs()).then_some(level)
+    }
+
+    /// Whether `given` equals `expected`, in a time that says nothing about either: their
+    /// MACs are compared by `Mac::verify_slice` (constant time), so neither the length nor
+    /// the first differing byte shows.
+    fn same(&self, given: &str, expected: &str) -> bool {
+        let tag = hmac(&self.secret, format!("compare|{expected}").as_bytes());
+        mac(&self.secret, format!("compare|{given}").as_bytes()).verify_slice(&tag).is_ok()
     }
 
     /// The CSRF token of a session.
@@ -170,7 +179,7 @@ impl Access {
             let csrf = self.csrf_token(&cookie);
             if changes {
                 let given = header(headers, CSRF_HEADER).unwrap_or_default();
-                if !constant_time_eq(given.as_bytes(), csrf.as_bytes()) {
+                if !self.same(&given, &csrf) {
                     return Err(ApiError::CsrfRejected);
                 }
             }
@@ -228,36 +237,20 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// HMAC-SHA256 (RFC 2104) of `msg` under a 32-byte key.
+/// HMAC-SHA256 (RFC 2104) of `msg` under a 32-byte key, before finalizing.
+fn mac(key: &[u8; 32], msg: &[u8]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+    m.update(msg);
+    m
+}
+
+/// HMAC-SHA256 of `msg` under a 32-byte key.
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let mut inner = Sha256::new();
-    inner.update(ipad);
-    inner.update(msg);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(opad);
-    outer.update(inner);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&outer.finalize());
-    out
+    mac(key, msg).finalize().into_bytes().into()
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares without an early exit, so the time taken says nothing about the key.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 #[cfg(test)]
@@ -295,6 +288,7 @@ mod tests {
     #[test]
     fn keys_sessions_and_csrf() {
         let a = Access::new(Some("full"), Some("ro"));
+        assert!(a.same("abc", "abc") && !a.same("abc", "abd") && !a.same("ab", "abc") && !a.same("abc", ""));
         let bearer = |k: &str| headers(&[]).tap_insert("authorization", format!("Bearer {k}"));
         assert_eq!(a.check(&Method::POST, &bearer("full")).unwrap().level, Level::Full);
         assert!(matches!(a.check(&Method::GET, &bearer("nope")), Err(ApiError::Unauthorized)));

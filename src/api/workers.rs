@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::{Buf, Filter, Reply};
 
 use super::access::authorized;
-use super::body::read_json_body;
+use super::body::read_json;
 use super::{ApiError, ApiState};
 use crate::attempt::RunEnd;
 use crate::attempt::{ArtifactContent, PostedArtifact};
@@ -89,31 +89,14 @@ fn reply(status: StatusCode, body: &impl serde::Serialize) -> Result<Response, A
 }
 
 /// Reads and parses a JSON body into `T` (unknown fields refused by `T`): 415, 413, 400,
-/// then 422 naming the problem.
+/// then 422 naming the field.
 async fn parse<T, S, B>(content_type: Option<String>, body: S, state: &ApiState) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let bytes = read_json_body(content_type.as_deref(), body, state.max_body_bytes).await?;
-    // A NUL can stand in a JSON text only as the escape `\u0000`: a body without one goes
-    // straight into `T` (the hot path of complete and fail); one with it is read as a tree
-    // first, so the answer names where the NUL is.
-    if has_nul_escape(&bytes) {
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        storable::check_json("", &value)?;
-    }
-    // A syntax error is malformed JSON (400), a wrong shape or field an invalid field (422).
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidField(e.to_string()),
-        _ => ApiError::MalformedJson(e.to_string()),
-    })
-}
-
-/// Whether the JSON text holds the escape of a NUL (`\u0000`, any case of hex digits).
-fn has_nul_escape(bytes: &[u8]) -> bool {
-    bytes.windows(6).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].iter().all(|b| *b == b'0'))
+    read_json(content_type.as_deref(), body, state.max_body_bytes).await
 }
 
 /// An id from the path, or a lease token's holder: no stored worker or task can have one

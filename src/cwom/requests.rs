@@ -44,38 +44,15 @@ pub(crate) fn invalid(field: impl Display, reason: impl Display) -> CwomError {
     CwomError::Invalid(format!("{field}: {reason}"))
 }
 
-/// Deserializes a request body into `T`, naming the top-level field that broke it (the
-/// CWOM routes and the task intake both read their bodies through it).
-///
-/// serde's own messages name missing and unknown fields but not the field whose value
-/// has the wrong type or spelling. A derived deserializer stops at the first bad field it
-/// visits and checks for missing fields only at the end, so the culprit is the one field
-/// whose removal changes the error.
+/// Deserializes a request body into `T`, naming the field that broke it by its path
+/// ([`crate::fields`]); the CWOM routes and the task intake both read their bodies through it.
 pub fn parse_body<T: DeserializeOwned>(body: Value) -> CwomResult<T> {
     // What no store can hold (a NUL anywhere) is refused first, named by JSON pointer.
     storable::check_json("", &body).map_err(|e| CwomError::Invalid(e.to_string()))?;
-    let Value::Object(map) = body else {
+    if !body.is_object() {
         return Err(invalid("body", "must be a JSON object"));
-    };
-    let err = match serde_json::from_value::<T>(Value::Object(map.clone())) {
-        Ok(v) => return Ok(v),
-        Err(e) => e.to_string(),
-    };
-    if err.starts_with("missing field") || err.starts_with("unknown field") {
-        return Err(CwomError::Invalid(err));
     }
-    let culprit = map.keys().find(|key| {
-        let mut without = map.clone();
-        without.remove(*key);
-        match serde_json::from_value::<T>(Value::Object(without)) {
-            Ok(_) => true,
-            Err(e) => e.to_string() != err,
-        }
-    });
-    Err(match culprit {
-        Some(field) => invalid(field, err),
-        None => CwomError::Invalid(err),
-    })
+    crate::fields::from_value(body).map_err(|e| CwomError::Invalid(e.to_string()))
 }
 
 /// For patch fields where `null` (clear) differs from absent (leave alone).

@@ -11,6 +11,7 @@ use super::agent::{Agent, Serves};
 use super::tools::ToolName;
 use crate::client::{Client, ClientError};
 use crate::tunables::{CLAIM_WAIT_MAX, MCP_CLAIM_WAIT_DEFAULT};
+use crate::url::encode;
 
 /// Why a tool call produced no answer.
 #[derive(Debug, thiserror::Error)]
@@ -123,19 +124,6 @@ fn segment(what: &str, raw: &str) -> Result<String, ToolError> {
         return Err(ToolError::Arguments(format!("{what}: {raw:?} is not a name")));
     }
     Ok(encode(raw))
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Runs one tool call against the server.

@@ -26,17 +26,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// Percent-encodes a query value.
-pub fn url_enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+/// Percent-encodes a query value or path segment.
+pub use crate::url::encode as url_enc;
 
 /// A time as `2026-11-29 09:48:07Z`.
 pub fn time(t: &DateTime<Utc>) -> String {

@@ -554,7 +554,7 @@ pub async fn workers(ctx: &Ctx, state: &ApiState) -> PageResult {
 
 pub async fn issue(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
     let root = &ctx.root;
-    let id = percent_decode(raw_id);
+    let id = crate::url::decode(raw_id);
     let issue = state.cwom.get(ObjectKind::Issue, &id).await.map_err(failed)?;
     let issue = match issue {
         Object::Issue(i) => serde_json::to_value(i).unwrap_or_default(),
@@ -681,24 +681,4 @@ fn artifact_href(root: &str, uri: &str, task: Option<&str>) -> String {
 
 fn details(summary: &str, v: &Value) -> String {
     format!("<details><summary>{}</summary><pre>{}</pre></details>", esc(summary), json_pre(v))
-}
-
-/// Decodes `%XX` in a path segment (CWOM ids may hold characters a URL escapes).
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
