@@ -41,6 +41,7 @@ pub enum Scenario {
     RemoteDrain,
     UiTasksPage,
     UiOverview,
+    ScheduleFireLag,
 }
 
 /// What a scenario is held to.
@@ -74,7 +75,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -87,6 +88,7 @@ impl Scenario {
         Scenario::RemoteDrain,
         Scenario::UiTasksPage,
         Scenario::UiOverview,
+        Scenario::ScheduleFireLag,
     ];
 
     /// The scenario's key in results.json.
@@ -104,6 +106,7 @@ impl Scenario {
             Scenario::RemoteDrain => "remote_drain_per_s",
             Scenario::UiTasksPage => "ui_tasks_page_ms",
             Scenario::UiOverview => "ui_overview_ms",
+            Scenario::ScheduleFireLag => "schedule_fire_lag_ms",
         }
     }
 
@@ -120,6 +123,7 @@ impl Scenario {
             Scenario::RemoteLatency => Target::AtMost { p50: 1.5, p99: Some(3.0) },
             Scenario::RemoteDrain => Target::AtLeast(10_000.0),
             Scenario::UiTasksPage | Scenario::UiOverview => Target::AtMost { p50: 100.0, p99: Some(100.0) },
+            Scenario::ScheduleFireLag => Target::AtMost { p50: 50.0, p99: Some(250.0) },
         }
     }
 
@@ -137,6 +141,7 @@ impl Scenario {
             Scenario::RemoteDrain => remote_drain(bench).await,
             Scenario::UiTasksPage => ui_page(bench, UiPage::Tasks).await,
             Scenario::UiOverview => ui_page(bench, UiPage::Overview).await,
+            Scenario::ScheduleFireLag => schedule_fire_lag(bench).await,
         }
     }
 }
@@ -522,6 +527,63 @@ async fn ui_page(bench: &Bench, page: UiPage) -> Result<Measured> {
             }
             let problems = daemon.stop().await;
             Measured::latency(&times, problems)
+        })
+        .await
+}
+
+/// How long `schedule_fire_lag_ms` lets its every-second schedule fire.
+const SCHEDULE_RUN: Duration = Duration::from_secs(20);
+
+/// `schedule_fire_lag_ms`: a 6-field schedule firing every second on PostgreSQL; the lag of
+/// each tick is `started_at - scheduled_for` (the tick's instant to the task's start), both
+/// from the database's row (the tick is the daemon's clock, the start the database's: one
+/// machine, one clock).
+async fn schedule_fire_lag(bench: &Bench) -> Result<Measured> {
+    bench
+        .with_pg_database(|url| async move {
+            let daemon = bench.start_daemon(DaemonConfig::serve(&url)).await?;
+            let mut problems = Vec::new();
+            let client = http::client(1)?;
+            http::wait_healthy(&client, &daemon.base_url()).await?;
+            if let Err(e) = http::wait_listener(&client, &daemon.base_url()).await {
+                problems.push(e.to_string());
+            }
+            let body = serde_json::json!({ "name": "lag", "cron": "* * * * * *", "task": { "type": "echo" } });
+            let res = client
+                .post(format!("{}/schedules", daemon.base_url()))
+                .json(&body)
+                .send()
+                .await
+                .context("creating the schedule")?;
+            if res.status() != reqwest::StatusCode::CREATED {
+                return Err(format!("POST /schedules answered {}", res.status()).into());
+            }
+            progress!("  letting an every-second schedule fire for {SCHEDULE_RUN:?}");
+            tokio::time::sleep(SCHEDULE_RUN).await;
+            let res = client
+                .post(format!("{}/schedules/lag/pause", daemon.base_url()))
+                .send()
+                .await
+                .context("pausing the schedule")?;
+            if !res.status().is_success() {
+                problems.push(format!("pausing the schedule answered {}", res.status()));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let db = pg::connect(&url).await?;
+            let rows = db
+                .query(
+                    "SELECT (extract(epoch FROM started_at - scheduled_for) * 1000)::float8 FROM tasks \
+                     WHERE schedule_name = 'lag' AND started_at IS NOT NULL",
+                    &[],
+                )
+                .await
+                .context("reading the fire lags")?;
+            let lags: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+            if (lags.len() as u64) < SCHEDULE_RUN.as_secs() - 2 {
+                problems.push(format!("only {} ticks started in {SCHEDULE_RUN:?}", lags.len()));
+            }
+            problems.extend(daemon.stop().await);
+            Measured::latency(&lags, problems)
         })
         .await
 }
