@@ -22,12 +22,8 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     let auth = authorized(state.access.clone());
     let with_state = warp::any().map(move || state.clone());
     let body = warp::header::optional::<String>("content-type").and(warp::body::stream());
-    let create = warp::path!("schedules")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body.clone())
-        .and(with_state.clone())
-        .then(create);
+    let create =
+        warp::path!("schedules").and(warp::post()).and(auth.clone()).and(body).and(with_state.clone()).then(create);
     let list = warp::path!("schedules").and(warp::get()).and(auth.clone()).and(with_state.clone()).then(list);
     let get = warp::path!("schedules" / String).and(warp::get()).and(auth.clone()).and(with_state.clone()).then(get);
     let replace = warp::path!("schedules" / String)
