@@ -139,6 +139,15 @@ pub struct Config {
     pub log_filter: String,
     /// The executors that run programs: `command` and `agent`.
     pub executors: ExecutorConfig,
+    /// `JCT_SCHEDULES_FILE`: schedules applied at start-up, already validated.
+    pub schedules_file: Option<SchedulesFile>,
+}
+
+/// The schedules file: its path and what it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulesFile {
+    pub path: PathBuf,
+    pub schedules: Vec<crate::schedule::ScheduleSpec>,
 }
 
 /// The settings of the executors that run programs (`command`, `agent`).
@@ -314,6 +323,16 @@ impl Config {
             pids: number("JCT_TASK_PIDS", tunables::DEFAULT_TASK_PIDS, 8, 1 << 22)?,
             file_mb: number("JCT_TASK_FILE_MB", tunables::DEFAULT_TASK_FILE_MB, 1, 1 << 30)?,
         };
+        let schedules_file = match var("JCT_SCHEDULES_FILE") {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path.trim())
+                    .map_err(|e| bad_owned("JCT_SCHEDULES_FILE", &path, format!("cannot read the file: {e}")))?;
+                let schedules =
+                    crate::schedule::parse_file(&text).map_err(|e| bad_owned("JCT_SCHEDULES_FILE", &path, e))?;
+                Some(SchedulesFile { path: PathBuf::from(path.trim()), schedules })
+            }
+        };
         let executors = ExecutorConfig {
             command_allow: list("JCT_COMMAND_ALLOW").filter(|l| !l.is_empty()),
             base_env,
@@ -367,6 +386,7 @@ impl Config {
                     .map_err(|e| bad("RUST_LOG", &raw, format!("not a log filter: {e}")))?;
                 raw
             },
+            schedules_file,
             database,
             executors,
         })

@@ -21,9 +21,10 @@ use crate::control::Control;
 use crate::cwom_service::Cwom;
 use crate::handlers::Registry;
 use crate::intake::{Intake, TaskTypes};
-use crate::maintenance::{Maintenance, Rescuer};
+use crate::maintenance::{Maintenance, Rescuer, Ticker};
 use crate::metrics::Metrics;
 use crate::remote::{Remote, RemoteSettings};
+use crate::scheduling::Schedules;
 use crate::shutdown::Shutdown;
 use crate::store::{Backend, ListenerStatus, StoreError, TaskStore};
 use crate::task::WorkerId;
@@ -64,6 +65,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Executors(#[from] crate::handlers::SetupError),
+    #[error("JCT_SCHEDULES_FILE={path}: {reason}")]
+    SchedulesFile { path: String, reason: String },
     #[error("stopped before the store became reachable")]
     Interrupted,
 }
@@ -186,27 +189,43 @@ pub async fn start_with(
         _ => None,
     };
 
-    // Every role keeps the table honest; the leadership makes one daemon of the fleet do it.
-    let maintenance = Maintenance::new(store.clone(), daemon_id.0.clone()).with(Arc::new(Rescuer::new(
+    // Known task types: the handlers compiled in, those declared, and registered workers'.
+    let fixed = registry.types().into_iter().map(String::from).chain(config.task_types.iter().cloned());
+    let types = Arc::new(TaskTypes::new(fixed, backend.workers()));
+    // Every role has the intake: the schedule ticker fires through it.
+    let intake = Arc::new(Intake::new(
         store.clone(),
-        lifecycle.clone(),
+        backend.schedules(),
+        types.clone(),
+        registry.clone(),
+        cwom.clone(),
         wake.clone(),
-        config.lease,
-    )));
+        metrics.clone(),
+    ));
+    let schedules = Arc::new(Schedules::new(backend.schedules(), intake.clone()));
+    if let Some(file) = &config.schedules_file {
+        let report = schedules
+            .apply_file(&file.schedules)
+            .await
+            .map_err(|e| StartError::SchedulesFile { path: file.path.display().to_string(), reason: e.to_string() })?;
+        tracing::info!(
+            path = %file.path.display(),
+            created = report.created.len(),
+            updated = report.updated.len(),
+            removed = report.removed.len(),
+            left_to_the_api = ?report.skipped,
+            "schedules file applied"
+        );
+    }
+
+    // Every role keeps the table honest; the leadership makes one daemon of the fleet do it.
+    // Every daemon ticks the schedules (exactly once comes from the data).
+    let maintenance = Maintenance::new(store.clone(), daemon_id.0.clone())
+        .with(Arc::new(Rescuer::new(store.clone(), lifecycle.clone(), wake.clone(), config.lease)))
+        .with_ticker(Ticker::new(schedules.clone()));
     parts.push(tokio::spawn(maintenance.run(shutdown.clone())));
 
     if role.runs_api() {
-        // Known task types: the handlers compiled in, those declared, and registered workers'.
-        let fixed = registry.types().into_iter().map(String::from).chain(config.task_types.iter().cloned());
-        let types = Arc::new(TaskTypes::new(fixed, backend.workers()));
-        let intake = Arc::new(Intake::new(
-            store.clone(),
-            types.clone(),
-            registry.clone(),
-            cwom.clone(),
-            wake.clone(),
-            metrics.clone(),
-        ));
         let remote_settings =
             RemoteSettings { lease: config.lease, heartbeat_interval: heartbeat_interval(config.lease) };
         let remote = Arc::new(Remote::new(
@@ -224,6 +243,7 @@ pub async fn start_with(
         let state = ApiState {
             store: store.clone(),
             intake,
+            schedules,
             control: Arc::new(Control::new(store.clone(), wake.clone())),
             remote,
             trace,

@@ -5,9 +5,9 @@
 //! # Layout
 //!
 //! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
-//! `maintenance`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
+//! `maintenance`, `scheduling`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
 //! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
-//! `registration`, `cwom`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
+//! `registration`, `cwom`, `schedule`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
 //! reach a store. A module's layer is its top-level module's; `tests/module_graph.rs` fails
@@ -18,19 +18,21 @@
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
+//! | [`schedule`] | schedules as data: the cron pattern (croner) in an IANA zone (chrono-tz), next fires and `upcoming` with the DST rules, the catch-up decision ([`schedule::Timing::due`]), [`schedule::CatchUp`], [`schedule::Overlap`], the validated [`schedule::ScheduleSpec`] (errors name the field) and the schedules file format |
 //! | [`lease`] | the one fence of an attempt: [`lease::LeaseToken`] (holder and attempt) and [`lease::Held`] (a task's attempt) |
 //! | [`registration`] | remote workers as data: the registration and its stored record |
 //! | [`failure`] | [`failure::StoreError`], a database failure as data (below the store, so models can carry it) |
 //! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
 //! | [`fields`] | the one parser of request bodies: JSON into a request type, naming the failing field by its path (`serde_path_to_error`) |
 //! | [`url`] | percent-encoding of URL parts (the dashboard's links, the MCP server's request paths) and the decoder of path segments |
-//! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
+//! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::ScheduleStore`] (schedules and the one transaction that fires a tick exactly once: `schedule_fires` key, overlap policy, task), [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact) as data: `types`, `requests` (validation), `error` |
 //! | [`cwom_service`] | [`cwom_service::Cwom`], the CWOM service the API and the attempt lifecycle call |
 //! | [`intake`] | the one way work enters: [`intake::Intake`] checks types ([`intake::TaskTypes`]), admission, CWOM links and batch keys, writes, wakes and counts; [`intake::IntakeError`] its refusals |
+//! | [`scheduling`] | [`scheduling::Schedules`], the schedules service: create, replace, pause, resume, delete, trigger, the schedules file; every fire through [`intake::Intake::fire`] |
 //! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks |
 //! | [`wakeups`] | [`wakeups::Fanout`], the one wake-up fan-out: fed by the listener, the intake and every freeing state change; read by the producer and waiting long-polls; cancels to the in-process worker |
-//! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table) |
+//! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table); and `ticker`, the schedule ticker, on every daemon (sleeps until the next tick of any schedule) |
 //! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), resume (an attempt that began in another process), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
 //! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims, remote attempts through the same lifecycle, on whichever daemon their calls reach |
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `heartbeat` (renews the leases of ours) |
@@ -38,7 +40,7 @@
 //! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
 //! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `schedules`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog and input schemas), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
@@ -63,6 +65,9 @@
 //! completer ─ AttemptStore::finish / release (batched, fenced by lease::Held) ─▶ tasks
 //! worker heartbeat ─ AttemptStore::renew ─▶ tasks
 //! maintenance (leader only) ─ rescuer ─ MaintenanceStore::rescue_expired ─▶ tasks; Lifecycle::lease_expired (Run)
+//! maintenance ticker (every daemon) ─ Schedules::fire ─▶ intake::Intake::fire ─▶ ScheduleStore::fire
+//!            (schedule_fires key + overlap + INSERT tasks, one transaction) ─(trigger NOTIFY)─▶ Listener
+//! POST /schedules… ─▶ api/schedules ─▶ scheduling::Schedules ─▶ ScheduleStore (wakes this daemon's ticker)
 //!
 //! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ AttemptStore::claim (types, queues)
 //!             ↳ waits on wakeups::Fanout ─▶ Lifecycle::begin ─▶ lease_token
@@ -87,7 +92,9 @@
 //!   [`store::CwomStore`]), a params struct when it takes more than two values, its own
 //!   error type in `store/error.rs` if it can fail for a reason of its own, both drivers,
 //!   and a case in `tests/store_conformance.rs` (it runs against both).
-//! - A new way work enters (a schedule tick, a workflow step): through [`intake::Intake`].
+//! - A new way work enters (a workflow step): through [`intake::Intake`] (schedule ticks
+//!   do: [`intake::Intake::fire`]). Schedule rules (patterns, DST, catch-up): [`schedule`];
+//!   the fire transaction: `store/<dialect>/schedules.rs`; the ticker: `maintenance/ticker.rs`.
 //!   A new periodic job: a [`maintenance::Service`] registered in `daemon::start_with`.
 //!   A new path that makes a task claimable: an UPDATE to `queued` wakes the fleet by the
 //!   trigger (`migrations/postgres/V8`); call [`wakeups::Fanout::work_available`] too.
@@ -133,6 +140,8 @@ pub mod mcp;
 pub mod metrics;
 pub mod registration;
 pub mod remote;
+pub mod schedule;
+pub mod scheduling;
 pub mod shutdown;
 pub mod storable;
 pub mod store;

@@ -132,6 +132,10 @@ pub struct NewTask {
     pub trace_id: Option<String>,
     /// The CWOM Issue this task's runs are recorded under, if any.
     pub cwom_issue_id: Option<String>,
+    /// The schedule whose fire made this task, and the tick it fired for (set only by a
+    /// schedule's fire).
+    pub schedule_name: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 impl NewTask {
@@ -149,6 +153,8 @@ impl NewTask {
             idempotency_key: None,
             trace_id: None,
             cwom_issue_id: None,
+            schedule_name: None,
+            scheduled_for: None,
         }
     }
 
@@ -264,6 +270,10 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// The CWOM Issue this task's runs are recorded under, if any.
     pub cwom_issue_id: Option<String>,
+    /// The schedule that fired this task, if one did, and the tick it fired for (the
+    /// trigger's instant for `POST /schedules/{name}/trigger`).
+    pub schedule_name: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// Filters for listing tasks, newest first.
@@ -274,6 +284,8 @@ pub struct TaskFilter {
     pub queue: Option<String>,
     /// Only tasks recorded under this CWOM Issue.
     pub cwom_issue_id: Option<String>,
+    /// Only tasks fired by this schedule.
+    pub schedule_name: Option<String>,
     /// Keyset paging: only tasks older than this one (ids are time-ordered), so the next
     /// page costs the same on a million rows as the first, where `offset` reads and skips
     /// every row before it.

@@ -144,6 +144,21 @@ pub const RESCUE_EVERY_MAX: Duration = Duration::from_secs(5);
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
 /// How often the leader renews its lease, and a follower asks for it.
 pub const LEADER_RENEW_EVERY: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------
+// Schedules (the ticker, `maintenance/ticker.rs`).
+
+/// A tick at most this late is on time: it fires under every catch-up policy (a daemon that
+/// starts a moment after a tick, a busy host). Older ones are missed and follow the
+/// schedule's `catch_up`. One second: an every-second schedule's previous tick is missed,
+/// not on time, once a second has gone by.
+pub const SCHEDULE_LATE_GRACE: Duration = Duration::from_secs(1);
+/// How often the ticker reads every schedule again: what other daemons created, changed,
+/// paused or deleted is seen within this (this daemon's own changes wake it at once), and
+/// a tick `buffer_one` held back fires within this of the previous fire's end.
+pub const SCHEDULE_REREAD_EVERY: Duration = Duration::from_secs(1);
+/// After a failed fire (database away) the ticker tries again after this.
+pub const SCHEDULE_RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Leases are renewed every third of a lease, so two beats can be missed; never more often
 /// than this.
 pub const HEARTBEAT_EVERY_MIN: Duration = Duration::from_millis(100);

@@ -21,7 +21,7 @@ const KEY: &str = "mcp-test-key";
 const AGENT_TYPE: &str = "agent-job";
 
 /// The tools DESIGN.md names, and the ones that change nothing.
-const ALL_TOOLS: [&str; 13] = [
+const ALL_TOOLS: [&str; 18] = [
     "jct_enqueue_task",
     "jct_get_task",
     "jct_list_tasks",
@@ -35,8 +35,14 @@ const ALL_TOOLS: [&str; 13] = [
     "jct_complete_task",
     "jct_fail_task",
     "jct_get_issue_context",
+    "jct_list_schedules",
+    "jct_create_schedule",
+    "jct_pause_schedule",
+    "jct_resume_schedule",
+    "jct_trigger_schedule",
 ];
-const READ_ONLY_TOOLS: [&str; 4] = ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context"];
+const READ_ONLY_TOOLS: [&str; 5] =
+    ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context", "jct_list_schedules"];
 
 fn daemon(extra: &[(&'static str, &str)]) -> DaemonProcess {
     let mut spawn =
@@ -553,6 +559,43 @@ async fn issue_context_brings_the_issue_its_packets_constraints_and_doctrine() {
     assert_eq!(context["doctrine"][1]["statement"], "Commit small.");
     m.call("jct_get_issue_context", json!({ "issue_id": "no-such-issue" })).await.error("object_not_found", Some(404));
     m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_listed_created_paused_resumed_and_triggered() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let created = m
+        .call(
+            "jct_create_schedule",
+            json!({ "name": "mcp-nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "task": { "type": "echo" } }),
+        )
+        .await
+        .ok();
+    assert_eq!(created["name"], "mcp-nightly");
+    assert_eq!(created["upcoming"].as_array().map(Vec::len), Some(5));
+    m.call("jct_create_schedule", json!({ "name": "mcp-nightly", "cron": "0 3 * * *", "task": { "type": "echo" } }))
+        .await
+        .error("schedule_exists", Some(409));
+    let bad = m
+        .call("jct_create_schedule", json!({ "name": "bad", "cron": "every day", "task": { "type": "echo" } }))
+        .await
+        .error("invalid_schedule", Some(422));
+    assert_eq!(bad["field"], "cron");
+    assert_eq!(m.call("jct_pause_schedule", json!({ "name": "mcp-nightly" })).await.ok()["paused"], true);
+    let listed = m.call("jct_list_schedules", json!({})).await.ok();
+    assert_eq!(listed["schedules"][0]["paused"], true);
+    assert_eq!(m.call("jct_resume_schedule", json!({ "name": "mcp-nightly" })).await.ok()["paused"], false);
+    let fired = m.call("jct_trigger_schedule", json!({ "name": "mcp-nightly" })).await.ok();
+    let task_id = fired["task_id"].as_str().expect("a task id").to_string();
+    let task = m.call("jct_get_task", json!({ "task_id": task_id })).await.ok();
+    assert_eq!(task["schedule_name"], "mcp-nightly");
+    m.call("jct_trigger_schedule", json!({ "name": "nope" })).await.error("schedule_not_found", Some(404));
+    m.close().await;
+    // --read-only offers the list and none of the changes.
+    let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;
+    assert_eq!(ro.call("jct_list_schedules", json!({})).await.ok()["schedules"][0]["name"], "mcp-nightly");
+    ro.close().await;
 }
 
 /// One JSON-RPC exchange with the daemon's `/mcp` (streamable HTTP, stateless JSON answers).

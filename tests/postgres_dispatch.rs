@@ -396,7 +396,7 @@ async fn lease_statements_use_the_primary_key_whatever_the_statistics() {
                 ),
             ),
             (
-                "finish (ids)",
+                "finish_ids",
                 FINISH_IDS.as_str(),
                 "uuid[], int4[], text[], jsonb[], text[], timestamptz[], text[]",
                 format!(

@@ -767,3 +767,223 @@ async fn worker_registry_on_postgres() {
     let db = support::PgDb::new().await;
     registry::register_beat_list_deregister(db.backend().await).await;
 }
+
+/// Schedules and their fires, on both stores.
+mod schedule_cases {
+    use super::*;
+    use chrono::{DateTime, Duration as TimeDelta};
+    use devops_control_tower::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
+    use devops_control_tower::store::{Backend, FireParams, Fired, ScheduleError, ScheduleStore};
+
+    fn spec(name: &str, overlap: &str) -> ScheduleSpec {
+        ScheduleSpec::from_body(
+            json!({"name": name, "cron": "* * * * * *", "task": {"type": "echo", "payload": {"from": name}},
+                   "overlap": overlap}),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn params(s: &Schedule, kind: FireKind, at: DateTime<Utc>) -> FireParams {
+        let task = s.spec.task.new_task(&s.spec.name, at, "trace".into()).unwrap();
+        FireParams { name: s.spec.name.clone(), kind, scheduled_for: at, version: s.updated_at, task }
+    }
+
+    async fn fire(store: &dyn ScheduleStore, s: &Schedule, at: DateTime<Utc>) -> FireOutcome {
+        match store.fire(&params(s, FireKind::Tick, at)).await.unwrap() {
+            Fired::Done(o) => o,
+            Fired::Stale => panic!("stale fire of {}", s.spec.name),
+        }
+    }
+
+    fn fired_id(o: &FireOutcome) -> TaskId {
+        match o {
+            FireOutcome::Fired { task_id, .. } => *task_id,
+            other => panic!("expected a fire, got {other:?}"),
+        }
+    }
+
+    /// A tick after the schedule's cursor (ticks at or before it are dealt with).
+    fn tick(s: &Schedule, seconds: i64) -> DateTime<Utc> {
+        s.fired_through + TimeDelta::seconds(seconds)
+    }
+
+    pub async fn schedules_create_get_replace_pause_delete(backend: Backend) {
+        let store = backend.schedules();
+        let before = Utc::now();
+        let created = store.create_schedule(&spec("a", "skip"), Source::Api).await.unwrap();
+        assert_eq!(created.spec, spec("a", "skip"));
+        assert_eq!(created.source, Source::Api);
+        assert!(created.fired_through >= before - TimeDelta::seconds(1), "the cursor starts now");
+        assert!(created.last_task_id.is_none() && created.buffered_for.is_none());
+        assert!(matches!(
+            store.create_schedule(&spec("a", "allow"), Source::Api).await,
+            Err(ScheduleError::Exists(n)) if n == "a"
+        ));
+        store.create_schedule(&spec("b", "allow"), Source::File).await.unwrap();
+        let names: Vec<String> = store.list_schedules().await.unwrap().into_iter().map(|s| s.spec.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(store.get_schedule("a").await.unwrap().unwrap(), created);
+        assert!(store.get_schedule("nope").await.unwrap().is_none());
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut changed = spec("a", "buffer_one");
+        changed.timing = ScheduleSpec::from_body(
+            json!({"name": "a", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "task": {"type": "echo"}}),
+            None,
+        )
+        .unwrap()
+        .timing;
+        let replaced = store.replace_schedule(&changed, Source::Api).await.unwrap();
+        assert_eq!(replaced.spec, changed);
+        assert!(replaced.updated_at > created.updated_at, "a replace is a new version");
+        assert!(replaced.fired_through > created.fired_through, "the cursor moves to the replace");
+        assert!(matches!(
+            store.replace_schedule(&spec("nope", "skip"), Source::Api).await,
+            Err(ScheduleError::NotFound(_))
+        ));
+
+        let paused = store.set_paused("a", true).await.unwrap();
+        assert!(paused.spec.paused && paused.updated_at > replaced.updated_at);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let resumed = store.set_paused("a", false).await.unwrap();
+        assert!(!resumed.spec.paused);
+        assert!(resumed.fired_through > paused.fired_through, "ticks of the pause are passed");
+        assert!(matches!(store.set_paused("nope", true).await, Err(ScheduleError::NotFound(_))));
+
+        store.delete_schedule("a").await.unwrap();
+        assert!(store.get_schedule("a").await.unwrap().is_none());
+        assert!(matches!(store.delete_schedule("a").await, Err(ScheduleError::NotFound(_))));
+    }
+
+    pub async fn a_tick_fires_exactly_once(backend: Backend) {
+        let (store, tasks) = (backend.schedules(), backend.tasks());
+        let s = store.create_schedule(&spec("once", "allow"), Source::Api).await.unwrap();
+        let at = tick(&s, 1);
+        // Eight fires of one tick at once (as eight daemons would): one task.
+        let mut racers = Vec::new();
+        for _ in 0..8 {
+            let (store, p) = (store.clone(), params(&s, FireKind::Tick, at));
+            racers.push(tokio::spawn(async move { store.fire(&p).await.unwrap() }));
+        }
+        let mut fired = Vec::new();
+        for r in racers {
+            match r.await.unwrap() {
+                Fired::Done(FireOutcome::Fired { task_id, .. }) => fired.push(task_id),
+                Fired::Done(FireOutcome::AlreadyDone) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fired.len(), 1, "one fire of the tick");
+        let task = tasks.get(fired[0]).await.unwrap().unwrap();
+        assert_eq!(task.schedule_name.as_deref(), Some("once"));
+        assert_eq!(task.scheduled_for, Some(at));
+        assert_eq!(task.status, TaskStatus::Queued);
+        assert_eq!(task.payload, json!({"from": "once"}));
+        let after = store.get_schedule("once").await.unwrap().unwrap();
+        assert_eq!((after.fired_through, after.last_task_id), (at, Some(fired[0])));
+        assert!(after.last_fired_at.is_some());
+        // An earlier tick is behind the cursor: dealt with, never fired late.
+        assert_eq!(fire(store.as_ref(), &after, at - TimeDelta::seconds(1)).await, FireOutcome::AlreadyDone);
+        // A trigger at the same instant has a key of its own.
+        let trig = store.fire(&params(&after, FireKind::Trigger, at)).await.unwrap();
+        assert!(matches!(trig, Fired::Done(FireOutcome::Fired { .. })), "{trig:?}");
+        let trig_again = store.fire(&params(&after, FireKind::Trigger, at)).await.unwrap();
+        assert_eq!(trig_again, Fired::Done(FireOutcome::AlreadyDone));
+        // A copy read before a change is stale; a paused schedule's ticks do not fire.
+        let paused = store.set_paused("once", true).await.unwrap();
+        assert_eq!(store.fire(&params(&after, FireKind::Tick, tick(&after, 5))).await.unwrap(), Fired::Stale);
+        assert_eq!(fire(store.as_ref(), &paused, tick(&paused, 5)).await, FireOutcome::Paused);
+        // pass_ticks moves the cursor forward only.
+        store.set_paused("once", false).await.unwrap();
+        let s = store.get_schedule("once").await.unwrap().unwrap();
+        store.pass_ticks("once", tick(&s, 10)).await.unwrap();
+        store.pass_ticks("once", tick(&s, 3)).await.unwrap();
+        assert_eq!(store.get_schedule("once").await.unwrap().unwrap().fired_through, tick(&s, 10));
+        // Deleting the schedule leaves its tasks; its fires then find no schedule.
+        store.delete_schedule("once").await.unwrap();
+        assert!(tasks.get(fired[0]).await.unwrap().is_some(), "a deleted schedule's tasks stay");
+        let gone = store.fire(&params(&s, FireKind::Tick, tick(&s, 20))).await;
+        assert!(matches!(gone, Err(ScheduleError::NotFound(_))), "{gone:?}");
+        let listed = tasks
+            .list(&TaskFilter { schedule_name: Some("once".into()), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2, "the tick's task and the trigger's");
+    }
+
+    pub async fn overlap_policies_decide_in_the_fire(backend: Backend) {
+        let (store, tasks) = (backend.schedules(), backend.tasks());
+        for overlap in Overlap::ALL {
+            let name = format!("o-{overlap}");
+            let s = store.create_schedule(&spec(&name, overlap.as_str()), Source::Api).await.unwrap();
+            let first = fired_id(&fire(store.as_ref(), &s, tick(&s, 1)).await);
+            let second = fire(store.as_ref(), &s, tick(&s, 2)).await;
+            match overlap {
+                Overlap::Allow => {
+                    fired_id(&second);
+                }
+                Overlap::Skip => {
+                    assert_eq!(second, FireOutcome::Skipped);
+                    // Once the first is over, the next tick fires.
+                    tasks.cancel(first).await.unwrap();
+                    fired_id(&fire(store.as_ref(), &s, tick(&s, 3)).await);
+                }
+                Overlap::BufferOne => {
+                    assert_eq!(second, FireOutcome::Buffered);
+                    assert_eq!(fire(store.as_ref(), &s, tick(&s, 3)).await, FireOutcome::Skipped, "one waits at most");
+                    let held = store.get_schedule(&name).await.unwrap().unwrap();
+                    assert_eq!(held.buffered_for, Some(tick(&s, 2)));
+                    let t = held.spec.task.new_task(&name, tick(&s, 2), "x".into()).unwrap();
+                    assert_eq!(store.release_buffered(&name, &t).await.unwrap(), None, "the first still runs");
+                    tasks.cancel(first).await.unwrap();
+                    let released = store.release_buffered(&name, &t).await.unwrap().expect("released");
+                    let task = tasks.get(fired_id(&released)).await.unwrap().unwrap();
+                    assert_eq!(task.scheduled_for, Some(tick(&s, 2)), "the buffered tick, not the release's time");
+                    let after = store.get_schedule(&name).await.unwrap().unwrap();
+                    assert_eq!((after.buffered_for, after.last_task_id), (None, Some(task.id)));
+                    assert_eq!(store.release_buffered(&name, &t).await.unwrap(), None, "released once");
+                }
+                Overlap::CancelOther => {
+                    let FireOutcome::Fired { task_id, cancelled } = second else { panic!("{second:?}") };
+                    assert_eq!(cancelled, vec![first]);
+                    assert_eq!(tasks.get(first).await.unwrap().unwrap().status, TaskStatus::Cancelled);
+                    assert_eq!(tasks.get(task_id).await.unwrap().unwrap().status, TaskStatus::Queued);
+                }
+            }
+            // A trigger fires whatever the policy.
+            let s = store.get_schedule(&name).await.unwrap().unwrap();
+            let trig = store.fire(&params(&s, FireKind::Trigger, Utc::now())).await.unwrap();
+            assert!(matches!(trig, Fired::Done(FireOutcome::Fired { .. })), "{overlap}: {trig:?}");
+        }
+    }
+}
+
+macro_rules! schedule_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod schedules_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::SqliteDb::new();
+                    crate::schedule_cases::$case(db.backend().await).await;
+                }
+            )*
+        }
+        mod schedules_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::PgDb::new().await;
+                    crate::schedule_cases::$case(db.backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+schedule_conformance!(
+    schedules_create_get_replace_pause_delete,
+    a_tick_fires_exactly_once,
+    overlap_policies_decide_in_the_fire,
+);

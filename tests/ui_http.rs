@@ -299,6 +299,7 @@ async fn pages_escape_user_text_and_link_relatively() {
         format!("/ui/tasks?queue={}", "%3Cscript%3E"),
         format!("/ui/tasks/{id}"),
         "/ui/workers".to_string(),
+        "/ui/schedules".to_string(),
     ];
     for path in &pages {
         let res = client().get(format!("{base}{path}")).send().await.unwrap();
@@ -344,4 +345,45 @@ async fn pages_escape_user_text_and_link_relatively() {
     // Open (no key): the sign-in page is not needed, and says so by sending to the overview.
     let res = client().get(format!("{base}/ui/login")).send().await.unwrap();
     assert_eq!(res.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_page_shows_each_schedule_and_its_last_fire() {
+    let db = TestDb::new("sqlite").await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    let body = json!({ "name": "nightly.deps", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+                       "task": { "type": "echo" } });
+    let (status, created) = send(client().post(format!("{base}/schedules")).bearer_auth(KEY).json(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, fired) = send(client().post(format!("{base}/schedules/nightly.deps/trigger")).bearer_auth(KEY)).await;
+    assert_eq!(status, 201, "{fired}");
+    let task_id = fired["task_id"].as_str().unwrap().to_string();
+
+    let page = |key: &'static str| {
+        let base = base.clone();
+        async move {
+            let res = client().get(format!("{base}/ui/schedules")).bearer_auth(key).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.text().await.unwrap()
+        }
+    };
+    let html = page(KEY).await;
+    assert!(html.contains("href=\"../ui/schedules\" class=\"active\""), "the nav links the page");
+    assert!(html.contains("nightly.deps") && html.contains("Europe/Berlin") && html.contains("30 2 * * *"));
+    let words = created["cron_description"].as_str().unwrap();
+    assert!(!words.is_empty() && html.contains(words), "the pattern in words: {words}");
+    let next = created["upcoming"][0].as_str().unwrap();
+    assert!(html.contains(&next[..16].replace('T', " ")), "the next fire {next} is shown");
+    assert!(html.contains(&format!("ui/tasks/{task_id}")), "the last fire links its task");
+    for action in ["pause", "trigger"] {
+        assert!(html.contains(&format!("data-schedule-action=\"{action}\" data-name=\"nightly.deps\"")), "{action}");
+    }
+    // The read-only key sees the schedule and no button.
+    let html = page(READ_KEY).await;
+    assert!(html.contains("nightly.deps"));
+    assert!(!html.contains("data-schedule-action"), "no buttons for the read-only key");
+    // Paused: the button resumes.
+    send(client().post(format!("{base}/schedules/nightly.deps/pause")).bearer_auth(KEY)).await;
+    assert!(page(KEY).await.contains("data-schedule-action=\"resume\""));
 }

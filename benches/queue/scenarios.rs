@@ -43,6 +43,7 @@ pub enum Scenario {
     UiOverview,
     CommandStart,
     CommandStartNoSandbox,
+    ScheduleFireLag,
 }
 
 /// What a scenario is held to.
@@ -76,7 +77,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -91,6 +92,7 @@ impl Scenario {
         Scenario::UiOverview,
         Scenario::CommandStart,
         Scenario::CommandStartNoSandbox,
+        Scenario::ScheduleFireLag,
     ];
 
     /// The scenario's key in results.json.
@@ -110,6 +112,7 @@ impl Scenario {
             Scenario::UiOverview => "ui_overview_ms",
             Scenario::CommandStart => "command_start_ms",
             Scenario::CommandStartNoSandbox => "command_start_no_sandbox_ms",
+            Scenario::ScheduleFireLag => "schedule_fire_lag_ms",
         }
     }
 
@@ -127,6 +130,7 @@ impl Scenario {
             Scenario::RemoteDrain => Target::AtLeast(10_000.0),
             Scenario::UiTasksPage | Scenario::UiOverview => Target::AtMost { p50: 100.0, p99: Some(100.0) },
             Scenario::CommandStart | Scenario::CommandStartNoSandbox => Target::None,
+            Scenario::ScheduleFireLag => Target::AtMost { p50: 50.0, p99: Some(250.0) },
         }
     }
 
@@ -146,6 +150,7 @@ impl Scenario {
             Scenario::UiOverview => ui_page(bench, UiPage::Overview).await,
             Scenario::CommandStart => command_start(bench, "bwrap").await,
             Scenario::CommandStartNoSandbox => command_start(bench, "none").await,
+            Scenario::ScheduleFireLag => schedule_fire_lag(bench).await,
         }
     }
 }
@@ -579,6 +584,63 @@ async fn ui_page(bench: &Bench, page: UiPage) -> Result<Measured> {
             }
             let problems = daemon.stop().await;
             Measured::latency(&times, problems)
+        })
+        .await
+}
+
+/// How long `schedule_fire_lag_ms` lets its every-second schedule fire.
+const SCHEDULE_RUN: Duration = Duration::from_secs(20);
+
+/// `schedule_fire_lag_ms`: a 6-field schedule firing every second on PostgreSQL; the lag of
+/// each tick is `started_at - scheduled_for` (the tick's instant to the task's start), both
+/// from the database's row (the tick is the daemon's clock, the start the database's: one
+/// machine, one clock).
+async fn schedule_fire_lag(bench: &Bench) -> Result<Measured> {
+    bench
+        .with_pg_database(|url| async move {
+            let daemon = bench.start_daemon(DaemonConfig::serve(&url)).await?;
+            let mut problems = Vec::new();
+            let client = http::client(1)?;
+            http::wait_healthy(&client, &daemon.base_url()).await?;
+            if let Err(e) = http::wait_listener(&client, &daemon.base_url()).await {
+                problems.push(e.to_string());
+            }
+            let body = serde_json::json!({ "name": "lag", "cron": "* * * * * *", "task": { "type": "echo" } });
+            let res = client
+                .post(format!("{}/schedules", daemon.base_url()))
+                .json(&body)
+                .send()
+                .await
+                .context("creating the schedule")?;
+            if res.status() != reqwest::StatusCode::CREATED {
+                return Err(format!("POST /schedules answered {}", res.status()).into());
+            }
+            progress!("  letting an every-second schedule fire for {SCHEDULE_RUN:?}");
+            tokio::time::sleep(SCHEDULE_RUN).await;
+            let res = client
+                .post(format!("{}/schedules/lag/pause", daemon.base_url()))
+                .send()
+                .await
+                .context("pausing the schedule")?;
+            if !res.status().is_success() {
+                problems.push(format!("pausing the schedule answered {}", res.status()));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let db = pg::connect(&url).await?;
+            let rows = db
+                .query(
+                    "SELECT (extract(epoch FROM started_at - scheduled_for) * 1000)::float8 FROM tasks \
+                     WHERE schedule_name = 'lag' AND started_at IS NOT NULL",
+                    &[],
+                )
+                .await
+                .context("reading the fire lags")?;
+            let lags: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+            if (lags.len() as u64) < SCHEDULE_RUN.as_secs() - 2 {
+                problems.push(format!("only {} ticks started in {SCHEDULE_RUN:?}", lags.len()));
+            }
+            problems.extend(daemon.stop().await);
+            Measured::latency(&lags, problems)
         })
         .await
 }

@@ -14,6 +14,7 @@ use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
 use crate::intake::IntakeError;
 use crate::remote::RemoteError;
+use crate::scheduling::SchedulingError;
 use crate::storable::Unstorable;
 use crate::store::error::{chain, CancelError, EnqueueError, RetryError, StoreError};
 use crate::task::WorkerId;
@@ -101,6 +102,13 @@ pub enum ApiError {
     /// A bulk request that names neither ids nor a filter, or both.
     #[error("{0}")]
     InvalidBulk(String),
+    /// A schedule body breaks a rule; names the field.
+    #[error("{field}: {reason}")]
+    InvalidSchedule { field: String, reason: String },
+    #[error("a schedule named {0:?} already exists")]
+    ScheduleExists(String),
+    #[error("no schedule named {0:?}")]
+    ScheduleNotFound(String),
     #[error("the task store is unavailable; try again shortly")]
     Unavailable,
     #[error("internal error")]
@@ -126,16 +134,21 @@ impl ApiError {
             | InvalidRef(_)
             | Refused { .. }
             | RejectedByStore(_)
+            | InvalidSchedule { .. }
             | InvalidBulk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TaskNotFound(_) | RouteNotFound | CwomNotFound { .. } | WorkerNotFound(_) | TraceFileNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            TaskNotFound(_)
+            | RouteNotFound
+            | CwomNotFound { .. }
+            | WorkerNotFound(_)
+            | TraceFileNotFound(_)
+            | ScheduleNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed | ImmutableObject(_) => StatusCode::METHOD_NOT_ALLOWED,
             NotCancellable { .. }
             | DuplicateIdempotencyKey { .. }
             | AlreadyExists(_)
+            | ScheduleExists(_)
             | FinalStatus { .. }
             | NotRetryable { .. }
             | LeaseLost(_)
@@ -182,6 +195,9 @@ impl ApiError {
             CsrfRejected => "csrf_rejected",
             CrossOrigin => "cross_origin",
             InvalidBulk(_) => "invalid_bulk",
+            InvalidSchedule { .. } => "invalid_schedule",
+            ScheduleExists(_) => "schedule_exists",
+            ScheduleNotFound(_) => "schedule_not_found",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
         }
@@ -202,6 +218,8 @@ impl ApiError {
             }
             ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body["task_id"] = json!(id),
             ApiError::WorkerNotFound(id) => body["worker_id"] = json!(id),
+            ApiError::InvalidSchedule { field, .. } => body["field"] = json!(field),
+            ApiError::ScheduleExists(name) | ApiError::ScheduleNotFound(name) => body["name"] = json!(name),
             ApiError::CwomNotFound { kind, id } => {
                 body["kind"] = json!(kind);
                 body["id"] = json!(id);
@@ -254,7 +272,20 @@ impl From<IntakeError> for ApiError {
             }
             IntakeError::DuplicateKeyInBatch { first, second } => ApiError::DuplicateKeyInBatch { first, second },
             IntakeError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
+            IntakeError::NoSchedule(name) => ApiError::ScheduleNotFound(name),
             IntakeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SchedulingError> for ApiError {
+    fn from(e: SchedulingError) -> Self {
+        match e {
+            SchedulingError::Invalid(f) => ApiError::InvalidSchedule { field: f.field, reason: f.reason },
+            SchedulingError::Exists(name) => ApiError::ScheduleExists(name),
+            SchedulingError::NotFound(name) => ApiError::ScheduleNotFound(name),
+            SchedulingError::Intake(e) => e.into(),
+            SchedulingError::Store(e) => e.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `health.rs` | `GET /health`, `/ready`, `/metrics`, `/openapi.json` |
 //! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
+//! | `schedules.rs` | `/schedules[/{name}]`: create, list, get, replace, delete, pause, resume, trigger |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
 //! | `workers.rs` | the worker protocol: `/workers…`, `POST /tasks/claim`, and a worker's writes on its tasks |
 //! | `mcp.rs` | `/mcp`: the MCP tools over rmcp's streamable HTTP transport (their calls come back to this API over HTTP) |
@@ -38,6 +39,7 @@ pub mod error;
 pub mod health;
 pub mod mcp;
 pub mod openapi;
+pub mod schedules;
 pub mod tasks;
 pub mod ui;
 pub mod workers;
@@ -51,6 +53,8 @@ pub struct ApiState {
     pub store: Arc<dyn TaskStore>,
     /// Where every enqueue goes.
     pub intake: Arc<Intake>,
+    /// Schedules: create, change, pause, resume, trigger, delete.
+    pub schedules: Arc<crate::scheduling::Schedules>,
     /// Cancel and retry, one task or many.
     pub control: Arc<Control>,
     /// The worker protocol's service.
@@ -81,6 +85,8 @@ pub fn routes(
         .or(workers::routes(state.clone()))
         .unify()
         .or(tasks::routes(state.clone()))
+        .unify()
+        .or(schedules::routes(state.clone()))
         .unify()
         .or(ui::routes(state.clone()))
         .unify()

@@ -421,8 +421,41 @@ fn schemas() -> Value {
         "started_at",
         "finished_at",
         "cwom_issue_id",
+        "schedule_name",
+        "scheduled_for",
     ];
+    let schedule_body = json!({
+        "type": "object",
+        "required": ["name", "cron"],
+        "properties": {
+            "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$" },
+            "cron": { "type": "string", "description": "5 fields, 6 with seconds first, or @hourly, @daily, @weekly, @monthly" },
+            "timezone": { "type": "string", "default": "UTC", "description": "IANA time zone" },
+            "task": { "type": "object", "description": "An enqueue body without run_at and idempotency_key" },
+            "workflow": { "type": "object", "description": "Not available yet on this server: 422" },
+            "catch_up": { "enum": ["skip", "latest", "all"], "default": "latest" },
+            "catch_up_window_s": { "type": "integer", "default": 3600 },
+            "overlap": { "enum": ["allow", "skip", "buffer_one", "cancel_other"], "default": "skip" },
+            "paused": { "type": "boolean", "default": false }
+        }
+    });
     json!({
+        "ScheduleBody": schedule_body,
+        "Schedule": {
+            "type": "object",
+            "required": ["name", "cron", "timezone", "task", "catch_up", "catch_up_window_s", "overlap", "paused",
+                         "next_fire_at", "upcoming", "cron_description", "last_fired_at", "last_task_id", "source",
+                         "created_at", "updated_at"],
+            "properties": {
+                "next_fire_at": { "type": ["string", "null"], "format": "date-time", "description": "null while paused" },
+                "upcoming": { "type": "array", "items": { "type": "string", "format": "date-time" }, "description": "the next 5 fire times" },
+                "cron_description": { "type": "string", "description": "the pattern in words" },
+                "last_fired_at": { "type": ["string", "null"], "format": "date-time" },
+                "last_task_id": { "type": ["string", "null"] },
+                "buffered_for": { "type": ["string", "null"], "description": "a tick overlap buffer_one holds back" },
+                "source": { "enum": ["api", "file"], "description": "file: managed by JCT_SCHEDULES_FILE" }
+            }
+        },
         "Error": {
             "type": "object",
             "required": ["error", "message"],
@@ -523,7 +556,89 @@ fn schemas() -> Value {
     })
 }
 
-/// The whole document.
+/// `/schedules`: cron schedules that enqueue a task on every tick (api/schedules.rs).
+fn schedule_paths() -> Value {
+    let name = json!({ "name": "name", "in": "path", "required": true, "description": "Schedule name ([A-Za-z0-9_.-]{1,128})", "schema": { "type": "string" } });
+    let example = json!({
+        "name": "nightly-deps", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+        "task": { "type": "echo", "payload": { "job": "bump dependencies" } },
+        "catch_up": "latest", "catch_up_window_s": 3600, "overlap": "skip"
+    });
+    let writes = |ok: Value| {
+        let mut r = json!({
+            "401": error("Missing or wrong API key"),
+            "403": error("The read-only key (`read_only_key`), a session request without its CSRF token, or another site's Origin"),
+            "404": error("No such schedule (`schedule_not_found`)"),
+        });
+        if let (Value::Object(r), Value::Object(ok)) = (&mut r, ok) {
+            r.extend(ok);
+        }
+        r
+    };
+    let action = |summary: &str, ok: Value| json!({ "post": { "summary": summary, "parameters": [name.clone()], "responses": writes(ok) } });
+    let body_errors = json!({
+        "400": error("Malformed JSON"),
+        "413": error("Body larger than JCT_MAX_BODY_BYTES"),
+        "415": error("Not application/json"),
+        "422": error("`invalid_schedule` naming the `field` (bad cron, unknown time zone, task and workflow both or neither, workflows not available yet, an invalid task)"),
+    });
+    let mut create_responses = json!({
+        "201": ok_json("The schedule, with next_fire_at and upcoming (the next 5 fire times)", schema_ref("Schedule")),
+        "401": error("Missing or wrong API key"),
+        "403": error("The read-only key, a session request without its CSRF token, or another site's Origin"),
+        "409": error("A schedule of that name exists (`schedule_exists`)"),
+    });
+    let mut put_responses = writes(
+        json!({ "200": ok_json("The schedule as replaced; its new pattern takes effect from its next tick", schema_ref("Schedule")) }),
+    );
+    for r in [&mut create_responses, &mut put_responses] {
+        if let (Value::Object(r), Value::Object(e)) = (r, body_errors.clone()) {
+            r.extend(e);
+        }
+    }
+    json!({
+        "/schedules": {
+            "post": {
+                "summary": "Create a schedule: a cron pattern (5 fields, 6 with seconds, @hourly/@daily/@weekly/@monthly) in an IANA time zone, the task each tick enqueues, catch-up and overlap policies",
+                "requestBody": { "content": { "application/json": { "example": example.clone(), "schema": schema_ref("ScheduleBody") } } },
+                "responses": create_responses,
+            },
+            "get": {
+                "summary": "Every schedule, by name",
+                "responses": {
+                    "200": ok_json("The schedules", json!({ "type": "object", "required": ["schedules"], "properties": { "schedules": { "type": "array", "items": schema_ref("Schedule") } } })),
+                    "401": error("Missing or wrong API key"),
+                }
+            },
+        },
+        "/schedules/{name}": {
+            "get": {
+                "summary": "One schedule, with last_fired_at and last_task_id",
+                "parameters": [name.clone()],
+                "responses": {
+                    "200": ok_json("The schedule", schema_ref("Schedule")),
+                    "401": error("Missing or wrong API key"),
+                    "404": error("No such schedule (`schedule_not_found`)"),
+                }
+            },
+            "put": {
+                "summary": "Replace a schedule (same body as POST; the name may be left out)",
+                "parameters": [name.clone()],
+                "requestBody": { "content": { "application/json": { "example": example, "schema": schema_ref("ScheduleBody") } } },
+                "responses": put_responses,
+            },
+            "delete": {
+                "summary": "Delete a schedule; the tasks it fired stay",
+                "parameters": [name.clone()],
+                "responses": writes(json!({ "200": ok_json("Deleted", json!({ "type": "object", "required": ["name", "deleted"] })) })),
+            },
+        },
+        "/schedules/{name}/pause": action("Pause: ticks do not fire until resumed", json!({ "200": ok_json("The schedule", schema_ref("Schedule")) })),
+        "/schedules/{name}/resume": action("Resume: fires from the next tick on (ticks of the pause are not caught up)", json!({ "200": ok_json("The schedule", schema_ref("Schedule")) })),
+        "/schedules/{name}/trigger": action("Fire once now, with a key of its own (no tick is used up; the overlap policy does not apply)", json!({ "201": ok_json("The task fired", json!({ "type": "object", "required": ["name", "task_id", "fired"] })) })),
+    })
+}
+
 /// `/mcp`: MCP's streamable HTTP transport, stateless (api/mcp.rs). Its bodies are JSON-RPC.
 fn mcp_paths() -> Value {
     let initialize = json!({
@@ -544,7 +659,7 @@ fn mcp_paths() -> Value {
 
 pub fn document() -> Value {
     let mut paths = task_paths();
-    for more in [worker_paths(), cwom_paths(), mcp_paths()] {
+    for more in [worker_paths(), cwom_paths(), schedule_paths(), mcp_paths()] {
         if let (Value::Object(p), Value::Object(m)) = (&mut paths, more) {
             p.extend(m);
         }

@@ -263,11 +263,12 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
                     ))
                 })?)
             }
-            "type" | "queue" | "cwom_issue_id" => {
+            "type" | "queue" | "cwom_issue_id" | "schedule_name" => {
                 storable::check_text(k, v).map_err(|e| ApiError::InvalidFilter(e.to_string()))?;
                 let slot = match k.as_str() {
                     "type" => &mut f.task_type,
                     "queue" => &mut f.queue,
+                    "schedule_name" => &mut f.schedule_name,
                     _ => &mut f.cwom_issue_id,
                 };
                 *slot = Some(v.clone());
@@ -296,7 +297,7 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
             }
             other => {
                 return Err(ApiError::InvalidFilter(format!(
-                    "unknown filter {other:?} (known: status, type, queue, cwom_issue_id, before, limit, offset)"
+                    "unknown filter {other:?} (known: status, type, queue, cwom_issue_id, schedule_name, before, limit, offset)"
                 )))
             }
         }

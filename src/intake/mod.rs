@@ -21,7 +21,8 @@ use std::sync::Arc;
 use crate::cwom_service::Cwom;
 use crate::handlers::{Refusal, Registry};
 use crate::metrics::Metrics;
-use crate::store::{EnqueueError, StoreError, TaskStore};
+use crate::schedule::FireOutcome;
+use crate::store::{EnqueueError, FireParams, Fired, ScheduleError, ScheduleStore, StoreError, TaskStore};
 use crate::task::{NewTask, Task, TaskId};
 use crate::wakeups::Fanout;
 
@@ -47,8 +48,21 @@ pub enum IntakeError {
     /// The idempotency key was used before; nothing was inserted.
     #[error("idempotency key already used by task {existing}")]
     Duplicate { existing: TaskId },
+    /// A schedule's fire found no schedule of that name (deleted meanwhile).
+    #[error("no schedule named {0:?}")]
+    NoSchedule(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ScheduleError> for IntakeError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::NotFound(name) => IntakeError::NoSchedule(name),
+            ScheduleError::Exists(name) => IntakeError::Store(StoreError::internal(format!("schedule {name} exists"))),
+            ScheduleError::Store(e) => IntakeError::Store(e),
+        }
+    }
 }
 
 impl From<crate::cwom::CwomError> for IntakeError {
@@ -72,6 +86,8 @@ impl From<EnqueueError> for IntakeError {
 /// The intake service of one daemon.
 pub struct Intake {
     store: Arc<dyn TaskStore>,
+    /// Where schedules' fires are written (the fire and its task in one transaction).
+    schedules: Arc<dyn ScheduleStore>,
     types: Arc<TaskTypes>,
     executors: Arc<Registry>,
     cwom: Cwom,
@@ -80,15 +96,17 @@ pub struct Intake {
 }
 
 impl Intake {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn TaskStore>,
+        schedules: Arc<dyn ScheduleStore>,
         types: Arc<TaskTypes>,
         executors: Arc<Registry>,
         cwom: Cwom,
         wake: Arc<Fanout>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Intake { store, types, executors, cwom, wake, metrics }
+        Intake { store, schedules, types, executors, cwom, wake, metrics }
     }
 
     /// The task types this deployment knows.
@@ -123,6 +141,49 @@ impl Intake {
         self.entered(&counts);
         tracing::debug!(count = ids.len(), "batch enqueued");
         Ok(ids)
+    }
+
+    /// Asks whether `task` would be taken (type, admission, CWOM link) without storing it:
+    /// a schedule's task is checked when the schedule is made, not only at its first tick.
+    pub async fn admits(&self, task: &NewTask) -> Result<(), IntakeError> {
+        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)
+    }
+
+    /// Fires a schedule's tick or trigger: the task is checked as any enqueue is, then
+    /// written with the fire's key and the overlap policy in one transaction
+    /// ([`ScheduleStore::fire`]). Tasks cancelled by `cancel_other` are stopped here too.
+    pub async fn fire(&self, params: &FireParams) -> Result<Fired, IntakeError> {
+        self.check(std::slice::from_ref(&params.task)).await.map_err(|(_, e)| e)?;
+        let fired = self.schedules.fire(params).await?;
+        if let Fired::Done(outcome) = &fired {
+            self.fired(outcome, &params.task.task_type);
+        }
+        Ok(fired)
+    }
+
+    /// Fires the tick `buffer_one` held back, once the schedule's previous fires are over
+    /// ([`ScheduleStore::release_buffered`]).
+    pub async fn release_buffered(
+        &self,
+        name: &str,
+        task: &crate::task::NewTask,
+    ) -> Result<Option<FireOutcome>, IntakeError> {
+        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)?;
+        let released = self.schedules.release_buffered(name, task).await?;
+        if let Some(outcome) = &released {
+            self.fired(outcome, &task.task_type);
+        }
+        Ok(released)
+    }
+
+    fn fired(&self, outcome: &FireOutcome, task_type: &str) {
+        if let FireOutcome::Fired { task_id, cancelled } = outcome {
+            for id in cancelled {
+                self.wake.cancelled(*id);
+            }
+            self.entered(&[(task_type, 1)]);
+            tracing::debug!(task_id = %task_id, task_type, "schedule fired");
+        }
     }
 
     /// After a successful write: wake whoever waits for work, and count the tasks.

@@ -12,6 +12,10 @@
 //!   another daemon takes over without waiting for the lease to expire;
 //! - **hard stop** (grace over): a pass still running is dropped.
 //!
+//! The schedule [`Ticker`] lives here too but is no periodic [`Service`]: it sleeps until
+//! the next tick of any schedule and runs on every daemon, leader or not ([`ticker`] says
+//! why); [`Maintenance::with_ticker`] registers it.
+//!
 //! Leadership is an efficiency, never what makes a service correct: every service's
 //! statements are right when two daemons run them at once (the rescue takes rows `FOR
 //! UPDATE SKIP LOCKED`; exactly-once comes from unique keys and fenced updates), so a stale
@@ -29,9 +33,11 @@ use crate::tunables::LEADER_RENEW_EVERY;
 
 pub mod leader;
 pub mod rescuer;
+pub mod ticker;
 
 pub use leader::Leadership;
 pub use rescuer::Rescuer;
+pub use ticker::Ticker;
 
 /// The leadership the maintenance services run under.
 pub const LEADERSHIP: &str = "maintenance";
@@ -51,12 +57,14 @@ pub trait Service: Send + Sync + 'static {
 pub struct Maintenance {
     services: Vec<Arc<dyn Service>>,
     leadership: Leadership,
+    /// The schedule ticker, run beside the services on every daemon.
+    ticker: Option<Ticker>,
 }
 
 impl Maintenance {
     /// No services yet; `holder` names this daemon in the leadership row.
     pub fn new(store: Arc<dyn TaskStore>, holder: String) -> Self {
-        Maintenance { services: Vec::new(), leadership: Leadership::new(store, LEADERSHIP, holder) }
+        Maintenance { services: Vec::new(), leadership: Leadership::new(store, LEADERSHIP, holder), ticker: None }
     }
 
     /// Registers a service.
@@ -65,9 +73,16 @@ impl Maintenance {
         self
     }
 
+    /// Registers the schedule ticker.
+    pub fn with_ticker(mut self, ticker: Ticker) -> Self {
+        self.ticker = Some(ticker);
+        self
+    }
+
     /// Runs until shutdown: keeps or seeks the leadership, and while leading runs each
-    /// service when it is due.
-    pub async fn run(self, shutdown: Shutdown) {
+    /// service when it is due; the ticker runs throughout.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        let ticker = self.ticker.take().map(|t| tokio::spawn(t.run(shutdown.clone())));
         let mut next: Vec<Instant> = self.services.iter().map(|_| Instant::now()).collect();
         let mut renew = tokio::time::interval(LEADER_RENEW_EVERY);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,6 +121,9 @@ impl Maintenance {
         }
         if leading {
             self.leadership.resign().await;
+        }
+        if let Some(ticker) = ticker {
+            let _ = ticker.await;
         }
     }
 }

@@ -234,6 +234,21 @@ pub async fn call(
             Ok(answer)
         }
         ToolName::GetIssueContext => issue_context(client, args.str("issue_id")?).await,
+        ToolName::ListSchedules => Ok(client.get_json("/schedules").await?),
+        ToolName::CreateSchedule => {
+            args.str("name")?;
+            // The server validates every field (422 invalid_schedule naming it).
+            Ok(client.post_json("/schedules", &Value::Object(args.0)).await?)
+        }
+        ToolName::PauseSchedule | ToolName::ResumeSchedule | ToolName::TriggerSchedule => {
+            let action = match tool {
+                ToolName::PauseSchedule => "pause",
+                ToolName::ResumeSchedule => "resume",
+                _ => "trigger",
+            };
+            let name = segment("name", args.str("name")?)?;
+            Ok(client.post_json(&format!("/schedules/{name}/{action}"), &json!({})).await?)
+        }
     }
 }
 

@@ -22,6 +22,11 @@ pub enum ToolName {
     CompleteTask,
     FailTask,
     GetIssueContext,
+    ListSchedules,
+    CreateSchedule,
+    PauseSchedule,
+    ResumeSchedule,
+    TriggerSchedule,
 }
 
 /// What a second identical call does, for the descriptions and the annotations.
@@ -36,7 +41,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 13] = [
+    pub const ALL: [ToolName; 18] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -50,6 +55,11 @@ impl ToolName {
         ToolName::CompleteTask,
         ToolName::FailTask,
         ToolName::GetIssueContext,
+        ToolName::ListSchedules,
+        ToolName::CreateSchedule,
+        ToolName::PauseSchedule,
+        ToolName::ResumeSchedule,
+        ToolName::TriggerSchedule,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +77,11 @@ impl ToolName {
             ToolName::CompleteTask => "jct_complete_task",
             ToolName::FailTask => "jct_fail_task",
             ToolName::GetIssueContext => "jct_get_issue_context",
+            ToolName::ListSchedules => "jct_list_schedules",
+            ToolName::CreateSchedule => "jct_create_schedule",
+            ToolName::PauseSchedule => "jct_pause_schedule",
+            ToolName::ResumeSchedule => "jct_resume_schedule",
+            ToolName::TriggerSchedule => "jct_trigger_schedule",
         }
     }
 
@@ -81,14 +96,23 @@ impl ToolName {
 
     fn effect(self) -> Effect {
         match self {
-            ToolName::GetTask | ToolName::ListTasks | ToolName::GetTrace | ToolName::GetIssueContext => Effect::Reads,
+            ToolName::GetTask
+            | ToolName::ListTasks
+            | ToolName::GetTrace
+            | ToolName::GetIssueContext
+            | ToolName::ListSchedules => Effect::Reads,
             ToolName::CancelTask
             | ToolName::RetryTask
             | ToolName::Heartbeat
             | ToolName::ReportArtifact
             | ToolName::CompleteTask
-            | ToolName::FailTask => Effect::ChangesOnce,
-            ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog => Effect::ChangesEachCall,
+            | ToolName::FailTask
+            | ToolName::CreateSchedule
+            | ToolName::PauseSchedule
+            | ToolName::ResumeSchedule => Effect::ChangesOnce,
+            ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog | ToolName::TriggerSchedule => {
+                Effect::ChangesEachCall
+            }
         }
     }
 
@@ -156,6 +180,21 @@ impl ToolName {
                 "Returns a CWOM Issue with everything written for whoever works on it: the issue, \
                  its context packets (newest knowledge last), constraint snapshots and doctrine \
                  (principles, policies, procedures), each object whole. Changes nothing."
+            }
+            ToolName::ListSchedules => {
+                "Lists every schedule (GET /schedules): its cron pattern, time zone, task, policies,                  paused or not, next_fire_at, the next 5 fire times and its last fire (time and                  task_id). Changes nothing."
+            }
+            ToolName::CreateSchedule => {
+                "Creates a schedule (POST /schedules) that enqueues its task on every tick of a cron                  pattern (5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly) in an                  IANA time zone. Changes: adds the schedule. Twice: safe; the second call is refused                  with 409 schedule_exists."
+            }
+            ToolName::PauseSchedule => {
+                "Pauses a schedule: its ticks stop firing. Changes: the schedule is paused. Twice: safe."
+            }
+            ToolName::ResumeSchedule => {
+                "Resumes a paused schedule from its next tick (ticks of the pause do not fire).                  Changes: the schedule runs again. Twice: safe."
+            }
+            ToolName::TriggerSchedule => {
+                "Fires a schedule once now, outside its pattern (its task is enqueued; no tick is                  used up) and returns the task_id. Changes: creates a task. Twice: creates a                  second task."
             }
         }
     }
@@ -253,6 +292,23 @@ impl ToolName {
             ToolName::GetIssueContext => {
                 (json!({ "issue_id": { "type": "string", "description": "the CWOM Issue's id" } }), &["issue_id"])
             }
+            ToolName::ListSchedules => (json!({}), &[]),
+            ToolName::CreateSchedule => (
+                json!({
+                    "name": { "type": "string", "description": "unique, [A-Za-z0-9_.-]{1,128}" },
+                    "cron": { "type": "string", "description": "5 fields, 6 with seconds first, or @hourly, @daily, @weekly, @monthly" },
+                    "timezone": { "type": "string", "description": "IANA time zone (default UTC)" },
+                    "task": { "type": "object", "description": "the enqueue body each tick uses (type, payload, queue, ...; no run_at or idempotency_key)" },
+                    "catch_up": { "type": "string", "enum": ["skip", "latest", "all"], "description": "missed ticks after downtime (default latest)" },
+                    "catch_up_window_s": { "type": "integer", "minimum": 0, "description": "default 3600" },
+                    "overlap": { "type": "string", "enum": ["allow", "skip", "buffer_one", "cancel_other"], "description": "while the previous fire is queued or running (default skip)" },
+                    "paused": { "type": "boolean" }
+                }),
+                &["name", "cron", "task"],
+            ),
+            ToolName::PauseSchedule | ToolName::ResumeSchedule | ToolName::TriggerSchedule => {
+                (json!({ "name": { "type": "string", "description": "the schedule's name" } }), &["name"])
+            }
         };
         json!({
             "type": "object",
@@ -283,12 +339,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_read_only_is_the_four_readers() {
+    fn names_round_trip_and_read_only_is_the_five_readers() {
         for tool in ToolName::ALL {
             assert_eq!(ToolName::parse(tool.name()), Some(tool));
         }
         let read_only: Vec<&str> = ToolName::ALL.iter().filter(|t| t.is_read_only()).map(|t| t.name()).collect();
-        assert_eq!(read_only, ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context"]);
+        assert_eq!(
+            read_only,
+            ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context", "jct_list_schedules"]
+        );
         assert_eq!(ToolName::parse("jct_nothing"), None);
     }
 

@@ -43,3 +43,14 @@ pub enum RetryError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Why a schedule operation changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("a schedule named {0:?} already exists")]
+    Exists(String),
+    #[error("no schedule named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -5,6 +5,8 @@
 //! - [`TaskStore`] (`tasks.rs`): enqueue, claim, heartbeat, finish, release, cancel, list…;
 //! - [`CwomStore`] (`cwom.rs`): create, read, list and update work objects;
 //! - [`WorkerStore`] (`workers.rs`): the registry of remote workers;
+//! - [`ScheduleStore`] (`schedules.rs`): schedules, and the transaction that fires a tick
+//!   exactly once;
 //! - [`Listener`] (`listener.rs`, optional): turns the database's notifications into
 //!   wake-ups; PostgreSQL has one (LISTEN/NOTIFY), SQLite none (the worker polls).
 //!
@@ -30,14 +32,16 @@ pub(crate) mod cwom_mapping;
 pub mod error;
 pub mod listener;
 pub mod postgres;
+pub mod schedules;
 pub mod sqlite;
 pub mod tasks;
 pub mod workers;
 
 pub use cwom::{Change, CwomStore};
-pub use error::{CancelError, EnqueueError, RetryError, StoreError, StoreErrorKind, StoreResult};
+pub use error::{CancelError, EnqueueError, RetryError, ScheduleError, StoreError, StoreErrorKind, StoreResult};
 pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;
+pub use schedules::{FireParams, Fired, ScheduleStore};
 pub use sqlite::SqliteStore;
 pub use tasks::{
     AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState, MaintenanceStore,
@@ -52,6 +56,7 @@ pub struct Backend {
     tasks: Arc<dyn TaskStore>,
     cwom: Arc<dyn CwomStore>,
     workers: Arc<dyn WorkerStore>,
+    schedules: Arc<dyn ScheduleStore>,
     listener: Option<Arc<dyn Listener>>,
 }
 
@@ -69,6 +74,7 @@ impl Backend {
         Backend {
             tasks: Arc::new(db.clone()),
             cwom: Arc::new(sqlite::SqliteCwom::new(db.clone())),
+            schedules: Arc::new(db.clone()),
             workers: Arc::new(db),
             listener: None,
         }
@@ -80,6 +86,7 @@ impl Backend {
             tasks: Arc::new(db.clone()),
             cwom: Arc::new(postgres::PgCwom::new(db.clone())),
             listener: Some(Arc::new(postgres::PgListener::new(db.url()))),
+            schedules: Arc::new(db.clone()),
             workers: Arc::new(db),
         }
     }
@@ -97,6 +104,11 @@ impl Backend {
     /// The worker registry on this database.
     pub fn workers(&self) -> Arc<dyn WorkerStore> {
         self.workers.clone()
+    }
+
+    /// The schedules on this database.
+    pub fn schedules(&self) -> Arc<dyn ScheduleStore> {
+        self.schedules.clone()
     }
 
     /// The database's notification listener, when it has one.

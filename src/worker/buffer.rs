@@ -103,6 +103,8 @@ mod tests {
             started_at: Some(now),
             finished_at: None,
             cwom_issue_id: None,
+            schedule_name: None,
+            scheduled_for: None,
         }
     }
 

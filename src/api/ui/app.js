@@ -63,6 +63,24 @@
     });
   });
 
+  // Pause, resume and trigger buttons on the schedules page.
+  document.querySelectorAll("button[data-schedule-action]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const action = button.dataset.scheduleAction;
+      const name = button.dataset.name;
+      button.disabled = true;
+      try {
+        const r = await api("POST", "schedules/" + encodeURIComponent(name) + "/" + action);
+        flash(action === "trigger" ? "Fired " + name + ": task " + r.task_id + "." :
+          "Schedule " + name + (action === "pause" ? " paused." : " resumed."), false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        flash(e.message, true);
+        button.disabled = false;
+      }
+    });
+  });
+
   // Bulk actions on the tasks page: the checked rows, or every task matching the filter
   // (that one asks for a second click to confirm).
   const selectAll = document.getElementById("select-all");

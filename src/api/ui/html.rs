@@ -77,6 +77,7 @@ pub enum Nav {
     Overview,
     Tasks,
     Workers,
+    Schedules,
     None,
 }
 
@@ -119,7 +120,7 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, data: &str, body: &str) ->
 <link rel=\"stylesheet\" href=\"{root}ui/assets/app.css\">\
 <script src=\"{root}ui/assets/app.js\" defer></script></head>\
 <body data-root=\"{root}\" data-csrf=\"{csrf}\" data-writable=\"{writable}\"{data}>\
-<header><nav><strong class=\"brand\">JCT</strong>{o}{t}{w}{mode}</nav>{logout}</header>\
+<header><nav><strong class=\"brand\">JCT</strong>{o}{t}{w}{s}{mode}</nav>{logout}</header>\
 <div id=\"flash\" role=\"status\"></div>\
 <main>{body}</main></body></html>",
         title = esc(title),
@@ -127,6 +128,7 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, data: &str, body: &str) ->
         o = link(Nav::Overview, "ui", "Overview"),
         t = link(Nav::Tasks, "ui/tasks", "Tasks"),
         w = link(Nav::Workers, "ui/workers", "Workers"),
+        s = link(Nav::Schedules, "ui/schedules", "Schedules"),
     )
 }
 

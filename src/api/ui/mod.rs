@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `mod.rs` | the routes, the login and logout, the HTTP shape of a page (headers, status) |
 //! | `html.rs` | escaping, the page frame, formatters |
-//! | `pages.rs` | the views: overview, tasks, task, workers, issue |
+//! | `pages.rs` | the views: overview, tasks, task, workers, schedules, issue |
 //! | `app.js`, `app.css` | live log tail, actions (cancel, retry, bulk, enqueue), looks |
 //!
 //! Pages read through the same services as the API and change nothing themselves: every
@@ -120,6 +120,7 @@ async fn page(
         ["tasks"] => pages::tasks(&ctx, &state, &query).await,
         ["tasks", id] => pages::task(&ctx, &state, id).await,
         ["workers"] => pages::workers(&ctx, &state).await,
+        ["schedules"] => pages::schedules(&ctx, &state).await,
         ["issues", id] => pages::issue(&ctx, &state, id).await,
         _ => Err((StatusCode::NOT_FOUND, "No such page.".into())),
     };

@@ -682,3 +682,69 @@ fn artifact_href(root: &str, uri: &str, task: Option<&str>) -> String {
 fn details(summary: &str, v: &Value) -> String {
     format!("<details><summary>{}</summary><pre>{}</pre></details>", esc(summary), json_pre(v))
 }
+
+/// `/ui/schedules`: every schedule with its pattern in words, time zone, next fires and
+/// last fire (linking its task), and pause/resume/trigger buttons for the full key.
+pub async fn schedules(ctx: &Ctx, state: &ApiState) -> PageResult {
+    let now = Utc::now();
+    let root = &ctx.root;
+    let all = state.schedules.list().await.map_err(failed)?;
+    let mut rows = String::new();
+    for s in &all {
+        let spec = &s.spec;
+        let name = esc(&spec.name);
+        let upcoming = if spec.paused {
+            "<span class=\"muted\">paused</span>".to_string()
+        } else {
+            spec.timing
+                .upcoming(now.max(s.fired_through), 3)
+                .iter()
+                .map(|t| format!("<span class=\"mono\">{}</span>", esc(&time(t))))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let last = match (&s.last_fired_at, &s.last_task_id) {
+            (Some(at), Some(id)) => format!(
+                "<span title=\"{t}\">{ago} ago</span><br><a class=\"mono\" href=\"{root}ui/tasks/{id}\">{short}</a>",
+                t = esc(&time(at)),
+                ago = esc(&age(at, now)),
+                id = esc(&id.to_string()),
+                short = esc(&id.to_string()[..13]),
+            ),
+            _ => "<span class=\"muted\">never</span>".to_string(),
+        };
+        let buttons = if ctx.writable() {
+            let toggle = if spec.paused { "resume" } else { "pause" };
+            let label = if spec.paused { "Resume" } else { "Pause" };
+            format!(
+                "<button type=\"button\" data-schedule-action=\"{toggle}\" data-name=\"{name}\">{label}</button> \
+                 <button type=\"button\" data-schedule-action=\"trigger\" data-name=\"{name}\">Trigger now</button>"
+            )
+        } else {
+            String::new()
+        };
+        rows.push_str(&format!(
+            "<tr class=\"schedule\" data-name=\"{name}\"><td>{name}{badge}</td><td><span class=\"mono\">{cron}</span><br>\
+<small>{words}</small></td><td>{zone}</td><td>{task}</td><td>{policies}</td><td>{upcoming}</td><td>{last}</td><td>{buttons}</td></tr>",
+            badge = if spec.paused { " <span class=\"badge paused\">paused</span>" } else { "" },
+            cron = esc(spec.timing.cron.as_str()),
+            words = esc(&spec.timing.cron.describe()),
+            zone = esc(spec.timing.zone.name()),
+            task = esc(&spec.task.task_type),
+            policies = esc(&format!(
+                "catch-up {} ({} s), overlap {}",
+                spec.catch_up, spec.catch_up_window_s, spec.overlap
+            )),
+        ));
+    }
+    if rows.is_empty() {
+        rows =
+            "<tr><td colspan=\"8\" class=\"muted\">No schedule yet (POST /schedules, or JCT_SCHEDULES_FILE).</td></tr>"
+                .into();
+    }
+    let body = format!(
+        "<h1>Schedules</h1><table id=\"schedules\"><thead><tr><th>Name</th><th>Cron</th><th>Time zone</th><th>Task</th>\
+<th>Policies</th><th>Next fires</th><th>Last fire</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+    );
+    Ok(html::page(&ctx.frame(), "Schedules", Nav::Schedules, "", &body))
+}

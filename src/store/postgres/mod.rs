@@ -30,6 +30,7 @@ mod cwom;
 mod ends;
 mod intake;
 mod listener;
+mod schedules;
 mod tasks;
 mod workers;
 

@@ -35,7 +35,8 @@ crate::store::tasks::task_columns! {
     TimeoutSeconds => "timeout_seconds", IdempotencyKey => "idempotency_key", TraceId => "trace_id",
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
-    FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id",
+    FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
+    ScheduledFor => "scheduled_for",
 }
 
 impl Col {
@@ -49,9 +50,13 @@ impl Col {
             Col::Id => Type::UUID,
             Col::Payload | Col::Result => Type::JSONB,
             Col::Priority | Col::Attempts | Col::MaxAttempts | Col::TimeoutSeconds => Type::INT4,
-            Col::RunAt | Col::LockedUntil | Col::CreatedAt | Col::UpdatedAt | Col::StartedAt | Col::FinishedAt => {
-                Type::TIMESTAMPTZ
-            }
+            Col::RunAt
+            | Col::LockedUntil
+            | Col::CreatedAt
+            | Col::UpdatedAt
+            | Col::StartedAt
+            | Col::FinishedAt
+            | Col::ScheduledFor => Type::TIMESTAMPTZ,
             _ => Type::TEXT,
         }
     }
@@ -80,6 +85,9 @@ fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Ve
     if let Some(i) = &filter.cwom_issue_id {
         add("cwom_issue_id =", Box::new(i.clone()), &mut params);
     }
+    if let Some(s) = &filter.schedule_name {
+        add("schedule_name =", Box::new(s.clone()), &mut params);
+    }
     if let Some(before) = filter.before {
         add("id <", Box::new(before.0), &mut params);
     }
@@ -98,7 +106,7 @@ fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Ve
 }
 
 /// The columns an enqueue writes; the table's defaults fill the rest.
-pub(super) const INSERTED: [Col; 11] = [
+pub(super) const INSERTED: [Col; 13] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -110,12 +118,14 @@ pub(super) const INSERTED: [Col; 11] = [
     Col::IdempotencyKey,
     Col::TraceId,
     Col::CwomIssueId,
+    Col::ScheduleName,
+    Col::ScheduledFor,
 ];
 
 /// The inserted columns a batch sends through COPY: those whose every value is known
 /// without the database. `run_at` is left to the column default (`now()` by the database
 /// clock), and a batch with idempotency keys needs `ON CONFLICT`, so it takes the INSERT.
-const COPIED: [Col; 9] = [
+const COPIED: [Col; 11] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -125,6 +135,8 @@ const COPIED: [Col; 9] = [
     Col::TimeoutSeconds,
     Col::TraceId,
     Col::CwomIssueId,
+    Col::ScheduleName,
+    Col::ScheduledFor,
 ];
 
 /// Inserts rows from one array per [`INSERTED`] column; the caller appends its RETURNING.
@@ -167,6 +179,8 @@ fn value(t: &NewTask, col: Col) -> &(dyn ToSql + Sync) {
         Col::IdempotencyKey => &t.idempotency_key,
         Col::TraceId => &t.trace_id,
         Col::CwomIssueId => &t.cwom_issue_id,
+        Col::ScheduleName => &t.schedule_name,
+        Col::ScheduledFor => &t.scheduled_for,
         other => unreachable!("{other:?} is not inserted"),
     }
 }
@@ -199,6 +213,8 @@ impl<'a> Columns<'a> {
                 Col::IdempotencyKey => array(tasks, |t| t.idempotency_key.as_deref()),
                 Col::TraceId => array(tasks, |t| t.trace_id.as_deref()),
                 Col::CwomIssueId => array(tasks, |t| t.cwom_issue_id.as_deref()),
+                Col::ScheduleName => array(tasks, |t| t.schedule_name.as_deref()),
+                Col::ScheduledFor => array(tasks, |t| t.scheduled_for),
                 other => unreachable!("{other:?} is not inserted"),
             })
             .collect();
@@ -241,6 +257,8 @@ pub(super) fn task_from_row(row: &Row) -> StoreResult<Task> {
         started_at: get(row, Col::StartedAt)?,
         finished_at: get(row, Col::FinishedAt)?,
         cwom_issue_id: get(row, Col::CwomIssueId)?,
+        schedule_name: get(row, Col::ScheduleName)?,
+        scheduled_for: get(row, Col::ScheduledFor)?,
     })
 }
 

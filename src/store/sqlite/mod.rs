@@ -20,6 +20,7 @@ use super::error::{StoreError, StoreResult};
 use crate::tunables::{SQLITE_BUSY_TIMEOUT, SQLITE_MIGRATE_RETRY, SQLITE_MIGRATE_TRIES};
 
 mod cwom;
+mod schedules;
 mod tasks;
 mod workers;
 

@@ -23,7 +23,8 @@ crate::store::tasks::task_columns! {
     TimeoutSeconds => "timeout_seconds", IdempotencyKey => "idempotency_key", TraceId => "trace_id",
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
-    FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id",
+    FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
+    ScheduledFor => "scheduled_for",
 }
 
 impl Col {
@@ -33,7 +34,7 @@ impl Col {
 }
 
 /// The columns an enqueue writes; the table's defaults fill the rest.
-const INSERTED: [Col; 13] = [
+const INSERTED: [Col; 15] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -47,6 +48,8 @@ const INSERTED: [Col; 13] = [
     Col::CreatedAt,
     Col::UpdatedAt,
     Col::CwomIssueId,
+    Col::ScheduleName,
+    Col::ScheduledFor,
 ];
 
 /// Inserts one task; a used idempotency key makes it insert nothing.
@@ -68,6 +71,7 @@ struct InsertRow<'a> {
     payload: String,
     run_at: i64,
     now: i64,
+    scheduled_for: Option<i64>,
 }
 
 impl<'a> InsertRow<'a> {
@@ -78,6 +82,7 @@ impl<'a> InsertRow<'a> {
             payload: task.payload.to_string(),
             run_at: task.run_at.map(micros).unwrap_or(now),
             now,
+            scheduled_for: task.scheduled_for.map(micros),
         }
     }
 
@@ -96,6 +101,8 @@ impl<'a> InsertRow<'a> {
             Col::TraceId => &t.trace_id,
             Col::CreatedAt | Col::UpdatedAt => &self.now,
             Col::CwomIssueId => &t.cwom_issue_id,
+            Col::ScheduleName => &t.schedule_name,
+            Col::ScheduledFor => &self.scheduled_for,
             other => unreachable!("{other:?} is not inserted"),
         }
     }
@@ -103,6 +110,12 @@ impl<'a> InsertRow<'a> {
     fn params(&self) -> [&dyn rusqlite::ToSql; INSERTED.len()] {
         INSERTED.map(|c| self.value(c))
     }
+}
+
+/// Inserts one task inside the caller's transaction (a schedule's fire).
+pub(super) fn insert_task(conn: &Connection, task: &NewTask, now: i64) -> StoreResult<()> {
+    conn.prepare_cached(&INSERT).map_err(sql_err)?.execute(InsertRow::new(task, now).params()).map_err(sql_err)?;
+    Ok(())
 }
 
 fn ts_col(row: &Row, col: Col) -> rusqlite::Result<DateTime<Utc>> {
@@ -150,6 +163,8 @@ fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
         started_at: opt_ts_col(row, Col::StartedAt)?,
         finished_at: opt_ts_col(row, Col::FinishedAt)?,
         cwom_issue_id: row.get(get(Col::CwomIssueId))?,
+        schedule_name: row.get(get(Col::ScheduleName))?,
+        scheduled_for: opt_ts_col(row, Col::ScheduledFor)?,
     })
 }
 
@@ -185,6 +200,9 @@ fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Ve
     }
     if let Some(i) = &filter.cwom_issue_id {
         add("cwom_issue_id =", V::Text(i.clone()));
+    }
+    if let Some(s) = &filter.schedule_name {
+        add("schedule_name =", V::Text(s.clone()));
     }
     if let Some(before) = filter.before {
         add("id <", V::Text(before.to_string()));
