@@ -44,8 +44,46 @@ fn schedule_from_row(row: &Row) -> StoreResult<Schedule> {
     })
 }
 
-fn spec_params(spec: &ScheduleSpec) -> (serde_json::Value, i32) {
-    (serde_json::to_value(&spec.task).unwrap_or_default(), spec.catch_up_window_s as i32)
+/// A spec as the values of `name, cron, timezone, task, catch_up, catch_up_window_s, overlap,
+/// paused, source`: `$1`..`$9` of both the insert and the replace.
+struct SpecValues<'a> {
+    spec: &'a ScheduleSpec,
+    cron: &'a str,
+    zone: &'a str,
+    task: serde_json::Value,
+    catch_up: &'a str,
+    window: i32,
+    overlap: &'a str,
+    source: &'a str,
+}
+
+impl<'a> SpecValues<'a> {
+    fn of(spec: &'a ScheduleSpec, source: Source) -> Self {
+        SpecValues {
+            spec,
+            cron: spec.timing.cron.as_str(),
+            zone: spec.timing.zone.name(),
+            task: serde_json::to_value(&spec.task).unwrap_or_default(),
+            catch_up: spec.catch_up.as_str(),
+            window: spec.catch_up_window_s as i32,
+            overlap: spec.overlap.as_str(),
+            source: source.as_str(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.spec.name,
+            &self.cron,
+            &self.zone,
+            &self.task,
+            &self.catch_up,
+            &self.window,
+            &self.overlap,
+            &self.spec.paused,
+            &self.source,
+        ]
+    }
 }
 
 /// Inserts one task inside `tx`; answers its id.
@@ -82,7 +120,7 @@ async fn record_fired(
 impl ScheduleStore for PgStore {
     async fn create_schedule(&self, spec: &ScheduleSpec, source: Source) -> Result<Schedule, ScheduleError> {
         let client = self.client().await?;
-        let (task, window) = spec_params(spec);
+        let values = SpecValues::of(spec, source);
         let row = client
             .query_opt(
                 &format!(
@@ -91,17 +129,7 @@ impl ScheduleStore for PgStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
                      ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
                 ),
-                &[
-                    &spec.name,
-                    &spec.timing.cron.as_str(),
-                    &spec.timing.zone.name(),
-                    &task,
-                    &spec.catch_up.as_str(),
-                    &window,
-                    &spec.overlap.as_str(),
-                    &spec.paused,
-                    &source.as_str(),
-                ],
+                &values.params(),
             )
             .await
             .map_err(pg_err)?;
@@ -129,7 +157,7 @@ impl ScheduleStore for PgStore {
 
     async fn replace_schedule(&self, spec: &ScheduleSpec, source: Source) -> Result<Schedule, ScheduleError> {
         let client = self.client().await?;
-        let (task, window) = spec_params(spec);
+        let values = SpecValues::of(spec, source);
         // clock_timestamp(): a replace in the same transaction as its read still gets a
         // version of its own.
         let row = client
@@ -140,17 +168,7 @@ impl ScheduleStore for PgStore {
                        updated_at = clock_timestamp(), fired_through = greatest(fired_through, now()) \
                      WHERE name = $1 RETURNING {COLUMNS}"
                 ),
-                &[
-                    &spec.name,
-                    &spec.timing.cron.as_str(),
-                    &spec.timing.zone.name(),
-                    &task,
-                    &spec.catch_up.as_str(),
-                    &window,
-                    &spec.overlap.as_str(),
-                    &spec.paused,
-                    &source.as_str(),
-                ],
+                &values.params(),
             )
             .await
             .map_err(pg_err)?;

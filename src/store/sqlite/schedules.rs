@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::tasks::insert_task;
@@ -196,6 +197,48 @@ fn release_buffered(conn: &mut Connection, name: &str, task: &NewTask) -> Result
     Ok(Some(FireOutcome::Fired { task_id: task.id, cancelled: Vec::new() }))
 }
 
+/// A spec as the values of `name, cron, timezone, task, catch_up, catch_up_window_s, overlap,
+/// paused, source`: `?1`..`?9` of both the insert and the replace (`task` as JSON text).
+struct SpecValues<'a> {
+    spec: &'a ScheduleSpec,
+    cron: &'a str,
+    zone: &'a str,
+    task: &'a str,
+    catch_up: &'a str,
+    overlap: &'a str,
+    source: &'a str,
+}
+
+impl<'a> SpecValues<'a> {
+    fn of(spec: &'a ScheduleSpec, task: &'a str, source: Source) -> Self {
+        SpecValues {
+            spec,
+            cron: spec.timing.cron.as_str(),
+            zone: spec.timing.zone.name(),
+            task,
+            catch_up: spec.catch_up.as_str(),
+            overlap: spec.overlap.as_str(),
+            source: source.as_str(),
+        }
+    }
+
+    /// The nine values, then `last` as `?10`.
+    fn with(&self, last: &'a i64) -> [&dyn ToSql; 10] {
+        [
+            &self.spec.name,
+            &self.cron,
+            &self.zone,
+            &self.task,
+            &self.catch_up,
+            &self.spec.catch_up_window_s,
+            &self.overlap,
+            &self.spec.paused,
+            &self.source,
+            last,
+        ]
+    }
+}
+
 #[async_trait]
 impl ScheduleStore for SqliteStore {
     async fn create_schedule(&self, spec: &ScheduleSpec, source: Source) -> Result<Schedule, ScheduleError> {
@@ -208,18 +251,7 @@ impl ScheduleStore for SqliteStore {
                     "INSERT INTO schedules (name, cron, timezone, task, catch_up, catch_up_window_s, overlap, \
                        paused, source, created_at, updated_at, fired_through) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10) ON CONFLICT (name) DO NOTHING",
-                    params![
-                        spec.name,
-                        spec.timing.cron.as_str(),
-                        spec.timing.zone.name(),
-                        task,
-                        spec.catch_up.as_str(),
-                        spec.catch_up_window_s,
-                        spec.overlap.as_str(),
-                        spec.paused,
-                        source.as_str(),
-                        now
-                    ],
+                    SpecValues::of(&spec, &task, source).with(&now).as_slice(),
                 )
                 .map_err(sql_err)?;
             if n == 0 {
@@ -258,18 +290,7 @@ impl ScheduleStore for SqliteStore {
                 "UPDATE schedules SET cron = ?2, timezone = ?3, task = ?4, catch_up = ?5, catch_up_window_s = ?6, \
                    overlap = ?7, paused = ?8, source = ?9, updated_at = ?10, \
                    fired_through = max(fired_through, ?10) WHERE name = ?1",
-                params![
-                    spec.name,
-                    spec.timing.cron.as_str(),
-                    spec.timing.zone.name(),
-                    task,
-                    spec.catch_up.as_str(),
-                    spec.catch_up_window_s,
-                    spec.overlap.as_str(),
-                    spec.paused,
-                    source.as_str(),
-                    version
-                ],
+                SpecValues::of(&spec, &task, source).with(&version).as_slice(),
             )
             .map_err(sql_err)?;
             let new = get(&tx, &spec.name)?.ok_or_else(|| StoreError::internal("replaced schedule missing"))?;
