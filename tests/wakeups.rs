@@ -5,7 +5,10 @@
 //! sends a few notifications (at most one per chunk statement), not one per row.
 //!
 //! The tests here measure latencies: they take turns (one lock), and the binary runs no
-//! other test beside them.
+//! other test beside them. Each case runs five rounds: the median must be within 50 ms, and
+//! every round within a second. A missed wake-up costs the waiting claim its whole 10 s wait
+//! (the poll is a minute), so the per-round bound still fails on any lost notification, while
+//! one round slowed by a loaded CI machine (seen: 60 ms once) does not fail a correct fleet.
 
 mod support;
 
@@ -16,9 +19,16 @@ use serde_json::{json, Value};
 use support::remote::{call, enqueue, get, post, task, Worker};
 use support::{wait_for, DaemonProcess, PgDb, Spawn};
 
-/// What a wake-up must take at most, from just before the request that frees the task to
-/// the waiting claim's answer.
-const BOUND: Duration = Duration::from_millis(50);
+/// What a wake-up must take at the median of the rounds, from just before the request that
+/// frees the task to the waiting claim's answer.
+const MEDIAN_BOUND: Duration = Duration::from_millis(50);
+
+/// What every single round must stay under: far below the claim's 10 s wait and the 60 s
+/// poll, so only a notification can meet it.
+const ROUND_BOUND: Duration = Duration::from_secs(1);
+
+/// Rounds per case.
+const ROUNDS: usize = 5;
 
 /// One measured test at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -83,9 +93,19 @@ fn assert_woken(what: &str, round: usize, tasks: &[Value], id: &str, latency: Du
     assert_eq!(tasks.len(), 1, "{what}, round {round}: the waiting claim got the task ({latency:?})");
     assert_eq!(tasks[0]["task_id"], id, "{what}, round {round}");
     assert!(
-        latency < BOUND,
-        "{what}, round {round}: the waiting claim answered {latency:?} after the request (bound {BOUND:?})"
+        latency < ROUND_BOUND,
+        "{what}, round {round}: the waiting claim answered {latency:?} after the request (bound {ROUND_BOUND:?}): \
+         it was not woken"
     );
+}
+
+/// The median of the rounds' latencies is within [`MEDIAN_BOUND`].
+fn assert_median(what: &str, mut latencies: Vec<Duration>) {
+    assert_eq!(latencies.len(), ROUNDS, "{what}: every round measured");
+    latencies.sort();
+    let median = latencies[ROUNDS / 2];
+    eprintln!("{what}: median {median:?} over {ROUNDS} rounds ({latencies:?})");
+    assert!(median < MEDIAN_BOUND, "{what}: median wake-up {median:?} over {latencies:?} (bound {MEDIAN_BOUND:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +114,8 @@ async fn a_task_retried_through_a_wakes_a_claim_waiting_on_b() {
     let fleet = Fleet::start().await;
     let (a, b) = (fleet.a.url(""), fleet.b.url(""));
     let w = Worker::register(&a, &["echo"], 1).await;
-    for round in 0..5 {
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
         let id = enqueue(&a, json!({ "type": "echo", "max_attempts": 1 })).await;
         let first = w.claim(1, 2_000).await;
         assert_eq!(first.len(), 1, "round {round}");
@@ -106,9 +127,11 @@ async fn a_task_retried_through_a_wakes_a_claim_waiting_on_b() {
         })
         .await;
         assert_woken("retry through A, claim on B", round, &tasks, &id, latency);
+        latencies.push(latency);
         let (status, body) = through(&w, &b).op(&tasks[0], "complete", json!({})).await;
         assert_eq!(status, 200, "{body}");
     }
+    assert_median("retry through A, claim on B", latencies);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,7 +141,8 @@ async fn a_task_released_through_b_wakes_a_claim_waiting_on_a() {
     let (a, b) = (fleet.a.url(""), fleet.b.url(""));
     let w1 = Worker::register(&b, &["echo"], 1).await;
     let w2 = Worker::register(&a, &["echo"], 1).await;
-    for round in 0..3 {
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
         let id = enqueue(&a, json!({ "type": "echo" })).await;
         let held = w1.claim(1, 2_000).await;
         assert_eq!(held.len(), 1, "round {round}");
@@ -128,9 +152,11 @@ async fn a_task_released_through_b_wakes_a_claim_waiting_on_a() {
         })
         .await;
         assert_woken("release through B, claim on A", round, &tasks, &id, latency);
+        latencies.push(latency);
         let (status, body) = w2.op(&tasks[0], "complete", json!({})).await;
         assert_eq!(status, 200, "{body}");
     }
+    assert_median("release through B, claim on A", latencies);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -139,7 +165,8 @@ async fn a_deregistered_workers_task_wakes_a_claim_waiting_on_the_other_daemon()
     let fleet = Fleet::start().await;
     let (a, b) = (fleet.a.url(""), fleet.b.url(""));
     let w2 = Worker::register(&a, &["echo"], 1).await;
-    for round in 0..3 {
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
         let w1 = Worker::register(&b, &["echo"], 1).await;
         let id = enqueue(&a, json!({ "type": "echo" })).await;
         assert_eq!(w1.claim(1, 2_000).await.len(), 1, "round {round}");
@@ -149,10 +176,12 @@ async fn a_deregistered_workers_task_wakes_a_claim_waiting_on_the_other_daemon()
         })
         .await;
         assert_woken("deregister through B, claim on A", round, &tasks, &id, latency);
+        latencies.push(latency);
         let (status, body) = w2.op(&tasks[0], "complete", json!({})).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(task(&a, &id).await["status"], "completed");
     }
+    assert_median("deregister through B, claim on A", latencies);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
