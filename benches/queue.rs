@@ -121,6 +121,10 @@ async fn measure(bench: &Bench) -> Report {
         report.results.push(run_scenario(bench, scenario).await);
     }
     progress!("all scenarios done in {:.0} s", started.elapsed().as_secs_f64());
+    let baseline = report.results.iter().find(|r| r.scenario == Scenario::DrainNoTrace).and_then(|r| r.median_rate());
+    for r in &mut report.results {
+        r.baseline = baseline;
+    }
     report
 }
 
@@ -187,5 +191,6 @@ fn describe(sample: Sample) -> String {
     match sample {
         Sample::Rate(rate) => format!("{rate:.0} tasks/s"),
         Sample::Latency { p50, p99 } => format!("p50 {p50:.3} ms, p99 {p99:.3} ms"),
+        Sample::Percent(percent) => format!("{percent:.1}%"),
     }
 }

@@ -98,6 +98,11 @@ impl Client {
         self.json(reqwest::Method::POST, path, Some(body), Duration::ZERO).await
     }
 
+    /// `PUT path` with a JSON body, a JSON answer.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(reqwest::Method::PUT, path, Some(body), Duration::ZERO).await
+    }
+
     /// `POST path` for a call the server may hold open for `wait` (a long-poll claim).
     pub async fn post_json_waiting(&self, path: &str, body: &Value, wait: Duration) -> Result<Value, ClientError> {
         self.json(reqwest::Method::POST, path, Some(body), wait).await

@@ -164,6 +164,8 @@ pub async fn start_with(
     let cwom = Cwom::new(backend.cwom());
     let metrics = Arc::new(Metrics::new());
     let wake = Fanout::new();
+    // A store without a listener (SQLite) announces freed slots of limited queues here.
+    backend.wake_locally(wake.sink());
     let mut parts = Vec::new();
 
     // Trace folders are written by whoever runs attempts: the in-process worker, and the
@@ -244,6 +246,7 @@ pub async fn start_with(
             store: store.clone(),
             intake,
             schedules,
+            queues: Arc::new(crate::queues::Queues::new(backend.queues(), wake.clone())),
             control: Arc::new(Control::new(store.clone(), wake.clone())),
             remote,
             trace,

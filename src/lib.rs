@@ -5,9 +5,9 @@
 //! # Layout
 //!
 //! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
-//! `maintenance`, `scheduling`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
+//! `maintenance`, `scheduling`, `queues`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
 //! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
-//! `registration`, `cwom`, `schedule`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
+//! `registration`, `cwom`, `schedule`, `queue`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
 //! reach a store. A module's layer is its top-level module's; `tests/module_graph.rs` fails
@@ -19,17 +19,19 @@
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
 //! | [`schedule`] | schedules as data: the cron pattern (croner) in an IANA zone (chrono-tz), next fires and `upcoming` with the DST rules, the catch-up decision ([`schedule::Timing::due`]), [`schedule::CatchUp`], [`schedule::Overlap`], the validated [`schedule::ScheduleSpec`] (errors name the field) and the schedules file format |
+//! | [`queue`] | queue controls as data: [`queue::QueueSettings`] (pause, `concurrency`, `key_concurrency`, [`queue::Rate`]), the validated [`queue::SettingsChange`] of a `PUT` (absent keeps, `null` removes; errors name the field), [`queue::QueueView`] |
 //! | [`lease`] | the one fence of an attempt: [`lease::LeaseToken`] (holder and attempt) and [`lease::Held`] (a task's attempt) |
 //! | [`registration`] | remote workers as data: the registration and its stored record |
 //! | [`failure`] | [`failure::StoreError`], a database failure as data (below the store, so models can carry it) |
 //! | [`storable`] | what both stores can hold (no NUL in any string or key, times in years 0001–9999 to the microsecond, printable header values): asked by every intake before anything is written; errors name the field or a JSON pointer |
 //! | [`fields`] | the one parser of request bodies: JSON into a request type, naming the failing field by its path (`serde_path_to_error`) |
 //! | [`url`] | percent-encoding of URL parts (the dashboard's links, the MCP server's request paths) and the decoder of path segments |
-//! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::ScheduleStore`] (schedules and the one transaction that fires a tick exactly once: `schedule_fires` key, overlap policy, task), [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
+//! | [`store`] | five traits of domain operations on tasks ([`store::IntakeStore`], [`store::AttemptStore`], [`store::OperatorStore`], [`store::TaskReads`], [`store::MaintenanceStore`]; [`store::TaskStore`] is all five), [`store::CwomStore`], [`store::WorkerStore`], [`store::ScheduleStore`] (schedules and the one transaction that fires a tick exactly once: `schedule_fires` key, overlap policy, task), [`store::QueueStore`] (queue settings and counts; the limits themselves are enforced inside [`store::AttemptStore::claim`] by each driver's `queues.rs`: the fast claim leaves controlled queues out, a limited queue is claimed from under its row's lock), [`store::Listener`], and their errors (`store/error.rs`); a driver per database (`store/sqlite/`, `store/postgres/`, each with `tasks.rs`, `workers.rs`, `cwom.rs`, and on PostgreSQL `intake.rs` and `ends.rs` coalescing concurrent enqueues and ends, `listener.rs` the LISTEN connection) owning all of its SQL and its migrations (`migrations/<dialect>/`); [`store::Backend`] is the open database |
 //! | [`cwom`] | the canonical work object model (Repo … Artifact) as data: `types`, `requests` (validation), `error` |
 //! | [`cwom_service`] | [`cwom_service::Cwom`], the CWOM service the API and the attempt lifecycle call |
 //! | [`intake`] | the one way work enters: [`intake::Intake`] checks types ([`intake::TaskTypes`]), admission, CWOM links and batch keys, writes, wakes and counts; [`intake::IntakeError`] its refusals |
 //! | [`scheduling`] | [`scheduling::Schedules`], the schedules service: create, replace, pause, resume, delete, trigger, the schedules file; every fire through [`intake::Intake::fire`] |
+//! | [`queues`] | [`queues::Queues`], the queue controls service: list, get, change limits, pause, resume; wakes this process (PostgreSQL also notifies the fleet in the change's transaction) |
 //! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks |
 //! | [`wakeups`] | [`wakeups::Fanout`], the one wake-up fan-out: fed by the listener, the intake and every freeing state change; read by the producer and waiting long-polls; cancels to the in-process worker |
 //! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table); and `ticker`, the schedule ticker, on every daemon (sleeps until the next tick of any schedule) |
@@ -68,6 +70,8 @@
 //! maintenance ticker (every daemon) ─ Schedules::fire ─▶ intake::Intake::fire ─▶ ScheduleStore::fire
 //!            (schedule_fires key + overlap + INSERT tasks, one transaction) ─(trigger NOTIFY)─▶ Listener
 //! POST /schedules… ─▶ api/schedules ─▶ scheduling::Schedules ─▶ ScheduleStore (wakes this daemon's ticker)
+//! PUT /queues/{name}, pause, resume ─▶ api/queues ─▶ queues::Queues ─▶ QueueStore ─(NOTIFY)─▶ every claimer
+//! end of a task claimed under a limit ─(tasks_notify_slot_freed trigger; SQLite: in process)─▶ wakeups::Fanout
 //!
 //! HTTP worker ─ POST /tasks/claim ─▶ api/workers ─▶ remote::Remote::claim ─ AttemptStore::claim (types, queues)
 //!             ↳ waits on wakeups::Fanout ─▶ Lifecycle::begin ─▶ lease_token
@@ -138,6 +142,8 @@ pub mod logging;
 pub mod maintenance;
 pub mod mcp;
 pub mod metrics;
+pub mod queue;
+pub mod queues;
 pub mod registration;
 pub mod remote;
 pub mod schedule;

@@ -1,9 +1,11 @@
 //! Metrics: what `GET /metrics` exposes, in the Prometheus/OpenMetrics text format.
 //!
 //! Counters and histograms are updated where things happen (the API counts enqueues, the
-//! executor counts ends and times runs); the task counts by status are read from the
-//! store when scraped, at most every [`STATUS_COUNTS_TTL`], so a busy scraper costs one cheap
-//! query a few seconds.
+//! executor counts ends and times runs); the task counts by status and the per-queue
+//! gauges (running, concurrency limit, paused) are read from the store when scraped, at
+//! most every [`STATUS_COUNTS_TTL`], so a busy scraper costs a few cheap queries every few
+//! seconds. The queue gauges come from the store, not from this process's own changes, so
+//! every daemon reports the same values whichever daemon paused or limited the queue.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::queue::QueueView;
 use crate::task::TaskStatus;
 use crate::tunables::STATUS_COUNTS_TTL;
 
@@ -26,6 +29,11 @@ pub struct TypeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
 }
 
 fn by_type(task_type: &str) -> TypeLabel {
@@ -44,6 +52,9 @@ pub struct Metrics {
     tasks: Family<StatusLabel, Gauge>,
     queued: Family<TypeLabel, Gauge>,
     listener_connected: Gauge,
+    queue_running: Family<QueueLabel, Gauge>,
+    queue_concurrency_limit: Family<QueueLabel, Gauge>,
+    queue_paused: Family<QueueLabel, Gauge>,
     status_read_at: Mutex<Option<Instant>>,
 }
 
@@ -70,6 +81,9 @@ impl Metrics {
         let tasks = Family::<StatusLabel, Gauge>::default();
         let queued = Family::<TypeLabel, Gauge>::default();
         let listener_connected = Gauge::default();
+        let queue_running = Family::<QueueLabel, Gauge>::default();
+        let queue_concurrency_limit = Family::<QueueLabel, Gauge>::default();
+        let queue_paused = Family::<QueueLabel, Gauge>::default();
         registry.register("tasks_enqueued", "Tasks enqueued through the API", enqueued.clone());
         registry.register("tasks_completed", "Tasks completed", completed.clone());
         registry.register("tasks_failed", "Tasks failed for good (attempts used up or unknown type)", failed.clone());
@@ -87,6 +101,17 @@ impl Metrics {
             "1 when the PostgreSQL LISTEN connection is up",
             listener_connected.clone(),
         );
+        registry.register(
+            "queue_running",
+            "Running tasks by queue (every queue with a setting or a live task)",
+            queue_running.clone(),
+        );
+        registry.register(
+            "queue_concurrency_limit",
+            "A queue's concurrency limit; no series for a queue without one",
+            queue_concurrency_limit.clone(),
+        );
+        registry.register("queue_paused", "1 while a queue is paused, else 0", queue_paused.clone());
         Metrics {
             registry,
             enqueued,
@@ -98,6 +123,9 @@ impl Metrics {
             tasks,
             queued,
             listener_connected,
+            queue_running,
+            queue_concurrency_limit,
+            queue_paused,
             status_read_at: Mutex::new(None),
         }
     }
@@ -158,6 +186,28 @@ impl Metrics {
         }
     }
 
+    /// The per-queue gauges from the queues as listed now; queues no longer listed (no
+    /// setting, no live task) disappear.
+    ///
+    /// A queue without a concurrency limit has no `jct_queue_concurrency_limit` series at
+    /// all, rather than NaN or a sentinel: that is how Prometheus says "not applicable".
+    /// `jct_queue_running / jct_queue_concurrency_limit` then yields a ratio for exactly the
+    /// limited queues, `absent()` and `unless` work as expected, and no alert compares
+    /// against a NaN that is never equal to anything.
+    pub fn set_queues(&self, queues: &[QueueView]) {
+        self.queue_running.clear();
+        self.queue_concurrency_limit.clear();
+        self.queue_paused.clear();
+        for q in queues {
+            let label = QueueLabel { queue: q.name.clone() };
+            self.queue_running.get_or_create(&label).set(q.counts.running);
+            self.queue_paused.get_or_create(&label).set(q.settings.paused as i64);
+            if let Some(limit) = q.settings.concurrency {
+                self.queue_concurrency_limit.get_or_create(&label).set(limit);
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -186,5 +236,31 @@ mod tests {
         assert!(text.contains("jct_tasks{status=\"running\"} 0"), "{text}");
         assert!(text.contains("jct_task_run_seconds_count{task_type=\"echo\"} 1"), "{text}");
         assert!(m.status_counts_due() && !m.status_counts_due(), "the second scrape reuses the counts");
+    }
+
+    #[test]
+    fn queue_gauges_follow_the_last_listing_and_omit_missing_limits() {
+        use crate::queue::{QueueCounts, QueueSettings};
+        let m = Metrics::new();
+        let view = |name: &str, paused, concurrency, running| QueueView {
+            name: name.into(),
+            settings: QueueSettings { paused, concurrency, ..QueueSettings::default() },
+            counts: QueueCounts { running, ..QueueCounts::default() },
+        };
+        m.set_queues(&[view("a", true, Some(3), 2), view("b", false, None, 1)]);
+        let text = m.render();
+        for line in [
+            "jct_queue_running{queue=\"a\"} 2",
+            "jct_queue_paused{queue=\"a\"} 1",
+            "jct_queue_concurrency_limit{queue=\"a\"} 3",
+            "jct_queue_running{queue=\"b\"} 1",
+            "jct_queue_paused{queue=\"b\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("jct_queue_concurrency_limit{queue=\"b\"}"), "no limit, no series: {text}");
+        m.set_queues(&[view("b", false, None, 0)]);
+        let text = m.render();
+        assert!(!text.contains("queue=\"a\""), "a queue no longer listed disappears: {text}");
     }
 }

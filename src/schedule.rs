@@ -310,6 +310,8 @@ pub struct TaskTemplate {
     pub timeout_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwom_issue_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 impl TaskTemplate {
@@ -334,6 +336,7 @@ impl TaskTemplate {
             task.timeout_seconds = t;
         }
         task.cwom_issue_id = self.cwom_issue_id.clone();
+        task.concurrency_key = self.concurrency_key.clone();
         task.trace_id = Some(trace_id);
         task.schedule_name = Some(schedule.to_string());
         task.scheduled_for = Some(scheduled_for);
@@ -535,7 +538,8 @@ fn name_serde_error(map: &Map<String, Value>, e: serde_json::Error) -> InvalidFi
 /// Whether a value has the JSON type its schedule or template field takes.
 fn type_fits(key: &str, v: &Value) -> bool {
     match key {
-        "name" | "cron" | "timezone" | "catch_up" | "overlap" | "type" | "queue" | "cwom_issue_id" => v.is_string(),
+        "name" | "cron" | "timezone" | "catch_up" | "overlap" | "type" | "queue" | "cwom_issue_id"
+        | "concurrency_key" => v.is_string(),
         "catch_up_window_s" | "priority" | "max_attempts" | "timeout_seconds" => v.is_i64() || v.is_u64(),
         "paused" => v.is_boolean(),
         _ => true,

@@ -4,7 +4,8 @@
 //! fires ticks for the ticker (`maintenance/ticker.rs`). Every fire goes through
 //! [`Intake::fire`]: the task is checked like any enqueue and written with its
 //! exactly-once key in one transaction. A change made here wakes this daemon's ticker at
-//! once ([`Schedules::changed`]); other daemons see it at their next re-read.
+//! once ([`Schedules::changed`]); other daemons see it within a second, when the
+//! fingerprint their tickers read ([`Schedules::fingerprint`]) moves.
 //!
 //! [`Schedules::apply_file`] applies `JCT_SCHEDULES_FILE` at start-up: schedules it names
 //! are created or replaced (and owned by the file); file-owned ones it no longer names are
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::intake::{Intake, IntakeError};
 use crate::schedule::{FireKind, FireOutcome, Schedule, ScheduleSpec, Source};
-use crate::store::{FireParams, Fired, ScheduleError, ScheduleStore, StoreError};
+use crate::store::{FireParams, Fired, ScheduleError, ScheduleStore, SchedulesFingerprint, StoreError};
 use crate::task::{InvalidField, NewTask};
 
 /// Why a schedule operation did nothing.
@@ -136,6 +137,11 @@ impl Schedules {
 
     pub async fn list(&self) -> Result<Vec<Schedule>, SchedulingError> {
         Ok(self.store.list_schedules().await?)
+    }
+
+    /// What changes when the schedules do (the ticker's cheap look, every second).
+    pub async fn fingerprint(&self) -> Result<SchedulesFingerprint, SchedulingError> {
+        Ok(self.store.schedules_fingerprint().await?)
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), SchedulingError> {

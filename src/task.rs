@@ -109,6 +109,7 @@ pub mod limits {
     pub const TYPE_MAX: usize = 128;
     pub const QUEUE_MAX: usize = 128;
     pub const IDEMPOTENCY_KEY_MAX: usize = 256;
+    pub const CONCURRENCY_KEY_MAX: usize = 256;
     pub const TRACE_ID_MAX: usize = 128;
     /// A CWOM id's limit (`cwom::types::limits::ID_MAX`), checked before the lookup.
     pub const CWOM_ISSUE_ID_MAX: usize = 128;
@@ -136,6 +137,8 @@ pub struct NewTask {
     /// schedule's fire).
     pub schedule_name: Option<String>,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Tasks of one key run at most the queue's `key_concurrency` at a time.
+    pub concurrency_key: Option<String>,
 }
 
 impl NewTask {
@@ -155,6 +158,7 @@ impl NewTask {
             cwom_issue_id: None,
             schedule_name: None,
             scheduled_for: None,
+            concurrency_key: None,
         }
     }
 
@@ -172,6 +176,9 @@ impl NewTask {
         len("queue", &self.queue, limits::QUEUE_MAX)?;
         if let Some(key) = &self.idempotency_key {
             len("idempotency_key", key, limits::IDEMPOTENCY_KEY_MAX)?;
+        }
+        if let Some(key) = &self.concurrency_key {
+            len("concurrency_key", key, limits::CONCURRENCY_KEY_MAX)?;
         }
         if let Some(trace) = &self.trace_id {
             len("trace_id", trace, limits::TRACE_ID_MAX)?;
@@ -274,6 +281,8 @@ pub struct Task {
     /// trigger's instant for `POST /schedules/{name}/trigger`).
     pub schedule_name: Option<String>,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Held to its queue's `key_concurrency` with the other tasks of this key.
+    pub concurrency_key: Option<String>,
 }
 
 /// Filters for listing tasks, newest first.

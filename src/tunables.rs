@@ -153,10 +153,11 @@ pub const LEADER_RENEW_EVERY: Duration = Duration::from_secs(1);
 /// schedule's `catch_up`. One second: an every-second schedule's previous tick is missed,
 /// not on time, once a second has gone by.
 pub const SCHEDULE_LATE_GRACE: Duration = Duration::from_secs(1);
-/// How often the ticker reads every schedule again: what other daemons created, changed,
-/// paused or deleted is seen within this (this daemon's own changes wake it at once), and
-/// a tick `buffer_one` held back fires within this of the previous fire's end.
-pub const SCHEDULE_REREAD_EVERY: Duration = Duration::from_secs(1);
+/// How often the ticker reads the schedules' fingerprint (one aggregate; every schedule only
+/// when it moved): what other daemons created, changed, paused or deleted is seen within
+/// this (this daemon's own changes wake it at once), and a tick `buffer_one` held back
+/// fires within this of the previous fire's end.
+pub const SCHEDULE_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// After a failed fire (database away) the ticker tries again after this.
 pub const SCHEDULE_RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Leases are renewed every third of a lease, so two beats can be missed; never more often
@@ -270,6 +271,14 @@ pub const UI_REFRESH: Duration = Duration::from_secs(5);
 /// transaction, so cancelling a million tasks never holds a million row locks at once nor
 /// one statement long enough to stall the workers' claims.
 pub const BULK_CHUNK: usize = 500;
+/// How many queued tasks a claim from a limited queue looks at, per task it wants (within
+/// the bounds below): with `key_concurrency`, the first tasks in priority order may belong
+/// to keys at their limit, and the claim skips them. Tasks beyond the look wait for the
+/// next claim; a backlog whose first few thousand tasks all share saturated keys is
+/// claimed slowly (the keys' tasks start as their slots free).
+pub const LIMITED_CLAIM_SCAN_PER_TASK: i64 = 4;
+pub const LIMITED_CLAIM_SCAN_MIN: i64 = 256;
+pub const LIMITED_CLAIM_SCAN_MAX: i64 = 4096;
 /// Most ids one bulk request may name (a selection on a page); larger sets go by filter.
 pub const BULK_IDS_MAX: usize = 10_000;
 /// How long a dashboard session cookie stays valid after the key was typed.

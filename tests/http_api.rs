@@ -277,6 +277,67 @@ async fn metrics_count_what_happened() {
     }
 }
 
+/// The `jct_queue_*` lines of one scrape.
+async fn queue_lines(base: &str) -> Vec<String> {
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| l.starts_with("jct_queue_")).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_each_queue_running_limit_and_pause() {
+    let db = support::PgDb::new().await;
+    let app = start_with(&db.backend().await, &db.url, &[]).await;
+    let base = app.base.clone();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let put = |name: &str, body: Value| {
+        let url = format!("{base}/queues/{name}");
+        async move {
+            let res = http().put(url).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    };
+    put("limited", json!({"concurrency": 3, "rate": {"limit": 5, "per_s": 1}})).await;
+    let res = http().post(format!("{base}/queues/stopped/pause")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // A task that stays queued makes its queue listed without any setting.
+    support::enqueue(&base, json!({"type": "echo", "queue": "plain", "run_at": later})).await;
+
+    let lines = queue_lines(&base).await;
+    for line in [
+        "jct_queue_running{queue=\"limited\"} 0",
+        "jct_queue_concurrency_limit{queue=\"limited\"} 3",
+        "jct_queue_paused{queue=\"limited\"} 0",
+        "jct_queue_paused{queue=\"stopped\"} 1",
+        "jct_queue_running{queue=\"stopped\"} 0",
+        "jct_queue_paused{queue=\"plain\"} 0",
+    ] {
+        assert!(lines.iter().any(|l| l == line), "missing {line:?} in {lines:#?}");
+    }
+    for queue in ["stopped", "plain"] {
+        let absent = format!("jct_queue_concurrency_limit{{queue=\"{queue}\"}}");
+        assert!(!lines.iter().any(|l| l.starts_with(&absent)), "{queue} has no limit, so no series: {lines:#?}");
+    }
+
+    // A running task counts; a limit removed and a resume show in a later scrape (the
+    // gauges are read at most every couple of seconds).
+    let running = support::enqueue(&base, json!({"type": "sleep", "queue": "limited", "payload": {"ms": 30000}})).await;
+    wait_status(&base, &running, "running", Duration::from_secs(10)).await;
+    put("limited", json!({"concurrency": null})).await;
+    let res = http().post(format!("{base}/queues/stopped/resume")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    support::wait_for("the scrape to show the changes", Duration::from_secs(10), || async {
+        let lines = queue_lines(&base).await;
+        let has = |l: &str| lines.iter().any(|x| x == l);
+        (has("jct_queue_running{queue=\"limited\"} 1")
+            && has("jct_queue_paused{queue=\"stopped\"} 0")
+            && !lines.iter().any(|l| l.starts_with("jct_queue_concurrency_limit{queue=\"limited\"}")))
+        .then_some(())
+    })
+    .await;
+    let res = http().post(format!("{base}/tasks/{running}/cancel")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_does_not_answer_gives_503() {
     // A PostgreSQL URL where nothing listens: the pool cannot connect.

@@ -21,7 +21,7 @@ const KEY: &str = "mcp-test-key";
 const AGENT_TYPE: &str = "agent-job";
 
 /// The tools DESIGN.md names, and the ones that change nothing.
-const ALL_TOOLS: [&str; 18] = [
+const ALL_TOOLS: [&str; 22] = [
     "jct_enqueue_task",
     "jct_get_task",
     "jct_list_tasks",
@@ -40,9 +40,19 @@ const ALL_TOOLS: [&str; 18] = [
     "jct_pause_schedule",
     "jct_resume_schedule",
     "jct_trigger_schedule",
+    "jct_list_queues",
+    "jct_pause_queue",
+    "jct_resume_queue",
+    "jct_set_queue_limits",
 ];
-const READ_ONLY_TOOLS: [&str; 5] =
-    ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context", "jct_list_schedules"];
+const READ_ONLY_TOOLS: [&str; 6] = [
+    "jct_get_task",
+    "jct_list_tasks",
+    "jct_get_trace",
+    "jct_get_issue_context",
+    "jct_list_schedules",
+    "jct_list_queues",
+];
 
 fn daemon(extra: &[(&'static str, &str)]) -> DaemonProcess {
     let mut spawn =
@@ -595,6 +605,80 @@ async fn schedules_are_listed_created_paused_resumed_and_triggered() {
     // --read-only offers the list and none of the changes.
     let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;
     assert_eq!(ro.call("jct_list_schedules", json!({})).await.ok()["schedules"][0]["name"], "mcp-nightly");
+    ro.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_listed_paused_resumed_and_limited() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    // Two tasks of one key in a queue nobody configured yet: it is listed by its tasks.
+    let task = m
+        .call("jct_enqueue_task", json!({ "type": AGENT_TYPE, "queue": "mcp.q", "concurrency_key": "repo-1" }))
+        .await
+        .ok();
+    assert_eq!(task["concurrency_key"], "repo-1", "{task}");
+    m.call("jct_enqueue_task", json!({ "type": AGENT_TYPE, "queue": "mcp.q", "concurrency_key": "repo-1" })).await.ok();
+    let listed = m.call("jct_list_queues", json!({})).await.ok();
+    let q = listed["queues"].as_array().unwrap().iter().find(|q| q["name"] == "mcp.q").cloned().expect("listed");
+    assert_eq!((q["queued"].as_i64(), q["paused"].as_bool(), &q["concurrency"]), (Some(2), Some(false), &Value::Null));
+
+    // Paused: the agent's claim gets nothing from it.
+    assert_eq!(m.call("jct_pause_queue", json!({ "name": "mcp.q" })).await.ok()["paused"], true);
+    let (_, q) = api(&d, reqwest::Method::GET, "/queues/mcp.q", None).await;
+    assert_eq!(q["paused"], true, "the API sees the pause");
+    let claimed = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 300 })).await.ok();
+    assert_eq!(claimed["task"], Value::Null, "nothing is claimed from a paused queue: {claimed}");
+
+    // Limits: one of the key at a time; a field left out is kept, null removes it.
+    let limited = m
+        .call(
+            "jct_set_queue_limits",
+            json!({ "name": "mcp.q", "concurrency": 5, "key_concurrency": 1, "rate": { "limit": 10, "per_s": 60 } }),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (&limited["concurrency"], &limited["key_concurrency"], &limited["rate"]),
+        (&json!(5), &json!(1), &json!({ "limit": 10, "per_s": 60.0 }))
+    );
+    let kept = m.call("jct_set_queue_limits", json!({ "name": "mcp.q", "concurrency": null })).await.ok();
+    assert_eq!((&kept["concurrency"], &kept["key_concurrency"]), (&Value::Null, &json!(1)), "{kept}");
+    // Past the schema (the server is the one that checks): its 422 comes back whole.
+    let bad = m
+        .call_unchecked(
+            "jct_set_queue_limits",
+            json!({ "name": "mcp.q", "rate": { "limit": 10, "per_s": 0.5 }, "concurrency": 0 }),
+        )
+        .await;
+    let bad = bad.error("invalid_queue", Some(422));
+    assert_eq!(bad["field"], "concurrency", "{bad}");
+    m.call_unchecked("jct_set_queue_limits", json!({ "name": "mcp.q", "paused": true }))
+        .await
+        .error("invalid_arguments", None);
+    m.call("jct_pause_queue", json!({ "name": ".." })).await.error("invalid_arguments", None);
+
+    // Resumed: the first of the key is claimed, the second waits for it.
+    assert_eq!(m.call("jct_resume_queue", json!({ "name": "mcp.q" })).await.ok()["paused"], false);
+    let first = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok();
+    assert_eq!(first["task"]["queue"], "mcp.q", "{first}");
+    let second = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 300 })).await.ok();
+    assert_eq!(second["task"], Value::Null, "key_concurrency 1 holds the second: {second}");
+    let listed = m.call("jct_list_queues", json!({})).await.ok();
+    let q = listed["queues"].as_array().unwrap().iter().find(|q| q["name"] == "mcp.q").cloned().unwrap();
+    assert_eq!((q["running"].as_i64(), q["queued"].as_i64()), (Some(1), Some(1)), "{q}");
+    m.close().await;
+
+    // --read-only lists the queues and offers none of the changes.
+    let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;
+    assert!(ro.call("jct_list_queues", json!({})).await.ok()["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "mcp.q"));
+    ro.call_unchecked("jct_pause_queue", json!({ "name": "mcp.q" })).await.error("tool_not_offered", None);
+    let (_, q) = api(&d, reqwest::Method::GET, "/queues/mcp.q", None).await;
+    assert_eq!(q["paused"], false, "the refused pause changed nothing");
     ro.close().await;
 }
 

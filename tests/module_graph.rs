@@ -257,7 +257,7 @@ fn layer(m: &Module) -> u8 {
         "api" => 3,
         // The services: they call the stores and one another (downwards).
         "intake" | "control" | "remote" | "maintenance" | "wakeups" | "attempt" | "worker" | "handlers"
-        | "http_worker" | "cwom_service" | "scheduling" => 2,
+        | "http_worker" | "cwom_service" | "scheduling" | "queues" => 2,
         // The traits of domain operations and the drivers.
         "store" => 1,
         // The models (task, lease, registration, cwom, storable, failure), config, tunables,

@@ -21,27 +21,57 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
-/// Checks `body` against the parts of `schema` the document uses: type, required keys,
-/// array items.
-fn check(doc: &Value, schema: &Value, body: &Value, at: &str) {
-    let schema = resolve(doc, schema);
-    match schema["type"].as_str() {
-        Some("object") => {
-            let obj = body.as_object().unwrap_or_else(|| panic!("{at}: expected an object, got {body}"));
-            for key in schema["required"].as_array().into_iter().flatten() {
-                let key = key.as_str().unwrap();
-                assert!(obj.contains_key(key), "{at}: documented key {key:?} missing from {body}");
-            }
-        }
-        Some("array") => {
-            let items = body.as_array().unwrap_or_else(|| panic!("{at}: expected an array, got {body}"));
-            for item in items {
-                check(doc, &schema["items"], item, at);
-            }
-        }
-        Some("string") => assert!(body.is_string(), "{at}: expected a string"),
-        _ => {}
+/// Whether `body` is of the JSON Schema type `kind`.
+fn of_type(kind: &str, body: &Value) -> bool {
+    match kind {
+        "object" => body.is_object(),
+        "array" => body.is_array(),
+        "string" => body.is_string(),
+        "integer" => body.is_i64() || body.is_u64(),
+        "number" => body.is_number(),
+        "boolean" => body.is_boolean(),
+        "null" => body.is_null(),
+        other => panic!("the document uses an unknown type {other:?}"),
     }
+}
+
+/// Checks `body` against the parts of `schema` the document uses: `type` (one or a list),
+/// `oneOf`, required keys, the documented properties that are present, array items.
+fn check(doc: &Value, schema: &Value, body: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(doc, schema);
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options.iter().filter(|o| check(doc, o, body, at).is_ok()).count();
+        if fits != 1 {
+            return Err(format!("{at}: {body} fits {fits} of the oneOf {options:?}"));
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.iter().any(|t| of_type(t, body)) {
+        return Err(format!("{at}: expected {types:?}, got {body}"));
+    }
+    if let Some(obj) = body.as_object() {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().unwrap();
+            if !obj.contains_key(key) {
+                return Err(format!("{at}: documented key {key:?} missing from {body}"));
+            }
+        }
+        for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+            if let Some(value) = obj.get(key) {
+                check(doc, property, value, &format!("{at}.{key}"))?;
+            }
+        }
+    }
+    if let Some(items) = body.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            check(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +86,7 @@ async fn every_documented_route_answers_as_documented() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 
     // Real ids for the routes that take one: a finished task, and a queued one to cancel.
-    let done = enqueue(&base, json!({"type": "echo"})).await;
+    let done = enqueue(&base, json!({"type": "echo", "concurrency_key": "tenant-1"})).await;
     wait_status(&base, &done, "completed", Duration::from_secs(10)).await;
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let queued = enqueue(&base, json!({"type": "echo", "run_at": later})).await;
@@ -88,14 +118,46 @@ async fn every_documented_route_answers_as_documented() {
             if let Some(schema) = documented["content"].get("application/json").map(|c| &c["schema"]) {
                 assert!(content_type.unwrap_or_default().starts_with("application/json"), "{at}: not JSON");
                 let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{at}: {e}: {text}"));
-                check(&doc, schema, &body, &at);
+                check(&doc, schema, &body, &at).unwrap_or_else(|e| panic!("{e}"));
             }
             checked += 1;
         }
     }
     // Every route family is in the document: tasks, probes, metrics and the seven CWOM kinds.
     assert!(checked >= 9 + 7 * 3, "only {checked} operations documented");
-    for path in ["/health", "/ready", "/metrics", "/tasks/enqueue", "/tasks/enqueue_batch", "/tasks/{id}/cancel"] {
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/tasks/enqueue",
+        "/tasks/enqueue_batch",
+        "/tasks/{id}/cancel",
+        "/queues",
+        "/queues/{name}",
+        "/queues/{name}/pause",
+        "/queues/{name}/resume",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    // The PUT's example went through: the queue named `{name}` has its limits, as the
+    // Queue schema says; a bad limit is the documented 422.
+    let queue: Value = http().get(format!("{base}/queues/%7Bname%7D")).send().await.unwrap().json().await.unwrap();
+    check(&doc, &json!({ "$ref": "#/components/schemas/Queue" }), &queue, "GET /queues/{name}").unwrap();
+    assert_eq!(queue["concurrency"], 4, "{queue}");
+    assert_eq!(queue["rate"], json!({ "limit": 10, "per_s": 60.0 }), "{queue}");
+    let res = http().put(format!("{base}/queues/q")).json(&json!({ "concurrency": 0 })).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(doc["paths"]["/queues/{name}"]["put"]["responses"].get("422").is_some());
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!((refused["error"].as_str(), refused["field"].as_str()), (Some("invalid_queue"), Some("concurrency")));
+    // Every enqueue body documents concurrency_key, and so does the task.
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["TaskSpec", "ScheduleTask", "Task"] {
+        assert!(schemas[schema]["properties"].get("concurrency_key").is_some(), "{schema} has concurrency_key");
+    }
+    assert_eq!(schemas["ScheduleBody"]["properties"]["task"]["$ref"], "#/components/schemas/ScheduleTask");
+    let batch = &doc["paths"]["/tasks/enqueue_batch"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(batch["items"]["$ref"], "#/components/schemas/TaskSpec");
+    let task: Value = http().get(format!("{base}/tasks/{done}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(task["concurrency_key"], "tenant-1");
 }

@@ -773,7 +773,7 @@ mod schedule_cases {
     use super::*;
     use chrono::{DateTime, Duration as TimeDelta};
     use devops_control_tower::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
-    use devops_control_tower::store::{Backend, FireParams, Fired, ScheduleError, ScheduleStore};
+    use devops_control_tower::store::{Backend, FireParams, Fired, ScheduleError, ScheduleStore, SchedulesFingerprint};
 
     fn spec(name: &str, overlap: &str) -> ScheduleSpec {
         ScheduleSpec::from_body(
@@ -912,6 +912,52 @@ mod schedule_cases {
         assert_eq!(listed.len(), 2, "the tick's task and the trigger's");
     }
 
+    /// The ticker's cheap look: the fingerprint moves on every change of a spec, a pause, a
+    /// delete and a buffered tick, and stays put when ticks fire or pass.
+    pub async fn the_fingerprint_moves_on_every_change_and_only_then(backend: Backend) {
+        let (store, tasks) = (backend.schedules(), backend.tasks());
+        let empty = store.schedules_fingerprint().await.unwrap();
+        assert_eq!((empty.count, empty.latest_change, empty.buffered), (0, None, 0));
+        let mut seen = vec![empty];
+        let mut moved = |fp: SchedulesFingerprint, what: &str| {
+            assert!(!seen.contains(&fp), "{what}: the fingerprint did not move ({fp:?}, seen {seen:?})");
+            seen.push(fp);
+        };
+        let a = store.create_schedule(&spec("a", "buffer_one"), Source::Api).await.unwrap();
+        moved(store.schedules_fingerprint().await.unwrap(), "create a");
+        store.create_schedule(&spec("b", "allow"), Source::Api).await.unwrap();
+        moved(store.schedules_fingerprint().await.unwrap(), "create b");
+
+        // Fires and passed ticks leave it alone.
+        let before = store.schedules_fingerprint().await.unwrap();
+        let first = fired_id(&fire(store.as_ref(), &a, tick(&a, 1)).await);
+        store.pass_ticks("a", tick(&a, 1)).await.unwrap();
+        assert_eq!(store.schedules_fingerprint().await.unwrap(), before, "a fire is not a change");
+
+        // A held-back tick moves it, and so does its release.
+        assert_eq!(fire(store.as_ref(), &a, tick(&a, 2)).await, FireOutcome::Buffered);
+        let held = store.schedules_fingerprint().await.unwrap();
+        assert_eq!(held.buffered, 1);
+        moved(held, "buffer a tick");
+        tasks.cancel(first).await.unwrap();
+        let t = a.spec.task.new_task("a", tick(&a, 2), "x".into()).unwrap();
+        store.release_buffered("a", &t).await.unwrap().expect("released");
+        let released = store.schedules_fingerprint().await.unwrap();
+        assert_eq!(released.buffered, 0);
+        assert_ne!(released, held, "release a tick");
+
+        store.set_paused("b", true).await.unwrap();
+        moved(store.schedules_fingerprint().await.unwrap(), "pause b");
+        let mut changed = spec("b", "skip");
+        changed.paused = true;
+        store.replace_schedule(&changed, Source::Api).await.unwrap();
+        moved(store.schedules_fingerprint().await.unwrap(), "replace b");
+        store.delete_schedule("a").await.unwrap();
+        let after = store.schedules_fingerprint().await.unwrap();
+        assert_eq!(after.count, 1);
+        moved(after, "delete a");
+    }
+
     pub async fn overlap_policies_decide_in_the_fire(backend: Backend) {
         let (store, tasks) = (backend.schedules(), backend.tasks());
         for overlap in Overlap::ALL {
@@ -986,4 +1032,202 @@ schedule_conformance!(
     schedules_create_get_replace_pause_delete,
     a_tick_fires_exactly_once,
     overlap_policies_decide_in_the_fire,
+    the_fingerprint_moves_on_every_change_and_only_then,
+);
+
+/// Queue controls: the pause and every limit, enforced by the claim on both drivers.
+mod queue_cases {
+    use super::*;
+    use devops_control_tower::queue::{Change, Rate, SettingsChange};
+    use devops_control_tower::store::Backend;
+
+    async fn enqueue_in(store: &dyn TaskStore, queue: &str, key: Option<&str>) -> TaskId {
+        let mut t = NewTask::new("echo", json!({}));
+        t.queue = queue.into();
+        t.concurrency_key = key.map(String::from);
+        store.enqueue(t).await.unwrap().id
+    }
+
+    fn set(concurrency: Option<i64>, key_concurrency: Option<i64>, rate: Option<Rate>) -> SettingsChange {
+        SettingsChange {
+            concurrency: Change::Set(concurrency),
+            key_concurrency: Change::Set(key_concurrency),
+            rate: Change::Set(rate),
+        }
+    }
+
+    async fn complete_all(store: &dyn TaskStore, w: &str, ids: &[TaskId]) {
+        let ends: Vec<AttemptEnd> =
+            ids.iter().map(|id| end(w, *id, 1, Finish::Completed { result: json!({}) })).collect();
+        assert_eq!(finished(store, &ends).await.len(), ids.len());
+    }
+
+    pub async fn settings_are_kept_changed_and_removed(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        let fresh = queues.get_queue("nobody").await.unwrap();
+        assert_eq!((fresh.settings, fresh.counts.queued), (Default::default(), 0), "a queue needs no row");
+        enqueue_in(tasks.as_ref(), "busy", None).await;
+        let s = queues.change_queue("agents", &set(Some(3), Some(1), None)).await.unwrap();
+        assert_eq!((s.concurrency, s.key_concurrency, s.rate), (Some(3), Some(1), None));
+        // Absent fields are kept, null removes.
+        let only_rate = SettingsChange { rate: Change::Set(Some(Rate { limit: 5, per_s: 2.5 })), ..Default::default() };
+        let s = queues.change_queue("agents", &only_rate).await.unwrap();
+        assert_eq!((s.concurrency, s.key_concurrency, s.rate), (Some(3), Some(1), Some(Rate { limit: 5, per_s: 2.5 })));
+        let s = queues.set_queue_paused("agents", true).await.unwrap();
+        assert!(s.paused && s.concurrency == Some(3), "a pause keeps the limits");
+        let s = queues.change_queue("agents", &set(None, None, None)).await.unwrap();
+        assert!(s.paused && !s.limited(), "a change keeps the pause: {s:?}");
+        let names: Vec<String> = queues.list_queues().await.unwrap().into_iter().map(|q| q.name).collect();
+        assert_eq!(names, vec!["agents".to_string(), "busy".to_string()], "configured queues and queues with work");
+        let busy = queues.get_queue("busy").await.unwrap();
+        assert_eq!((busy.counts.queued, busy.counts.running), (1, 0));
+    }
+
+    pub async fn a_paused_queue_is_not_claimed_from(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        let held = enqueue_in(tasks.as_ref(), "held", None).await;
+        let free = enqueue_in(tasks.as_ref(), "free", None).await;
+        queues.set_queue_paused("held", true).await.unwrap();
+        let got: Vec<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(got, vec![free]);
+        assert!(tasks.claim(&claim("w", 10)).await.unwrap().is_empty(), "nothing from the paused queue");
+        queues.set_queue_paused("held", false).await.unwrap();
+        let got: Vec<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(got, vec![held], "resumed");
+    }
+
+    pub async fn concurrency_caps_the_running_tasks_and_an_end_frees_a_slot(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(enqueue_in(tasks.as_ref(), "q", None).await);
+        }
+        let other = enqueue_in(tasks.as_ref(), "other", None).await;
+        queues.change_queue("q", &set(Some(2), None, None)).await.unwrap();
+        let first: Vec<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(first.len(), 3, "two of the limited queue and the other queue's task: {first:?}");
+        assert!(first.contains(&other) && first.contains(&ids[0]) && first.contains(&ids[1]), "in order");
+        assert!(tasks.claim(&claim("w", 10)).await.unwrap().is_empty(), "both slots are taken");
+        // Around the limited queue's backlog, the other queues are claimed from as before.
+        let other2 = enqueue_in(tasks.as_ref(), "other", None).await;
+        let around: Vec<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(around, vec![other2]);
+        // Every way an attempt ends frees its slot: a completion, a cancel, a release.
+        complete_all(tasks.as_ref(), "w", &[ids[0]]).await;
+        let next = tasks.claim(&claim("w", 10)).await.unwrap();
+        assert_eq!(next.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2]]);
+        tasks.cancel(ids[1]).await.unwrap();
+        assert_eq!(tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3]]);
+        tasks.release(&[Held::new(ids[2], worker("w"), 1)]).await.unwrap();
+        assert_eq!(tasks.claim(&claim("w", 10)).await.unwrap().len(), 1, "the released slot");
+        // A raised limit applies to the next claim.
+        queues.change_queue("q", &set(Some(3), None, None)).await.unwrap();
+        assert_eq!(tasks.claim(&claim("w", 10)).await.unwrap().len(), 1, "the third slot takes the last task");
+        let running = tasks
+            .list(&TaskFilter {
+                status: Some(TaskStatus::Running),
+                queue: Some("q".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 3);
+    }
+
+    pub async fn key_concurrency_caps_each_key(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        queues.change_queue("repos", &set(None, Some(1), None)).await.unwrap();
+        let mut by_key = Vec::new();
+        for key in ["a", "a", "b", "b", "c"] {
+            by_key.push((key, enqueue_in(tasks.as_ref(), "repos", Some(key)).await));
+        }
+        let keyless = enqueue_in(tasks.as_ref(), "repos", None).await;
+        let got: HashSet<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        let expected: HashSet<TaskId> = [by_key[0].1, by_key[2].1, by_key[4].1, keyless].into_iter().collect();
+        assert_eq!(got, expected, "one task per key, and the keyless one");
+        assert!(tasks.claim(&claim("w", 10)).await.unwrap().is_empty());
+        complete_all(tasks.as_ref(), "w", &[by_key[0].1]).await;
+        let next: Vec<TaskId> = tasks.claim(&claim("w", 10)).await.unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(next, vec![by_key[1].1], "key a's next task");
+        let stored = tasks.get(by_key[1].1).await.unwrap().unwrap();
+        assert_eq!(stored.concurrency_key.as_deref(), Some("a"));
+    }
+
+    pub async fn a_rate_holds_over_a_sliding_window(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        queues.change_queue("calls", &set(None, None, Some(Rate { limit: 3, per_s: 1.0 }))).await.unwrap();
+        for _ in 0..7 {
+            enqueue_in(tasks.as_ref(), "calls", None).await;
+        }
+        assert_eq!(tasks.claim(&claim("w", 2)).await.unwrap().len(), 2);
+        assert_eq!(tasks.claim(&claim("w", 10)).await.unwrap().len(), 1, "three starts per second");
+        assert!(tasks.claim(&claim("w", 10)).await.unwrap().is_empty());
+        // The producer sleeps until the window lets the next start in, not until a poll.
+        let next = tasks.next_scheduled().await.unwrap().expect("the end of the full window");
+        let wait = next - Utc::now();
+        assert!(wait > chrono::Duration::zero() && wait <= chrono::Duration::seconds(1), "{wait:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(tasks.claim(&claim("w", 10)).await.unwrap().len(), 3, "the window moved on");
+        assert!(tasks.claim(&claim("w", 10)).await.unwrap().is_empty());
+    }
+
+    /// Eight claimers at once on a queue with `concurrency` 3: never more than three run.
+    pub async fn concurrent_claims_never_exceed_the_limit(backend: Backend) {
+        let (queues, tasks) = (backend.queues(), backend.tasks());
+        queues.change_queue("tight", &set(Some(3), None, None)).await.unwrap();
+        for _ in 0..40 {
+            enqueue_in(tasks.as_ref(), "tight", None).await;
+        }
+        let mut done = 0;
+        while done < 40 {
+            let claims = (0..8).map(|i| {
+                let tasks = tasks.clone();
+                tokio::spawn(async move { tasks.claim(&claim(&format!("w{i}"), 2)).await.unwrap() })
+            });
+            let mut got = Vec::new();
+            for c in claims {
+                got.extend(c.await.unwrap());
+            }
+            assert!(got.len() <= 3, "{} running at once against a limit of 3", got.len());
+            assert!(!got.is_empty(), "every slot was free: someone claims");
+            for t in &got {
+                let w = t.locked_by.clone().unwrap();
+                complete_all(tasks.as_ref(), &w, &[t.id]).await;
+            }
+            done += got.len();
+        }
+    }
+}
+
+macro_rules! queue_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod queues_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::SqliteDb::new();
+                    crate::queue_cases::$case(db.backend().await).await;
+                }
+            )*
+        }
+        mod queues_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = crate::support::PgDb::new().await;
+                    crate::queue_cases::$case(db.backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+queue_conformance!(
+    settings_are_kept_changed_and_removed,
+    a_paused_queue_is_not_claimed_from,
+    concurrency_caps_the_running_tasks_and_an_end_frees_a_slot,
+    key_concurrency_caps_each_key,
+    a_rate_holds_over_a_sliding_window,
+    concurrent_claims_never_exceed_the_limit,
 );

@@ -3,7 +3,8 @@
 //! task's log grow without a reload (a remote worker posts the lines), cancels it with the
 //! button, retries a failed task, enqueues from the form, runs bulk actions, checks that a
 //! payload's markup is shown as text, that forged requests are refused, that the read-only
-//! key sees no action, and that the pages work behind a proxy under a path prefix. Saves a
+//! key sees no action, and that the pages work behind a proxy under a path prefix; on the
+//! queues page, pauses, limits and resumes a queue with the buttons and the form. Saves a
 //! screenshot of every view under `target/ui-screenshots/`.
 
 #[path = "support/browser.rs"]
@@ -386,4 +387,87 @@ async fn the_dashboard_in_a_real_browser() {
         let png = std::fs::read(shots.join(format!("{view}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{view}.png is a real screenshot");
     }
+}
+
+/// The queues page in Chromium: a click on Pause pauses the queue (seen through the API),
+/// the limits form sets and removes limits, Resume lets the held task run, and the
+/// read-only key sees the queue without any control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_page_pauses_resumes_and_limits_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = Spawn::new()
+        .env("DATABASE_URL", db.url.clone())
+        .env("JCT_API_KEY", KEY)
+        .env("JCT_READONLY_API_KEY", READ_KEY)
+        .env("JCT_WORKERS", "2")
+        .start();
+    let base = daemon.url("");
+    let shots = screenshots();
+    // A queue with a task waiting for its run_at, so that the queue is listed.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    enqueue(&base, json!({"type": "echo", "queue": "browser.q", "run_at": later})).await;
+
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/ui")).await;
+    b.type_into("#key", KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#status-counts").await;
+    b.click("header nav a[href$='ui/queues']").await;
+    let row = "tr.queue[data-name='browser.q']";
+    b.wait(row).await;
+    assert_eq!(b.text(&format!("{row} td.queued")).await, "1");
+
+    // Pause with the button: the API sees it, and the page (reloaded) offers Resume.
+    b.click(&format!("{row} button[data-queue-action='pause']")).await;
+    b.wait_text("#flash", "browser.q paused", Duration::from_secs(10)).await;
+    assert_eq!(get(&base, "/queues/browser.q").await["paused"], true);
+    b.wait(&format!("{row}[data-paused='true'] button[data-queue-action='resume']")).await;
+    // Paused: a due task of the queue stays queued.
+    let held = enqueue(&base, json!({"type": "echo", "queue": "browser.q"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&base, &format!("/tasks/{held}")).await["status"], "queued");
+    b.goto(&format!("{base}/ui/tasks/{held}")).await;
+    b.wait_text("#held-back", "held back: queue browser.q is paused", Duration::from_secs(10)).await;
+
+    // Limits through the form; an empty field sends null.
+    b.goto(&format!("{base}/ui/queues")).await;
+    b.click(&format!("{row} details.limits summary")).await;
+    let form = format!("{row} form.queue-limits");
+    b.type_into(&format!("{form} input[name='concurrency']"), "3").await;
+    b.type_into(&format!("{form} input[name='rate_limit']"), "20").await;
+    b.type_into(&format!("{form} input[name='rate_per_s']"), "60").await;
+    b.click(&format!("{form} button[type='submit']")).await;
+    b.wait_text("#flash", "limits saved", Duration::from_secs(10)).await;
+    let q = get(&base, "/queues/browser.q").await;
+    assert_eq!(
+        (&q["concurrency"], &q["key_concurrency"], &q["rate"]),
+        (&json!(3), &Value::Null, &json!({"limit": 20, "per_s": 60.0}))
+    );
+    b.wait_text(&format!("{row} td.concurrency"), "3", Duration::from_secs(10)).await;
+    b.screenshot(&shots.join("queues.png")).await;
+    // A rate with one number of two is refused by the page before anything is sent.
+    b.click(&format!("{row} details.limits summary")).await;
+    b.type_into(&format!("{form} input[name='rate_per_s']"), "").await;
+    b.click(&format!("{form} button[type='submit']")).await;
+    b.wait_text(&format!("{form} .error"), "needs both", Duration::from_secs(5)).await;
+    assert_eq!(get(&base, "/queues/browser.q").await["rate"], json!({"limit": 20, "per_s": 60.0}));
+
+    // Resume with the button: the held task runs.
+    b.goto(&format!("{base}/ui/queues")).await;
+    b.click(&format!("{row} button[data-queue-action='resume']")).await;
+    b.wait_text("#flash", "browser.q resumed", Duration::from_secs(10)).await;
+    assert_eq!(get(&base, "/queues/browser.q").await["paused"], false);
+    wait_status(&base, &held, "completed").await;
+
+    // The read-only key: the queue, no control.
+    b.click("header .logout button").await;
+    b.wait("#login").await;
+    b.type_into("#key", READ_KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#readonly").await;
+    b.goto(&format!("{base}/ui/queues")).await;
+    b.wait(row).await;
+    assert_eq!(b.count("button[data-queue-action], form.queue-limits, #queue-new").await, 0, "no controls");
+    let png = std::fs::read(shots.join("queues.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "queues.png is a real screenshot");
 }

@@ -1,7 +1,7 @@
 //! The dashboard and the bulk routes over real HTTP, on both stores: the bulk routes'
 //! answers and refusals, the read-only key, sessions with their CSRF token and the `Origin`
 //! check, and what every page promises (relative links only, escaped user text, the
-//! security headers). The browser test (`tests/ui_browser.rs`) drives the same pages in
+//! security headers); the schedules and queues pages with their controls. The browser test (`tests/ui_browser.rs`) drives the same pages in
 //! Chromium.
 
 mod support;
@@ -300,6 +300,7 @@ async fn pages_escape_user_text_and_link_relatively() {
         format!("/ui/tasks/{id}"),
         "/ui/workers".to_string(),
         "/ui/schedules".to_string(),
+        "/ui/queues".to_string(),
     ];
     for path in &pages {
         let res = client().get(format!("{base}{path}")).send().await.unwrap();
@@ -386,4 +387,130 @@ async fn the_schedules_page_shows_each_schedule_and_its_last_fire() {
     // Paused: the button resumes.
     send(client().post(format!("{base}/schedules/nightly.deps/pause")).bearer_auth(KEY)).await;
     assert!(page(KEY).await.contains("data-schedule-action=\"resume\""));
+}
+
+/// `/ui/queues` (and a task's page) as the full and the read-only key see them.
+async fn ui_page(base: &str, path: &str, key: &str) -> String {
+    let res = client().get(format!("{base}{path}")).bearer_auth(key).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.text().await.unwrap()
+}
+
+async fn wait_done(base: &str, id: &str) {
+    support::wait_for("the task to complete", Duration::from_secs(10), || async {
+        (task_status(base, id).await == "completed").then_some(())
+    })
+    .await;
+}
+
+async fn queues_page(kind: &str) {
+    let db = TestDb::new(kind).await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    // A queue whose name is markup, limited; a plain one, paused; tasks waiting in both.
+    let evil = "<b>q</b>\"'&";
+    let evil_path = devops_control_tower::url::encode(evil);
+    let limited =
+        enqueue(&base, json!({"type": "echo", "queue": evil, "run_at": later, "concurrency_key": "tenant<1>"})).await;
+    let (s, q) = send(
+        client()
+            .put(format!("{base}/queues/{evil_path}"))
+            .bearer_auth(KEY)
+            .json(&json!({"concurrency": 2, "key_concurrency": 1, "rate": {"limit": 5, "per_s": 60}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{q}");
+    // Paused first, so its task is due and yet never claimed.
+    let (s, q) = send(client().post(format!("{base}/queues/held.q/pause")).bearer_auth(KEY)).await;
+    assert_eq!((s.as_u16(), &q["paused"]), (200, &json!(true)), "{q}");
+    let held = enqueue(&base, json!({"type": "echo", "queue": "held.q"})).await;
+    let done = enqueue(&base, json!({"type": "echo", "queue": "plain"})).await;
+    wait_done(&base, &done).await;
+
+    let html = ui_page(&base, "/ui/queues", KEY).await;
+    assert!(html.contains("href=\"../ui/queues\" class=\"active\""), "the nav links the page");
+    let escaped = "&lt;b&gt;q&lt;/b&gt;&quot;&#39;&amp;";
+    assert!(!html.contains("<b>q</b>"), "the queue's name is shown as text");
+    let row = html
+        .split(&format!("<tr class=\"queue\" data-name=\"{escaped}\""))
+        .nth(1)
+        .expect("the row")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    for cell in [
+        "<td class=\"queued\">1</td>",
+        "<td class=\"running\">0</td>",
+        "<td class=\"concurrency\">2</td>",
+        "<td class=\"key-concurrency\">1</td>",
+        "<td class=\"rate\">5 per 60 s</td>",
+    ] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    assert!(row.contains(&format!("data-queue-action=\"pause\" data-name=\"{escaped}\"")), "{row}");
+    assert!(row.contains(&format!("class=\"queue-limits\" data-name=\"{escaped}\"")), "{row}");
+    assert!(
+        row.contains("name=\"concurrency\" type=\"number\" min=\"1\" max=\"1000000\" placeholder=\"none\" value=\"2\""),
+        "{row}"
+    );
+    let paused_row = html
+        .split("<tr class=\"queue\" data-name=\"held.q\"")
+        .nth(1)
+        .expect("the paused queue")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(paused_row.contains("badge paused") && paused_row.contains("data-queue-action=\"resume\""), "{paused_row}");
+    assert!(paused_row.contains("<td class=\"concurrency\">–</td>"), "no limit: {paused_row}");
+    assert!(!html.contains("data-name=\"plain\""), "a queue without a setting or a live task is not listed");
+    assert!(html.contains("id=\"queue-new\""), "a form for a queue not listed yet");
+
+    // The read-only key: the same queues, no control.
+    let html = ui_page(&base, "/ui/queues", READ_KEY).await;
+    assert!(html.contains(escaped) && html.contains("data-name=\"held.q\""));
+    for control in ["data-queue-action", "queue-limits", "queue-new"] {
+        assert!(!html.contains(control), "the read-only key is offered {control}");
+    }
+
+    // A queued task's page says what holds it back, and shows its key (escaped).
+    let page = ui_page(&base, &format!("/ui/tasks/{limited}"), READ_KEY).await;
+    let note = page.split("id=\"held-back\">").nth(1).expect("a held-back note").split("</p>").next().unwrap();
+    assert_eq!(
+        note,
+        format!(
+            "queue {escaped} is limited (concurrency 2, key_concurrency 1, rate 5 per 60 s); 0 of its tasks running"
+        )
+    );
+    assert!(page.contains("id=\"concurrency-key\">tenant&lt;1&gt;</span>"), "the key is shown");
+    let page = ui_page(&base, &format!("/ui/tasks/{held}"), KEY).await;
+    assert!(page.contains("id=\"held-back\">held back: queue held.q is paused</p>"), "the pause is named");
+    let page = ui_page(&base, &format!("/ui/tasks/{done}"), KEY).await;
+    assert!(!page.contains("held-back") && !page.contains("concurrency-key"), "nothing holds a finished task");
+
+    // Resumed and its limits removed: the page follows.
+    send(client().post(format!("{base}/queues/held.q/resume")).bearer_auth(KEY)).await;
+    wait_done(&base, &held).await;
+    let (s, _) = send(
+        client()
+            .put(format!("{base}/queues/{evil_path}"))
+            .bearer_auth(KEY)
+            .json(&json!({"concurrency": null, "key_concurrency": null, "rate": null})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let page = ui_page(&base, &format!("/ui/tasks/{limited}"), KEY).await;
+    assert!(!page.contains("held-back"), "no limit, no note");
+    let html = ui_page(&base, "/ui/queues", KEY).await;
+    assert!(!html.contains("badge paused"), "resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_page_shows_counts_limits_and_controls_on_sqlite() {
+    queues_page("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_page_shows_counts_limits_and_controls_on_postgres() {
+    queues_page("postgres").await;
 }

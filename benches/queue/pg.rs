@@ -82,6 +82,33 @@ pub async fn insert_backlog(client: &Client, n: usize) -> Result<()> {
     client.batch_execute(&sql).await.context("inserting the backlog")
 }
 
+/// Inserts a backlog of `n` no-op tasks in the queue `limited` (with `keys` concurrency keys
+/// in turn, none when 0) and that queue's row with the limit `setting` (SQL, e.g.
+/// `concurrency = 64`).
+pub async fn insert_keyed_backlog(client: &Client, n: usize, keys: usize, setting: &str) -> Result<()> {
+    let key = if keys == 0 { "NULL".to_string() } else { format!("'k' || (g % {keys})") };
+    let sql = format!(
+        "INSERT INTO queues (name) VALUES ('limited'); UPDATE queues SET {setting} WHERE name = 'limited'; \
+         INSERT INTO tasks (type, payload, queue, concurrency_key) \
+         SELECT 'echo', jsonb_build_object('i', g), 'limited', {key} FROM generate_series(1, {n}) g"
+    );
+    client.batch_execute(&sql).await.context("inserting the limited backlog")
+}
+
+/// Inserts `n` schedules that do not tick during a drain (at midnight on the first of
+/// January, UTC), in one statement.
+pub async fn insert_idle_schedules(client: &Client, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO schedules (name, cron, timezone, task, catch_up, catch_up_window_s, overlap, fired_through) \
+         SELECT 'idle-' || g, '0 0 1 1 *', 'UTC', '{{\"type\": \"echo\"}}'::jsonb, 'skip', 3600, 'skip', now() \
+         FROM generate_series(1, {n}) g"
+    );
+    client.batch_execute(&sql).await.context("inserting the idle schedules")
+}
+
 /// Inserts `n` tasks of history for the dashboard scenarios, in one statement, then lets
 /// the database catch up as autovacuum would (VACUUM ANALYZE: statistics and the visibility
 /// map). A day's worth: 95% completed, 3% failed, 1% cancelled, 1% queued; five queues,

@@ -18,6 +18,9 @@ pub struct ScenarioResult {
     pub problems: Vec<String>,
     /// Set when a repetition failed; the later ones are skipped.
     pub failure: Option<String>,
+    /// The median of `drain_no_trace_per_s` in the same run, for targets that are a share
+    /// of it (set once every scenario ran).
+    pub baseline: Option<f64>,
 }
 
 /// One number of a scenario: the rate, or one of the two latency percentiles.
@@ -26,6 +29,7 @@ enum Metric {
     Rate,
     P50,
     P99,
+    Percent,
 }
 
 impl Metric {
@@ -34,6 +38,7 @@ impl Metric {
             (Metric::Rate, Sample::Rate(rate)) => rate,
             (Metric::P50, Sample::Latency { p50, .. }) => p50,
             (Metric::P99, Sample::Latency { p99, .. }) => p99,
+            (Metric::Percent, Sample::Percent(percent)) => percent,
             _ => f64::NAN,
         }
     }
@@ -42,6 +47,7 @@ impl Metric {
         match self {
             Metric::Rate => format!("{value:.0}/s"),
             Metric::P50 | Metric::P99 => format!("{value:.3} ms"),
+            Metric::Percent => format!("{value:.1}%"),
         }
     }
 
@@ -51,6 +57,9 @@ impl Metric {
             (Metric::Rate, Target::AtLeast(min)) => Some((min, true)),
             (Metric::P50, Target::AtMost { p50, .. }) => Some((p50, false)),
             (Metric::P99, Target::AtMost { p99, .. }) => p99.map(|max| (max, false)),
+            (Metric::Percent, Target::AtMostPercent(max)) => Some((max, false)),
+            // Resolved against the baseline by `ScenarioResult::bound`.
+            (Metric::Rate, Target::AtLeastShareOfDrain(_)) => None,
             _ => None,
         }
     }
@@ -58,7 +67,7 @@ impl Metric {
 
 impl ScenarioResult {
     pub fn new(scenario: Scenario) -> Self {
-        ScenarioResult { scenario, reps: Vec::new(), errors: 0, problems: Vec::new(), failure: None }
+        ScenarioResult { scenario, reps: Vec::new(), errors: 0, problems: Vec::new(), failure: None, baseline: None }
     }
 
     pub fn add(&mut self, measured: Measured) {
@@ -69,8 +78,9 @@ impl ScenarioResult {
 
     fn metrics(&self) -> &'static [Metric] {
         match self.scenario.target() {
-            Target::AtLeast(_) => &[Metric::Rate],
+            Target::AtLeast(_) | Target::AtLeastShareOfDrain(_) => &[Metric::Rate],
             Target::AtMost { .. } => &[Metric::P50, Metric::P99],
+            Target::AtMostPercent(_) => &[Metric::Percent],
             Target::None if matches!(self.reps.first(), Some(Sample::Rate(_))) => &[Metric::Rate],
             Target::None => &[Metric::P50, Metric::P99],
         }
@@ -78,6 +88,11 @@ impl ScenarioResult {
 
     fn values(&self, metric: Metric) -> Vec<f64> {
         self.reps.iter().map(|&s| metric.of(s)).collect()
+    }
+
+    /// The median rate, for the scenarios whose targets are a share of it.
+    pub fn median_rate(&self) -> Option<f64> {
+        self.median(Metric::Rate)
     }
 
     /// The median of a metric; none when the scenario failed, so a partial run is never
@@ -92,10 +107,18 @@ impl ScenarioResult {
     /// Whether the median meets the metric's target: `None` without a target or a median.
     /// Failed requests fail the target whatever the number.
     fn met(&self, metric: Metric) -> Option<bool> {
-        let (bound, is_floor) = metric.bound(self.scenario.target())?;
+        let (bound, is_floor) = self.bound(metric)?;
         let value = self.median(metric)?;
         let within = if is_floor { value >= bound } else { value <= bound };
         Some(within && self.errors == 0)
+    }
+
+    /// The bound a metric is held to in this run, if any, and whether it is a floor.
+    fn bound(&self, metric: Metric) -> Option<(f64, bool)> {
+        match (metric, self.scenario.target()) {
+            (Metric::Rate, Target::AtLeastShareOfDrain(share)) => self.baseline.map(|b| (b * share, true)),
+            (m, target) => m.bound(target),
+        }
     }
 
     /// The scenario met every target it has (`None`: no target, or it failed).
@@ -213,7 +236,7 @@ impl Report {
 
 fn table_row(result: &ScenarioResult, metric: Metric) -> String {
     let label = match metric {
-        Metric::Rate => result.scenario.key().to_string(),
+        Metric::Rate | Metric::Percent => result.scenario.key().to_string(),
         Metric::P50 => format!("{} p50", result.scenario.key()),
         Metric::P99 => format!("{} p99", result.scenario.key()),
     };
@@ -225,7 +248,7 @@ fn table_row(result: &ScenarioResult, metric: Metric) -> String {
     let reps: Vec<String> = (0..REP_COLUMNS)
         .map(|i| result.reps.get(i).map_or("—".to_string(), |&s| metric.format(metric.of(s))))
         .collect();
-    let target = match metric.bound(result.scenario.target()) {
+    let target = match result.bound(metric) {
         Some((bound, true)) => format!("≥ {}", metric.format(bound)),
         Some((bound, false)) => format!("≤ {}", metric.format(bound)),
         None => "—".to_string(),
@@ -244,6 +267,7 @@ fn table_row(result: &ScenarioResult, metric: Metric) -> String {
 fn sample_json(metrics: &[Metric], value: impl Fn(Metric) -> Option<f64>) -> Value {
     match metrics {
         [Metric::Rate] => json!(value(Metric::Rate)),
+        [Metric::Percent] => json!(value(Metric::Percent)),
         _ => json!({ "p50": value(Metric::P50), "p99": value(Metric::P99) }),
     }
 }
@@ -253,6 +277,8 @@ fn target_json(target: Target) -> Value {
         Target::None => Value::Null,
         Target::AtLeast(min) => json!({ "min": min }),
         Target::AtMost { p50, p99 } => json!({ "p50_max": p50, "p99_max": p99 }),
+        Target::AtMostPercent(max) => json!({ "max_percent": max }),
+        Target::AtLeastShareOfDrain(share) => json!({ "min_share_of_drain_no_trace": share }),
     }
 }
 

@@ -35,6 +35,9 @@ pub enum Scenario {
     BulkEnqueue,
     Drain,
     DrainNoTrace,
+    DrainKeyLimited,
+    DrainQueueLimited,
+    IdleSchedulesCost,
     SqliteDrain,
     SqliteHttpLatency,
     RemoteLatency,
@@ -55,6 +58,10 @@ pub enum Target {
     AtLeast(f64),
     /// Latency percentiles of at most these milliseconds.
     AtMost { p50: f64, p99: Option<f64> },
+    /// A cost of at most this many percent.
+    AtMostPercent(f64),
+    /// A rate of at least this share of `drain_no_trace_per_s` in the same run.
+    AtLeastShareOfDrain(f64),
 }
 
 /// One repetition's number.
@@ -64,6 +71,8 @@ pub enum Sample {
     Rate(f64),
     /// Milliseconds from `created_at` to `started_at`.
     Latency { p50: f64, p99: f64 },
+    /// A cost in percent of a baseline measured beside it.
+    Percent(f64),
 }
 
 /// One repetition: its number, plus what went wrong without invalidating it.
@@ -77,13 +86,16 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
         Scenario::BulkEnqueue,
         Scenario::Drain,
         Scenario::DrainNoTrace,
+        Scenario::DrainKeyLimited,
+        Scenario::DrainQueueLimited,
+        Scenario::IdleSchedulesCost,
         Scenario::SqliteDrain,
         Scenario::SqliteHttpLatency,
         Scenario::RemoteLatency,
@@ -104,6 +116,9 @@ impl Scenario {
             Scenario::BulkEnqueue => "bulk_enqueue_per_s",
             Scenario::Drain => "drain_per_s",
             Scenario::DrainNoTrace => "drain_no_trace_per_s",
+            Scenario::DrainKeyLimited => "drain_key_limited_per_s",
+            Scenario::DrainQueueLimited => "drain_queue_limited_per_s",
+            Scenario::IdleSchedulesCost => "idle_schedules_cost_pct",
             Scenario::SqliteDrain => "sqlite_drain_per_s",
             Scenario::SqliteHttpLatency => "sqlite_http_latency_ms",
             Scenario::RemoteLatency => "remote_latency_ms",
@@ -124,6 +139,8 @@ impl Scenario {
             Scenario::BulkEnqueue => Target::AtLeast(100_000.0),
             Scenario::Drain => Target::AtLeast(12_000.0),
             Scenario::DrainNoTrace => Target::AtLeast(45_000.0),
+            Scenario::DrainKeyLimited | Scenario::DrainQueueLimited => Target::AtLeastShareOfDrain(0.8),
+            Scenario::IdleSchedulesCost => Target::AtMostPercent(5.0),
             Scenario::SqliteDrain => Target::AtLeast(10_000.0),
             Scenario::SqliteHttpLatency => Target::AtMost { p50: 1.0, p99: None },
             Scenario::RemoteLatency => Target::AtMost { p50: 1.5, p99: Some(3.0) },
@@ -142,6 +159,9 @@ impl Scenario {
             Scenario::BulkEnqueue => bulk_enqueue(bench).await,
             Scenario::Drain => pg_drain(bench, Traces::On).await,
             Scenario::DrainNoTrace => pg_drain(bench, Traces::Off).await,
+            Scenario::DrainKeyLimited => pg_drain_limited(bench, Limit::Key).await,
+            Scenario::DrainQueueLimited => pg_drain_limited(bench, Limit::Queue).await,
+            Scenario::IdleSchedulesCost => idle_schedules_cost(bench).await,
             Scenario::SqliteDrain => sqlite_drain(bench).await,
             Scenario::SqliteHttpLatency => sqlite_http_latency(bench).await,
             Scenario::RemoteLatency => remote_latency(bench).await,
@@ -329,6 +349,90 @@ async fn pg_drain(bench: &Bench, traces: Traces) -> Result<Measured> {
             Measured::rate(n, pg::drain_seconds(&db).await?, problems)
         })
         .await
+}
+
+/// Which limit a limited drain runs under.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// `key_concurrency` 1 over [`LIMITED_KEYS`] keys.
+    Key,
+    /// A queue `concurrency` of [`LIMITED_CONCURRENCY`].
+    Queue,
+}
+
+const LIMITED_KEYS: usize = 1_000;
+const LIMITED_CONCURRENCY: usize = 64;
+
+/// `drain_key_limited_per_s` / `drain_queue_limited_per_s`: the traceless drain of the same
+/// backlog in one queue under a limit, set (as a `PUT /queues` would) before the daemon
+/// starts; every task goes through the limited claim.
+async fn pg_drain_limited(bench: &Bench, limit: Limit) -> Result<Measured> {
+    let n = bench.loads.drain_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            bench.migrate(&url).await?;
+            let db = pg::connect(&url).await?;
+            match limit {
+                Limit::Key => pg::insert_keyed_backlog(&db, n, LIMITED_KEYS, "key_concurrency = 1").await?,
+                Limit::Queue => {
+                    pg::insert_keyed_backlog(&db, n, 0, &format!("concurrency = {LIMITED_CONCURRENCY}")).await?
+                }
+            }
+            let config = DaemonConfig::serve(&url).env("JCT_POLL_INTERVAL_MS", 1_000).env("JCT_TRACE", "off");
+            let mut daemon = bench.start_daemon(config).await?;
+            progress!("  draining {n} tasks in a limited queue");
+            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
+            let problems = daemon.stop().await;
+            Measured::rate(n, pg::drain_seconds(&db).await?, problems)
+        })
+        .await
+}
+
+/// Schedules `idle_schedules_cost_pct` stores beside the drain.
+const IDLE_SCHEDULES: usize = 10_000;
+/// How long the daemon runs before the backlog arrives: its ticker has read the schedules
+/// by then, so the drain sees what idle schedules cost while the daemon runs.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+/// The traceless drain of a backlog inserted (in one statement) while the daemon runs, with
+/// `idle_schedules` schedules stored beside it that do not tick during the drain.
+async fn pg_drain_beside_schedules(bench: &Bench, idle_schedules: usize) -> Result<f64> {
+    let n = bench.loads.drain_tasks;
+    bench
+        .with_pg_database(|url| async move {
+            bench.migrate(&url).await?;
+            let db = pg::connect(&url).await?;
+            pg::insert_idle_schedules(&db, idle_schedules).await?;
+            let config = DaemonConfig::serve(&url).env("JCT_POLL_INTERVAL_MS", 1_000).env("JCT_TRACE", "off");
+            let mut daemon = bench.start_daemon(config).await?;
+            http::wait_healthy(&http::client(1)?, &daemon.base_url()).await?;
+            tokio::time::sleep(IDLE_SETTLE).await;
+            pg::insert_backlog(&db, n).await?;
+            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
+            let problems = daemon.stop().await;
+            if !problems.is_empty() {
+                return Err(format!("the daemon reported problems: {}", problems.join("; ")).into());
+            }
+            let rate = n as f64 / pg::drain_seconds(&db).await?;
+            progress!("  {rate:.0} tasks/s beside {idle_schedules} idle schedules");
+            Ok(rate)
+        })
+        .await
+}
+
+/// `idle_schedules_cost_pct`: how much slower the traceless drain is with 10,000 idle
+/// schedules stored. The machine's drift between runs is larger than the cost sought, so
+/// each repetition measures both drains in the order without, with, with, without, and the
+/// cost is one minus the ratio of the sums.
+async fn idle_schedules_cost(bench: &Bench) -> Result<Measured> {
+    let mut rates = [0.0_f64; 4];
+    for (i, schedules) in [0, IDLE_SCHEDULES, IDLE_SCHEDULES, 0].into_iter().enumerate() {
+        rates[i] = pg_drain_beside_schedules(bench, schedules).await?;
+    }
+    let (without, with) = (rates[0] + rates[3], rates[1] + rates[2]);
+    Ok(Measured { sample: Sample::Percent((1.0 - with / without) * 100.0), errors: 0, problems: Vec::new() })
 }
 
 /// A new SQLite database file in a fresh directory.

@@ -13,6 +13,7 @@ use warp::Reply;
 use crate::cwom::types::{ObjectKind, Status};
 use crate::cwom::CwomError;
 use crate::intake::IntakeError;
+use crate::queues::QueueError;
 use crate::remote::RemoteError;
 use crate::scheduling::SchedulingError;
 use crate::storable::Unstorable;
@@ -109,6 +110,9 @@ pub enum ApiError {
     ScheduleExists(String),
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),
+    /// A queue name or settings change breaks a rule; names the field.
+    #[error("{field}: {reason}")]
+    InvalidQueue { field: String, reason: String },
     #[error("the task store is unavailable; try again shortly")]
     Unavailable,
     #[error("internal error")]
@@ -135,6 +139,7 @@ impl ApiError {
             | Refused { .. }
             | RejectedByStore(_)
             | InvalidSchedule { .. }
+            | InvalidQueue { .. }
             | InvalidBulk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -198,6 +203,7 @@ impl ApiError {
             InvalidSchedule { .. } => "invalid_schedule",
             ScheduleExists(_) => "schedule_exists",
             ScheduleNotFound(_) => "schedule_not_found",
+            InvalidQueue { .. } => "invalid_queue",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
         }
@@ -218,7 +224,9 @@ impl ApiError {
             }
             ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body["task_id"] = json!(id),
             ApiError::WorkerNotFound(id) => body["worker_id"] = json!(id),
-            ApiError::InvalidSchedule { field, .. } => body["field"] = json!(field),
+            ApiError::InvalidSchedule { field, .. } | ApiError::InvalidQueue { field, .. } => {
+                body["field"] = json!(field)
+            }
             ApiError::ScheduleExists(name) | ApiError::ScheduleNotFound(name) => body["name"] = json!(name),
             ApiError::CwomNotFound { kind, id } => {
                 body["kind"] = json!(kind);
@@ -286,6 +294,15 @@ impl From<SchedulingError> for ApiError {
             SchedulingError::NotFound(name) => ApiError::ScheduleNotFound(name),
             SchedulingError::Intake(e) => e.into(),
             SchedulingError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Invalid(f) => ApiError::InvalidQueue { field: f.field, reason: f.reason },
+            QueueError::Store(e) => e.into(),
         }
     }
 }

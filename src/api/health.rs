@@ -62,6 +62,11 @@ async fn metrics(state: ApiState) -> Response {
             Ok(counts) => state.metrics.set_queued_by_type(&counts),
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count queued tasks by type"),
         }
+        // One query for every queue (the queues table and the live tasks grouped by queue).
+        match state.queues.list().await {
+            Ok(queues) => state.metrics.set_queues(&queues),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the queues"),
+        }
     }
     state.metrics.set_listener_connected(state.listener.as_ref().is_some_and(|l| l.is_connected()));
     let mut res = state.metrics.render().into_response();

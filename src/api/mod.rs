@@ -2,15 +2,16 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `health.rs` | `GET /health`, `/ready`, `/metrics`, `/openapi.json` |
+//! | `health.rs` | `GET /health`, `/ready`, `/metrics` (with the per-queue gauges), `/openapi.json` |
 //! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
 //! | `schedules.rs` | `/schedules[/{name}]`: create, list, get, replace, delete, pause, resume, trigger |
+//! | `queues.rs` | `/queues[/{name}]`: list, get, change limits, pause, resume |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
 //! | `workers.rs` | the worker protocol: `/workers…`, `POST /tasks/claim`, and a worker's writes on its tasks |
 //! | `mcp.rs` | `/mcp`: the MCP tools over rmcp's streamable HTTP transport (their calls come back to this API over HTTP) |
 //! | `access.rs` | the API keys (full and read-only), the dashboard's session cookie, the CSRF and `Origin` guards |
 //! | `body.rs` | the JSON body reader every route with a body uses |
-//! | `ui/` | the dashboard under `/ui`: server-rendered pages, login, and the assets built into the binary |
+//! | `ui/` | the dashboard under `/ui`: server-rendered pages (overview, tasks, workers, schedules, queues, issues), login, and the assets built into the binary |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
 //! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/openapi.rs`) |
 //!
@@ -39,6 +40,7 @@ pub mod error;
 pub mod health;
 pub mod mcp;
 pub mod openapi;
+pub mod queues;
 pub mod schedules;
 pub mod tasks;
 pub mod ui;
@@ -55,6 +57,8 @@ pub struct ApiState {
     pub intake: Arc<Intake>,
     /// Schedules: create, change, pause, resume, trigger, delete.
     pub schedules: Arc<crate::scheduling::Schedules>,
+    /// Queue controls: limits, pause, resume.
+    pub queues: Arc<crate::queues::Queues>,
     /// Cancel and retry, one task or many.
     pub control: Arc<Control>,
     /// The worker protocol's service.
@@ -87,6 +91,8 @@ pub fn routes(
         .or(tasks::routes(state.clone()))
         .unify()
         .or(schedules::routes(state.clone()))
+        .unify()
+        .or(queues::routes(state.clone()))
         .unify()
         .or(ui::routes(state.clone()))
         .unify()

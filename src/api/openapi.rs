@@ -423,7 +423,36 @@ fn schemas() -> Value {
         "cwom_issue_id",
         "schedule_name",
         "scheduled_for",
+        "concurrency_key",
     ];
+    let task_spec = json!({
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": false,
+        "properties": {
+            "type": { "type": "string", "minLength": 1, "maxLength": 128 },
+            "payload": { "description": "any JSON; default {}" },
+            "queue": { "type": "string", "default": "default" },
+            "priority": { "type": "integer", "default": 0 },
+            "run_at": { "type": "string", "format": "date-time" },
+            "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
+            "timeout_seconds": { "type": "integer", "minimum": 1, "default": 900 },
+            "idempotency_key": { "type": "string", "maxLength": 256 },
+            "cwom_issue_id": { "type": "string", "description": "record each attempt as a Run of this CWOM Issue" },
+            "concurrency_key": {
+                "type": "string", "minLength": 1, "maxLength": 256,
+                "description": "run at most the queue's key_concurrency tasks of this key at a time"
+            }
+        }
+    });
+    // A schedule's task: the enqueue body less what every fire sets itself.
+    let mut schedule_task = task_spec.clone();
+    if let Some(p) = schedule_task["properties"].as_object_mut() {
+        p.remove("run_at");
+        p.remove("idempotency_key");
+    }
+    schedule_task["description"] =
+        json!("An enqueue body without run_at (a fire runs now) and idempotency_key (every fire has its own)");
     let schedule_body = json!({
         "type": "object",
         "required": ["name", "cron"],
@@ -431,7 +460,7 @@ fn schemas() -> Value {
             "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$" },
             "cron": { "type": "string", "description": "5 fields, 6 with seconds first, or @hourly, @daily, @weekly, @monthly" },
             "timezone": { "type": "string", "default": "UTC", "description": "IANA time zone" },
-            "task": { "type": "object", "description": "An enqueue body without run_at and idempotency_key" },
+            "task": schema_ref("ScheduleTask"),
             "workflow": { "type": "object", "description": "Not available yet on this server: 422" },
             "catch_up": { "enum": ["skip", "latest", "all"], "default": "latest" },
             "catch_up_window_s": { "type": "integer", "default": 3600 },
@@ -506,20 +535,42 @@ fn schemas() -> Value {
                 "listener_connected": { "type": ["boolean", "null"], "description": "null without a LISTEN connection" }
             }
         },
-        "TaskSpec": {
+        "TaskSpec": task_spec,
+        "ScheduleTask": schedule_task,
+        "QueueChange": {
             "type": "object",
-            "required": ["type"],
             "additionalProperties": false,
+            "description": "each field left out is kept, null removes that limit",
             "properties": {
-                "type": { "type": "string", "minLength": 1, "maxLength": 128 },
-                "payload": { "description": "any JSON; default {}" },
-                "queue": { "type": "string", "default": "default" },
-                "priority": { "type": "integer", "default": 0 },
-                "run_at": { "type": "string", "format": "date-time" },
-                "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
-                "timeout_seconds": { "type": "integer", "minimum": 1, "default": 900 },
-                "idempotency_key": { "type": "string", "maxLength": 256 },
-                "cwom_issue_id": { "type": "string", "description": "record each attempt as a Run of this CWOM Issue" }
+                "concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks of the queue, across every daemon and remote worker" },
+                "key_concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks per concurrency_key in the queue (tasks without a key are held only to concurrency)" },
+                "rate": {
+                    "oneOf": [schema_ref("Rate"), { "type": "null" }]
+                }
+            }
+        },
+        "Rate": {
+            "type": "object",
+            "required": ["limit", "per_s"],
+            "additionalProperties": false,
+            "description": "at most limit starts in any window of per_s seconds",
+            "properties": {
+                "limit": { "type": "integer", "minimum": 1, "maximum": crate::queue::RATE_LIMIT_MAX },
+                "per_s": { "type": "number", "exclusiveMinimum": 0, "maximum": crate::queue::RATE_WINDOW_MAX_S }
+            }
+        },
+        "Queue": {
+            "type": "object",
+            "required": ["name", "paused", "concurrency", "key_concurrency", "rate", "queued", "running", "waiting"],
+            "properties": {
+                "name": { "type": "string" },
+                "paused": { "type": "boolean", "description": "nobody claims from a paused queue; its running tasks go on" },
+                "concurrency": { "type": ["integer", "null"] },
+                "key_concurrency": { "type": ["integer", "null"] },
+                "rate": { "oneOf": [schema_ref("Rate"), { "type": "null" }] },
+                "queued": { "type": "integer" },
+                "running": { "type": "integer" },
+                "waiting": { "type": "integer" }
             }
         },
         "Task": {
@@ -528,7 +579,8 @@ fn schemas() -> Value {
             "properties": {
                 "status": { "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"] },
                 "attempts": { "type": "integer" },
-                "result": { "description": "the handler's output once completed" }
+                "result": { "description": "the handler's output once completed" },
+                "concurrency_key": { "type": ["string", "null"], "description": "held to its queue's key_concurrency with the other tasks of this key" }
             }
         },
         "BatchResult": {
@@ -639,6 +691,65 @@ fn schedule_paths() -> Value {
     })
 }
 
+/// `/queues`: each queue's pause and limits (api/queues.rs). A queue needs no row: any
+/// name a task may use answers, with its defaults until a setting is made.
+fn queue_paths() -> Value {
+    let name = json!({ "name": "name", "in": "path", "required": true, "description": "Queue name (1 to 128 characters, no NUL)", "schema": { "type": "string" } });
+    let queue = || ok_json("The queue, as it is now", schema_ref("Queue"));
+    let writes = |ok: Value, extra: Value| {
+        let mut r = json!({
+            "200": ok,
+            "401": error("Missing or wrong API key"),
+            "403": error("The read-only key (`read_only_key`), a session request without its CSRF token (`csrf_rejected`), or another site's Origin (`cross_origin`)"),
+            "422": error("`invalid_queue` naming the `field` (`name` for a bad queue name)"),
+            "503": error("Store unavailable"),
+        });
+        if let (Value::Object(r), Value::Object(e)) = (&mut r, extra) {
+            r.extend(e);
+        }
+        r
+    };
+    let action = |summary: &str| json!({ "post": { "summary": summary, "parameters": [name.clone()], "responses": writes(queue(), json!({})) } });
+    json!({
+        "/queues": { "get": {
+            "summary": "Every queue with a setting or a live task, by name: pause, limits, and its queued, running and waiting tasks",
+            "responses": {
+                "200": ok_json("The queues", json!({ "type": "object", "required": ["queues"], "properties": { "queues": { "type": "array", "items": schema_ref("Queue") } } })),
+                "401": error("Missing or wrong API key"),
+                "503": error("Store unavailable"),
+            }
+        }},
+        "/queues/{name}": {
+            "get": {
+                "summary": "One queue (the defaults and zero counts for a queue nobody has used)",
+                "parameters": [name.clone()],
+                "responses": {
+                    "200": queue(),
+                    "401": error("Missing or wrong API key"),
+                    "422": error("`invalid_queue`: a bad queue name (`field` is `name`)"),
+                    "503": error("Store unavailable"),
+                }
+            },
+            "put": {
+                "summary": "Change the queue's limits, enforced in every claim across the fleet from the next one on; a field left out is kept, null removes it",
+                "parameters": [name.clone()],
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": schema_ref("QueueChange"),
+                    "example": { "concurrency": 4, "key_concurrency": 1, "rate": { "limit": 10, "per_s": 60 } }
+                }}},
+                "responses": writes(queue(), json!({
+                    "400": error("Malformed JSON"),
+                    "413": error("Body larger than JCT_MAX_BODY_BYTES"),
+                    "415": error("Not application/json"),
+                    "422": error("`invalid_queue` naming the `field`: a limit outside 1..1000000, a rate without limit (1..100000) or per_s (above 0, at most 86400), an unknown field, or a bad queue name"),
+                })),
+            }
+        },
+        "/queues/{name}/pause": action("Pause: no daemon or worker claims from the queue until it is resumed; its running tasks go on"),
+        "/queues/{name}/resume": action("Resume: the queue's tasks are claimed again at once"),
+    })
+}
+
 /// `/mcp`: MCP's streamable HTTP transport, stateless (api/mcp.rs). Its bodies are JSON-RPC.
 fn mcp_paths() -> Value {
     let initialize = json!({
@@ -659,7 +770,7 @@ fn mcp_paths() -> Value {
 
 pub fn document() -> Value {
     let mut paths = task_paths();
-    for more in [worker_paths(), cwom_paths(), schedule_paths(), mcp_paths()] {
+    for more in [worker_paths(), cwom_paths(), schedule_paths(), queue_paths(), mcp_paths()] {
         if let (Value::Object(p), Value::Object(m)) = (&mut paths, more) {
             p.extend(m);
         }

@@ -100,6 +100,8 @@ pub struct EnqueueRequest {
     pub idempotency_key: Option<String>,
     /// Record this task's runs under this CWOM Issue (which must exist).
     pub cwom_issue_id: Option<String>,
+    /// Run at most the queue's `key_concurrency` tasks of this key at a time.
+    pub concurrency_key: Option<String>,
 }
 
 impl EnqueueRequest {
@@ -121,6 +123,7 @@ impl EnqueueRequest {
         }
         task.idempotency_key = self.idempotency_key;
         task.cwom_issue_id = self.cwom_issue_id;
+        task.concurrency_key = self.concurrency_key;
         task.trace_id = Some(trace_id);
         Ok(task.checked()?)
     }

@@ -5,28 +5,45 @@
 //! data ([`crate::store::ScheduleStore::fire`]), so daemons racing for one tick cost one
 //! short transaction each and fire it once.
 //!
-//! It keeps every schedule in memory and sleeps until the earliest next tick among them
-//! (never a coarse poll), until its own daemon changes a schedule
-//! ([`Schedules::changed`]), or until the re-read period
-//! ([`SCHEDULE_REREAD_EVERY`]) that shows other daemons' changes and releases ticks
-//! `buffer_one` held back. On each wake it fires what [`crate::schedule::Timing::due`]
-//! says is due, oldest first; a tick is never fired before its instant.
+//! It keeps every schedule in memory with the next tick to look at, and sleeps until the
+//! earliest of them (never a coarse poll), until its own daemon changes a schedule
+//! ([`Schedules::changed`]), or until the look period ([`SCHEDULE_LOOK_EVERY`]). A look
+//! reads one aggregate, [`Schedules::fingerprint`], and reads every schedule again only
+//! when it moved (another daemon's change), and retries the ticks `buffer_one` holds back
+//! while there are any. So an idle schedule costs nothing between its ticks: neither a row
+//! read nor a cron computation. On each wake it fires what
+//! [`crate::schedule::Timing::due`] says is due of the schedules whose next tick has come,
+//! oldest first; a tick is never fired before its instant.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::schedule::{FireKind, FireOutcome, Schedule};
 use crate::scheduling::{Schedules, SchedulingError};
 use crate::shutdown::Shutdown;
-use crate::store::Fired;
-use crate::tunables::{SCHEDULE_LATE_GRACE, SCHEDULE_REREAD_EVERY, SCHEDULE_RETRY_AFTER};
+use crate::store::{Fired, SchedulesFingerprint};
+use crate::tunables::{SCHEDULE_LATE_GRACE, SCHEDULE_LOOK_EVERY, SCHEDULE_RETRY_AFTER};
 
 /// The ticker of one daemon.
 pub struct Ticker {
     schedules: Arc<Schedules>,
+}
+
+/// One schedule as the ticker keeps it.
+struct Entry {
+    schedule: Schedule,
+    /// When to look at the schedule next; `None` right after a read (look at once: missed
+    /// ticks are caught up).
+    next: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    fn due_by(&self, now: DateTime<Utc>) -> bool {
+        !self.schedule.spec.paused && self.next.is_none_or(|t| t <= now)
+    }
 }
 
 impl Ticker {
@@ -37,54 +54,76 @@ impl Ticker {
     /// Runs until shutdown is asked (a fire in flight finishes: it is one transaction).
     pub async fn run(self, shutdown: Shutdown) {
         let changed = self.schedules.changed();
-        let mut cache: Vec<Schedule> = Vec::new();
-        let mut reread_at = Instant::now();
+        let mut cache: Vec<Entry> = Vec::new();
+        // `None`: read every schedule at the next look, whatever the fingerprint.
+        let mut seen: Option<SchedulesFingerprint> = None;
+        let mut look_at = Instant::now();
         loop {
-            if Instant::now() >= reread_at {
-                match self.schedules.list().await {
-                    Ok(all) => {
-                        cache = all;
-                        reread_at = Instant::now() + SCHEDULE_REREAD_EVERY;
-                        self.release_buffered(&cache).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the schedules; retrying");
-                        reread_at = Instant::now() + SCHEDULE_RETRY_AFTER;
-                    }
+            if Instant::now() >= look_at {
+                look_at = Instant::now() + SCHEDULE_LOOK_EVERY;
+                if let Err(e) = self.look(&mut cache, &mut seen).await {
+                    tracing::warn!(error = %e, "cannot read the schedules; retrying");
+                    look_at = Instant::now() + SCHEDULE_RETRY_AFTER;
                 }
             }
-            let mut stale = false;
-            for schedule in cache.iter_mut().filter(|s| !s.spec.paused) {
+            let now = Utc::now();
+            for entry in cache.iter_mut().filter(|e| e.due_by(now)) {
                 if shutdown.is_stopping() {
                     return;
                 }
-                match self.tick(schedule).await {
-                    Ok(true) => {}
-                    Ok(false) => stale = true,
+                match self.tick(&mut entry.schedule).await {
+                    Ok(true) => {
+                        // From `now`, read before the tick: a tick that came while it
+                        // fired is looked at on the next wake, never skipped.
+                        entry.next = entry.schedule.spec.timing.next_after(now.max(entry.schedule.fired_through));
+                    }
+                    Ok(false) => {
+                        seen = None;
+                        look_at = Instant::now();
+                    }
                     Err(e) => {
-                        tracing::warn!(schedule = %schedule.spec.name, error = %e, "schedule fire failed");
-                        reread_at = reread_at.min(Instant::now() + SCHEDULE_RETRY_AFTER);
+                        tracing::warn!(schedule = %entry.schedule.spec.name, error = %e, "schedule fire failed");
+                        entry.next = Some(now + SCHEDULE_RETRY_AFTER);
                     }
                 }
-            }
-            if stale {
-                reread_at = Instant::now();
-                continue;
             }
             let now = Utc::now();
             let next_tick = cache
                 .iter()
-                .filter(|s| !s.spec.paused)
-                .filter_map(|s| s.spec.timing.next_after(now.max(s.fired_through)))
+                .filter(|e| !e.schedule.spec.paused)
+                .map(|e| e.next.unwrap_or(now))
                 .min()
-                .map(|t| Instant::now() + (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
-            let wake_at = next_tick.map_or(reread_at, |t| t.min(reread_at));
+                .map(|t| Instant::now() + (t - now).to_std().unwrap_or(Duration::ZERO));
+            let wake_at = next_tick.map_or(look_at, |t| t.min(look_at));
             tokio::select! {
                 _ = shutdown.stopping() => return,
-                _ = changed.notified() => reread_at = Instant::now(),
+                _ = changed.notified() => {
+                    seen = None;
+                    look_at = Instant::now();
+                }
                 _ = tokio::time::sleep_until(wake_at) => {}
             }
         }
+    }
+
+    /// The periodic look: reads every schedule again when the fingerprint moved (or `seen`
+    /// was cleared), and retries the buffered ticks while there are any.
+    async fn look(
+        &self,
+        cache: &mut Vec<Entry>,
+        seen: &mut Option<SchedulesFingerprint>,
+    ) -> Result<(), SchedulingError> {
+        let fingerprint = self.schedules.fingerprint().await?;
+        if *seen != Some(fingerprint) {
+            // Read after the fingerprint: the copy is at least as new as what it describes.
+            let all = self.schedules.list().await?;
+            *cache = all.into_iter().map(|schedule| Entry { schedule, next: None }).collect();
+            *seen = Some(fingerprint);
+        }
+        if fingerprint.buffered > 0 {
+            self.release_buffered(cache).await;
+        }
+        Ok(())
     }
 
     /// Fires what is due of one schedule; `Ok(false)` when the copy in memory is stale.
@@ -133,8 +172,8 @@ impl Ticker {
         Ok(true)
     }
 
-    async fn release_buffered(&self, cache: &[Schedule]) {
-        for schedule in cache.iter().filter(|s| s.buffered_for.is_some()) {
+    async fn release_buffered(&self, cache: &[Entry]) {
+        for schedule in cache.iter().map(|e| &e.schedule).filter(|s| s.buffered_for.is_some()) {
             match self.schedules.release_buffered(schedule).await {
                 Ok(_) | Err(SchedulingError::NotFound(_)) => {}
                 Err(e) => tracing::warn!(schedule = %schedule.spec.name, error = %e, "buffered fire failed"),

@@ -249,6 +249,20 @@ pub async fn call(
             let name = segment("name", args.str("name")?)?;
             Ok(client.post_json(&format!("/schedules/{name}/{action}"), &json!({})).await?)
         }
+        ToolName::ListQueues => Ok(client.get_json("/queues").await?),
+        ToolName::PauseQueue | ToolName::ResumeQueue => {
+            let action = if tool == ToolName::PauseQueue { "pause" } else { "resume" };
+            let name = segment("name", args.str("name")?)?;
+            Ok(client.post_json(&format!("/queues/{name}/{action}"), &json!({})).await?)
+        }
+        ToolName::SetQueueLimits => {
+            let name = segment("name", args.str("name")?)?;
+            // The rest is the PUT body as given: a field left out is kept, null removes it,
+            // and the server checks every value (422 invalid_queue naming the field).
+            let mut change = args.0;
+            change.remove("name");
+            Ok(client.put_json(&format!("/queues/{name}"), &Value::Object(change)).await?)
+        }
     }
 }
 

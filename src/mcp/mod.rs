@@ -3,7 +3,9 @@
 //! every tool is HTTP calls to the JCT server through [`crate::client`], so validation, auth
 //! and fencing stay the server's.
 //!
-//! - `tools`: the catalog (names, descriptions, input schemas, which change nothing).
+//! - `tools`: the catalog (names, descriptions, input schemas, which change nothing): tasks,
+//!   the worker cycle, CWOM context, schedules, and queue controls (list, pause, resume,
+//!   limits).
 //! - `calls`: what each tool does; every failure is a [`calls::ToolError`].
 //! - `agent`: the MCP server as a JCT worker (registrations, heartbeats, log numbering).
 //!
@@ -98,7 +100,8 @@ impl ServerHandler for JctMcp {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("devops-control-tower", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "JCT is a durable task queue. Operators enqueue, inspect, cancel and retry tasks; an \
+                "JCT is a durable task queue. Operators enqueue, inspect, cancel and retry tasks, and \
+                 pause queues or limit them (jct_list_queues, jct_set_queue_limits); an \
                  agent takes work with jct_claim_task, reads jct_get_issue_context when the task \
                  names a CWOM issue, reports progress with jct_append_log and jct_report_artifact, \
                  and ends with jct_complete_task or jct_fail_task.",

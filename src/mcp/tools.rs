@@ -27,6 +27,10 @@ pub enum ToolName {
     PauseSchedule,
     ResumeSchedule,
     TriggerSchedule,
+    ListQueues,
+    PauseQueue,
+    ResumeQueue,
+    SetQueueLimits,
 }
 
 /// What a second identical call does, for the descriptions and the annotations.
@@ -41,7 +45,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 18] = [
+    pub const ALL: [ToolName; 22] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -60,6 +64,10 @@ impl ToolName {
         ToolName::PauseSchedule,
         ToolName::ResumeSchedule,
         ToolName::TriggerSchedule,
+        ToolName::ListQueues,
+        ToolName::PauseQueue,
+        ToolName::ResumeQueue,
+        ToolName::SetQueueLimits,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +90,10 @@ impl ToolName {
             ToolName::PauseSchedule => "jct_pause_schedule",
             ToolName::ResumeSchedule => "jct_resume_schedule",
             ToolName::TriggerSchedule => "jct_trigger_schedule",
+            ToolName::ListQueues => "jct_list_queues",
+            ToolName::PauseQueue => "jct_pause_queue",
+            ToolName::ResumeQueue => "jct_resume_queue",
+            ToolName::SetQueueLimits => "jct_set_queue_limits",
         }
     }
 
@@ -100,7 +112,8 @@ impl ToolName {
             | ToolName::ListTasks
             | ToolName::GetTrace
             | ToolName::GetIssueContext
-            | ToolName::ListSchedules => Effect::Reads,
+            | ToolName::ListSchedules
+            | ToolName::ListQueues => Effect::Reads,
             ToolName::CancelTask
             | ToolName::RetryTask
             | ToolName::Heartbeat
@@ -109,7 +122,10 @@ impl ToolName {
             | ToolName::FailTask
             | ToolName::CreateSchedule
             | ToolName::PauseSchedule
-            | ToolName::ResumeSchedule => Effect::ChangesOnce,
+            | ToolName::ResumeSchedule
+            | ToolName::PauseQueue
+            | ToolName::ResumeQueue
+            | ToolName::SetQueueLimits => Effect::ChangesOnce,
             ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog | ToolName::TriggerSchedule => {
                 Effect::ChangesEachCall
             }
@@ -182,19 +198,48 @@ impl ToolName {
                  (principles, policies, procedures), each object whole. Changes nothing."
             }
             ToolName::ListSchedules => {
-                "Lists every schedule (GET /schedules): its cron pattern, time zone, task, policies,                  paused or not, next_fire_at, the next 5 fire times and its last fire (time and                  task_id). Changes nothing."
+                "Lists every schedule (GET /schedules): its cron pattern, time zone, task, policies, \
+                 paused or not, next_fire_at, the next 5 fire times and its last fire (time and \
+                 task_id). Changes nothing."
             }
             ToolName::CreateSchedule => {
-                "Creates a schedule (POST /schedules) that enqueues its task on every tick of a cron                  pattern (5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly) in an                  IANA time zone. Changes: adds the schedule. Twice: safe; the second call is refused                  with 409 schedule_exists."
+                "Creates a schedule (POST /schedules) that enqueues its task on every tick of a cron \
+                 pattern (5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly) in an \
+                 IANA time zone. Changes: adds the schedule. Twice: safe; the second call is refused \
+                 with 409 schedule_exists."
             }
             ToolName::PauseSchedule => {
                 "Pauses a schedule: its ticks stop firing. Changes: the schedule is paused. Twice: safe."
             }
             ToolName::ResumeSchedule => {
-                "Resumes a paused schedule from its next tick (ticks of the pause do not fire).                  Changes: the schedule runs again. Twice: safe."
+                "Resumes a paused schedule from its next tick (ticks of the pause do not fire). \
+                 Changes: the schedule runs again. Twice: safe."
             }
             ToolName::TriggerSchedule => {
-                "Fires a schedule once now, outside its pattern (its task is enqueued; no tick is                  used up) and returns the task_id. Changes: creates a task. Twice: creates a                  second task."
+                "Fires a schedule once now, outside its pattern (its task is enqueued; no tick is \
+                 used up) and returns the task_id. Changes: creates a task. Twice: creates a \
+                 second task."
+            }
+            ToolName::ListQueues => {
+                "Lists every queue that has a setting or a live task (GET /queues): paused or not, \
+                 its limits (concurrency, key_concurrency, rate {limit, per_s}; null is none) and \
+                 its queued, running and waiting counts. Changes nothing."
+            }
+            ToolName::PauseQueue => {
+                "Pauses a queue: no daemon or worker claims from it until it is resumed; its running \
+                 tasks go on. Any queue name works (settings create the queue). Changes: the queue is \
+                 paused. Twice: safe."
+            }
+            ToolName::ResumeQueue => {
+                "Resumes a paused queue: its tasks are claimed again at once. Changes: the queue runs \
+                 again. Twice: safe."
+            }
+            ToolName::SetQueueLimits => {
+                "Changes a queue's limits (PUT /queues/{name}), held across every daemon and remote \
+                 worker: concurrency (running tasks of the queue), key_concurrency (running tasks per \
+                 concurrency_key), rate ({limit, per_s}: starts per window of seconds). A field left \
+                 out is kept, null removes that limit. Returns the queue. Changes: the limits. Twice: \
+                 safe (the same limits again)."
             }
         }
     }
@@ -204,6 +249,7 @@ impl ToolName {
         let task_id = json!({ "type": "string", "description": "the task's id (a UUID)" });
         let lease_token =
             json!({ "type": "string", "description": "the lease_token jct_claim_task returned with the task" });
+        let queue_name = json!({ "type": "string", "description": "the queue's name (any queue a task may name)" });
         let (properties, required): (Value, &[&str]) = match self {
             ToolName::EnqueueTask => (
                 json!({
@@ -214,7 +260,8 @@ impl ToolName {
                     "run_at": { "type": "string", "format": "date-time", "description": "not before (RFC 3339)" },
                     "max_attempts": { "type": "integer", "minimum": 1 },
                     "timeout_seconds": { "type": "integer", "minimum": 1 },
-                    "idempotency_key": { "type": "string", "description": "a second enqueue with the same key is refused" }
+                    "idempotency_key": { "type": "string", "description": "a second enqueue with the same key is refused" },
+                    "concurrency_key": { "type": "string", "description": "tasks of one key run at most the queue's key_concurrency at a time (at most 256 characters)" }
                 }),
                 &["type"],
             ),
@@ -309,6 +356,26 @@ impl ToolName {
             ToolName::PauseSchedule | ToolName::ResumeSchedule | ToolName::TriggerSchedule => {
                 (json!({ "name": { "type": "string", "description": "the schedule's name" } }), &["name"])
             }
+            ToolName::ListQueues => (json!({}), &[]),
+            ToolName::PauseQueue | ToolName::ResumeQueue => (json!({ "name": queue_name }), &["name"]),
+            ToolName::SetQueueLimits => (
+                json!({
+                    "name": queue_name,
+                    "concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks of the queue; null: no limit" },
+                    "key_concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks per concurrency_key; null: no limit" },
+                    "rate": {
+                        "type": ["object", "null"],
+                        "description": "at most limit starts in any window of per_s seconds; null: no limit",
+                        "properties": {
+                            "limit": { "type": "integer", "minimum": 1, "maximum": crate::queue::RATE_LIMIT_MAX },
+                            "per_s": { "type": "number", "exclusiveMinimum": 0, "maximum": crate::queue::RATE_WINDOW_MAX_S }
+                        },
+                        "required": ["limit", "per_s"],
+                        "additionalProperties": false
+                    }
+                }),
+                &["name"],
+            ),
         };
         json!({
             "type": "object",
@@ -339,16 +406,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_read_only_is_the_five_readers() {
+    fn names_round_trip_and_read_only_is_the_six_readers() {
         for tool in ToolName::ALL {
             assert_eq!(ToolName::parse(tool.name()), Some(tool));
         }
         let read_only: Vec<&str> = ToolName::ALL.iter().filter(|t| t.is_read_only()).map(|t| t.name()).collect();
         assert_eq!(
             read_only,
-            ["jct_get_task", "jct_list_tasks", "jct_get_trace", "jct_get_issue_context", "jct_list_schedules"]
+            [
+                "jct_get_task",
+                "jct_list_tasks",
+                "jct_get_trace",
+                "jct_get_issue_context",
+                "jct_list_schedules",
+                "jct_list_queues"
+            ]
         );
         assert_eq!(ToolName::parse("jct_nothing"), None);
+    }
+
+    #[test]
+    fn descriptions_read_as_one_line_each() {
+        for tool in ToolName::ALL {
+            assert!(!tool.description().contains("  "), "{}: a lost line continuation", tool.name());
+        }
     }
 
     #[test]

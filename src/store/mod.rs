@@ -7,6 +7,7 @@
 //! - [`WorkerStore`] (`workers.rs`): the registry of remote workers;
 //! - [`ScheduleStore`] (`schedules.rs`): schedules, and the transaction that fires a tick
 //!   exactly once;
+//! - [`QueueStore`] (`queues.rs`): each queue's pause and limits (the claim enforces them);
 //! - [`Listener`] (`listener.rs`, optional): turns the database's notifications into
 //!   wake-ups; PostgreSQL has one (LISTEN/NOTIFY), SQLite none (the worker polls).
 //!
@@ -32,6 +33,7 @@ pub(crate) mod cwom_mapping;
 pub mod error;
 pub mod listener;
 pub mod postgres;
+pub mod queues;
 pub mod schedules;
 pub mod sqlite;
 pub mod tasks;
@@ -41,7 +43,8 @@ pub use cwom::{Change, CwomStore};
 pub use error::{CancelError, EnqueueError, RetryError, ScheduleError, StoreError, StoreErrorKind, StoreResult};
 pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;
-pub use schedules::{FireParams, Fired, ScheduleStore};
+pub use queues::QueueStore;
+pub use schedules::{FireParams, Fired, ScheduleStore, SchedulesFingerprint};
 pub use sqlite::SqliteStore;
 pub use tasks::{
     AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState, MaintenanceStore,
@@ -57,7 +60,10 @@ pub struct Backend {
     cwom: Arc<dyn CwomStore>,
     workers: Arc<dyn WorkerStore>,
     schedules: Arc<dyn ScheduleStore>,
+    queues: Arc<dyn QueueStore>,
     listener: Option<Arc<dyn Listener>>,
+    /// The SQLite store itself, when that is the database (see [`Backend::wake_locally`]).
+    sqlite: Option<SqliteStore>,
 }
 
 impl Backend {
@@ -75,8 +81,10 @@ impl Backend {
             tasks: Arc::new(db.clone()),
             cwom: Arc::new(sqlite::SqliteCwom::new(db.clone())),
             schedules: Arc::new(db.clone()),
-            workers: Arc::new(db),
+            queues: Arc::new(db.clone()),
+            workers: Arc::new(db.clone()),
             listener: None,
+            sqlite: Some(db),
         }
     }
 
@@ -87,7 +95,9 @@ impl Backend {
             cwom: Arc::new(postgres::PgCwom::new(db.clone())),
             listener: Some(Arc::new(postgres::PgListener::new(db.url()))),
             schedules: Arc::new(db.clone()),
+            queues: Arc::new(db.clone()),
             workers: Arc::new(db),
+            sqlite: None,
         }
     }
 
@@ -109,6 +119,19 @@ impl Backend {
     /// The schedules on this database.
     pub fn schedules(&self) -> Arc<dyn ScheduleStore> {
         self.schedules.clone()
+    }
+
+    /// Gives the in-process wake-ups to a store that has no listener (SQLite: the end of
+    /// an attempt in a limited queue frees a slot, and only this process can hear it).
+    pub fn wake_locally(&self, sink: Arc<dyn NotificationSink>) {
+        if let Some(db) = &self.sqlite {
+            db.on_slot_freed(sink);
+        }
+    }
+
+    /// The queue controls on this database.
+    pub fn queues(&self) -> Arc<dyn QueueStore> {
+        self.queues.clone()
     }
 
     /// The database's notification listener, when it has one.

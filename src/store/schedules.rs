@@ -41,6 +41,19 @@ pub enum Fired {
     Stale,
 }
 
+/// A fingerprint of the schedules as the ticker keeps them: it changes whenever a schedule
+/// is created, replaced, paused, resumed or deleted (each of these moves `updated_at` to the
+/// store's clock, so the latest change moves, or the count does), and whenever a tick is
+/// held back by `buffer_one` or released. Fires and passed ticks leave it alone: a daemon
+/// learns of another's fire from the fire's own key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulesFingerprint {
+    pub count: i64,
+    pub latest_change: Option<DateTime<Utc>>,
+    /// Schedules holding a buffered tick.
+    pub buffered: i64,
+}
+
 /// Schedules and their fires.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync + 'static {
@@ -51,6 +64,10 @@ pub trait ScheduleStore: Send + Sync + 'static {
 
     /// Every schedule, by name.
     async fn list_schedules(&self) -> StoreResult<Vec<Schedule>>;
+
+    /// One aggregate over the schedules (see [`SchedulesFingerprint`]): what the ticker
+    /// reads every second instead of every schedule.
+    async fn schedules_fingerprint(&self) -> StoreResult<SchedulesFingerprint>;
 
     /// Replaces a schedule's spec (and source); the cursor moves to now, so the new pattern
     /// takes effect from its next tick. Its fires stay.

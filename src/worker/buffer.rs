@@ -105,6 +105,7 @@ mod tests {
             cwom_issue_id: None,
             schedule_name: None,
             scheduled_for: None,
+            concurrency_key: None,
         }
     }
 

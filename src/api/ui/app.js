@@ -81,6 +81,57 @@
     });
   });
 
+  // Pause and resume buttons on the queues page.
+  document.querySelectorAll("button[data-queue-action]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const action = button.dataset.queueAction;
+      const name = button.dataset.name;
+      button.disabled = true;
+      try {
+        const q = await api("POST", "queues/" + encodeURIComponent(name) + "/" + action);
+        flash("Queue " + q.name + (q.paused ? " paused." : " resumed."), false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        flash(e.message, true);
+        button.disabled = false;
+      }
+    });
+  });
+
+  // The limits forms on the queues page: each field is sent, an empty one as null (no
+  // limit); the rate needs both of its numbers or neither. The server checks every value.
+  document.querySelectorAll("form.queue-limits").forEach(function (form) {
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const error = form.querySelector(".error");
+      error.textContent = "";
+      const name = form.dataset.name || form.elements["name"].value.trim();
+      if (!name) { error.textContent = "name the queue"; return; }
+      const number = function (field) {
+        const v = form.elements[field].value.trim();
+        return v === "" ? null : Number(v);
+      };
+      const limit = number("rate_limit");
+      const perS = number("rate_per_s");
+      if ((limit === null) !== (perS === null)) {
+        error.textContent = "a rate needs both its starts and its seconds (or neither)";
+        return;
+      }
+      const change = {
+        concurrency: number("concurrency"),
+        key_concurrency: number("key_concurrency"),
+        rate: limit === null ? null : { limit: limit, per_s: perS },
+      };
+      try {
+        const q = await api("PUT", "queues/" + encodeURIComponent(name), change);
+        flash("Queue " + q.name + " limits saved.", false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        error.textContent = e.message;
+      }
+    });
+  });
+
   // Bulk actions on the tasks page: the checked rows, or every task matching the filter
   // (that one asks for a second click to confirm).
   const selectAll = document.getElementById("select-all");

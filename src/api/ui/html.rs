@@ -78,6 +78,7 @@ pub enum Nav {
     Tasks,
     Workers,
     Schedules,
+    Queues,
     None,
 }
 
@@ -120,7 +121,7 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, data: &str, body: &str) ->
 <link rel=\"stylesheet\" href=\"{root}ui/assets/app.css\">\
 <script src=\"{root}ui/assets/app.js\" defer></script></head>\
 <body data-root=\"{root}\" data-csrf=\"{csrf}\" data-writable=\"{writable}\"{data}>\
-<header><nav><strong class=\"brand\">JCT</strong>{o}{t}{w}{s}{mode}</nav>{logout}</header>\
+<header><nav><strong class=\"brand\">JCT</strong>{o}{t}{w}{s}{q}{mode}</nav>{logout}</header>\
 <div id=\"flash\" role=\"status\"></div>\
 <main>{body}</main></body></html>",
         title = esc(title),
@@ -129,6 +130,7 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, data: &str, body: &str) ->
         t = link(Nav::Tasks, "ui/tasks", "Tasks"),
         w = link(Nav::Workers, "ui/workers", "Workers"),
         s = link(Nav::Schedules, "ui/schedules", "Schedules"),
+        q = link(Nav::Queues, "ui/queues", "Queues"),
     )
 }
 

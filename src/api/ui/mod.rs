@@ -6,8 +6,8 @@
 //! |---|---|
 //! | `mod.rs` | the routes, the login and logout, the HTTP shape of a page (headers, status) |
 //! | `html.rs` | escaping, the page frame, formatters |
-//! | `pages.rs` | the views: overview, tasks, task, workers, schedules, issue |
-//! | `app.js`, `app.css` | live log tail, actions (cancel, retry, bulk, enqueue), looks |
+//! | `pages.rs` | the views: overview, tasks, task, workers, schedules, queues, issue |
+//! | `app.js`, `app.css` | live log tail, actions (cancel, retry, bulk, enqueue, schedule and queue controls), looks |
 //!
 //! Pages read through the same services as the API and change nothing themselves: every
 //! action is the page's script calling the JSON API (with the session's CSRF token), so the
@@ -121,6 +121,7 @@ async fn page(
         ["tasks", id] => pages::task(&ctx, &state, id).await,
         ["workers"] => pages::workers(&ctx, &state).await,
         ["schedules"] => pages::schedules(&ctx, &state).await,
+        ["queues"] => pages::queues(&ctx, &state).await,
         ["issues", id] => pages::issue(&ctx, &state, id).await,
         _ => Err((StatusCode::NOT_FOUND, "No such page.".into())),
     };

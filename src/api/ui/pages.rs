@@ -1,6 +1,7 @@
 //! The dashboard's views, each read through the same services as the API: overview,
 //! tasks (filters and keyset paging), one task (fields, trace files, live log, CWOM
-//! links), workers, and a CWOM Issue with its context packets, runs and artifacts.
+//! links, what holds it back in its queue), workers, schedules, queues (counts, limits,
+//! pause), and a CWOM Issue with its context packets, runs and artifacts.
 
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
@@ -11,6 +12,7 @@ use super::{Ctx, PageResult};
 use crate::api::{ApiError, ApiState};
 use crate::cwom::requests::{ListFilter, ListQuery};
 use crate::cwom::types::{Object, ObjectKind};
+use crate::queue::{QueueSettings, QueueView};
 use crate::registration::WorkerState;
 use crate::store::MinuteCounts;
 use crate::task::{Task, TaskFilter, TaskId, TaskStatus};
@@ -349,6 +351,19 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
             .collect::<Vec<_>>()
             .join("<br>")
     };
+    // A due task that stays queued: say when its queue's pause or limits are why.
+    let held = if task.status == TaskStatus::Queued {
+        match state.queues.get(&task.queue).await {
+            Ok(view) => held_back(&view),
+            Err(e) => {
+                tracing::debug!(error = %e, queue = %task.queue, "task page: cannot read the queue's settings");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let held = held.map(|h| format!("<p class=\"note held\" id=\"held-back\">{}</p>", esc(&h))).unwrap_or_default();
     let field = |name: &str, value: String| {
         format!("<div><span class=\"k\">{name}</span><span class=\"v\">{value}</span></div>")
     };
@@ -356,7 +371,11 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         field("id", format!("<span class=\"mono\" id=\"task-id\">{id}</span>")),
         field("status", format!("<span id=\"status\">{}</span>", status_badge(task.status))),
         field("type", esc(&task.task_type)),
-        field("queue", esc(&task.queue)),
+        field("queue", format!("<a href=\"{root}ui/queues\" id=\"task-queue\">{}</a>", esc(&task.queue))),
+        task.concurrency_key
+            .as_deref()
+            .map(|k| field("concurrency key", format!("<span class=\"mono\" id=\"concurrency-key\">{}</span>", esc(k))))
+            .unwrap_or_default(),
         field("priority", task.priority.to_string()),
         field("attempts", format!("{} of {}", task.attempts, task.max_attempts)),
         field("timeout", format!("{} s", task.timeout_seconds)),
@@ -421,7 +440,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         None => String::new(),
     };
     let body = format!(
-        "<h1>Task <span class=\"mono\">{short}</span></h1>{actions}\
+        "<h1>Task <span class=\"mono\">{short}</span></h1>{actions}{held}\
 <div class=\"grid\" id=\"fields\">{fields}</div>\
 {log_section}<p class=\"note\">Every attempt appends to log.txt after a header line; input.json and output.json are the latest attempt's, output.attempt-N.json the end of attempt N.</p>\
 <section><h2>payload</h2><pre id=\"payload\">{payload}</pre></section>{result}{input}{output}{earlier}<section><h2>artifacts</h2>{artifacts_html}</section>",
@@ -747,4 +766,122 @@ pub async fn schedules(ctx: &Ctx, state: &ApiState) -> PageResult {
 <th>Policies</th><th>Next fires</th><th>Last fire</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
     );
     Ok(html::page(&ctx.frame(), "Schedules", Nav::Schedules, "", &body))
+}
+
+// ---------------------------------------------------------------------------------------
+// Queues
+
+/// A queue's limits in words (`concurrency 2, key_concurrency 1, rate 5 per 60 s`), or
+/// `None` when it has none.
+fn limits_words(s: &QueueSettings) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(n) = s.concurrency {
+        parts.push(format!("concurrency {n}"));
+    }
+    if let Some(n) = s.key_concurrency {
+        parts.push(format!("key_concurrency {n}"));
+    }
+    if let Some(r) = s.rate {
+        parts.push(format!("rate {} per {} s", r.limit, r.per_s));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Why a queued task of `view`'s queue may wait although it is due, or `None`.
+fn held_back(view: &QueueView) -> Option<String> {
+    if view.settings.paused {
+        return Some(format!("held back: queue {} is paused", view.name));
+    }
+    limits_words(&view.settings).map(|limits| {
+        format!("queue {} is limited ({limits}); {} of its tasks running", view.name, view.counts.running)
+    })
+}
+
+/// The limits form of one queue (`name` given) or of any queue (`name` typed in). Empty
+/// fields mean "no limit": the script sends `null` for them.
+fn limits_form(name: Option<&str>, s: &QueueSettings) -> String {
+    let value = |v: Option<String>| v.map(|v| format!(" value=\"{}\"", esc(&v))).unwrap_or_default();
+    let (data, name_field) = match name {
+        Some(n) => (format!(" data-name=\"{}\"", esc(n)), String::new()),
+        None => (
+            String::new(),
+            format!(
+                "<label>queue <input name=\"name\" required maxlength=\"{}\"></label>",
+                crate::task::limits::QUEUE_MAX
+            ),
+        ),
+    };
+    format!(
+        "<form class=\"queue-limits\"{data} autocomplete=\"off\">{name_field}\
+<label>concurrency <input name=\"concurrency\" type=\"number\" min=\"1\" max=\"{max}\" placeholder=\"none\"{c}></label>\
+<label>key_concurrency <input name=\"key_concurrency\" type=\"number\" min=\"1\" max=\"{max}\" placeholder=\"none\"{k}></label>\
+<label>rate: starts <input name=\"rate_limit\" type=\"number\" min=\"1\" max=\"{rmax}\" placeholder=\"none\"{rl}></label>\
+<label>per seconds <input name=\"rate_per_s\" type=\"number\" min=\"0.001\" step=\"any\" max=\"{wmax}\" placeholder=\"none\"{rp}></label>\
+<button type=\"submit\">Save limits</button> <span class=\"error\"></span></form>",
+        max = crate::queue::LIMIT_MAX,
+        rmax = crate::queue::RATE_LIMIT_MAX,
+        wmax = crate::queue::RATE_WINDOW_MAX_S,
+        c = value(s.concurrency.map(|n| n.to_string())),
+        k = value(s.key_concurrency.map(|n| n.to_string())),
+        rl = value(s.rate.map(|r| r.limit.to_string())),
+        rp = value(s.rate.map(|r| r.per_s.to_string())),
+    )
+}
+
+/// `/ui/queues`: every queue with a setting or a live task, its counts and limits, and for
+/// the full key a pause/resume button and a limits form per queue (plus one for a queue
+/// nobody has used yet: settings create it).
+pub async fn queues(ctx: &Ctx, state: &ApiState) -> PageResult {
+    let root = &ctx.root;
+    let all = state.queues.list().await.map_err(failed)?;
+    let mut rows = String::new();
+    for q in &all {
+        let s = &q.settings;
+        let name = esc(&q.name);
+        let controls = if ctx.writable() {
+            let (action, label) = if s.paused { ("resume", "Resume") } else { ("pause", "Pause") };
+            format!(
+                "<button type=\"button\" data-queue-action=\"{action}\" data-name=\"{name}\">{label}</button>\
+<details class=\"limits\"><summary>Edit limits</summary>{}</details>",
+                limits_form(Some(&q.name), s)
+            )
+        } else {
+            String::new()
+        };
+        let limit = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_else(|| "–".into());
+        rows.push_str(&format!(
+            "<tr class=\"queue\" data-name=\"{name}\" data-paused=\"{paused}\"><td><a href=\"{root}ui/tasks?queue={enc}\">{name}</a>{badge}</td>\
+<td class=\"queued\">{queued}</td><td class=\"running\">{running}</td><td class=\"waiting\">{waiting}</td>\
+<td class=\"concurrency\">{conc}</td><td class=\"key-concurrency\">{key}</td><td class=\"rate\">{rate}</td><td>{controls}</td></tr>",
+            enc = url_enc(&q.name),
+            paused = s.paused,
+            badge = if s.paused { " <span class=\"badge paused\">paused</span>" } else { "" },
+            queued = q.counts.queued,
+            running = q.counts.running,
+            waiting = q.counts.waiting,
+            conc = limit(s.concurrency),
+            key = limit(s.key_concurrency),
+            rate = s.rate.map(|r| format!("{} per {} s", r.limit, r.per_s)).unwrap_or_else(|| "–".into()),
+        ));
+    }
+    if rows.is_empty() {
+        rows =
+            "<tr><td colspan=\"8\" class=\"muted\" id=\"no-queues\">No queue has a setting or a live task.</td></tr>"
+                .into();
+    }
+    let another = if ctx.writable() {
+        format!(
+            "<details class=\"enqueue\" id=\"queue-new\"><summary>Limits for another queue</summary>{}</details>",
+            limits_form(None, &QueueSettings::default())
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<h1>Queues</h1>{another}<table id=\"queue-list\"><thead><tr><th>queue</th><th>queued</th><th>running</th>\
+<th>waiting</th><th>concurrency</th><th>key_concurrency</th><th>rate</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+<p class=\"note\">Limits hold across every daemon and remote worker; a paused queue is not claimed from, and its running tasks go on. \
+An empty field is no limit.</p>"
+    );
+    Ok(html::page(&ctx.frame(), "Queues", Nav::Queues, "", &body))
 }

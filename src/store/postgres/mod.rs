@@ -17,6 +17,8 @@
 //! also pin their plans ([`WORKER_SETTINGS`]); the claim has connections and planner
 //! settings of its own ([`CLAIM_SETTINGS`]).
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -30,6 +32,7 @@ mod cwom;
 mod ends;
 mod intake;
 mod listener;
+mod queues;
 mod schedules;
 mod tasks;
 mod workers;
@@ -91,6 +94,8 @@ pub struct PgStore {
     intake: intake::Intake,
     /// Attempt ends reported by remote workers, coalesced into few statements.
     ends: ends::Ends,
+    /// Whether the last claim found a limited queue: the next claims those first.
+    limited_seen: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -116,7 +121,15 @@ impl PgStore {
         let claim_pool = build_pool(with_settings(worker, CLAIM_SETTINGS), CLAIM_POOL_SIZE)?;
         let intake = intake::Intake::start(pool.clone());
         let ends = ends::Ends::start(worker_pool.clone());
-        Ok(PgStore { url: url.to_string(), pool, worker_pool, claim_pool, intake, ends })
+        Ok(PgStore {
+            url: url.to_string(),
+            pool,
+            worker_pool,
+            claim_pool,
+            intake,
+            ends,
+            limited_seen: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The URL this store connects to (the listener opens its own connection with it).

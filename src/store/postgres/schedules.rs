@@ -12,7 +12,7 @@ use super::tasks::{Columns, INSERT_UNNEST};
 use super::{pg_err, PgStore, CANCEL_CHANNEL};
 use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
 use crate::store::error::{ScheduleError, StoreError, StoreResult};
-use crate::store::schedules::{FireParams, Fired, ScheduleStore};
+use crate::store::schedules::{FireParams, Fired, ScheduleStore, SchedulesFingerprint};
 use crate::task::{NewTask, TaskId};
 
 const COLUMNS: &str = "name, cron, timezone, task, catch_up, catch_up_window_s, overlap, paused, source, \
@@ -153,6 +153,15 @@ impl ScheduleStore for PgStore {
         let rows =
             client.query(&format!("SELECT {COLUMNS} FROM schedules ORDER BY name"), &[]).await.map_err(pg_err)?;
         rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn schedules_fingerprint(&self) -> StoreResult<SchedulesFingerprint> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*), max(updated_at), count(buffered_for) FROM schedules", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(SchedulesFingerprint { count: row.get(0), latest_change: row.get(1), buffered: row.get(2) })
     }
 
     async fn replace_schedule(&self, spec: &ScheduleSpec, source: Source) -> Result<Schedule, ScheduleError> {

@@ -9,6 +9,7 @@
 //! table. The expression does not imply the partial index's predicate, so the batch's ids
 //! always drive the lookup through the primary key.
 
+use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -19,9 +20,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL};
+use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL, NOTIFY_CHANNEL};
 use crate::lease::Held;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
+use crate::store::queues::limited_scan;
 use crate::store::tasks::{
     backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
@@ -36,7 +38,7 @@ crate::store::tasks::task_columns! {
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
     FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
-    ScheduledFor => "scheduled_for",
+    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", Limited => "limited",
 }
 
 impl Col {
@@ -106,7 +108,7 @@ fn filtered(select: &str, filter: &TaskFilter, with_offset: bool) -> (String, Ve
 }
 
 /// The columns an enqueue writes; the table's defaults fill the rest.
-pub(super) const INSERTED: [Col; 13] = [
+pub(super) const INSERTED: [Col; 14] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -120,12 +122,13 @@ pub(super) const INSERTED: [Col; 13] = [
     Col::CwomIssueId,
     Col::ScheduleName,
     Col::ScheduledFor,
+    Col::ConcurrencyKey,
 ];
 
 /// The inserted columns a batch sends through COPY: those whose every value is known
 /// without the database. `run_at` is left to the column default (`now()` by the database
 /// clock), and a batch with idempotency keys needs `ON CONFLICT`, so it takes the INSERT.
-const COPIED: [Col; 11] = [
+const COPIED: [Col; 12] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -137,6 +140,7 @@ const COPIED: [Col; 11] = [
     Col::CwomIssueId,
     Col::ScheduleName,
     Col::ScheduledFor,
+    Col::ConcurrencyKey,
 ];
 
 /// Inserts rows from one array per [`INSERTED`] column; the caller appends its RETURNING.
@@ -181,6 +185,7 @@ fn value(t: &NewTask, col: Col) -> &(dyn ToSql + Sync) {
         Col::CwomIssueId => &t.cwom_issue_id,
         Col::ScheduleName => &t.schedule_name,
         Col::ScheduledFor => &t.scheduled_for,
+        Col::ConcurrencyKey => &t.concurrency_key,
         other => unreachable!("{other:?} is not inserted"),
     }
 }
@@ -215,6 +220,7 @@ impl<'a> Columns<'a> {
                 Col::CwomIssueId => array(tasks, |t| t.cwom_issue_id.as_deref()),
                 Col::ScheduleName => array(tasks, |t| t.schedule_name.as_deref()),
                 Col::ScheduledFor => array(tasks, |t| t.scheduled_for),
+                Col::ConcurrencyKey => array(tasks, |t| t.concurrency_key.as_deref()),
                 other => unreachable!("{other:?} is not inserted"),
             })
             .collect();
@@ -259,6 +265,7 @@ pub(super) fn task_from_row(row: &Row) -> StoreResult<Task> {
         cwom_issue_id: get(row, Col::CwomIssueId)?,
         schedule_name: get(row, Col::ScheduleName)?,
         scheduled_for: get(row, Col::ScheduledFor)?,
+        concurrency_key: get(row, Col::ConcurrencyKey)?,
     })
 }
 
@@ -277,18 +284,178 @@ fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
 }
 
 /// Claims up to $1 due tasks of the types $4 (in the queues $5, or any when NULL) for worker
-/// $2 with a lease of $3 seconds.
+/// $2 with a lease of $3 seconds, from queues without a pause or a limit (those are claimed
+/// from by [`claim_limited`]; the list is read once per statement). The exclusion is behind a
+/// `CASE`: written as a plain `queue <> ALL (…)`, an analyzed table made the planner expect one
+/// matching row and seq-scan and sort the whole table for every claim
+/// (`tests/postgres_dispatch.rs` holds the plan to the claim index).
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS ( \
            SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
              AND type = ANY($4::text[]) AND ($5::text[] IS NULL OR queue = ANY($5::text[])) \
+             AND CASE WHEN cardinality({controlled}) = 0 THEN true ELSE queue <> ALL ({controlled}) END \
            ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
          UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
            locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
-         FROM next WHERE tasks.id = next.id RETURNING {COLUMNS}"
+         FROM next WHERE tasks.id = next.id RETURNING {COLUMNS}",
+        controlled = super::queues::CONTROLLED
     )
 });
+
+/// The fast claim while some queue is controlled: each other queue with due work in turn
+/// (found by a loose scan of `tasks_queue_claim_idx`), so that a limited or paused queue's
+/// backlog is never walked through. Parameters as [`CLAIM`].
+static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE queued AS ( \
+           (SELECT queue FROM tasks WHERE status = 'queued' ORDER BY queue LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT t.queue FROM tasks t WHERE t.status = 'queued' AND t.queue > queued.queue \
+                   ORDER BY t.queue LIMIT 1) FROM queued WHERE queued.queue IS NOT NULL), \
+         open AS ( \
+           SELECT queue FROM queued WHERE queue IS NOT NULL AND queue <> ALL ({controlled}) \
+             AND ($5::text[] IS NULL OR queue = ANY($5::text[]))), \
+         next AS ( \
+           SELECT c.id FROM open CROSS JOIN LATERAL ( \
+             SELECT t.id, t.priority, t.run_at FROM tasks t \
+             WHERE t.status = 'queued' AND t.queue = open.queue AND t.run_at <= now() \
+               AND t.type = ANY($4::text[]) \
+             ORDER BY t.priority DESC, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+           ORDER BY c.priority DESC, c.run_at, c.id LIMIT $1) \
+         UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
+           locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
+         FROM next WHERE tasks.id = next.id RETURNING {COLUMNS}",
+        controlled = super::queues::CONTROLLED
+    )
+});
+
+/// Claims the queue's share after the lock ($1 queue, $2 most to claim, $3 concurrency, $4
+/// key_concurrency, $5 rate limit, $6 rate window in seconds, $7 types, $8 worker, $9
+/// lease in seconds, $10 candidates to look at).
+static CLAIM_LIMITED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH clock AS (SELECT clock_timestamp() AS t), \
+         running AS (SELECT concurrency_key AS k FROM tasks WHERE status = 'running' AND queue = $1), \
+         recent AS ( \
+           SELECT count(*) AS n FROM queues q, unnest(q.rate_log) AS s(at) \
+           WHERE q.name = $1 AND $5::int8 IS NOT NULL \
+             AND s.at > (SELECT t FROM clock) - $6::float8 * interval '1 second'), \
+         free AS ( \
+           SELECT least( \
+             coalesce($3::int8 - (SELECT count(*) FROM running), 2147483647), \
+             coalesce($5::int8 - (SELECT n FROM recent), 2147483647)) AS n), \
+         room AS (SELECT greatest(0, least($2::int8, (SELECT n FROM free))) AS n), \
+         cand AS ( \
+           SELECT id, concurrency_key AS k, priority, run_at FROM tasks \
+           WHERE status = 'queued' AND queue = $1 AND run_at <= now() AND type = ANY($7::text[]) \
+           ORDER BY priority DESC, run_at, id \
+           LIMIT CASE WHEN $4::int8 IS NULL THEN (SELECT n FROM room) \
+                      ELSE least($10::int8, (SELECT n FROM room) * 4 + 256) END), \
+         ranked AS ( \
+           SELECT id, k, priority, run_at, is_cand, \
+             row_number() OVER (PARTITION BY k ORDER BY is_cand, priority DESC, run_at, id) AS nth \
+           FROM ( \
+             SELECT NULL::uuid AS id, k, 0 AS is_cand, 0 AS priority, NULL::timestamptz AS run_at FROM running \
+               WHERE $4::int8 IS NOT NULL AND k IS NOT NULL \
+             UNION ALL SELECT id, k, 1, priority, run_at FROM cand) AS both_), \
+         eligible AS ( \
+           SELECT id, priority, run_at FROM ranked \
+           WHERE is_cand = 1 AND ($4::int8 IS NULL OR k IS NULL OR nth <= $4::int8)), \
+         chosen AS (SELECT id FROM eligible ORDER BY priority DESC, run_at, id LIMIT (SELECT n FROM room)), \
+         claimed AS ( \
+           UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $8, \
+             locked_until = (SELECT t FROM clock) + $9::float8 * interval '1 second', \
+             started_at = (SELECT t FROM clock), updated_at = (SELECT t FROM clock), limited = true \
+           FROM chosen WHERE tasks.id = chosen.id AND tasks.status = 'queued' RETURNING {COLUMNS}), \
+         logged AS ( \
+           UPDATE queues q SET rate_log = ARRAY( \
+             SELECT at FROM ( \
+               SELECT s.at FROM unnest(q.rate_log) AS s(at) \
+                 WHERE s.at > (SELECT t FROM clock) - $6::float8 * interval '1 second' \
+               UNION ALL SELECT (SELECT t FROM clock) FROM claimed) AS log \
+             ORDER BY at DESC LIMIT $5::int8) \
+           WHERE q.name = $1 AND $5::int8 IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)) \
+         SELECT claimed.*, (SELECT n FROM free) > (SELECT n FROM room) \
+           AND (SELECT count(*) FROM eligible) > (SELECT n FROM room) AS left_behind FROM claimed"
+    )
+});
+
+/// Claims up to `want` tasks of the limited queue `queue` for `params`' worker, in one
+/// transaction that holds the queue's row.
+async fn claim_limited(
+    client: &mut deadpool_postgres::Object,
+    queue: &str,
+    want: usize,
+    params: &ClaimParams,
+) -> StoreResult<Vec<Task>> {
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {} FROM queues WHERE name = $1 FOR UPDATE SKIP LOCKED", super::queues::SETTINGS),
+            &[&queue],
+        )
+        .await
+        .map_err(pg_err)?;
+    let Some(row) = row else {
+        // Another claim holds the queue (it notifies if it leaves work and room behind).
+        return Ok(Vec::new());
+    };
+    let s = super::queues::settings_from_row(&row, 0);
+    if s.paused || !s.limited() {
+        // Changed since the list was read; the next claim sees it.
+        return Ok(Vec::new());
+    }
+    let scan = limited_scan(want);
+    let want = want as i64;
+    let stmt = tx.prepare_cached(&CLAIM_LIMITED).await.map_err(pg_err)?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &queue,
+                &want,
+                &s.concurrency,
+                &s.key_concurrency,
+                &s.rate.map(|r| r.limit),
+                &s.rate.map_or(1.0, |r| r.per_s),
+                &params.types,
+                &params.worker.0,
+                &params.lease.as_secs_f64(),
+                &scan,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    // The claim's one extra column, after the task's (of which `limited` is the last).
+    let left_behind = rows.first().is_some_and(|r| r.get::<_, bool>(Col::Limited as usize + 1));
+    if left_behind {
+        tx.execute("SELECT pg_notify($1, '')", &[&NOTIFY_CHANNEL]).await.map_err(pg_err)?;
+    }
+    tx.commit().await.map_err(pg_err)?;
+    rows.iter().map(task_from_row).collect()
+}
+
+/// The next time a queued task becomes claimable by the clock: a future `run_at`, or the end
+/// of a full rate window of a queue with work (its log keeps the newest `rate_limit`
+/// starts, newest first, so the oldest one leaves the window first).
+const NEXT_SCHEDULED: &str = "SELECT least( \
+       (SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()), \
+       (SELECT min(q.rate_log[cardinality(q.rate_log)] + q.rate_per_s * interval '1 second') FROM queues q \
+        WHERE NOT q.paused AND q.rate_limit IS NOT NULL AND cardinality(q.rate_log) >= q.rate_limit \
+          AND q.rate_log[cardinality(q.rate_log)] + q.rate_per_s * interval '1 second' > now() \
+          AND EXISTS (SELECT 1 FROM tasks t WHERE t.status = 'queued' AND t.queue = q.name)))";
+
+/// The fast claim of up to `n` tasks ([`CLAIM`], prepared as `stmt`).
+async fn fast_claim(
+    client: &deadpool_postgres::Object,
+    stmt: &tokio_postgres::Statement,
+    params: &ClaimParams,
+    n: usize,
+) -> StoreResult<Vec<Row>> {
+    let lease = lease_secs(params.lease);
+    client.query(stmt, &[&(n as i64), &params.worker.0, &lease, &params.types, &params.queues]).await.map_err(pg_err)
+}
 
 /// The fences of some attempts as three arrays: ids, holders, attempt numbers.
 pub(super) struct Fences {
@@ -505,17 +672,44 @@ impl IntakeStore for PgStore {
 
 #[async_trait]
 impl AttemptStore for PgStore {
+    /// The fast claim takes from every queue without a control. Limited queues are claimed
+    /// from one at a time under their lock (see `queues.rs`): first, when the last claim
+    /// saw any (so a deep unlimited backlog cannot starve them), else after the fast claim,
+    /// whose round trip also reads whether there are any.
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
-        let client = self.claim_client().await?;
-        let stmt = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[&(params.limit as i64), &params.worker.0, &lease_secs(params.lease), &params.types, &params.queues],
-            )
-            .await
-            .map_err(pg_err)?;
-        let mut tasks = tasks_from_rows(&rows)?;
+        let mut client = self.claim_client().await?;
+        let fast = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
+        let list = client.prepare_cached(super::queues::LIMITED).await.map_err(pg_err)?;
+        let around = client.prepare_cached(&CLAIM_AROUND).await.map_err(pg_err)?;
+        let mut tasks = Vec::new();
+        let limited: Vec<String> = if self.limited_seen.load(Ordering::Relaxed) {
+            let limited: Vec<String> =
+                client.query(&list, &[&params.queues]).await.map_err(pg_err)?.iter().map(|r| r.get(0)).collect();
+            for queue in &limited {
+                if tasks.len() < params.limit {
+                    tasks.extend(claim_limited(&mut client, queue, params.limit - tasks.len(), params).await?);
+                }
+            }
+            if tasks.len() < params.limit {
+                let rest = params.limit - tasks.len();
+                tasks.extend(tasks_from_rows(&fast_claim(&client, &around, params, rest).await?)?);
+            }
+            limited
+        } else {
+            // One round trip: the two statements are pipelined on the connection.
+            let (rows, listed) = futures_util::try_join!(fast_claim(&client, &fast, params, params.limit), async {
+                client.query(&list, &[&params.queues]).await.map_err(pg_err)
+            })?;
+            tasks = tasks_from_rows(&rows)?;
+            let limited: Vec<String> = listed.iter().map(|r| r.get(0)).collect();
+            for queue in &limited {
+                if tasks.len() < params.limit {
+                    tasks.extend(claim_limited(&mut client, queue, params.limit - tasks.len(), params).await?);
+                }
+            }
+            limited
+        };
+        self.limited_seen.store(!limited.is_empty(), Ordering::Relaxed);
         tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
         Ok(tasks)
     }
@@ -725,10 +919,7 @@ impl TaskReads for PgStore {
 
     async fn next_scheduled(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let client = self.worker_client().await?;
-        let stmt = client
-            .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > now()")
-            .await
-            .map_err(pg_err)?;
+        let stmt = client.prepare_cached(NEXT_SCHEDULED).await.map_err(pg_err)?;
         let row = client.query_one(&stmt, &[]).await.map_err(pg_err)?;
         Ok(row.get(0))
     }

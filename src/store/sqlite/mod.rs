@@ -20,6 +20,7 @@ use super::error::{StoreError, StoreResult};
 use crate::tunables::{SQLITE_BUSY_TIMEOUT, SQLITE_MIGRATE_RETRY, SQLITE_MIGRATE_TRIES};
 
 mod cwom;
+mod queues;
 mod schedules;
 mod tasks;
 mod workers;
@@ -34,6 +35,9 @@ mod embedded {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Told when an attempt in a limited queue ends: one process writes the file, so this
+    /// is how the slot it freed reaches its claimers (PostgreSQL has a trigger and NOTIFY).
+    slot_freed: Arc<std::sync::RwLock<Option<Arc<dyn crate::store::NotificationSink>>>>,
 }
 
 impl SqliteStore {
@@ -52,7 +56,21 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::internal("the SQLite open job failed").caused_by(e))??;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), slot_freed: Arc::default() })
+    }
+
+    /// Where the end of an attempt in a limited queue is announced (the daemon's wake-ups).
+    pub fn on_slot_freed(&self, sink: Arc<dyn crate::store::NotificationSink>) {
+        *self.slot_freed.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// Wakes the claimers when `ended` attempts included one in a limited queue.
+    fn slots_freed(&self, ended: bool) {
+        if ended {
+            if let Some(sink) = self.slot_freed.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                sink.tasks_claimable();
+            }
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.

@@ -11,7 +11,7 @@ use super::tasks::insert_task;
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
 use crate::store::error::{ScheduleError, StoreError, StoreResult};
-use crate::store::schedules::{FireParams, Fired, ScheduleStore};
+use crate::store::schedules::{FireParams, Fired, ScheduleStore, SchedulesFingerprint};
 use crate::task::{NewTask, TaskId};
 
 const COLUMNS: &str = "name, cron, timezone, task, catch_up, catch_up_window_s, overlap, paused, source, \
@@ -273,6 +273,19 @@ impl ScheduleStore for SqliteStore {
                 conn.prepare_cached(&format!("SELECT {COLUMNS} FROM schedules ORDER BY name")).map_err(sql_err)?;
             let rows = stmt.query_map([], schedule_from_row).map_err(sql_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn schedules_fingerprint(&self) -> StoreResult<SchedulesFingerprint> {
+        self.call(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT count(*), max(updated_at), count(buffered_for) FROM schedules")
+                .map_err(sql_err)?;
+            stmt.query_row([], |row| {
+                Ok(SchedulesFingerprint { count: row.get(0)?, latest_change: opt_time(row, 1)?, buffered: row.get(2)? })
+            })
+            .map_err(sql_err)
         })
         .await
     }

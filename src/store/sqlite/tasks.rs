@@ -1,15 +1,18 @@
 //! Tasks on SQLite: the task codec (the one column list of `tasks` in this dialect, used to
 //! insert and to read rows) and the task store's operations.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
+use super::{conversion, micros, queues, sql_err, time_from_sql, SqliteStore};
 use crate::lease::Held;
+use crate::queue::QueueSettings;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
+use crate::store::queues::limited_scan;
 use crate::store::tasks::{
     backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
@@ -24,7 +27,7 @@ crate::store::tasks::task_columns! {
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
     FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
-    ScheduledFor => "scheduled_for",
+    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", Limited => "limited",
 }
 
 impl Col {
@@ -34,7 +37,7 @@ impl Col {
 }
 
 /// The columns an enqueue writes; the table's defaults fill the rest.
-const INSERTED: [Col; 15] = [
+const INSERTED: [Col; 16] = [
     Col::Id,
     Col::Type,
     Col::Payload,
@@ -50,7 +53,158 @@ const INSERTED: [Col; 15] = [
     Col::CwomIssueId,
     Col::ScheduleName,
     Col::ScheduledFor,
+    Col::ConcurrencyKey,
 ];
+
+/// The limited, unpaused queues a claim may take from (`queues`: the claim's, or all).
+fn limited_queues(conn: &Connection, queues: Option<&str>) -> StoreResult<Vec<(String, QueueSettings)>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT name, {} FROM queues WHERE NOT paused \
+             AND (concurrency IS NOT NULL OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL) \
+             AND (?1 IS NULL OR name IN (SELECT value FROM json_each(?1))) ORDER BY name",
+            queues::SETTINGS
+        ))
+        .map_err(sql_err)?;
+    let rows =
+        stmt.query_map(params![queues], |r| Ok((r.get(0)?, queues::settings_from_row(r, 1)?))).map_err(sql_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+}
+
+/// What one claim asks of a limited queue.
+struct LimitedClaim<'a> {
+    queue: &'a str,
+    settings: QueueSettings,
+    want: usize,
+    /// The claim's types, as a JSON array.
+    types: &'a str,
+    worker: &'a str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+}
+
+/// Claims what the queue's limits allow, inside the caller's immediate transaction.
+fn claim_limited(conn: &Connection, c: &LimitedClaim) -> StoreResult<Vec<Task>> {
+    let s = c.settings;
+    let now = micros(c.now);
+    let mut running_by_key: HashMap<Option<String>, i64> = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT concurrency_key, count(*) FROM tasks WHERE status = 'running' AND queue = ?1 GROUP BY 1",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt.query_map(params![c.queue], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
+        for row in rows {
+            let (k, n) = row.map_err(sql_err)?;
+            running_by_key.insert(k, n);
+        }
+    }
+    let running: i64 = running_by_key.values().sum();
+    let mut room = c.want as i64;
+    if let Some(limit) = s.concurrency {
+        room = room.min(limit - running);
+    }
+    let mut log: Vec<i64> = Vec::new();
+    if let Some(rate) = s.rate {
+        let raw: String = conn
+            .query_row("SELECT rate_log FROM queues WHERE name = ?1", params![c.queue], |r| r.get(0))
+            .map_err(sql_err)?;
+        let window = (rate.per_s * 1e6) as i64;
+        log = serde_json::from_str::<Vec<i64>>(&raw)
+            .map_err(|e| StoreError::internal(format!("queue {:?}: unreadable rate_log: {e}", c.queue)))?;
+        log.retain(|&at| at > now - window);
+        room = room.min(rate.limit - log.len() as i64);
+    }
+    if room <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut chosen: Vec<String> = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, concurrency_key FROM tasks WHERE status = 'queued' AND queue = ?1 AND run_at <= ?2 \
+                 AND type IN (SELECT value FROM json_each(?3)) ORDER BY priority DESC, run_at, id LIMIT ?4",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map(params![c.queue, now, c.types, limited_scan(c.want)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(sql_err)?;
+        for row in rows {
+            let (id, key) = row.map_err(sql_err)?;
+            if let Some(limit) = s.key_concurrency.filter(|_| key.is_some()) {
+                let n = running_by_key.entry(key).or_insert(0);
+                if *n >= limit {
+                    continue;
+                }
+                *n += 1;
+            }
+            chosen.push(id);
+            if chosen.len() as i64 >= room {
+                break;
+            }
+        }
+    }
+    let mut claimed = Vec::with_capacity(chosen.len());
+    {
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?2, locked_until = ?3, \
+                 started_at = ?4, updated_at = ?4, limited = 1 WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
+            ))
+            .map_err(sql_err)?;
+        for id in &chosen {
+            let row = stmt
+                .query_row(params![id, c.worker, micros(c.until), now], task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            claimed.extend(row);
+        }
+    }
+    if let Some(rate) = s.rate {
+        log.extend(std::iter::repeat_n(now, claimed.len()));
+        let keep = log.len().saturating_sub(rate.limit as usize);
+        let log = serde_json::to_string(&log[keep..]).expect("integers serialise");
+        conn.execute("UPDATE queues SET rate_log = ?2 WHERE name = ?1", params![c.queue, log]).map_err(sql_err)?;
+    }
+    Ok(claimed)
+}
+
+/// Claims up to ?4 due tasks of the types ?5 (in the queues ?6, or any when NULL) for ?1,
+/// leased until ?2, at ?3; when no queue is paused or limited.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
+         locked_until = ?2, started_at = ?3, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
+                        AND type IN (SELECT value FROM json_each(?5)) \
+                        AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
+                      ORDER BY priority DESC, run_at, id LIMIT ?4) \
+         RETURNING {COLUMNS}"
+    )
+});
+
+/// [`CLAIM`] while some queue is controlled: from the queues with work that are not.
+static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE queued(q) AS ( \
+           SELECT min(queue) FROM tasks WHERE status = 'queued' \
+           UNION ALL \
+           SELECT (SELECT min(queue) FROM tasks WHERE status = 'queued' AND queue > q) FROM queued \
+           WHERE q IS NOT NULL), \
+         open(q) AS (SELECT q FROM queued WHERE q IS NOT NULL AND q NOT IN ({controlled})) \
+         UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
+         locked_until = ?2, started_at = ?3, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND queue IN (SELECT q FROM open) \
+                        AND run_at <= ?3 AND type IN (SELECT value FROM json_each(?5)) \
+                        AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
+                      ORDER BY priority DESC, run_at, id LIMIT ?4) \
+         RETURNING {COLUMNS}",
+        controlled = queues::CONTROLLED
+    )
+});
 
 /// Inserts one task; a used idempotency key makes it insert nothing.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
@@ -103,6 +257,7 @@ impl<'a> InsertRow<'a> {
             Col::CwomIssueId => &t.cwom_issue_id,
             Col::ScheduleName => &t.schedule_name,
             Col::ScheduledFor => &self.scheduled_for,
+            Col::ConcurrencyKey => &t.concurrency_key,
             other => unreachable!("{other:?} is not inserted"),
         }
     }
@@ -135,7 +290,13 @@ fn json_col(row: &Row, col: Col) -> rusqlite::Result<Option<serde_json::Value>> 
 }
 
 /// Reads a row selected with [`COLUMNS`].
-fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
+/// A finished task, and whether its attempt was claimed under a queue's limit.
+fn ended_from_row(row: &Row) -> rusqlite::Result<(Task, bool)> {
+    let limited: Option<bool> = row.get(Col::Limited as usize)?;
+    Ok((task_from_row(row)?, limited.unwrap_or(false)))
+}
+
+pub(super) fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
     let get = |col: Col| col as usize;
     let id: String = row.get(get(Col::Id))?;
     let id: TaskId = id.parse().map_err(|e: uuid::Error| conversion(get(Col::Id), e.to_string()))?;
@@ -165,6 +326,7 @@ fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
         cwom_issue_id: row.get(get(Col::CwomIssueId))?,
         schedule_name: row.get(get(Col::ScheduleName))?,
         scheduled_for: opt_ts_col(row, Col::ScheduledFor)?,
+        concurrency_key: row.get(get(Col::ConcurrencyKey))?,
     })
 }
 
@@ -313,13 +475,13 @@ impl SqliteStore {
                         (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
                     let row = match &end.finish {
                         Finish::Completed { result } => {
-                            done.query_row(params![id, worker, attempt, result.to_string(), now], task_from_row)
+                            done.query_row(params![id, worker, attempt, result.to_string(), now], ended_from_row)
                         }
                         Finish::Retry { error, run_at } => {
-                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], task_from_row)
+                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], ended_from_row)
                         }
                         Finish::Failed { error } => {
-                            failed.query_row(params![id, worker, attempt, error, now], task_from_row)
+                            failed.query_row(params![id, worker, attempt, error, now], ended_from_row)
                         }
                     }
                     .optional()
@@ -331,6 +493,11 @@ impl SqliteStore {
             Ok(applied)
         })
         .await
+        .map(|applied: Vec<(Task, bool)>| {
+            // An attempt claimed under a queue's limit freed its slot: its claimers must hear.
+            self.slots_freed(applied.iter().any(|(_, limited)| *limited));
+            applied.into_iter().map(|(task, _)| task).collect()
+        })
     }
 }
 
@@ -343,24 +510,38 @@ impl AttemptStore for SqliteStore {
         // JSON arrays, read in SQL with json_each (SQLite has no array parameters).
         let types = serde_json::to_string(&params.types).expect("strings serialise");
         let queues = params.queues.as_ref().map(|q| serde_json::to_string(q).expect("strings serialise"));
+        // One immediate transaction: limited queues first (each within its limits, see
+        // `queues.rs`), then every queue without a control.
         self.call(move |conn| {
             let now = Utc::now();
             let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
-                     locked_until = ?2, started_at = ?3, updated_at = ?3 \
-                     WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
-                                    AND type IN (SELECT value FROM json_each(?5)) \
-                                    AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
-                                  ORDER BY priority DESC, run_at, id LIMIT ?4) \
-                     RETURNING {COLUMNS}"
-                ))
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![worker, micros(until), micros(now), limit, types, queues], task_from_row)
-                .map_err(sql_err)?;
-            let mut tasks = collect(rows)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
+            let mut tasks = Vec::new();
+            for (queue, settings) in limited_queues(&tx, queues.as_deref())? {
+                let want = limit as usize - tasks.len();
+                if want == 0 {
+                    break;
+                }
+                let claim = LimitedClaim { queue: &queue, settings, want, types: &types, worker: &worker, now, until };
+                tasks.extend(claim_limited(&tx, &claim)?);
+            }
+            let rest = limit - tasks.len() as i64;
+            if rest > 0 {
+                // With a controlled queue, only the other queues with work are looked in (a
+                // loose scan of tasks_queue_claim_idx), never the controlled one's backlog.
+                let controlled: bool = tx
+                    .prepare_cached(&format!("SELECT EXISTS ({})", queues::CONTROLLED))
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(sql_err)?;
+                let mut stmt = tx
+                    .prepare_cached(if controlled { CLAIM_AROUND.as_str() } else { CLAIM.as_str() })
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![worker, micros(until), micros(now), rest, types, queues], task_from_row)
+                    .map_err(sql_err)?;
+                tasks.extend(collect(rows)?);
+            }
+            tx.commit().map_err(sql_err)?;
             tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
             Ok(tasks)
         })
@@ -595,7 +776,18 @@ impl TaskReads for SqliteStore {
         self.call(move |conn| {
             let now = micros(Utc::now());
             let next: Option<i64> = conn
-                .prepare_cached("SELECT min(run_at) FROM tasks WHERE status = 'queued' AND run_at > ?1")
+                // A future run_at, or the end of a full rate window of a queue with work
+                // (its log keeps the newest `rate_limit` starts, oldest first).
+                .prepare_cached(
+                    "SELECT min(t) FROM ( \
+                       SELECT min(run_at) AS t FROM tasks WHERE status = 'queued' AND run_at > ?1 \
+                       UNION ALL \
+                       SELECT min(json_extract(q.rate_log, '$[0]') + CAST(q.rate_per_s * 1e6 AS INTEGER)) FROM queues q \
+                       WHERE NOT q.paused AND q.rate_limit IS NOT NULL \
+                         AND json_array_length(q.rate_log) >= q.rate_limit \
+                         AND json_extract(q.rate_log, '$[0]') + CAST(q.rate_per_s * 1e6 AS INTEGER) > ?1 \
+                         AND EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND queue = q.name))",
+                )
                 .map_err(sql_err)?
                 .query_row([now], |r| r.get(0))
                 .map_err(sql_err)?;
