@@ -94,8 +94,8 @@ pub struct PgStore {
     intake: intake::Intake,
     /// Attempt ends reported by remote workers, coalesced into few statements.
     ends: ends::Ends,
-    /// Whether the last claim found a limited queue: the next claims those first.
-    limited_seen: Arc<AtomicBool>,
+    /// Whether the last claim found a paused or limited queue: the next claims around it.
+    controlled_seen: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -128,7 +128,7 @@ impl PgStore {
             claim_pool,
             intake,
             ends,
-            limited_seen: Arc::new(AtomicBool::new(false)),
+            controlled_seen: Arc::new(AtomicBool::new(false)),
         })
     }
 

@@ -1,8 +1,6 @@
-//! Queues on PostgreSQL: [`QueueStore`], and the lists the claim uses to leave controlled
-//! queues out. The claim from a limited queue (in `tasks.rs`, with the other claims) works
-//! like this:
+//! Queues on PostgreSQL: [`QueueStore`], and the lists the claims (in `tasks.rs`) use.
 //!
-//! the fast claim leaves out every queue that is paused or limited, by a list read once per
+//! The fast claim leaves out every queue that is paused or limited, by a list read once per
 //! statement (an empty array when no queue has a control). A limited queue is claimed from
 //! one queue per transaction:
 //! 1. `SELECT … FROM queues WHERE name = $1 FOR UPDATE SKIP LOCKED`: one claim of this
@@ -28,14 +26,26 @@ use crate::queue::{QueueCounts, QueueSettings, QueueView, Rate, SettingsChange};
 use crate::store::error::StoreResult;
 use crate::store::queues::QueueStore;
 
-/// The queues the fast claim must leave to the limited claim: paused or limited ones.
-pub(super) const CONTROLLED: &str = "ARRAY(SELECT name FROM queues WHERE paused OR concurrency IS NOT NULL \
-     OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL)";
+/// A queue row with a limit set ([`crate::queue::QueueSettings::limited`] in SQL).
+macro_rules! limits_set {
+    () => {
+        "(concurrency IS NOT NULL OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL)"
+    };
+}
 
-/// The limited, unpaused queues a claim may take from ($1: the claim's queues, or NULL).
-pub(super) const LIMITED: &str = "SELECT name FROM queues WHERE NOT paused \
-     AND (concurrency IS NOT NULL OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL) \
-     AND ($1::text[] IS NULL OR name = ANY($1::text[])) ORDER BY name";
+/// The queues the fast claim must leave to the limited claim: paused or limited ones.
+pub(super) const CONTROLLED: &str = concat!("ARRAY(SELECT name FROM queues WHERE paused OR ", limits_set!(), ")");
+
+/// Every controlled queue, and whether a claim may take from it under its limits (it is
+/// limited and not paused), by name. No row: no queue has a control, and the claim is the
+/// plain one.
+pub(super) const CONTROLLED_LIST: &str = concat!(
+    "SELECT name, NOT paused AND ",
+    limits_set!(),
+    " FROM queues WHERE paused OR ",
+    limits_set!(),
+    " ORDER BY name"
+);
 
 pub(super) const SETTINGS: &str = "paused, concurrency, key_concurrency, rate_limit, rate_per_s";
 

@@ -283,12 +283,21 @@ fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|i| i.0).collect()
 }
 
+/// How every claim marks its tasks: `next` holds the ids ($2 worker, $3 lease in seconds).
+macro_rules! claim_update {
+    () => {
+        "UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
+           locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
+         FROM next WHERE tasks.id = next.id RETURNING "
+    };
+}
+
 /// Claims up to $1 due tasks of the types $4 (in the queues $5, or any when NULL) for worker
-/// $2 with a lease of $3 seconds, from queues without a pause or a limit (those are claimed
-/// from by [`claim_limited`]; the list is read once per statement). The exclusion is behind a
-/// `CASE`: written as a plain `queue <> ALL (…)`, an analyzed table made the planner expect one
-/// matching row and seq-scan and sort the whole table for every claim
-/// (`tests/postgres_dispatch.rs` holds the plan to the claim index).
+/// $2 with a lease of $3 seconds, when no queue has a control. The controlled list is read
+/// once per statement all the same: a pause committed after the claim's round trip began
+/// must still hold. It sits behind a `CASE`: written as a plain `queue <> ALL (…)`, an
+/// analyzed table made the planner expect one matching row and seq-scan and sort the whole
+/// table for every claim (`tests/postgres_dispatch.rs` holds the plan to the claim index).
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS ( \
@@ -296,16 +305,15 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
              AND type = ANY($4::text[]) AND ($5::text[] IS NULL OR queue = ANY($5::text[])) \
              AND CASE WHEN cardinality({controlled}) = 0 THEN true ELSE queue <> ALL ({controlled}) END \
            ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
-           locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
-         FROM next WHERE tasks.id = next.id RETURNING {COLUMNS}",
-        controlled = super::queues::CONTROLLED
+         {update}{COLUMNS}",
+        controlled = super::queues::CONTROLLED,
+        update = claim_update!(),
     )
 });
 
-/// The fast claim while some queue is controlled: each other queue with due work in turn
-/// (found by a loose scan of `tasks_queue_claim_idx`), so that a limited or paused queue's
-/// backlog is never walked through. Parameters as [`CLAIM`].
+/// The claim while some queue is controlled (paused or limited): each other queue with due
+/// work in turn (found by a loose scan of `tasks_queue_claim_idx`), so that a controlled
+/// queue's backlog is never walked through. Parameters as [`CLAIM`].
 static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE queued AS ( \
@@ -323,10 +331,9 @@ static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
                AND t.type = ANY($4::text[]) \
              ORDER BY t.priority DESC, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
            ORDER BY c.priority DESC, c.run_at, c.id LIMIT $1) \
-         UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
-           locked_until = now() + $3 * interval '1 second', started_at = now(), updated_at = now() \
-         FROM next WHERE tasks.id = next.id RETURNING {COLUMNS}",
-        controlled = super::queues::CONTROLLED
+         {update}{COLUMNS}",
+        controlled = super::queues::CONTROLLED,
+        update = claim_update!(),
     )
 });
 
@@ -446,7 +453,25 @@ const NEXT_SCHEDULED: &str = "SELECT least( \
           AND q.rate_log[cardinality(q.rate_log)] + q.rate_per_s * interval '1 second' > now() \
           AND EXISTS (SELECT 1 FROM tasks t WHERE t.status = 'queued' AND t.queue = q.name)))";
 
-/// The fast claim of up to `n` tasks ([`CLAIM`], prepared as `stmt`).
+/// Claims from each limited queue of `controlled` ([`super::queues::CONTROLLED_LIST`] rows)
+/// that the claim asks for, until `tasks` holds `params.limit`.
+async fn claim_limited_queues(
+    client: &mut deadpool_postgres::Object,
+    controlled: &[Row],
+    params: &ClaimParams,
+    tasks: &mut Vec<Task>,
+) -> StoreResult<()> {
+    for row in controlled {
+        let (queue, limited): (&str, bool) = (row.get(0), row.get(1));
+        let asked = params.queues.as_ref().is_none_or(|qs| qs.iter().any(|q| q == queue));
+        if limited && asked && tasks.len() < params.limit {
+            tasks.extend(claim_limited(client, queue, params.limit - tasks.len(), params).await?);
+        }
+    }
+    Ok(())
+}
+
+/// Claims up to `n` tasks with `stmt`, [`CLAIM`] or [`CLAIM_AROUND`] prepared.
 async fn fast_claim(
     client: &deadpool_postgres::Object,
     stmt: &tokio_postgres::Statement,
@@ -672,44 +697,34 @@ impl IntakeStore for PgStore {
 
 #[async_trait]
 impl AttemptStore for PgStore {
-    /// The fast claim takes from every queue without a control. Limited queues are claimed
-    /// from one at a time under their lock (see `queues.rs`): first, when the last claim
-    /// saw any (so a deep unlimited backlog cannot starve them), else after the fast claim,
-    /// whose round trip also reads whether there are any.
+    /// While no queue has a control this is the plain claim, pipelined with the read of the
+    /// controlled queues (one round trip). Once the last claim saw one, limited queues are
+    /// claimed from first, one at a time under their lock (so a deep unlimited backlog cannot
+    /// starve them), then the other queues around the controlled ones ([`CLAIM_AROUND`]).
     async fn claim(&self, params: &ClaimParams) -> StoreResult<Vec<Task>> {
         let mut client = self.claim_client().await?;
-        let fast = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
-        let list = client.prepare_cached(super::queues::LIMITED).await.map_err(pg_err)?;
-        let around = client.prepare_cached(&CLAIM_AROUND).await.map_err(pg_err)?;
+        let list = client.prepare_cached(super::queues::CONTROLLED_LIST).await.map_err(pg_err)?;
         let mut tasks = Vec::new();
-        let limited: Vec<String> = if self.limited_seen.load(Ordering::Relaxed) {
-            let limited: Vec<String> =
-                client.query(&list, &[&params.queues]).await.map_err(pg_err)?.iter().map(|r| r.get(0)).collect();
-            for queue in &limited {
-                if tasks.len() < params.limit {
-                    tasks.extend(claim_limited(&mut client, queue, params.limit - tasks.len(), params).await?);
-                }
-            }
+        let controlled = if self.controlled_seen.load(Ordering::Relaxed) {
+            let controlled = client.query(&list, &[]).await.map_err(pg_err)?;
+            claim_limited_queues(&mut client, &controlled, params, &mut tasks).await?;
             if tasks.len() < params.limit {
+                let around = client.prepare_cached(&CLAIM_AROUND).await.map_err(pg_err)?;
                 let rest = params.limit - tasks.len();
                 tasks.extend(tasks_from_rows(&fast_claim(&client, &around, params, rest).await?)?);
             }
-            limited
+            controlled
         } else {
-            // One round trip: the two statements are pipelined on the connection.
-            let (rows, listed) = futures_util::try_join!(fast_claim(&client, &fast, params, params.limit), async {
-                client.query(&list, &[&params.queues]).await.map_err(pg_err)
-            })?;
+            let fast = client.prepare_cached(&CLAIM).await.map_err(pg_err)?;
+            let (rows, controlled) =
+                futures_util::try_join!(fast_claim(&client, &fast, params, params.limit), async {
+                    client.query(&list, &[]).await.map_err(pg_err)
+                })?;
             tasks = tasks_from_rows(&rows)?;
-            let limited: Vec<String> = listed.iter().map(|r| r.get(0)).collect();
-            for queue in &limited {
-                if tasks.len() < params.limit {
-                    tasks.extend(claim_limited(&mut client, queue, params.limit - tasks.len(), params).await?);
-                }
-            }
-            limited
+            claim_limited_queues(&mut client, &controlled, params, &mut tasks).await?;
+            controlled
         };
-        self.limited_seen.store(!limited.is_empty(), Ordering::Relaxed);
+        self.controlled_seen.store(!controlled.is_empty(), Ordering::Relaxed);
         tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
         Ok(tasks)
     }

@@ -18,6 +18,15 @@ use crate::store::queues::QueueStore;
 pub(super) const CONTROLLED: &str = "SELECT name FROM queues WHERE paused OR concurrency IS NOT NULL \
      OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL";
 
+/// Every controlled queue with its settings, by name: what one claim reads first.
+pub(super) fn controlled_queues(conn: &Connection) -> StoreResult<Vec<(String, QueueSettings)>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT name, {SETTINGS} FROM queues WHERE name IN ({CONTROLLED}) ORDER BY name"))
+        .map_err(sql_err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, settings_from_row(r, 1)?))).map_err(sql_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+}
+
 pub(super) const SETTINGS: &str = "paused, concurrency, key_concurrency, rate_limit, rate_per_s";
 
 pub(super) fn settings_from_row(row: &Row, at: usize) -> rusqlite::Result<QueueSettings> {

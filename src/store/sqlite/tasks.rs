@@ -56,21 +56,6 @@ const INSERTED: [Col; 16] = [
     Col::ConcurrencyKey,
 ];
 
-/// The limited, unpaused queues a claim may take from (`queues`: the claim's, or all).
-fn limited_queues(conn: &Connection, queues: Option<&str>) -> StoreResult<Vec<(String, QueueSettings)>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT name, {} FROM queues WHERE NOT paused \
-             AND (concurrency IS NOT NULL OR key_concurrency IS NOT NULL OR rate_limit IS NOT NULL) \
-             AND (?1 IS NULL OR name IN (SELECT value FROM json_each(?1))) ORDER BY name",
-            queues::SETTINGS
-        ))
-        .map_err(sql_err)?;
-    let rows =
-        stmt.query_map(params![queues], |r| Ok((r.get(0)?, queues::settings_from_row(r, 1)?))).map_err(sql_err)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
-}
-
 /// What one claim asks of a limited queue.
 struct LimitedClaim<'a> {
     queue: &'a str,
@@ -172,21 +157,29 @@ fn claim_limited(conn: &Connection, c: &LimitedClaim) -> StoreResult<Vec<Task>> 
     Ok(claimed)
 }
 
-/// Claims up to ?4 due tasks of the types ?5 (in the queues ?6, or any when NULL) for ?1,
-/// leased until ?2, at ?3; when no queue is paused or limited.
+/// How every claim marks its tasks: `?1` the worker, leased until `?2`, at `?3`.
+macro_rules! claim_update {
+    () => {
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
+         locked_until = ?2, started_at = ?3, updated_at = ?3 "
+    };
+}
+
+/// Claims up to ?4 due tasks of the types ?5 (in the queues ?6, or any when NULL), when no
+/// queue is paused or limited.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
-         locked_until = ?2, started_at = ?3, updated_at = ?3 \
-         WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
+        "{update}WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
                         AND type IN (SELECT value FROM json_each(?5)) \
                         AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
                       ORDER BY priority DESC, run_at, id LIMIT ?4) \
-         RETURNING {COLUMNS}"
+         RETURNING {COLUMNS}",
+        update = claim_update!(),
     )
 });
 
-/// [`CLAIM`] while some queue is controlled: from the queues with work that are not.
+/// [`CLAIM`] while some queue is controlled: from the queues with work that are not (a loose
+/// scan of `tasks_queue_claim_idx`), never through a controlled queue's backlog.
 static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE queued(q) AS ( \
@@ -195,14 +188,13 @@ static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
            SELECT (SELECT min(queue) FROM tasks WHERE status = 'queued' AND queue > q) FROM queued \
            WHERE q IS NOT NULL), \
          open(q) AS (SELECT q FROM queued WHERE q IS NOT NULL AND q NOT IN ({controlled})) \
-         UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?1, \
-         locked_until = ?2, started_at = ?3, updated_at = ?3 \
-         WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND queue IN (SELECT q FROM open) \
+         {update}WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND queue IN (SELECT q FROM open) \
                         AND run_at <= ?3 AND type IN (SELECT value FROM json_each(?5)) \
                         AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) \
                       ORDER BY priority DESC, run_at, id LIMIT ?4) \
          RETURNING {COLUMNS}",
-        controlled = queues::CONTROLLED
+        controlled = queues::CONTROLLED,
+        update = claim_update!(),
     )
 });
 
@@ -509,33 +501,30 @@ impl AttemptStore for SqliteStore {
         let lease = params.lease.as_secs_f64();
         // JSON arrays, read in SQL with json_each (SQLite has no array parameters).
         let types = serde_json::to_string(&params.types).expect("strings serialise");
-        let queues = params.queues.as_ref().map(|q| serde_json::to_string(q).expect("strings serialise"));
+        let asked = params.queues.clone();
+        let queues = asked.as_ref().map(|q| serde_json::to_string(q).expect("strings serialise"));
         // One immediate transaction: limited queues first (each within its limits, see
         // `queues.rs`), then every queue without a control.
         self.call(move |conn| {
             let now = Utc::now();
             let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
+            let controlled = queues::controlled_queues(&tx)?;
             let mut tasks = Vec::new();
-            for (queue, settings) in limited_queues(&tx, queues.as_deref())? {
+            for (queue, settings) in &controlled {
                 let want = limit as usize - tasks.len();
-                if want == 0 {
-                    break;
+                let wanted = asked.as_ref().is_none_or(|qs| qs.contains(queue));
+                if want > 0 && wanted && !settings.paused && settings.limited() {
+                    let settings = *settings;
+                    let claim = LimitedClaim { queue, settings, want, types: &types, worker: &worker, now, until };
+                    tasks.extend(claim_limited(&tx, &claim)?);
                 }
-                let claim = LimitedClaim { queue: &queue, settings, want, types: &types, worker: &worker, now, until };
-                tasks.extend(claim_limited(&tx, &claim)?);
             }
             let rest = limit - tasks.len() as i64;
             if rest > 0 {
-                // With a controlled queue, only the other queues with work are looked in (a
-                // loose scan of tasks_queue_claim_idx), never the controlled one's backlog.
-                let controlled: bool = tx
-                    .prepare_cached(&format!("SELECT EXISTS ({})", queues::CONTROLLED))
-                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                    .map_err(sql_err)?;
-                let mut stmt = tx
-                    .prepare_cached(if controlled { CLAIM_AROUND.as_str() } else { CLAIM.as_str() })
-                    .map_err(sql_err)?;
+                let around = !controlled.is_empty();
+                let mut stmt =
+                    tx.prepare_cached(if around { CLAIM_AROUND.as_str() } else { CLAIM.as_str() }).map_err(sql_err)?;
                 let rows = stmt
                     .query_map(params![worker, micros(until), micros(now), rest, types, queues], task_from_row)
                     .map_err(sql_err)?;
