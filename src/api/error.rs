@@ -119,6 +119,14 @@ pub enum ApiError {
     Internal,
 }
 
+/// A route's answer: its status and JSON body, or the error's.
+pub fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 impl From<crate::handlers::Refusal> for ApiError {
     fn from(r: crate::handlers::Refusal) -> Self {
         ApiError::Refused { code: r.code, message: r.message }

@@ -8,10 +8,11 @@ use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Buf, Filter, Reply};
+use warp::{Buf, Filter};
 
 use super::access::authorized;
 use super::body::read_json_value;
+use super::error::answer;
 use super::{ApiError, ApiState};
 use crate::queue::SettingsChange;
 
@@ -32,30 +33,23 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     list.or(get).unify().or(change).unify().or(action).unify().boxed()
 }
 
-fn answer(result: Result<Value, ApiError>) -> Response {
-    match result {
-        Ok(body) => warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// A queue name from the path, percent-decoded (the service checks it).
-fn path_name(raw: &str) -> Result<String, ApiError> {
-    Ok(crate::url::decode(raw))
+/// A queue's view, the answer of every route but the list.
+fn view(q: crate::queue::QueueView) -> (StatusCode, Value) {
+    (StatusCode::OK, q.to_json())
 }
 
 async fn list(state: ApiState) -> Response {
     answer(
         async {
             let queues: Vec<Value> = state.queues.list().await?.iter().map(|q| q.to_json()).collect();
-            Ok::<_, ApiError>(json!({ "queues": queues }))
+            Ok::<_, ApiError>((StatusCode::OK, json!({ "queues": queues })))
         }
         .await,
     )
 }
 
 async fn get(name: String, state: ApiState) -> Response {
-    answer(async { Ok::<_, ApiError>(state.queues.get(&path_name(&name)?).await?.to_json()) }.await)
+    answer(async { Ok::<_, ApiError>(view(state.queues.get(&crate::url::decode(&name)).await?)) }.await)
 }
 
 async fn change<S, B>(name: String, content_type: Option<String>, body: S, state: ApiState) -> Response
@@ -65,11 +59,11 @@ where
 {
     answer(
         async {
-            let name = path_name(&name)?;
+            let name = crate::url::decode(&name);
             let value = read_json_value(content_type.as_deref(), body, state.max_body_bytes).await?;
             let change = SettingsChange::from_body(&value)
                 .map_err(|f| ApiError::InvalidQueue { field: f.field, reason: f.reason })?;
-            Ok::<_, ApiError>(state.queues.change(&name, &change).await?.to_json())
+            Ok::<_, ApiError>(view(state.queues.change(&name, &change).await?))
         }
         .await,
     )
@@ -78,13 +72,13 @@ where
 async fn action(name: String, action: String, state: ApiState) -> Response {
     answer(
         async {
-            let name = path_name(&name)?;
+            let name = crate::url::decode(&name);
             let paused = match action.as_str() {
                 "pause" => true,
                 "resume" => false,
                 _ => return Err(ApiError::RouteNotFound),
             };
-            Ok::<_, ApiError>(state.queues.set_paused(&name, paused).await?.to_json())
+            Ok::<_, ApiError>(view(state.queues.set_paused(&name, paused).await?))
         }
         .await,
     )

@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Buf, Filter, Reply};
+use warp::{Buf, Filter};
 
 use super::access::authorized;
 use super::body::read_json_value;
+use super::error::answer;
 use super::{ApiError, ApiState};
 use crate::schedule::{check_name, FireOutcome, ScheduleSpec};
 
@@ -36,13 +37,6 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         warp::path!("schedules" / String).and(warp::delete()).and(auth.clone()).and(with_state.clone()).then(delete);
     let action = warp::path!("schedules" / String / String).and(warp::post()).and(auth).and(with_state).then(action);
     create.or(list).unify().or(get).unify().or(replace).unify().or(delete).unify().or(action).unify().boxed()
-}
-
-fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
-    match result {
-        Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
-        Err(e) => e.into_response(),
-    }
 }
 
 fn invalid(e: crate::task::InvalidField) -> ApiError {
