@@ -63,40 +63,35 @@
     });
   });
 
-  // Pause, resume and trigger buttons on the schedules page.
-  document.querySelectorAll("button[data-schedule-action]").forEach(function (button) {
-    button.addEventListener("click", async function () {
-      const action = button.dataset.scheduleAction;
-      const name = button.dataset.name;
-      button.disabled = true;
-      try {
-        const r = await api("POST", "schedules/" + encodeURIComponent(name) + "/" + action);
-        flash(action === "trigger" ? "Fired " + name + ": task " + r.task_id + "." :
-          "Schedule " + name + (action === "pause" ? " paused." : " resumed."), false);
-        setTimeout(function () { location.reload(); }, 1200);
-      } catch (e) {
-        flash(e.message, true);
-        button.disabled = false;
-      }
+  // A button that POSTs `<resource>/<name>/<action>`, says what happened and reloads.
+  function actionButtons(selector, resource, actionOf, said) {
+    document.querySelectorAll(selector).forEach(function (button) {
+      button.addEventListener("click", async function () {
+        const action = actionOf(button);
+        const name = button.dataset.name;
+        button.disabled = true;
+        try {
+          const r = await api("POST", resource + "/" + encodeURIComponent(name) + "/" + action);
+          flash(said(action, name, r), false);
+          setTimeout(function () { location.reload(); }, 1200);
+        } catch (e) {
+          flash(e.message, true);
+          button.disabled = false;
+        }
+      });
     });
-  });
+  }
+
+  // Pause, resume and trigger buttons on the schedules page.
+  actionButtons("button[data-schedule-action]", "schedules", function (b) { return b.dataset.scheduleAction; },
+    function (action, name, r) {
+      return action === "trigger" ? "Fired " + name + ": task " + r.task_id + "." :
+        "Schedule " + name + (action === "pause" ? " paused." : " resumed.");
+    });
 
   // Pause and resume buttons on the queues page.
-  document.querySelectorAll("button[data-queue-action]").forEach(function (button) {
-    button.addEventListener("click", async function () {
-      const action = button.dataset.queueAction;
-      const name = button.dataset.name;
-      button.disabled = true;
-      try {
-        const q = await api("POST", "queues/" + encodeURIComponent(name) + "/" + action);
-        flash("Queue " + q.name + (q.paused ? " paused." : " resumed."), false);
-        setTimeout(function () { location.reload(); }, 1200);
-      } catch (e) {
-        flash(e.message, true);
-        button.disabled = false;
-      }
-    });
-  });
+  actionButtons("button[data-queue-action]", "queues", function (b) { return b.dataset.queueAction; },
+    function (action, name, q) { return "Queue " + q.name + (q.paused ? " paused." : " resumed."); });
 
   // The limits forms on the queues page: each field is sent, an empty one as null (no
   // limit); the rate needs both of its numbers or neither. The server checks every value.
