@@ -1,7 +1,8 @@
 //! Queue controls with real parts (issue 27): daemons as processes on a real PostgreSQL (and
 //! a SQLite file), HTTP workers over real sockets, daemons and worker processes killed with
 //! SIGKILL. The limits are read back from the table itself, sampled every 10 ms while the
-//! fleet runs, and from the test's own HTTP workers' logs of what they held.
+//! fleet runs, and from the test's own HTTP workers' logs of what they held. The wake-ups of
+//! a resume and of a freed slot are measured with the others, in `tests/wakeups.rs`.
 
 mod support;
 
@@ -310,78 +311,6 @@ async fn pause_under_load_claims_nothing_more() {
         (count(&db, "completed").await == 2_000).then_some(())
     })
     .await;
-}
-
-/// What a wake-up must take at the median, and every round at most (the poll is a minute).
-const WAKE_MEDIAN: Duration = Duration::from_millis(50);
-const WAKE_ROUND: Duration = Duration::from_secs(1);
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Two `api` daemons on a 60 s poll: a resume through A, and a slot freed through A, reach a
-/// claim waiting on B at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_resume_and_a_freed_slot_wake_a_claim_waiting_on_the_other_daemon() {
-    let db = PgDb::new().await;
-    let slow = [("JCT_POLL_INTERVAL_MS", "60000")];
-    let (a, b) = (daemon(&db.url, "api", &slow), daemon(&db.url, "api", &slow));
-    for d in [&a, &b] {
-        wait_for("the LISTEN connection", Duration::from_secs(10), || async {
-            (get(&d.url(""), "/ready").await.1["listener_connected"] == true).then_some(())
-        })
-        .await;
-    }
-    let (a, b) = (a.url(""), b.url(""));
-    let on_a = Worker::register(&a, &["echo"], 4).await;
-    let on_b = Worker { base: b.clone(), id: on_a.id.clone() };
-    let waiting_claim = |w: Worker| tokio::spawn(async move { (w.claim(1, 10_000).await, Instant::now()) });
-
-    let mut resumes = Vec::new();
-    for round in 0..5 {
-        assert_eq!(post(&a, "/queues/held/pause", json!({})).await.0, 200);
-        let id = support::remote::enqueue(&a, json!({ "type": "echo", "queue": "held" })).await;
-        let claim = waiting_claim(Worker { base: b.clone(), id: on_a.id.clone() });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!claim.is_finished(), "round {round}: the paused queue's task is not claimed");
-        let sent = Instant::now();
-        assert_eq!(post(&a, "/queues/held/resume", json!({})).await.0, 200);
-        let (tasks, at) = claim.await.unwrap();
-        let took = at - sent;
-        eprintln!("resume through A, claim on B, round {round}: {took:?}");
-        assert_eq!(tasks.len(), 1, "round {round}");
-        assert_eq!(tasks[0]["task_id"], id.as_str());
-        assert!(took < WAKE_ROUND, "round {round}: {took:?}: the resume did not wake the claim");
-        resumes.push(took);
-        assert_eq!(on_b.op(&tasks[0], "complete", json!({})).await.0, 200);
-    }
-    assert!(median(resumes.clone()) < WAKE_MEDIAN, "resume wake-ups {resumes:?}");
-
-    // A slot freed by a completion through A starts the next task on B at once.
-    assert_eq!(put(&a, "/queues/one", json!({ "concurrency": 1 })).await.0, 200);
-    let mut frees = Vec::new();
-    for round in 0..5 {
-        support::remote::enqueue(&a, json!({ "type": "echo", "queue": "one" })).await;
-        let next = support::remote::enqueue(&a, json!({ "type": "echo", "queue": "one" })).await;
-        let held = on_a.claim(1, 2_000).await;
-        assert_eq!(held.len(), 1, "round {round}");
-        let claim = waiting_claim(Worker { base: b.clone(), id: on_a.id.clone() });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!claim.is_finished(), "round {round}: the only slot is taken");
-        let sent = Instant::now();
-        assert_eq!(on_a.op(&held[0], "complete", json!({})).await.0, 200);
-        let (tasks, at) = claim.await.unwrap();
-        let took = at - sent;
-        eprintln!("slot freed through A, claim on B, round {round}: {took:?}");
-        assert_eq!(tasks.len(), 1, "round {round}");
-        assert_eq!(tasks[0]["task_id"], next.as_str());
-        assert!(took < WAKE_ROUND, "round {round}: {took:?}: the freed slot did not wake the claim");
-        frees.push(took);
-        assert_eq!(on_b.op(&tasks[0], "complete", json!({})).await.0, 200);
-    }
-    assert!(median(frees.clone()) < WAKE_MEDIAN, "freed-slot wake-ups {frees:?}");
 }
 
 /// Bad names and bodies get 422 `invalid_queue` naming the field, the same on both stores;

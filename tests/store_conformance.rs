@@ -51,6 +51,32 @@ async fn enqueue(store: &dyn TaskStore, t: &str) -> TaskId {
     store.enqueue(NewTask::new(t, json!({ "n": 1 }))).await.unwrap().id
 }
 
+/// Runs every case of `$cases` against a fresh SQLite file (module `$sqlite`) and a fresh
+/// PostgreSQL database (module `$postgres`), each opened with its `$open` (`store` or
+/// `backend`).
+macro_rules! on_both_stores {
+    ($sqlite:ident, $postgres:ident, $cases:ident, $open:ident; $($case:ident),* $(,)?) => {
+        mod $sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::SqliteDb::new();
+                    crate::$cases::$case(db.$open().await).await;
+                }
+            )*
+        }
+        mod $postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = crate::support::PgDb::new().await;
+                    crate::$cases::$case(db.$open().await).await;
+                }
+            )*
+        }
+    };
+}
+
 mod cases {
     use super::*;
 
@@ -653,30 +679,7 @@ mod cases {
     }
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let db = crate::support::SqliteDb::new();
-                    crate::cases::$case(db.store().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let db = crate::support::PgDb::new().await;
-                    crate::cases::$case(db.store().await).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_stores!(sqlite, postgres, cases, store;
     enqueue_then_get_round_trips,
     get_missing_is_none,
     claim_takes_due_tasks_by_priority,
@@ -1005,30 +1008,7 @@ mod schedule_cases {
     }
 }
 
-macro_rules! schedule_conformance {
-    ($($case:ident),* $(,)?) => {
-        mod schedules_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let db = crate::support::SqliteDb::new();
-                    crate::schedule_cases::$case(db.backend().await).await;
-                }
-            )*
-        }
-        mod schedules_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let db = crate::support::PgDb::new().await;
-                    crate::schedule_cases::$case(db.backend().await).await;
-                }
-            )*
-        }
-    };
-}
-
-schedule_conformance!(
+on_both_stores!(schedules_sqlite, schedules_postgres, schedule_cases, backend;
     schedules_create_get_replace_pause_delete,
     a_tick_fires_exactly_once,
     overlap_policies_decide_in_the_fire,
@@ -1200,30 +1180,7 @@ mod queue_cases {
     }
 }
 
-macro_rules! queue_conformance {
-    ($($case:ident),* $(,)?) => {
-        mod queues_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let db = crate::support::SqliteDb::new();
-                    crate::queue_cases::$case(db.backend().await).await;
-                }
-            )*
-        }
-        mod queues_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let db = crate::support::PgDb::new().await;
-                    crate::queue_cases::$case(db.backend().await).await;
-                }
-            )*
-        }
-    };
-}
-
-queue_conformance!(
+on_both_stores!(queues_sqlite, queues_postgres, queue_cases, backend;
     settings_are_kept_changed_and_removed,
     a_paused_queue_is_not_claimed_from,
     concurrency_caps_the_running_tasks_and_an_end_frees_a_slot,

@@ -118,16 +118,19 @@ async fn attacker_site(target: String) -> (String, tokio::task::JoinHandle<()>) 
     (format!("http://localhost:{}/", addr.port()), server)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_in_a_real_browser() {
-    let db = PgDb::new().await;
-    let daemon = Spawn::new()
+/// A `serve` daemon on `db` with both API keys and two slots.
+fn dashboard_daemon(db: &PgDb) -> Spawn<'static> {
+    Spawn::new()
         .env("DATABASE_URL", db.url.clone())
         .env("JCT_API_KEY", KEY)
         .env("JCT_READONLY_API_KEY", READ_KEY)
         .env("JCT_WORKERS", "2")
-        .env("JCT_RETRY_BASE_MS", "50")
-        .start();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = dashboard_daemon(&db).env("JCT_RETRY_BASE_MS", "50").start();
     let base = daemon.url("");
     let shots = screenshots();
 
@@ -395,12 +398,7 @@ async fn the_dashboard_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queues_page_pauses_resumes_and_limits_in_a_real_browser() {
     let db = PgDb::new().await;
-    let daemon = Spawn::new()
-        .env("DATABASE_URL", db.url.clone())
-        .env("JCT_API_KEY", KEY)
-        .env("JCT_READONLY_API_KEY", READ_KEY)
-        .env("JCT_WORKERS", "2")
-        .start();
+    let daemon = dashboard_daemon(&db).start();
     let base = daemon.url("");
     let shots = screenshots();
     // A queue with a task waiting for its run_at, so that the queue is listed.

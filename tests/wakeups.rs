@@ -1,7 +1,8 @@
 //! Every path that makes a task claimable wakes the whole fleet on PostgreSQL, not only an
 //! INSERT (issue 23, point 3): with two `api` daemons A and B on one database and a 60 s
 //! poll, a long-poll waiting on one daemon gets a task retried, released or handed back by
-//! a deregistered worker through the other within 50 ms; and a bulk retry of 10,000 tasks
+//! a deregistered worker through the other within 50 ms, and so does a queue resumed or a slot
+//! of a limited queue freed (issue 27); and a bulk retry of 10,000 tasks
 //! sends a few notifications (at most one per chunk statement), not one per row.
 //!
 //! The tests here measure latencies: they take turns (one lock), and the binary runs no
@@ -182,6 +183,59 @@ async fn a_deregistered_workers_task_wakes_a_claim_waiting_on_the_other_daemon()
         assert_eq!(task(&a, &id).await["status"], "completed");
     }
     assert_median("deregister through B, claim on A", latencies);
+}
+
+/// A resumed queue (issue 27, point 4): the paused queue's task is not claimed until the
+/// resume through A, which reaches the claim waiting on B at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_resumed_through_a_wakes_a_claim_waiting_on_b() {
+    let _turn = TURN.lock().await;
+    let fleet = Fleet::start().await;
+    let (a, b) = (fleet.a.url(""), fleet.b.url(""));
+    let w = Worker::register(&a, &["echo"], 4).await;
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
+        assert_eq!(post(&a, "/queues/held/pause", json!({})).await.0, 200);
+        let id = enqueue(&a, json!({ "type": "echo", "queue": "held" })).await;
+        let (tasks, latency) = woken_by(through(&w, &b), async {
+            let (status, body) = post(&a, "/queues/held/resume", json!({})).await;
+            assert_eq!((status, body["paused"].as_bool()), (200, Some(false)), "resume: {body}");
+        })
+        .await;
+        assert_woken("resume through A, claim on B", round, &tasks, &id, latency);
+        latencies.push(latency);
+        assert_eq!(through(&w, &b).op(&tasks[0], "complete", json!({})).await.0, 200);
+    }
+    assert_median("resume through A, claim on B", latencies);
+}
+
+/// A slot freed in a limited queue (issue 27, point 2): with `concurrency` 1, the queue's
+/// second task waits while the first runs, and its completion through A reaches the claim
+/// waiting on B at once (the `tasks_notify_slot_freed` trigger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_freed_through_a_wakes_a_claim_waiting_on_b() {
+    let _turn = TURN.lock().await;
+    let fleet = Fleet::start().await;
+    let (a, b) = (fleet.a.url(""), fleet.b.url(""));
+    let w = Worker::register(&a, &["echo"], 4).await;
+    let (status, body) = call(reqwest::Method::PUT, &a, "/queues/one", Some(json!({ "concurrency": 1 }))).await;
+    assert_eq!((status, body["concurrency"].as_i64()), (200, Some(1)), "{body}");
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
+        enqueue(&a, json!({ "type": "echo", "queue": "one" })).await;
+        let next = enqueue(&a, json!({ "type": "echo", "queue": "one" })).await;
+        let held = w.claim(1, 2_000).await;
+        assert_eq!(held.len(), 1, "round {round}");
+        let (tasks, latency) = woken_by(through(&w, &b), async {
+            let (status, body) = w.op(&held[0], "complete", json!({})).await;
+            assert_eq!(status, 200, "complete: {body}");
+        })
+        .await;
+        assert_woken("slot freed through A, claim on B", round, &tasks, &next, latency);
+        latencies.push(latency);
+        assert_eq!(through(&w, &b).op(&tasks[0], "complete", json!({})).await.0, 200);
+    }
+    assert_median("slot freed through A, claim on B", latencies);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -157,10 +157,10 @@ impl Scenario {
             Scenario::PollLatency => pg_insert_latency(bench, Dispatch::Poll).await,
             Scenario::HttpEnqueue => http_enqueue(bench).await,
             Scenario::BulkEnqueue => bulk_enqueue(bench).await,
-            Scenario::Drain => pg_drain(bench, Traces::On).await,
-            Scenario::DrainNoTrace => pg_drain(bench, Traces::Off).await,
-            Scenario::DrainKeyLimited => pg_drain_limited(bench, Limit::Key).await,
-            Scenario::DrainQueueLimited => pg_drain_limited(bench, Limit::Queue).await,
+            Scenario::Drain => pg_drain(bench, Traces::On, None).await,
+            Scenario::DrainNoTrace => pg_drain(bench, Traces::Off, None).await,
+            Scenario::DrainKeyLimited => pg_drain(bench, Traces::Off, Some(Limit::Key)).await,
+            Scenario::DrainQueueLimited => pg_drain(bench, Traces::Off, Some(Limit::Queue)).await,
             Scenario::IdleSchedulesCost => idle_schedules_cost(bench).await,
             Scenario::SqliteDrain => sqlite_drain(bench).await,
             Scenario::SqliteHttpLatency => sqlite_http_latency(bench).await,
@@ -329,15 +329,23 @@ async fn bulk_enqueue(bench: &Bench) -> Result<Measured> {
         .await
 }
 
-/// `drain_per_s` / `drain_no_trace_per_s`: a backlog inserted before the daemon starts;
-/// the rate is from the first claim to the last completion, on the database clock.
-async fn pg_drain(bench: &Bench, traces: Traces) -> Result<Measured> {
+/// `drain_per_s` / `drain_no_trace_per_s` (no limit), `drain_key_limited_per_s` /
+/// `drain_queue_limited_per_s` (every task in one limited queue, the limit set as a
+/// `PUT /queues` would before the daemon starts): a backlog inserted before the daemon
+/// starts; the rate is from the first claim to the last completion, on the database clock.
+async fn pg_drain(bench: &Bench, traces: Traces, limit: Option<Limit>) -> Result<Measured> {
     let n = bench.loads.drain_tasks;
     bench
         .with_pg_database(|url| async move {
             bench.migrate(&url).await?;
             let db = pg::connect(&url).await?;
-            pg::insert_backlog(&db, n).await?;
+            match limit {
+                None => pg::insert_backlog(&db, n).await?,
+                Some(Limit::Key) => pg::insert_keyed_backlog(&db, n, LIMITED_KEYS, "key_concurrency = 1").await?,
+                Some(Limit::Queue) => {
+                    pg::insert_keyed_backlog(&db, n, 0, &format!("concurrency = {LIMITED_CONCURRENCY}")).await?
+                }
+            }
             let config = DaemonConfig::serve(&url)
                 .env("JCT_POLL_INTERVAL_MS", 1_000)
                 .env("JCT_TRACE", on_off(matches!(traces, Traces::On)));
@@ -362,32 +370,6 @@ enum Limit {
 
 const LIMITED_KEYS: usize = 1_000;
 const LIMITED_CONCURRENCY: usize = 64;
-
-/// `drain_key_limited_per_s` / `drain_queue_limited_per_s`: the traceless drain of the same
-/// backlog in one queue under a limit, set (as a `PUT /queues` would) before the daemon
-/// starts; every task goes through the limited claim.
-async fn pg_drain_limited(bench: &Bench, limit: Limit) -> Result<Measured> {
-    let n = bench.loads.drain_tasks;
-    bench
-        .with_pg_database(|url| async move {
-            bench.migrate(&url).await?;
-            let db = pg::connect(&url).await?;
-            match limit {
-                Limit::Key => pg::insert_keyed_backlog(&db, n, LIMITED_KEYS, "key_concurrency = 1").await?,
-                Limit::Queue => {
-                    pg::insert_keyed_backlog(&db, n, 0, &format!("concurrency = {LIMITED_CONCURRENCY}")).await?
-                }
-            }
-            let config = DaemonConfig::serve(&url).env("JCT_POLL_INTERVAL_MS", 1_000).env("JCT_TRACE", "off");
-            let mut daemon = bench.start_daemon(config).await?;
-            progress!("  draining {n} tasks in a limited queue");
-            wait_all_completed(&mut daemon, n, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
-                .await?;
-            let problems = daemon.stop().await;
-            Measured::rate(n, pg::drain_seconds(&db).await?, problems)
-        })
-        .await
-}
 
 /// Schedules `idle_schedules_cost_pct` stores beside the drain.
 const IDLE_SCHEDULES: usize = 10_000;
