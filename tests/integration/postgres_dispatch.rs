@@ -3,13 +3,13 @@
 //! several daemons sharing a database, and a LISTEN connection killed from the server side; and the schema under them: column defaults,
 //! time-ordered ids, and the lease statements' plans when statistics are stale.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::support::{wait_for, wait_status, PgDb, Spawn};
 use serde_json::{json, Value};
-use support::{wait_for, wait_status, PgDb, Spawn};
 
 /// A poll interval long enough that only NOTIFY can explain a fast dispatch.
 const NO_POLL: &str = "60000";

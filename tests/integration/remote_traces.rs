@@ -9,8 +9,6 @@
 //!   keeps what it accepted, says the attempt was claimed through another daemon, and the
 //!   daemon that accepted the end writes `output.json`.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,9 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{DaemonProcess, PgDb, Spawn};
 use base64::Engine;
 use serde_json::{json, Value};
-use support::{DaemonProcess, PgDb, Spawn};
 
 /// One HTTP client per test: keeps its connections instead of opening one per request.
 fn client() -> reqwest::Client {

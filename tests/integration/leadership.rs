@@ -5,12 +5,12 @@
 //! SIGKILL another live one takes it over within seconds, twice in a row; and after a
 //! takeover the lease rescuer still gives a killed daemon's task back.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::{DaemonProcess, PgDb, Spawn};
 use serde_json::json;
-use support::{DaemonProcess, PgDb, Spawn};
 
 /// The leadership lease is 5 s, renewed every second: a takeover within 6 s, with room.
 const TAKEOVER: Duration = Duration::from_secs(10);

@@ -1,17 +1,17 @@
 //! The dashboard and the bulk routes over real HTTP, on both stores: the bulk routes'
 //! answers and refusals, the read-only key, sessions with their CSRF token and the `Origin`
 //! check, and what every page promises (relative links only, escaped user text, the
-//! security headers); the schedules and queues pages with their controls. The browser test (`tests/ui_browser.rs`) drives the same pages in
+//! security headers); the schedules and queues pages with their controls. The browser test (`tests/integration/ui_browser.rs`) drives the same pages in
 //! Chromium.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{start_in_process, wait_status, InProcess, TestDb};
 use devops_control_tower::handlers::Registry;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{start_in_process, wait_status, InProcess, TestDb};
 
 const KEY: &str = "k-full";
 const READ_KEY: &str = "k-read";

@@ -4,15 +4,15 @@
 //! fleet runs, and from the test's own HTTP workers' logs of what they held. The wake-ups of
 //! a resume and of a freed slot are measured with the others, in `tests/wakeups.rs`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::remote::{call, get, post, Worker};
+use crate::support::{wait_for, DaemonProcess, PgDb, Spawn, SqliteDb};
 use serde_json::{json, Value};
-use support::remote::{call, get, post, Worker};
-use support::{wait_for, DaemonProcess, PgDb, Spawn, SqliteDb};
 
 const QUEUE: &str = "fleet";
 

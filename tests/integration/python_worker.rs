@@ -2,13 +2,11 @@
 //! the real daemon binary: it registers, long-polls, streams log lines, posts an artifact,
 //! completes a task, fails one, and notices a cancel through its heartbeat.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{http, wait_for, Spawn};
 use serde_json::{json, Value};
-use support::{http, wait_for, Spawn};
 
 fn python() -> String {
     let found = Command::new("python3").arg("--version").output();

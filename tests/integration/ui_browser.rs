@@ -7,17 +7,16 @@
 //! queues page, pauses, limits and resumes a queue with the buttons and the form. Saves a
 //! screenshot of every view under `target/ui-screenshots/`.
 
-#[path = "support/browser.rs"]
-mod browser;
-mod support;
+use crate::browser;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::{PgDb, Spawn};
 use browser::Browser;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
-use support::{PgDb, Spawn};
 
 const KEY: &str = "ui-full-key";
 const READ_KEY: &str = "ui-read-key";

@@ -3,13 +3,11 @@
 //! backoff, like a failed attempt, and ends `failed` after `max_attempts`. Real daemon
 //! processes, real signals, on both stores.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{enqueue, get_task, wait_for, DaemonProcess, Spawn, TestDb};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use support::{enqueue, get_task, wait_for, DaemonProcess, Spawn, TestDb};
 
 const STORES: [&str; 2] = ["sqlite", "postgres"];
 const BASE_MS: i64 = 1000;

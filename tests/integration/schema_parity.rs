@@ -6,11 +6,9 @@
 //! spell them differently by design (jsonb/TEXT, timestamptz/TEXT, uuid/TEXT).
 //! [`DELIBERATE`] names every accepted difference with its reason; anything else fails.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::{PgDb, SqliteDb};
+use crate::support::{PgDb, SqliteDb};
 
 /// Differences the dialects keep on purpose: (fact only SQLite has, fact only PostgreSQL
 /// has, why). Empty strings mean "nothing on that side".

@@ -1,15 +1,15 @@
 //! The HTTP worker protocol over real sockets, on both stores: workers register, long-poll,
 //! heartbeat, stream logs, post artifacts and end attempts; stale tokens change nothing.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::support::remote::{call, enqueue, get, long_http, post, task, Worker};
+use crate::support::{http, wait_for, TestDb};
 use devops_control_tower::handlers::Registry;
 use serde_json::{json, Value};
-use support::remote::{call, enqueue, get, long_http, post, task, Worker};
-use support::{http, wait_for, TestDb};
 
 struct App {
     base: String,
@@ -33,7 +33,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::$name("sqlite").await;
+                    crate::worker_protocol::$name("sqlite").await;
                 }
             )*
         }
@@ -41,7 +41,7 @@ macro_rules! both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::$name("postgres").await;
+                    crate::worker_protocol::$name("postgres").await;
                 }
             )*
         }

@@ -6,17 +6,16 @@
 //!
 //! `JCT_PROPTEST_CASES` sets the number of cases (default 96, so `make test` stays fast).
 
-#[path = "support/strategies.rs"]
-mod strategies;
-mod support;
+use crate::strategies;
+use crate::support;
 
+use crate::support::{http, start_in_process, InProcess, TestDb};
 use chrono::{DateTime, SubsecRound, Utc};
 use devops_control_tower::handlers::Registry;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 use strategies::{json_value, number, text, time_text};
-use support::{http, start_in_process, InProcess, TestDb};
 
 fn cases() -> u32 {
     std::env::var("JCT_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)

@@ -3,14 +3,14 @@
 //! PostgreSQL while they are killed and restarted, catch-up after every daemon stopped,
 //! the overlap policies seen from the tasks, and the schedules file.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{http, DaemonProcess, PgDb, Spawn, SqliteDb};
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{json, Value};
-use support::{http, DaemonProcess, PgDb, Spawn, SqliteDb};
 
 const KEY: &str = "full-key";
 const READ_KEY: &str = "read-key";

@@ -3,12 +3,12 @@
 //! with a value that reads back equal). Runs over HTTP against an in-process daemon on
 //! each store.
 
-mod support;
+use crate::support;
 
+use crate::support::{http, start_in_process, TestDb};
 use devops_control_tower::handlers::Registry;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
-use support::{http, start_in_process, TestDb};
 
 const STORES: [&str; 2] = ["sqlite", "postgres"];
 

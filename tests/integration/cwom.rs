@@ -3,10 +3,11 @@
 //! immutability; the causality chain read back from the join tables; the service methods
 //! the worker bridge calls. Each test runs against a SQLite file and a PostgreSQL database.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 
+use crate::support::{http, TestDb};
 use chrono::{DateTime, Utc};
 use devops_control_tower::cwom::types::{Failure, FailureCategory, ObjectKind, Status, Telemetry};
 use devops_control_tower::cwom::CwomError;
@@ -15,7 +16,6 @@ use devops_control_tower::handlers::Registry;
 use devops_control_tower::store::Backend;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{http, TestDb};
 
 const STORES: [&str; 2] = ["sqlite", "postgres"];
 

@@ -5,16 +5,14 @@
 //!
 //! These daemons run with `JCT_SANDBOX=none`: the process rules (group, stop, environment)
 //! hold without a sandbox, and the tests look at the programs' pids from outside.
-//! `tests/sandbox.rs` runs the same kinds of tasks in the sandbox, and attacks it.
-
-mod support;
+//! `tests/integration/sandbox.rs` runs the same kinds of tasks in the sandbox, and attacks it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{wait_for, DaemonProcess, Spawn};
 use serde_json::{json, Value};
-use support::{wait_for, DaemonProcess, Spawn};
 
 const KEY: &str = "exec-secret-key-4711";
 

@@ -4,12 +4,10 @@
 //! The database is made to refuse rows that validation lets through (a CHECK constraint
 //! the test adds), and 2,000 enqueues go at once over real HTTP to a real daemon process.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{PgDb, Spawn};
 use serde_json::{json, Value};
-use support::{PgDb, Spawn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_fails_only_its_own_request() {

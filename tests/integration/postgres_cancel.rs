@@ -5,14 +5,12 @@
 //! `pg_notify`), so the cancel of a running task fails after its UPDATE ran. The client
 //! gets an error, and then the task must still be running, not cancelled behind its back.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::PgDb;
 use devops_control_tower::store::{AttemptStore, ClaimParams, IntakeStore, OperatorStore, PgStore, TaskReads};
 use devops_control_tower::task::{NewTask, TaskStatus, WorkerId};
 use serde_json::json;
-use support::PgDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_cannot_notify_changes_nothing() {

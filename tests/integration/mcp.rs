@@ -3,18 +3,18 @@
 //! the tools, and drives an operator's and a worker's cycle; refusals, a server error and a
 //! server that is down come back as tool errors from a process that keeps answering.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::{wait_for, DaemonProcess, Spawn, BIN};
 use rmcp::model::{CallToolRequestParams, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
-use support::{wait_for, DaemonProcess, Spawn, BIN};
 
 const KEY: &str = "mcp-test-key";
 /// A type no handler in the daemon serves: tasks of it wait for a remote worker (the agent).

@@ -8,15 +8,15 @@
 //! These tests need bubblewrap (`make test` installs it: tests/support/ensure-bwrap.sh);
 //! without it they fail saying so.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{wait_for, DaemonProcess, Spawn};
 use serde_json::{json, Value};
-use support::{wait_for, DaemonProcess, Spawn};
 
 const KEY: &str = "sandbox-secret-key-0815";
 

@@ -1,15 +1,15 @@
 //! The HTTP API over a real socket: the daemon runs in-process on a real SQLite file (and
 //! once on PostgreSQL), bound to a free port; requests go through reqwest.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{http, wait_status};
 use devops_control_tower::handlers::Registry;
 use devops_control_tower::store::{Backend, TaskStore};
 use serde_json::{json, Value};
-use support::{http, wait_status};
 
 struct App {
     base: String,

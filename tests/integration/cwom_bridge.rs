@@ -1,13 +1,13 @@
 //! The bridge from tasks to CWOM, on both stores: a task linked to an Issue records a Run
 //! per attempt and registers its trace folder as a `trace` Artifact of that Run.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{http, wait_status, TestDb};
 use devops_control_tower::handlers::Registry;
 use serde_json::{json, Value};
-use support::{http, wait_status, TestDb};
 
 const STORES: [&str; 2] = ["sqlite", "postgres"];
 

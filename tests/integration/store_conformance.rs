@@ -1,7 +1,7 @@
 //! The store conformance suite: every case runs against a real SQLite file and a real
 //! PostgreSQL database, so both implementations keep one contract.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let db = crate::support::SqliteDb::new();
-                    crate::$cases::$case(db.$open().await).await;
+                    crate::store_conformance::$cases::$case(db.$open().await).await;
                 }
             )*
         }
@@ -70,7 +70,7 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let db = crate::support::PgDb::new().await;
-                    crate::$cases::$case(db.$open().await).await;
+                    crate::store_conformance::$cases::$case(db.$open().await).await;
                 }
             )*
         }

@@ -2,15 +2,15 @@
 //! rescue, zombies, retries, timeouts, panics, graceful shutdown, idempotency under
 //! concurrency, scheduling and cancellation of running tasks.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{enqueue, get_task, wait_for, wait_status, Spawn, TestDb};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use devops_control_tower::handlers::{Handler, HandlerError, Registry, TaskContext};
 use serde_json::{json, Value};
-use support::{enqueue, get_task, wait_for, wait_status, Spawn, TestDb};
 
 const STORES: [&str; 2] = ["sqlite", "postgres"];
 

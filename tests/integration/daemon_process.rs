@@ -1,12 +1,12 @@
 //! The real binary as a process, on the embedded SQLite default: start-up, signals,
 //! bad configuration, raw inserts from another process, and per-task logs.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{wait_for, wait_status, Spawn};
 use serde_json::{json, Value};
-use support::{wait_for, wait_status, Spawn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_configuration_creates_the_default_database_and_logs() {

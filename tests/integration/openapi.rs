@@ -2,13 +2,13 @@
 //! in the document is called on a running daemon, and its status and body must be the
 //! ones documented.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{enqueue, http, wait_status, SqliteDb};
 use devops_control_tower::handlers::Registry;
 use serde_json::{json, Value};
-use support::{enqueue, http, wait_status, SqliteDb};
 
 /// Follows a `$ref` into `components.schemas`.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
