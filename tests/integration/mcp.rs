@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{wait_for, DaemonProcess, Spawn, BIN};
+use crate::support::{schema_check, wait_for, DaemonProcess, Spawn, BIN};
 use rmcp::model::{CallToolRequestParams, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
@@ -98,64 +98,6 @@ async fn mcp(server_url: &str, key: &str, args: &[&str]) -> Mcp {
     Mcp { client, tools, pid, stderr, _dir: dir }
 }
 
-/// The parts of a JSON Schema the tools use, checked on a value: `type`, `enum`, `items`,
-/// `minItems`, `minimum`, `maximum`, object `properties` / `required` / `additionalProperties`.
-fn validate(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
-    let fail = |why: String| Err(format!("{at}: {why} (value {value}, schema {schema})"));
-    if let Some(kind) = schema["type"].as_str() {
-        let fits = match kind {
-            "object" => value.is_object(),
-            "array" => value.is_array(),
-            "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "boolean" => value.is_boolean(),
-            other => return fail(format!("unknown type {other}")),
-        };
-        if !fits {
-            return fail(format!("not of type {kind}"));
-        }
-    }
-    if let Some(options) = schema["enum"].as_array() {
-        if !options.contains(value) {
-            return fail("not one of the enum".into());
-        }
-    }
-    if let Some(min) = schema["minimum"].as_f64() {
-        if value.as_f64().is_some_and(|v| v < min) {
-            return fail(format!("below {min}"));
-        }
-    }
-    if let Some(max) = schema["maximum"].as_f64() {
-        if value.as_f64().is_some_and(|v| v > max) {
-            return fail(format!("above {max}"));
-        }
-    }
-    if let Some(items) = value.as_array() {
-        if schema["minItems"].as_u64().is_some_and(|min| (items.len() as u64) < min) {
-            return fail("too few items".into());
-        }
-        for (i, item) in items.iter().enumerate() {
-            validate(&schema["items"], item, &format!("{at}[{i}]"))?;
-        }
-    }
-    if let (Some(object), Some(properties)) = (value.as_object(), schema["properties"].as_object()) {
-        for name in schema["required"].as_array().into_iter().flatten() {
-            if !object.contains_key(name.as_str().unwrap()) {
-                return fail(format!("missing {name}"));
-            }
-        }
-        for (name, v) in object {
-            match properties.get(name) {
-                Some(p) => validate(p, v, &format!("{at}.{name}"))?,
-                None if schema["additionalProperties"] == false => return fail(format!("{name} is not allowed")),
-                None => {}
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A tool call's outcome: whether it is a tool error, and its text (as JSON when it is JSON).
 struct Outcome {
     is_error: bool,
@@ -186,7 +128,7 @@ impl Mcp {
 
     /// Calls `name` with arguments that the tool's listed schema accepts (checked first).
     async fn call(&self, name: &str, args: Value) -> Outcome {
-        validate(&self.schema(name), &args, name).unwrap_or_else(|e| panic!("the test's arguments: {e}"));
+        schema_check(&self.schema(name), &args, name).unwrap_or_else(|e| panic!("the test's arguments: {e}"));
         self.call_unchecked(name, args).await
     }
 
@@ -269,10 +211,10 @@ async fn every_tool_is_listed_with_an_object_schema_and_read_only_offers_only_re
         assert_eq!(tool.annotations.as_ref().and_then(|a| a.read_only_hint), Some(read_only), "{}", tool.name);
     }
     // The validator the other tests rely on refuses what the schemas refuse.
-    assert!(validate(&m.schema("jct_claim_task"), &json!({ "types": [] }), "t").is_err());
-    assert!(validate(&m.schema("jct_get_task"), &json!({ "task_id": "x", "other": 1 }), "t").is_err());
-    assert!(validate(&m.schema("jct_list_tasks"), &json!({ "status": "done" }), "t").is_err());
-    assert!(validate(&m.schema("jct_enqueue_task"), &json!({ "payload": {} }), "t").is_err());
+    assert!(schema_check(&m.schema("jct_claim_task"), &json!({ "types": [] }), "t").is_err());
+    assert!(schema_check(&m.schema("jct_get_task"), &json!({ "task_id": "x", "other": 1 }), "t").is_err());
+    assert!(schema_check(&m.schema("jct_list_tasks"), &json!({ "status": "done" }), "t").is_err());
+    assert!(schema_check(&m.schema("jct_enqueue_task"), &json!({ "payload": {} }), "t").is_err());
     m.close().await;
 
     let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;

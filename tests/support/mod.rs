@@ -351,6 +351,19 @@ pub async fn enqueue(base: &str, body: serde_json::Value) -> String {
     body["task_id"].as_str().unwrap().to_string()
 }
 
+/// Checks `value` against the JSON Schema (2020-12) `schema`, itself first checked against its
+/// meta-schema: every error, with where in the value it is, or Ok.
+pub fn schema_check(schema: &serde_json::Value, value: &serde_json::Value, at: &str) -> Result<(), String> {
+    jsonschema::meta::validate(schema).map_err(|e| format!("{at}: not a valid schema: {e} ({schema})"))?;
+    let validator = jsonschema::validator_for(schema).map_err(|e| format!("{at}: schema refused: {e}"))?;
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{at}: {} (value {value})", errors.join("; ")))
+    }
+}
+
 /// Fetches a task over HTTP.
 pub async fn get_task(base: &str, id: &str) -> serde_json::Value {
     let res = http().get(format!("{base}/tasks/{id}")).send().await.unwrap();
