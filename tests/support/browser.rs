@@ -1,5 +1,5 @@
 //! A real browser for the dashboard's tests: Debian's Chromium, headless, driven by its
-//! `chromedriver` over the W3C WebDriver JSON protocol (a handful of calls, with reqwest).
+//! `chromedriver` through the W3C WebDriver protocol (the `fantoccini` client).
 //!
 //! chromedriver runs in a process group of its own, and Chromium inherits it: dropping the
 //! [`Browser`] (also when a test panics) ends the session and kills the whole group, so no
@@ -10,16 +10,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
+    /// The WebDriver session; taken by `drop` to end it.
+    client: Option<Client>,
     _profile: tempfile::TempDir,
 }
 
@@ -48,12 +47,11 @@ impl Browser {
             .spawn()
             .expect("starting chromedriver");
         let profile = tempfile::tempdir().unwrap();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let mut browser = Browser { driver, base, session: String::new(), http, _profile: profile };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let start = Instant::now();
         loop {
-            if let Ok(res) = browser.http.get(format!("{}/status", browser.base)).send().await {
+            if let Ok(res) = http.get(format!("{base}/status")).send().await {
                 if res.json::<Value>().await.map(|v| v["value"]["ready"] == true).unwrap_or(false) {
                     break;
                 }
@@ -73,30 +71,23 @@ impl Browser {
             "--disable-sync",
             "--disable-dev-shm-usage",
             "--window-size=1280,1000",
-            &format!("--user-data-dir={}", browser._profile.path().display()),
+            &format!("--user-data-dir={}", profile.path().display()),
         ];
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
-        }}});
-        let res = browser.http.post(format!("{}/session", browser.base)).json(&caps).send().await.unwrap();
-        let body: Value = res.json().await.unwrap();
-        browser.session =
-            body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {body}")).to_string();
-        browser
+        });
+        let Value::Object(caps) = caps else { unreachable!() };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("no WebDriver session: {e}"));
+        Browser { driver, client: Some(client), _profile: profile }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
-        let status = res.status();
-        let value: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "WebDriver {method} {path} answered {status}: {value}");
-        value["value"].clone()
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("the session is open until drop")
     }
 
     /// Navigates to `url`. A page that reloads itself on a timer (the overview) can start
@@ -105,7 +96,7 @@ impl Browser {
     pub async fn goto(&self, url: &str) {
         let before = self.url().await;
         for _ in 0..3 {
-            self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+            self.client().goto(url).await.unwrap_or_else(|e| panic!("WebDriver goto {url}: {e}"));
             // Still where it was: the page's own reload won. (A page that moves on by
             // itself, a form that submits on load, has moved, and that counts.)
             if before.starts_with(url) || self.url().await != before {
@@ -116,36 +107,38 @@ impl Browser {
     }
 
     pub async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap().to_string()
+        self.client().current_url().await.unwrap_or_else(|e| panic!("WebDriver current URL: {e}")).to_string()
     }
 
-    /// Runs `script` in the page (a function body; `arguments` holds `args`).
+    /// Runs `script` in the page (a function body; `arguments` holds `args`, a JSON array).
     pub async fn js(&self, script: &str, args: Value) -> Value {
-        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
+        self.client().execute(script, arguments(args)).await.unwrap_or_else(|e| panic!("WebDriver script: {e}"))
     }
 
     /// Runs an async `script`: it gets a callback as its last argument.
     pub async fn js_async(&self, script: &str, args: Value) -> Value {
-        self.call(reqwest::Method::POST, "/execute/async", Some(json!({ "script": script, "args": args }))).await
+        self.client()
+            .execute_async(script, arguments(args))
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver async script: {e}"))
+    }
+
+    async fn all(&self, css: &str) -> Vec<Element> {
+        self.client().find_all(Locator::Css(css)).await.unwrap_or_else(|e| panic!("WebDriver find {css:?}: {e}"))
     }
 
     /// The element matching `css`, if there is one now.
-    pub async fn find(&self, css: &str) -> Option<String> {
-        let url = format!("{}/session/{}/elements", self.base, self.session);
-        let res = self.http.post(&url).json(&json!({"using": "css selector", "value": css})).send().await.unwrap();
-        let value: Value = res.json().await.unwrap();
-        value["value"].as_array()?.first().map(|e| e[ELEMENT].as_str().unwrap().to_string())
+    pub async fn find(&self, css: &str) -> Option<Element> {
+        self.all(css).await.into_iter().next()
     }
 
     /// How many elements match `css`.
     pub async fn count(&self, css: &str) -> usize {
-        let v =
-            self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
-        v.as_array().map(Vec::len).unwrap_or(0)
+        self.all(css).await.len()
     }
 
     /// Waits for an element matching `css`.
-    pub async fn wait(&self, css: &str) -> String {
+    pub async fn wait(&self, css: &str) -> Element {
         let start = Instant::now();
         loop {
             if let Some(e) = self.find(css).await {
@@ -163,25 +156,21 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let e = self.wait(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({}))).await;
+        e.click().await.unwrap_or_else(|err| panic!("WebDriver click {css:?}: {err}"));
     }
 
     /// Replaces the text of an input or textarea.
     pub async fn type_into(&self, css: &str, text: &str) {
         let e = self.wait(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), Some(json!({}))).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/value"), Some(json!({ "text": text }))).await;
+        e.clear().await.unwrap_or_else(|err| panic!("WebDriver clear {css:?}: {err}"));
+        e.send_keys(text).await.unwrap_or_else(|err| panic!("WebDriver type into {css:?}: {err}"));
     }
 
     /// The visible text of the first element matching `css` (empty when there is none).
     pub async fn text(&self, css: &str) -> String {
         match self.find(css).await {
-            Some(e) => self
-                .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-                .await
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
+            // The element can go between the find and the read (a page re-rendering): empty.
+            Some(e) => e.text().await.unwrap_or_default(),
             None => String::new(),
         }
     }
@@ -201,26 +190,33 @@ impl Browser {
 
     /// Saves a PNG of the viewport to `path`.
     pub async fn screenshot(&self, path: &std::path::Path) {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
+        let png = self.client().screenshot().await.unwrap_or_else(|e| panic!("WebDriver screenshot: {e}"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
+    }
+}
+
+/// A script's arguments: the elements of a JSON array (`json!([])` for none).
+fn arguments(args: Value) -> Vec<Value> {
+    match args {
+        Value::Array(items) => items,
+        other => panic!("script arguments are a JSON array, not {other}"),
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         // End the session (closes Chromium cleanly), then kill the process group whatever
-        // happened: chromedriver and every Chromium process it started.
-        let url = format!("{}/session/{}", self.base, self.session);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-                let _ = client.delete(url).send().await;
-            })
-        })
-        .join();
+        // happened: chromedriver and every Chromium process it started. The session's
+        // connection lives on the test's runtime, which may be ending (a panic): bounded.
+        if let Some(client) = self.client.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let _ = std::thread::spawn(move || {
+                    handle.block_on(async { tokio::time::timeout(Duration::from_secs(5), client.close()).await })
+                })
+                .join();
+            }
+        }
         let pgid = self.driver.id();
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
         let _ = self.driver.wait();
