@@ -43,7 +43,7 @@ pub mod defaults {
 
 /// What happens to ticks missed while no daemon ran (or the schedule's daemon was late by
 /// more than [`crate::tunables::SCHEDULE_LATE_GRACE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// Missed ticks fire nothing.
@@ -56,7 +56,7 @@ pub enum CatchUp {
 }
 
 /// What a tick does while a previous fire of its schedule is still queued or running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Fires anyway.

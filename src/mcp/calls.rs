@@ -8,6 +8,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::agent::{Agent, Serves};
+use super::arguments::{self, self as A};
 use super::tools::ToolName;
 use crate::client::{Client, ClientError};
 use crate::tunables::{CLAIM_WAIT_MAX, MCP_CLAIM_WAIT_DEFAULT};
@@ -53,67 +54,16 @@ impl ToolError {
     }
 }
 
-/// A call's arguments, checked against the tool's schema as they are read.
-struct Args(Map<String, Value>);
+/// A call's arguments parsed into the tool's argument type (`mcp::arguments`).
+fn args<T: serde::de::DeserializeOwned>(tool: ToolName, raw: &Map<String, Value>) -> Result<T, ToolError> {
+    arguments::parse(raw).map_err(|e| ToolError::Arguments(format!("{}: {e}", tool.name())))
+}
 
-impl Args {
-    /// Refuses names the schema does not declare (`additionalProperties: false`).
-    fn new(tool: ToolName, raw: Option<Map<String, Value>>) -> Result<Self, ToolError> {
-        let raw = raw.unwrap_or_default();
-        let schema = tool.input_schema();
-        if let Some(unknown) = raw.keys().find(|k| schema["properties"].get(k.as_str()).is_none()) {
-            return Err(ToolError::Arguments(format!("{} takes no argument {unknown:?}", tool.name())));
-        }
-        Ok(Args(raw))
-    }
-
-    fn optional_str(&self, name: &str) -> Result<Option<&str>, ToolError> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ToolError::Arguments(format!("{name}: expected a string"))),
-        }
-    }
-
-    fn str(&self, name: &str) -> Result<&str, ToolError> {
-        self.optional_str(name)?.ok_or_else(|| ToolError::Arguments(format!("{name}: required")))
-    }
-
-    /// A task id, checked to be a UUID before it becomes part of a path.
-    fn task_id(&self) -> Result<String, ToolError> {
-        let raw = self.str("task_id")?;
-        uuid::Uuid::parse_str(raw)
-            .map(|u| u.to_string())
-            .map_err(|_| ToolError::Arguments(format!("task_id: {raw:?} is not a UUID")))
-    }
-
-    fn optional_strings(&self, name: &str) -> Result<Option<Vec<String>>, ToolError> {
-        let bad = || ToolError::Arguments(format!("{name}: expected a list of strings"));
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(items)) => {
-                items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(bad)).collect::<Result<_, _>>().map(Some)
-            }
-            Some(_) => Err(bad()),
-        }
-    }
-
-    fn optional_u64(&self, name: &str) -> Result<Option<u64>, ToolError> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => {
-                v.as_u64().map(Some).ok_or_else(|| ToolError::Arguments(format!("{name}: expected a whole number")))
-            }
-        }
-    }
-
-    fn optional_bool(&self, name: &str) -> Result<Option<bool>, ToolError> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ToolError::Arguments(format!("{name}: expected true or false"))),
-        }
-    }
+/// A task id, checked to be a UUID before it becomes part of a path.
+fn task_id(raw: &str) -> Result<String, ToolError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| ToolError::Arguments(format!("task_id: {raw:?} is not a UUID")))
 }
 
 /// A path segment from a caller's string (`what` names the argument): everything but
@@ -133,46 +83,51 @@ pub async fn call(
     tool: ToolName,
     raw: Option<Map<String, Value>>,
 ) -> Result<Value, ToolError> {
-    let args = Args::new(tool, raw)?;
+    let raw = raw.unwrap_or_default();
     match tool {
         ToolName::EnqueueTask => {
-            args.str("type")?;
-            // The server validates every field (422 naming it); send them as given.
-            Ok(client.post_json("/tasks/enqueue", &Value::Object(args.0)).await?)
+            args::<A::EnqueueTask>(tool, &raw)?;
+            // The server validates every value (422 naming it); send the body as given.
+            Ok(client.post_json("/tasks/enqueue", &Value::Object(raw)).await?)
         }
-        ToolName::GetTask => Ok(client.get_json(&format!("/tasks/{}", args.task_id()?)).await?),
+        ToolName::GetTask | ToolName::CancelTask | ToolName::RetryTask => {
+            let id = task_id(&args::<A::TaskRef>(tool, &raw)?.task_id)?;
+            Ok(match tool {
+                ToolName::GetTask => client.get_json(&format!("/tasks/{id}")).await?,
+                ToolName::CancelTask => client.post_json(&format!("/tasks/{id}/cancel"), &json!({})).await?,
+                _ => client.post_json(&format!("/tasks/{id}/retry"), &json!({})).await?,
+            })
+        }
         ToolName::ListTasks => {
+            let a: A::ListTasks = args(tool, &raw)?;
+            let status = a.status.map(|s| s.to_string());
             let mut query = Vec::new();
-            for name in ["status", "type", "queue"] {
-                if let Some(v) = args.optional_str(name)? {
+            for (name, v) in [("status", &status), ("type", &a.task_type), ("queue", &a.queue)] {
+                if let Some(v) = v {
                     query.push(format!("{name}={}", encode(v)));
                 }
             }
-            for name in ["limit", "offset"] {
-                if let Some(v) = args.optional_u64(name)? {
+            for (name, v) in [("limit", a.limit), ("offset", a.offset)] {
+                if let Some(v) = v {
                     query.push(format!("{name}={v}"));
                 }
             }
             let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             Ok(client.get_json(&format!("/tasks{query}")).await?)
         }
-        ToolName::CancelTask => Ok(client.post_json(&format!("/tasks/{}/cancel", args.task_id()?), &json!({})).await?),
-        ToolName::RetryTask => Ok(client.post_json(&format!("/tasks/{}/retry", args.task_id()?), &json!({})).await?),
         ToolName::GetTrace => {
-            let file = args.str("file")?;
+            let a: A::GetTrace = args(tool, &raw)?;
             // `artifacts/<name>` is the one file below the folder; every part is encoded.
-            let path = file.split('/').map(|part| segment("file", part)).collect::<Result<Vec<_>, _>>()?;
-            let text = client.get_text(&format!("/tasks/{}/trace/{}", args.task_id()?, path.join("/"))).await?;
+            let path = a.file.split('/').map(|part| segment("file", part)).collect::<Result<Vec<_>, _>>()?;
+            let text = client.get_text(&format!("/tasks/{}/trace/{}", task_id(&a.task_id)?, path.join("/"))).await?;
             Ok(Value::String(text))
         }
         ToolName::ClaimTask => {
-            let types =
-                args.optional_strings("types")?.ok_or_else(|| ToolError::Arguments("types: required".into()))?;
-            if types.is_empty() {
+            let a: A::ClaimTask = args(tool, &raw)?;
+            if a.types.is_empty() {
                 return Err(ToolError::Arguments("types: name at least one task type".into()));
             }
-            let queues = args.optional_strings("queues")?;
-            let wait = match args.optional_u64("wait_ms")? {
+            let wait = match a.wait_ms {
                 None => MCP_CLAIM_WAIT_DEFAULT,
                 Some(ms) if ms <= CLAIM_WAIT_MAX.as_millis() as u64 => Duration::from_millis(ms),
                 Some(_) => {
@@ -180,65 +135,66 @@ pub async fn call(
                     return Err(ToolError::Arguments(format!("wait_ms: must be from 0 to {max}")));
                 }
             };
-            Ok(agent.claim(&Serves::new(types, queues), wait).await?)
+            Ok(agent.claim(&Serves::new(a.types, a.queues), wait).await?)
         }
         ToolName::Heartbeat => {
-            let body = json!({ "lease_token": args.str("lease_token")? });
-            Ok(client.post_json(&format!("/tasks/{}/heartbeat", args.task_id()?), &body).await?)
+            let a: A::Lease = args(tool, &raw)?;
+            let body = json!({ "lease_token": a.lease_token });
+            Ok(client.post_json(&format!("/tasks/{}/heartbeat", task_id(&a.task_id)?), &body).await?)
         }
         ToolName::AppendLog => {
-            let task_id = args.task_id()?;
-            let lines =
-                args.optional_strings("lines")?.ok_or_else(|| ToolError::Arguments("lines: required".into()))?;
-            let body =
-                json!({ "lease_token": args.str("lease_token")?, "seq": agent.next_seq(&task_id), "lines": lines });
-            Ok(client.post_json(&format!("/tasks/{task_id}/log"), &body).await?)
+            let a: A::AppendLog = args(tool, &raw)?;
+            let id = task_id(&a.task_id)?;
+            let body = json!({ "lease_token": a.lease_token, "seq": agent.next_seq(&id), "lines": a.lines });
+            Ok(client.post_json(&format!("/tasks/{id}/log"), &body).await?)
         }
         ToolName::ReportArtifact => {
-            let mut body = json!({
-                "lease_token": args.str("lease_token")?,
-                "name": args.str("name")?,
-                "type": args.str("type")?,
-            });
-            if let Some(media_type) = args.optional_str("media_type")? {
+            let a: A::ReportArtifact = args(tool, &raw)?;
+            let mut body = json!({ "lease_token": a.lease_token, "name": a.name, "type": a.artifact_type });
+            if let Some(media_type) = a.media_type {
                 body["media_type"] = json!(media_type);
             }
-            match (args.optional_str("content")?, args.optional_str("uri")?) {
+            match (a.content, a.uri) {
                 (Some(content), None) => {
                     body["content_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(content));
                 }
                 (None, Some(uri)) => body["uri"] = json!(uri),
                 _ => return Err(ToolError::Arguments("give exactly one of content and uri".into())),
             }
-            Ok(client.post_json(&format!("/tasks/{}/artifacts", args.task_id()?), &body).await?)
+            Ok(client.post_json(&format!("/tasks/{}/artifacts", task_id(&a.task_id)?), &body).await?)
         }
         ToolName::CompleteTask => {
-            let task_id = args.task_id()?;
-            let mut body = json!({ "lease_token": args.str("lease_token")? });
-            if let Some(result) = args.0.get("result") {
-                body["result"] = result.clone();
+            let a: A::CompleteTask = args(tool, &raw)?;
+            let id = task_id(&a.task_id)?;
+            let mut body = json!({ "lease_token": a.lease_token });
+            if let Some(result) = a.result {
+                body["result"] = result.unwrap_or(Value::Null);
             }
-            let answer = client.post_json(&format!("/tasks/{task_id}/complete"), &body).await?;
-            agent.ended(&task_id);
+            let answer = client.post_json(&format!("/tasks/{id}/complete"), &body).await?;
+            agent.ended(&id);
             Ok(answer)
         }
         ToolName::FailTask => {
-            let task_id = args.task_id()?;
-            let mut body =
-                json!({ "lease_token": args.str("lease_token")?, "error": { "message": args.str("message")? } });
-            if let Some(retryable) = args.optional_bool("retryable")? {
+            let a: A::FailTask = args(tool, &raw)?;
+            let id = task_id(&a.task_id)?;
+            let mut body = json!({ "lease_token": a.lease_token, "error": { "message": a.message } });
+            if let Some(retryable) = a.retryable {
                 body["retryable"] = json!(retryable);
             }
-            let answer = client.post_json(&format!("/tasks/{task_id}/fail"), &body).await?;
-            agent.ended(&task_id);
+            let answer = client.post_json(&format!("/tasks/{id}/fail"), &body).await?;
+            agent.ended(&id);
             Ok(answer)
         }
-        ToolName::GetIssueContext => issue_context(client, args.str("issue_id")?).await,
-        ToolName::ListSchedules => Ok(client.get_json("/schedules").await?),
+        ToolName::GetIssueContext => issue_context(client, &args::<A::IssueRef>(tool, &raw)?.issue_id).await,
+        ToolName::ListSchedules | ToolName::ListQueues => {
+            args::<A::Nothing>(tool, &raw)?;
+            let path = if tool == ToolName::ListSchedules { "/schedules" } else { "/queues" };
+            Ok(client.get_json(path).await?)
+        }
         ToolName::CreateSchedule => {
-            args.str("name")?;
-            // The server validates every field (422 invalid_schedule naming it).
-            Ok(client.post_json("/schedules", &Value::Object(args.0)).await?)
+            args::<A::CreateSchedule>(tool, &raw)?;
+            // The server validates every value (422 invalid_schedule naming it).
+            Ok(client.post_json("/schedules", &Value::Object(raw)).await?)
         }
         ToolName::PauseSchedule | ToolName::ResumeSchedule | ToolName::TriggerSchedule => {
             let action = match tool {
@@ -246,20 +202,19 @@ pub async fn call(
                 ToolName::ResumeSchedule => "resume",
                 _ => "trigger",
             };
-            let name = segment("name", args.str("name")?)?;
+            let name = segment("name", &args::<A::ScheduleRef>(tool, &raw)?.name)?;
             Ok(client.post_json(&format!("/schedules/{name}/{action}"), &json!({})).await?)
         }
-        ToolName::ListQueues => Ok(client.get_json("/queues").await?),
         ToolName::PauseQueue | ToolName::ResumeQueue => {
             let action = if tool == ToolName::PauseQueue { "pause" } else { "resume" };
-            let name = segment("name", args.str("name")?)?;
+            let name = segment("name", &args::<A::QueueRef>(tool, &raw)?.name)?;
             Ok(client.post_json(&format!("/queues/{name}/{action}"), &json!({})).await?)
         }
         ToolName::SetQueueLimits => {
-            let name = segment("name", args.str("name")?)?;
+            let name = segment("name", &args::<A::SetQueueLimits>(tool, &raw)?.name)?;
             // The rest is the PUT body as given: a field left out is kept, null removes it,
             // and the server checks every value (422 invalid_queue naming the field).
-            let mut change = args.0;
+            let mut change = raw;
             change.remove("name");
             Ok(client.put_json(&format!("/queues/{name}"), &Value::Object(change)).await?)
         }
@@ -321,13 +276,19 @@ mod tests {
     #[test]
     fn arguments_outside_the_schema_are_refused() {
         let raw = |v: Value| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
+            Value::Object(m) => m,
+            _ => unreachable!(),
         };
-        assert!(Args::new(ToolName::GetTask, raw(json!({ "task_id": "x", "extra": 1 }))).is_err());
-        let args = Args::new(ToolName::GetTask, raw(json!({ "task_id": "not-a-uuid" }))).unwrap();
-        assert!(matches!(args.task_id(), Err(ToolError::Arguments(_))));
-        let args = Args::new(ToolName::ClaimTask, raw(json!({ "types": ["a", 1] }))).unwrap();
-        assert!(args.optional_strings("types").is_err());
+        let extra = args::<A::TaskRef>(ToolName::GetTask, &raw(json!({ "task_id": "x", "extra": 1 })));
+        assert!(matches!(extra, Err(ToolError::Arguments(m)) if m.contains("extra")));
+        assert!(matches!(task_id("not-a-uuid"), Err(ToolError::Arguments(_))));
+        let typed = args::<A::ClaimTask>(ToolName::ClaimTask, &raw(json!({ "types": ["a", 1] })));
+        assert!(matches!(typed, Err(ToolError::Arguments(_))));
+        let missing = args::<A::Lease>(ToolName::Heartbeat, &raw(json!({ "task_id": "x" })));
+        assert!(matches!(missing, Err(ToolError::Arguments(m)) if m.contains("lease_token")));
+        // A limit given as null is kept apart from one left out.
+        let limits: A::SetQueueLimits =
+            args(ToolName::SetQueueLimits, &raw(json!({ "name": "q", "rate": null }))).unwrap();
+        assert!(limits.concurrency.is_none() && matches!(limits.rate, Some(None)));
     }
 }

@@ -6,6 +6,8 @@
 //! - `tools`: the catalog (names, descriptions, input schemas, which change nothing): tasks,
 //!   the worker cycle, CWOM context, schedules, and queue controls (list, pause, resume,
 //!   limits).
+//! - `arguments`: each tool's arguments as a type, from which its input schema is derived and
+//!   into which a call's arguments are parsed.
 //! - `calls`: what each tool does; every failure is a [`calls::ToolError`].
 //! - `agent`: the MCP server as a JCT worker (registrations, heartbeats, log numbering).
 //!
@@ -13,6 +15,7 @@
 //! the process stops only when its client closes stdin or it gets a signal.
 
 mod agent;
+mod arguments;
 mod calls;
 mod tools;
 

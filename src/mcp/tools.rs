@@ -1,10 +1,11 @@
-//! The MCP tools: their names, what each changes, their descriptions and input schemas. What
-//! a call does is `mcp::calls`; this file is the catalog an agent reads.
+//! The MCP tools: their names, what each changes, their descriptions and input schemas (derived
+//! from the argument types of `mcp::arguments`). What a call does is `mcp::calls`; this file
+//! is the catalog an agent reads.
 
 use std::sync::Arc;
 
 use rmcp::model::{Tool, ToolAnnotations};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Every tool the MCP server knows (DESIGN.md, "MCP").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -244,153 +245,34 @@ impl ToolName {
         }
     }
 
-    /// The input's JSON Schema: an object with `properties`, `required` and no other fields.
-    pub fn input_schema(self) -> Value {
-        let task_id = json!({ "type": "string", "description": "the task's id (a UUID)" });
-        let lease_token =
-            json!({ "type": "string", "description": "the lease_token jct_claim_task returned with the task" });
-        let queue_name = json!({ "type": "string", "description": "the queue's name (any queue a task may name)" });
-        let (properties, required): (Value, &[&str]) = match self {
-            ToolName::EnqueueTask => (
-                json!({
-                    "type": { "type": "string", "description": "the task type (which handler or worker runs it)" },
-                    "payload": { "type": "object", "description": "the handler's input (default {})" },
-                    "queue": { "type": "string", "description": "default \"default\"" },
-                    "priority": { "type": "integer", "description": "higher runs first (default 0)" },
-                    "run_at": { "type": "string", "format": "date-time", "description": "not before (RFC 3339)" },
-                    "max_attempts": { "type": "integer", "minimum": 1 },
-                    "timeout_seconds": { "type": "integer", "minimum": 1 },
-                    "idempotency_key": { "type": "string", "description": "a second enqueue with the same key is refused" },
-                    "concurrency_key": { "type": "string", "description": "tasks of one key run at most the queue's key_concurrency at a time (at most 256 characters)" }
-                }),
-                &["type"],
-            ),
-            ToolName::GetTask | ToolName::CancelTask | ToolName::RetryTask => {
-                (json!({ "task_id": task_id }), &["task_id"])
-            }
-            ToolName::ListTasks => (
-                json!({
-                    "status": { "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"] },
-                    "type": { "type": "string" },
-                    "queue": { "type": "string" },
-                    "limit": { "type": "integer", "minimum": 1, "description": "default 50" },
-                    "offset": { "type": "integer", "minimum": 0 }
-                }),
-                &[],
-            ),
-            ToolName::GetTrace => (
-                json!({
-                    "task_id": task_id,
-                    "file": { "type": "string", "description": "input.json, log.txt, output.json or artifacts/<name>" }
-                }),
-                &["task_id", "file"],
-            ),
-            ToolName::ClaimTask => (
-                json!({
-                    "types": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "the task types you can do" },
-                    "queues": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "only these queues (default: all)" },
-                    "wait_ms": { "type": "integer", "minimum": 0, "maximum": 30000 }
-                }),
-                &["types"],
-            ),
-            ToolName::Heartbeat => {
-                (json!({ "task_id": task_id, "lease_token": lease_token }), &["task_id", "lease_token"])
-            }
-            ToolName::AppendLog => (
-                json!({
-                    "task_id": task_id,
-                    "lease_token": lease_token,
-                    "lines": { "type": "array", "items": { "type": "string" }, "description": "one entry per line" }
-                }),
-                &["task_id", "lease_token", "lines"],
-            ),
-            ToolName::ReportArtifact => (
-                json!({
-                    "task_id": task_id,
-                    "lease_token": lease_token,
-                    "name": { "type": "string", "description": "file name under artifacts/ (letters, digits, . _ -)" },
-                    "type": { "type": "string", "enum": [
-                        "code_patch", "commit", "pr", "build", "container_image", "doc", "report",
-                        "dataset", "log", "trace", "binary", "link"
-                    ] },
-                    "content": { "type": "string", "description": "the file's text (give content or uri)" },
-                    "uri": { "type": "string", "description": "where it lives instead (give content or uri)" },
-                    "media_type": { "type": "string", "description": "e.g. text/x-diff" }
-                }),
-                &["task_id", "lease_token", "name", "type"],
-            ),
-            ToolName::CompleteTask => (
-                json!({
-                    "task_id": task_id,
-                    "lease_token": lease_token,
-                    "result": { "description": "any JSON value: what the task produced" }
-                }),
-                &["task_id", "lease_token"],
-            ),
-            ToolName::FailTask => (
-                json!({
-                    "task_id": task_id,
-                    "lease_token": lease_token,
-                    "message": { "type": "string", "description": "what went wrong" },
-                    "retryable": { "type": "boolean", "description": "default true" }
-                }),
-                &["task_id", "lease_token", "message"],
-            ),
-            ToolName::GetIssueContext => {
-                (json!({ "issue_id": { "type": "string", "description": "the CWOM Issue's id" } }), &["issue_id"])
-            }
-            ToolName::ListSchedules => (json!({}), &[]),
-            ToolName::CreateSchedule => (
-                json!({
-                    "name": { "type": "string", "description": "unique, [A-Za-z0-9_.-]{1,128}" },
-                    "cron": { "type": "string", "description": "5 fields, 6 with seconds first, or @hourly, @daily, @weekly, @monthly" },
-                    "timezone": { "type": "string", "description": "IANA time zone (default UTC)" },
-                    "task": { "type": "object", "description": "the enqueue body each tick uses (type, payload, queue, ...; no run_at or idempotency_key)" },
-                    "catch_up": { "type": "string", "enum": ["skip", "latest", "all"], "description": "missed ticks after downtime (default latest)" },
-                    "catch_up_window_s": { "type": "integer", "minimum": 0, "description": "default 3600" },
-                    "overlap": { "type": "string", "enum": ["allow", "skip", "buffer_one", "cancel_other"], "description": "while the previous fire is queued or running (default skip)" },
-                    "paused": { "type": "boolean" }
-                }),
-                &["name", "cron", "task"],
-            ),
+    /// The input's JSON Schema, derived from the type its arguments are parsed into.
+    pub fn input_schema(self) -> Map<String, Value> {
+        use super::arguments::*;
+        match self {
+            ToolName::EnqueueTask => schema_of::<EnqueueTask>(),
+            ToolName::GetTask | ToolName::CancelTask | ToolName::RetryTask => schema_of::<TaskRef>(),
+            ToolName::ListTasks => schema_of::<ListTasks>(),
+            ToolName::GetTrace => schema_of::<GetTrace>(),
+            ToolName::ClaimTask => schema_of::<ClaimTask>(),
+            ToolName::Heartbeat => schema_of::<Lease>(),
+            ToolName::AppendLog => schema_of::<AppendLog>(),
+            ToolName::ReportArtifact => schema_of::<ReportArtifact>(),
+            ToolName::CompleteTask => schema_of::<CompleteTask>(),
+            ToolName::FailTask => schema_of::<FailTask>(),
+            ToolName::GetIssueContext => schema_of::<IssueRef>(),
+            ToolName::ListSchedules | ToolName::ListQueues => schema_of::<Nothing>(),
+            ToolName::CreateSchedule => schema_of::<CreateSchedule>(),
             ToolName::PauseSchedule | ToolName::ResumeSchedule | ToolName::TriggerSchedule => {
-                (json!({ "name": { "type": "string", "description": "the schedule's name" } }), &["name"])
+                schema_of::<ScheduleRef>()
             }
-            ToolName::ListQueues => (json!({}), &[]),
-            ToolName::PauseQueue | ToolName::ResumeQueue => (json!({ "name": queue_name }), &["name"]),
-            ToolName::SetQueueLimits => (
-                json!({
-                    "name": queue_name,
-                    "concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks of the queue; null: no limit" },
-                    "key_concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::queue::LIMIT_MAX, "description": "most running tasks per concurrency_key; null: no limit" },
-                    "rate": {
-                        "type": ["object", "null"],
-                        "description": "at most limit starts in any window of per_s seconds; null: no limit",
-                        "properties": {
-                            "limit": { "type": "integer", "minimum": 1, "maximum": crate::queue::RATE_LIMIT_MAX },
-                            "per_s": { "type": "number", "exclusiveMinimum": 0, "maximum": crate::queue::RATE_WINDOW_MAX_S }
-                        },
-                        "required": ["limit", "per_s"],
-                        "additionalProperties": false
-                    }
-                }),
-                &["name"],
-            ),
-        };
-        json!({
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": false
-        })
+            ToolName::PauseQueue | ToolName::ResumeQueue => schema_of::<QueueRef>(),
+            ToolName::SetQueueLimits => schema_of::<SetQueueLimits>(),
+        }
     }
 
     /// The tool as `tools/list` shows it.
     pub fn tool(self) -> Tool {
-        let schema: Map<String, Value> = match self.input_schema() {
-            Value::Object(map) => map,
-            _ => unreachable!("input_schema builds an object"),
-        };
+        let schema = self.input_schema();
         let effect = self.effect();
         let annotations = ToolAnnotations::new()
             .read_only(effect == Effect::Reads)
@@ -436,8 +318,10 @@ mod tests {
     fn required_names_declared_properties() {
         for tool in ToolName::ALL {
             let schema = tool.input_schema();
-            let properties = schema["properties"].as_object().unwrap();
-            for name in schema["required"].as_array().unwrap() {
+            let properties = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+            assert_eq!(schema["type"], "object", "{}", tool.name());
+            assert_eq!(schema["additionalProperties"], false, "{}", tool.name());
+            for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
                 assert!(properties.contains_key(name.as_str().unwrap()), "{}: {name}", tool.name());
             }
         }
