@@ -103,7 +103,8 @@
 //!   A new path that makes a task claimable: an UPDATE to `queued` wakes the fleet by the
 //!   trigger (`migrations/postgres/V8`); call [`wakeups::Fanout::work_available`] too.
 //! - A dashboard view: a function in `api/ui/pages.rs` and its path in `api/ui/mod.rs`;
-//!   every user-controlled value through `api::ui::html::esc`; actions are the page script
+//!   its markup in maud's `html!`, which escapes every value it interpolates (no
+//!   `PreEscaped` for anything a user sent); actions are the page script
 //!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
 //! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
 //!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in

@@ -1,30 +1,19 @@
-//! HTML building for the dashboard: the one escaping helper every user-controlled value
-//! goes through, the page layout, and small formatters (times, ages, JSON).
+//! HTML building for the dashboard: the page frame and small formatters (times, ages,
+//! counts, JSON).
 //!
-//! Pages are plain strings. Anything that did not come from this file's literals (task
-//! payloads, errors, names, ids, query values) is passed through [`esc`] before it is
-//! written, in text and in attributes alike (both quote characters are escaped).
+//! Pages are [`maud`] markup: every value interpolated into `html!` (task payloads, errors,
+//! names, ids, query values) is escaped by the macro, in text and in attribute values alike;
+//! only a [`maud::PreEscaped`] is written as is, and no page needs one. The formatters here
+//! return plain text for the pages to interpolate.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use maud::{html, Markup, Render, DOCTYPE};
 use serde_json::Value;
 
 use crate::api::access::Level;
-
-/// Escapes text for HTML text and quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::task::{TaskId, TaskStatus};
 
 /// Percent-encodes a query value or path segment.
 pub use crate::url::encode as url_enc;
@@ -50,9 +39,9 @@ pub fn age(t: &DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// JSON pretty-printed and escaped, for a `<pre>`.
-pub fn json_pre(v: &Value) -> String {
-    esc(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
+/// JSON pretty-printed, for a `<pre>`.
+pub fn pretty_json(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// A number with thousands separators, `+` when it is a lower bound.
@@ -71,6 +60,11 @@ pub fn count(n: u64, capped: bool) -> String {
     out
 }
 
+/// A task id's first 13 characters (its time part), as the lists show it.
+pub fn short_id(id: &TaskId) -> String {
+    id.to_string()[..13].to_string()
+}
+
 /// Which top-level view a page belongs to (highlighted in the navigation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -80,6 +74,20 @@ pub enum Nav {
     Schedules,
     Queues,
     None,
+}
+
+/// What the page's script does besides the actions every page has, told by `data-*`
+/// attributes on `<body>`.
+#[derive(Debug, Clone, Copy)]
+pub enum Script {
+    /// Nothing more.
+    Plain,
+    /// Reloads the page after this long (`data-refresh`, in milliseconds).
+    Refresh(Duration),
+    /// The sign-in page (`data-login`).
+    Login,
+    /// One task's page: its id and status, and whether to follow its live log.
+    Task { id: TaskId, status: TaskStatus, follow: bool },
 }
 
 /// What every page's frame needs.
@@ -94,44 +102,58 @@ pub struct Frame<'a> {
     pub session: bool,
 }
 
-/// A whole page: head, navigation, `body`. `data` is extra `data-*` attributes for the
-/// script (already escaped by the caller).
-pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, data: &str, body: &str) -> String {
+/// A whole page: head, navigation, `body`.
+pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, script: Script, body: impl Render) -> Markup {
     let root = frame.root;
     let link = |n: Nav, href: &str, label: &str| {
-        let class = if n == nav { " class=\"active\"" } else { "" };
-        format!("<a href=\"{root}{href}\"{class}>{label}</a>")
-    };
-    let mode = match frame.level {
-        Level::Full => "",
-        Level::ReadOnly => "<span class=\"badge readonly\" id=\"readonly\">read-only</span>",
-    };
-    let logout = if frame.session {
-        format!(
-            "<form method=\"post\" action=\"{root}ui/logout\" class=\"logout\"><button type=\"submit\">Sign out</button></form>"
-        )
-    } else {
-        String::new()
+        html! { a href={ (root) (href) } class=[(n == nav).then_some("active")] { (label) } }
     };
     let writable = if frame.level == Level::Full { "1" } else { "0" };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title} · JCT</title>\
-<link rel=\"stylesheet\" href=\"{root}ui/assets/app.css\">\
-<script src=\"{root}ui/assets/app.js\" defer></script></head>\
-<body data-root=\"{root}\" data-csrf=\"{csrf}\" data-writable=\"{writable}\"{data}>\
-<header><nav><strong class=\"brand\">JCT</strong>{o}{t}{w}{s}{q}{mode}</nav>{logout}</header>\
-<div id=\"flash\" role=\"status\"></div>\
-<main>{body}</main></body></html>",
-        title = esc(title),
-        csrf = esc(frame.csrf.unwrap_or("")),
-        o = link(Nav::Overview, "ui", "Overview"),
-        t = link(Nav::Tasks, "ui/tasks", "Tasks"),
-        w = link(Nav::Workers, "ui/workers", "Workers"),
-        s = link(Nav::Schedules, "ui/schedules", "Schedules"),
-        q = link(Nav::Queues, "ui/queues", "Queues"),
-    )
+    let refresh = match script {
+        Script::Refresh(every) => Some(every.as_millis()),
+        _ => None,
+    };
+    let login = matches!(script, Script::Login).then_some("1");
+    let task = match script {
+        Script::Task { id, status, follow } => Some((id, status.as_str(), if follow { "1" } else { "0" })),
+        _ => None,
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · JCT" }
+                link rel="stylesheet" href={ (root) "ui/assets/app.css" };
+                script src={ (root) "ui/assets/app.js" } defer {}
+            }
+            body data-root=(root) data-csrf=(frame.csrf.unwrap_or("")) data-writable=(writable)
+                data-refresh=[refresh] data-login=[login]
+                data-task=[task.map(|t| t.0)] data-status=[task.map(|t| t.1)] data-follow=[task.map(|t| t.2)] {
+                header {
+                    nav {
+                        strong.brand { "JCT" }
+                        (link(Nav::Overview, "ui", "Overview"))
+                        (link(Nav::Tasks, "ui/tasks", "Tasks"))
+                        (link(Nav::Workers, "ui/workers", "Workers"))
+                        (link(Nav::Schedules, "ui/schedules", "Schedules"))
+                        (link(Nav::Queues, "ui/queues", "Queues"))
+                        @if frame.level == Level::ReadOnly {
+                            span.badge.readonly #readonly { "read-only" }
+                        }
+                    }
+                    @if frame.session {
+                        form method="post" action={ (root) "ui/logout" } class="logout" {
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                div #flash role="status" {}
+                main { (body) }
+            }
+        }
+    }
 }
 
 /// The `root` for a request path: one `../` per directory level below the server root.
@@ -149,11 +171,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            esc(r#"<script>alert("x")</script>&'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
-        );
+    fn the_frame_escapes_what_it_is_given() {
+        let frame = Frame { root: "../", level: Level::ReadOnly, csrf: Some("a\"><b>"), session: true };
+        let html = page(&frame, "<i>x</i>", Nav::Queues, Script::Plain, "<script>").into_string();
+        assert!(html.contains("<title>&lt;i&gt;x&lt;/i&gt; · JCT</title>"), "{html}");
+        assert!(html.contains("data-csrf=\"a&quot;&gt;&lt;b&gt;\""), "{html}");
+        assert!(html.contains("<main>&lt;script&gt;</main>"), "{html}");
+        assert!(html.contains("<a href=\"../ui/queues\" class=\"active\">Queues</a>"), "{html}");
+        assert!(html.contains("<a href=\"../ui/tasks\">Tasks</a>"), "{html}");
+        assert!(html.contains("id=\"readonly\"") && html.contains("action=\"../ui/logout\""), "{html}");
+        assert!(!html.contains("data-refresh") && !html.contains("data-task"), "{html}");
     }
 
     #[test]

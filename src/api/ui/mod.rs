@@ -5,7 +5,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | the routes, the login and logout, the HTTP shape of a page (headers, status) |
-//! | `html.rs` | escaping, the page frame, formatters |
+//! | `html.rs` | the page frame (maud markup: every interpolated value escaped), formatters |
 //! | `pages.rs` | the views: overview, tasks, task, workers, schedules, queues, issue |
 //! | `app.js`, `app.css` | live log tail, actions (cancel, retry, bulk, enqueue, schedule and queue controls), looks |
 //!
@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use maud::{html, Markup};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -23,7 +24,7 @@ use warp::{Filter, Reply};
 
 use super::access::{Granted, Level, SESSION_COOKIE};
 use super::{ApiError, ApiState};
-use html::{esc, Frame, Nav};
+use html::{Frame, Nav, Script};
 
 pub mod html;
 pub mod pages;
@@ -49,7 +50,7 @@ impl Ctx {
 }
 
 /// A rendered page, or a page saying what went wrong.
-pub type PageResult = Result<String, (StatusCode, String)>;
+pub type PageResult = Result<Markup, (StatusCode, String)>;
 
 /// Every `/ui` route.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
@@ -128,17 +129,16 @@ async fn page(
     match rendered {
         Ok(body) => html_response(StatusCode::OK, body),
         Err((status, message)) => {
-            let body =
-                format!("<h1>{}</h1><p class=\"error\" id=\"page-error\">{}</p>", status.as_u16(), esc(&message));
-            html_response(status, html::page(&ctx.frame(), "Error", Nav::None, "", &body))
+            let body = html! { h1 { (status.as_u16()) } p.error #page-error { (message) } };
+            html_response(status, html::page(&ctx.frame(), "Error", Nav::None, Script::Plain, body))
         }
     }
 }
 
 /// An HTML answer with the headers every dashboard page carries: no framing, no inline
 /// script, nothing loaded from elsewhere.
-pub fn html_response(status: StatusCode, body: String) -> Response {
-    let mut res = warp::reply::with_status(warp::reply::html(body), status).into_response();
+pub fn html_response(status: StatusCode, page: Markup) -> Response {
+    let mut res = warp::reply::with_status(warp::reply::html(page.into_string()), status).into_response();
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -155,16 +155,27 @@ pub fn html_response(status: StatusCode, body: String) -> Response {
 
 fn login_page(root: &str, status: StatusCode, message: Option<&str>) -> Response {
     let frame = Frame { root, level: Level::ReadOnly, csrf: None, session: false };
-    let error = message.map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", esc(m))).unwrap_or_default();
-    let body = format!(
-        "<section class=\"login\"><h1>Sign in</h1>\
-<p>This server needs an API key (<code>JCT_API_KEY</code>, or <code>JCT_READONLY_API_KEY</code> to look only).</p>{error}\
-<form method=\"post\" action=\"{root}ui/login\" id=\"login\">\
-<label>API key <input type=\"password\" name=\"key\" id=\"key\" autocomplete=\"current-password\" required autofocus></label>\
-<button type=\"submit\" id=\"login-submit\">Sign in</button></form></section>"
-    );
+    let body = html! {
+        section.login {
+            h1 { "Sign in" }
+            p {
+                "This server needs an API key (" code { "JCT_API_KEY" } ", or " code { "JCT_READONLY_API_KEY" }
+                " to look only)."
+            }
+            @if let Some(m) = message {
+                p.error #login-error { (m) }
+            }
+            form method="post" action={ (root) "ui/login" } id="login" {
+                label {
+                    "API key "
+                    input type="password" name="key" id="key" autocomplete="current-password" required autofocus;
+                }
+                button type="submit" id="login-submit" { "Sign in" }
+            }
+        }
+    };
     // The frame without navigation: nothing else is reachable before signing in.
-    let page = html::page(&frame, "Sign in", Nav::None, " data-login=\"1\"", &body);
+    let page = html::page(&frame, "Sign in", Nav::None, Script::Login, body);
     html_response(status, page)
 }
 
