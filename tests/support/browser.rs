@@ -154,16 +154,39 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css`, waiting for it. A page that re-renders (a live
+    /// list, a reload on a timer) can replace the element between the find and the click:
+    /// then it is found again, for up to 15 s.
     pub async fn click(&self, css: &str) {
-        let e = self.wait(css).await;
-        e.click().await.unwrap_or_else(|err| panic!("WebDriver click {css:?}: {err}"));
+        self.on_element(css, "click", |e| async move { e.click().await }).await;
     }
 
-    /// Replaces the text of an input or textarea.
+    /// Replaces the text of an input or textarea (found again if the page replaced it).
     pub async fn type_into(&self, css: &str, text: &str) {
-        let e = self.wait(css).await;
-        e.clear().await.unwrap_or_else(|err| panic!("WebDriver clear {css:?}: {err}"));
-        e.send_keys(text).await.unwrap_or_else(|err| panic!("WebDriver type into {css:?}: {err}"));
+        self.on_element(css, "type into", |e| async move {
+            e.clear().await?;
+            e.send_keys(text).await
+        })
+        .await;
+    }
+
+    async fn on_element<F, Fut>(&self, css: &str, what: &str, act: F)
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+    {
+        let start = Instant::now();
+        loop {
+            let e = self.wait(css).await;
+            match act(e).await {
+                Ok(()) => return,
+                // The element went stale (or is not interactable yet): find it again.
+                Err(_) if start.elapsed() < Duration::from_secs(15) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("WebDriver {what} {css:?}: {err}"),
+            }
+        }
     }
 
     /// The visible text of the first element matching `css` (empty when there is none).
