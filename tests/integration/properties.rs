@@ -184,8 +184,10 @@ fn arbitrary_enqueues_never_5xx_and_read_back_equal_on_both_stores() {
         panic!("{e}");
     }
     // The generator must reach the stores, not only the validation: a good share of the
-    // cases are accepted and read back.
+    // cases are accepted and read back. About a quarter are (23-31 of 96 in four runs), and the
+    // seed is new each run: a bound of a fifth failed once (17 of 96), so it sits at a tenth,
+    // well below that spread; a generator that stopped reaching the stores still fails it.
     let accepted = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("{accepted} of {} cases accepted by both stores", cases());
-    assert!(accepted * 5 >= cases() as usize, "only {accepted} of {} cases were accepted", cases());
+    assert!(accepted * 10 >= cases() as usize, "only {accepted} of {} cases were accepted", cases());
 }

@@ -468,3 +468,64 @@ async fn the_queues_page_pauses_resumes_and_limits_in_a_real_browser() {
     let png = std::fs::read(shots.join("queues.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "queues.png is a real screenshot");
 }
+
+/// The schedules page in Chromium: Trigger now fires the schedule once (the task carries
+/// its name, and the page then links it as the last fire), Pause and Resume change it
+/// (seen through the API), and the read-only key sees the schedule without any control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_page_triggers_pauses_and_resumes_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = dashboard_daemon(&db).start();
+    let base = daemon.url("");
+    let shots = screenshots();
+    // A yearly tick: nothing fires by itself while the test runs.
+    let (status, created) = post(
+        &base,
+        "/schedules",
+        json!({"name": "browser.yearly", "cron": "0 0 1 1 *", "timezone": "Europe/Berlin",
+               "task": {"type": "echo", "payload": {"from": "schedule"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/ui")).await;
+    b.type_into("#key", KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#status-counts").await;
+    b.click("header nav a[href$='ui/schedules']").await;
+    let row = "tr.schedule[data-name='browser.yearly']";
+    b.wait(row).await;
+    assert!(b.text(row).await.contains("Europe/Berlin"), "{}", b.text(row).await);
+    assert!(b.text(row).await.contains("never"), "no fire yet: {}", b.text(row).await);
+
+    // Trigger now: one task, named for the schedule, and the page (reloaded) links it.
+    b.click(&format!("{row} button[data-schedule-action='trigger']")).await;
+    let said = b.wait_text("#flash", "Fired browser.yearly: task ", Duration::from_secs(10)).await;
+    let task_id = said.trim_end_matches('.').rsplit(' ').next().unwrap().to_string();
+    let task = get(&base, &format!("/tasks/{task_id}")).await;
+    assert_eq!(task["schedule_name"], "browser.yearly", "{task}");
+    wait_status(&base, &task_id, "completed").await;
+    b.wait(&format!("{row} a[href$='ui/tasks/{task_id}']")).await;
+    b.screenshot(&shots.join("schedules.png")).await;
+
+    // Pause, then Resume, with the buttons.
+    b.click(&format!("{row} button[data-schedule-action='pause']")).await;
+    b.wait_text("#flash", "Schedule browser.yearly paused.", Duration::from_secs(10)).await;
+    assert_eq!(get(&base, "/schedules/browser.yearly").await["paused"], true);
+    b.click(&format!("{row} button[data-schedule-action='resume']")).await;
+    b.wait_text("#flash", "Schedule browser.yearly resumed.", Duration::from_secs(10)).await;
+    assert_eq!(get(&base, "/schedules/browser.yearly").await["paused"], false);
+
+    // The read-only key: the schedule, no control.
+    b.click("header .logout button").await;
+    b.wait("#login").await;
+    b.type_into("#key", READ_KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#readonly").await;
+    b.goto(&format!("{base}/ui/schedules")).await;
+    b.wait(row).await;
+    assert_eq!(b.count("button[data-schedule-action]").await, 0, "no controls");
+    let png = std::fs::read(shots.join("schedules.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "schedules.png is a real screenshot");
+}
