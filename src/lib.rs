@@ -44,7 +44,7 @@
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
 //! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `schedules`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
-//! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog and input schemas), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
+//! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog; input schemas derived from `arguments`, one serde + schemars type per tool), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
 //! | [`metrics`] | counters, gauges and histograms behind `GET /metrics` |
 //! | [`shutdown`] | the soft (stop claiming) and hard (interrupt) signals |
@@ -120,9 +120,10 @@
 //!   trace ends: [`attempt`] and [`task::RetryPolicy`]. Claiming and prefetch:
 //!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
 //!   (service). Constants: [`tunables`].
-//! - A new MCP tool: a [`mcp::ToolName`] variant with its name, effect, description and
-//!   input schema in `mcp/tools.rs`, what it calls in `mcp/calls.rs`, and its case in
-//!   `tests/integration/mcp.rs`; it calls routes of the HTTP API, never a store.
+//! - A new MCP tool: a [`mcp::ToolName`] variant with its name, effect and description in
+//!   `mcp/tools.rs`, its arguments as a type in `mcp/arguments.rs` (the schema is derived
+//!   from it), what it calls in `mcp/calls.rs`, and its case in `tests/integration/mcp.rs`;
+//!   it calls routes of the HTTP API, never a store.
 
 pub mod agent_profiles;
 pub mod api;
