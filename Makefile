@@ -29,8 +29,9 @@ build: ## Build the release binary
 run: ## Start the daemon (API + worker) on the embedded SQLite default
 	$(CARGO) run --release --locked --
 
-test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2, python3, Chromium and bubblewrap for them)
+test: ## Run every test (starts a throwaway PostgreSQL; finds or installs Docker Compose v2, python3, curl and jq, Chromium and bubblewrap for them)
 	tests/support/ensure-python.sh
+	tests/support/ensure-tools.sh
 	tests/support/ensure-chromium.sh
 	tests/support/ensure-bwrap.sh
 	tests/support/ensure-compose.sh tests/support/with-postgres.sh $(CARGO) test --locked --lib --bins --tests

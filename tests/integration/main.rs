@@ -33,6 +33,7 @@ mod postgres_dispatch;
 mod properties;
 mod python_worker;
 mod queues;
+mod readme;
 mod remote_traces;
 mod sandbox;
 mod schedules;
