@@ -209,7 +209,8 @@ async fn kill_9_of_workers_mid_task_leaks_no_slot_and_exceeds_no_limit() {
     let (status, body) =
         put(&base, &format!("/queues/{QUEUE}"), json!({ "concurrency": 6, "key_concurrency": 1 })).await;
     assert_eq!(status, 200, "{body}");
-    enqueue_keyed(&base, QUEUE, TASKS, 50, 20).await;
+    // 60 ms tasks: at most six at a time, so the backlog outlasts the kills below.
+    enqueue_keyed(&base, QUEUE, TASKS, 50, 60).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_pg(&db, stop.clone());
     let server = |d: &DaemonProcess| -> &'static str { Box::leak(d.url("").into_boxed_str()) };
@@ -224,28 +225,32 @@ async fn kill_9_of_workers_mid_task_leaks_no_slot_and_exceeds_no_limit() {
             .no_api()
             .start()
     };
-    let mut remotes = vec![remote(server(&daemons[0])), remote(server(&daemons[1]))];
-    let remote_ids: Vec<String> = db
-        .client()
-        .await
-        .query("SELECT id FROM workers ORDER BY registered_at", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(remote_ids.len(), 2, "{remote_ids:?}");
-    // Kill each remote worker while it holds tasks (a 20 ms task can end between a look and
-    // the kill, so what it held is read after its death: its lease keeps those rows running).
+    // Kill remote workers while they hold tasks, on each daemon in turn: two, and more until
+    // one died holding a task (a task can end between the look and the kill, so what a worker
+    // held is read after its death: its lease keeps those rows running).
+    let mut remotes = Vec::new();
     let mut orphaned: Vec<uuid::Uuid> = Vec::new();
-    for (victim, id) in remotes.iter_mut().zip(&remote_ids) {
+    for round in 0.. {
+        if round >= 2 && !orphaned.is_empty() {
+            break;
+        }
+        assert!(round < 6, "six remote workers killed, none of them holding a task at its death");
+        let mut victim = remote(server(&daemons[round % 2]));
+        let id: String = db
+            .client()
+            .await
+            .query_one("SELECT id FROM workers ORDER BY registered_at DESC LIMIT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
         wait_for("a task running on the remote worker", Duration::from_secs(30), || async {
-            (!held_by(&db, id).await.is_empty()).then_some(())
+            (!held_by(&db, &id).await.is_empty()).then_some(())
         })
         .await;
         victim.signal("KILL");
         victim.wait_exit(Duration::from_secs(10));
-        orphaned.extend(held_by(&db, id).await);
+        orphaned.extend(held_by(&db, &id).await);
+        remotes.push(victim);
     }
     daemons[1].signal("KILL");
     daemons[1].wait_exit(Duration::from_secs(10));
@@ -257,7 +262,14 @@ async fn kill_9_of_workers_mid_task_leaks_no_slot_and_exceeds_no_limit() {
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.await.unwrap();
-    eprintln!("kill -9 run: at most {} running, {} of one key ({} samples)", peak.running, peak.per_key, peak.samples);
+    eprintln!(
+        "kill -9 run: at most {} running, {} of one key ({} samples); {} remote workers killed holding {} tasks",
+        peak.running,
+        peak.per_key,
+        peak.samples,
+        remotes.len() - 1,
+        orphaned.len()
+    );
     assert!(peak.running <= 6 && peak.per_key <= 1, "{peak:?}");
     assert!(peak.running >= 2, "{peak:?}");
     assert!(!orphaned.is_empty(), "the killed remote workers held no task at their death");
