@@ -15,12 +15,12 @@ use crate::cwom::types::ArtifactType;
 use crate::schedule::{CatchUp, Overlap};
 use crate::task::TaskStatus;
 
-/// The JSON Schema of `T`'s arguments (draft 2020-12, as MCP asks), without the `$schema`
+/// The JSON Schema of `T`'s arguments, without the `$schema`
 /// and `title` keys a client has no use for, and with `properties` and `required` always
 /// there (empty for a tool without arguments), which some clients insist on.
-pub fn schema_of<T: JsonSchema>() -> Map<String, Value> {
-    let schema = schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>();
-    let Value::Object(mut map) = schema.to_value() else { unreachable!("a struct's schema is an object") };
+pub fn schema_of<T: JsonSchema + 'static>() -> Map<String, Value> {
+    // rmcp's generator: draft 2020-12 as MCP asks, cached per type.
+    let mut map = (*rmcp::handler::server::common::schema_for_type::<T>()).clone();
     map.remove("$schema");
     map.remove("title");
     map.entry("properties").or_insert_with(|| Value::Object(Map::new()));

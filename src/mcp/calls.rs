@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::agent::{Agent, Serves};
-use super::arguments::{self, self as A};
+use super::arguments as A;
 use super::tools::ToolName;
 use crate::client::{Client, ClientError};
 use crate::tunables::{CLAIM_WAIT_MAX, MCP_CLAIM_WAIT_DEFAULT};
@@ -56,7 +56,7 @@ impl ToolError {
 
 /// A call's arguments parsed into the tool's argument type (`mcp::arguments`).
 fn args<T: serde::de::DeserializeOwned>(tool: ToolName, raw: &Map<String, Value>) -> Result<T, ToolError> {
-    arguments::parse(raw).map_err(|e| ToolError::Arguments(format!("{}: {e}", tool.name())))
+    A::parse(raw).map_err(|e| ToolError::Arguments(format!("{}: {e}", tool.name())))
 }
 
 /// A task id, checked to be a UUID before it becomes part of a path.
