@@ -118,6 +118,23 @@ async fn attacker_site(target: String) -> (String, tokio::task::JoinHandle<()>) 
 }
 
 /// A `serve` daemon on `db` with both API keys and two slots.
+/// Signs in on the dashboard with the full key and waits for the overview.
+async fn sign_in(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/ui")).await;
+    b.type_into("#key", KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#status-counts").await;
+}
+
+/// Signs out, then in again with the read-only key.
+async fn sign_in_again_read_only(b: &Browser) {
+    b.click("header .logout button").await;
+    b.wait("#login").await;
+    b.type_into("#key", READ_KEY).await;
+    b.click("#login-submit").await;
+    b.wait("#readonly").await;
+}
+
 fn dashboard_daemon(db: &PgDb) -> Spawn<'static> {
     Spawn::new()
         .env("DATABASE_URL", db.url.clone())
@@ -362,11 +379,7 @@ async fn the_dashboard_in_a_real_browser() {
 
     // The read-only key: sign out, sign in with it; no action is offered and the API refuses
     // one even with the session's token.
-    b.click("header .logout button").await;
-    b.wait("#login").await;
-    b.type_into("#key", READ_KEY).await;
-    b.click("#login-submit").await;
-    b.wait("#readonly").await;
+    sign_in_again_read_only(&b).await;
     b.goto(&format!("{base}/ui/tasks")).await;
     b.wait("#tasks").await;
     assert_eq!(b.count("#bulk, #enqueue, input.sel").await, 0, "no actions for the read-only key");
@@ -405,10 +418,7 @@ async fn the_queues_page_pauses_resumes_and_limits_in_a_real_browser() {
     enqueue(&base, json!({"type": "echo", "queue": "browser.q", "run_at": later})).await;
 
     let b = Browser::start().await;
-    b.goto(&format!("{base}/ui")).await;
-    b.type_into("#key", KEY).await;
-    b.click("#login-submit").await;
-    b.wait("#status-counts").await;
+    sign_in(&b, &base).await;
     b.click("header nav a[href$='ui/queues']").await;
     let row = "tr.queue[data-name='browser.q']";
     b.wait(row).await;
@@ -457,11 +467,7 @@ async fn the_queues_page_pauses_resumes_and_limits_in_a_real_browser() {
     wait_status(&base, &held, "completed").await;
 
     // The read-only key: the queue, no control.
-    b.click("header .logout button").await;
-    b.wait("#login").await;
-    b.type_into("#key", READ_KEY).await;
-    b.click("#login-submit").await;
-    b.wait("#readonly").await;
+    sign_in_again_read_only(&b).await;
     b.goto(&format!("{base}/ui/queues")).await;
     b.wait(row).await;
     assert_eq!(b.count("button[data-queue-action], form.queue-limits, #queue-new").await, 0, "no controls");
@@ -489,10 +495,7 @@ async fn the_schedules_page_triggers_pauses_and_resumes_in_a_real_browser() {
     assert_eq!(status, 201, "{created}");
 
     let b = Browser::start().await;
-    b.goto(&format!("{base}/ui")).await;
-    b.type_into("#key", KEY).await;
-    b.click("#login-submit").await;
-    b.wait("#status-counts").await;
+    sign_in(&b, &base).await;
     b.click("header nav a[href$='ui/schedules']").await;
     let row = "tr.schedule[data-name='browser.yearly']";
     b.wait(row).await;
@@ -518,11 +521,7 @@ async fn the_schedules_page_triggers_pauses_and_resumes_in_a_real_browser() {
     assert_eq!(get(&base, "/schedules/browser.yearly").await["paused"], false);
 
     // The read-only key: the schedule, no control.
-    b.click("header .logout button").await;
-    b.wait("#login").await;
-    b.type_into("#key", READ_KEY).await;
-    b.click("#login-submit").await;
-    b.wait("#readonly").await;
+    sign_in_again_read_only(&b).await;
     b.goto(&format!("{base}/ui/schedules")).await;
     b.wait(row).await;
     assert_eq!(b.count("button[data-schedule-action]").await, 0, "no controls");
