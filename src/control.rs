@@ -38,10 +38,13 @@ impl BulkAction {
 }
 
 /// How a bulk action went: how many tasks it selected and how many it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct BulkResult {
+    /// `cancel` or `retry`.
     pub action: &'static str,
+    /// Tasks the ids or the filter named.
     pub matched: u64,
+    /// Of those, the ones cancelled (were queued or running) or queued again (were failed or cancelled).
     pub changed: u64,
 }
 

@@ -108,7 +108,9 @@
 //!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.
 //! - A new route: a file per resource in `api/` (or a filter in an existing one), joined in
 //!   [`api::routes`]; any new error as an [`api::ApiError`] variant or a `From` impl in
-//!   `api/error.rs`; its entry in `api/openapi.rs` (`tests/integration/openapi.rs` calls it).
+//!   `api/error.rs`; its operation in that file's `describe`, naming the types it reads and
+//!   answers (they derive `schemars::JsonSchema`; `api/openapi.rs` turns them into the
+//!   document, and `tests/integration/openapi.rs` calls every operation and checks the answer).
 //! - A new setting: a field on [`config::Config`] parsed in
 //!   [`config::Config::from_lookup`] (nothing else reads the environment), its default in
 //!   [`tunables`], and a row in the README's configuration table.
@@ -120,6 +122,13 @@
 //!   trace ends: [`attempt`] and [`task::RetryPolicy`]. Claiming and prefetch:
 //!   `worker/producer.rs`. The worker protocol: `api/workers.rs` (HTTP) and [`remote`]
 //!   (service). Constants: [`tunables`].
+//! - Attempts held in memory: three maps, one per side of an attempt, each keyed by task id
+//!   but holding different things. `worker::InFlight` is the daemon's own executor: the
+//!   fence (attempt number), the token that stops the handler and why, the slot permit.
+//!   `remote::Remote`'s open attempts are the server's side of a remote worker's claim: the
+//!   lease token and the trace/CWOM sink it writes for the worker, and the last log `seq`;
+//!   nothing runs there. `http_worker`'s map is `worker --server`'s: the token that stops a
+//!   handler running for a distant server. A change to one of them is not a change to the others.
 //! - A new MCP tool: a [`mcp::ToolName`] variant with its name, effect and description in
 //!   `mcp/tools.rs`, its arguments as a type in `mcp/arguments.rs` (the schema is derived
 //!   from it), what it calls in `mcp/calls.rs`, and its case in `tests/integration/mcp.rs`;

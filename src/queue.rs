@@ -6,7 +6,7 @@
 //! The limits are enforced inside the claim by each store driver (see
 //! [`crate::store::AttemptStore::claim`]); nothing here counts anything.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::task::{limits, InvalidField};
 
@@ -18,9 +18,13 @@ pub const RATE_LIMIT_MAX: i64 = 100_000;
 pub const RATE_WINDOW_MAX_S: f64 = 86_400.0;
 
 /// At most `limit` starts in any window of `per_s` seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Rate {
+    #[schemars(range(min = 1, max = RATE_LIMIT_MAX))]
     pub limit: i64,
+    /// Above 0, at most 86400.
+    #[schemars(range(max = RATE_WINDOW_MAX_S))]
     pub per_s: f64,
 }
 
@@ -161,24 +165,43 @@ pub struct QueueView {
 }
 
 impl QueueView {
-    pub fn to_json(&self) -> Value {
+    /// The API's answer for this queue.
+    pub fn answer(&self) -> QueueAnswer {
         let s = &self.settings;
-        json!({
-            "name": self.name,
-            "paused": s.paused,
-            "concurrency": s.concurrency,
-            "key_concurrency": s.key_concurrency,
-            "rate": s.rate.map(|r| json!({ "limit": r.limit, "per_s": r.per_s })),
-            "queued": self.counts.queued,
-            "running": self.counts.running,
-            "waiting": self.counts.waiting,
-        })
+        QueueAnswer {
+            name: self.name.clone(),
+            paused: s.paused,
+            concurrency: s.concurrency,
+            key_concurrency: s.key_concurrency,
+            rate: s.rate,
+            queued: self.counts.queued,
+            running: self.counts.running,
+            waiting: self.counts.waiting,
+        }
     }
+}
+
+/// A queue as the API shows it: its controls and its live tasks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Queue")]
+pub struct QueueAnswer {
+    pub name: String,
+    /// Nobody claims from a paused queue; its running tasks go on.
+    pub paused: bool,
+    /// Most running tasks of the queue, across every daemon and remote worker.
+    pub concurrency: Option<i64>,
+    /// Most running tasks per `concurrency_key` in the queue.
+    pub key_concurrency: Option<i64>,
+    pub rate: Option<Rate>,
+    pub queued: i64,
+    pub running: i64,
+    pub waiting: i64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_change_keeps_what_it_does_not_name_and_removes_what_it_nulls() {

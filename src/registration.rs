@@ -12,7 +12,7 @@ pub const MAX_NAMES: usize = 256;
 pub const MAX_SLOTS: i32 = 1000;
 
 /// `POST /workers`: who the worker is and what it serves. Unknown fields are refused.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorker {
     pub name: String,
@@ -62,7 +62,7 @@ impl NewWorker {
 }
 
 /// A registered worker as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkerRecord {
     pub worker_id: WorkerId,
     pub name: String,
@@ -75,7 +75,7 @@ pub struct WorkerRecord {
 }
 
 /// Whether a worker is still heard from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     Alive,

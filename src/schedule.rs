@@ -111,8 +111,9 @@ str_enum!(FireKind { Tick => "tick", Trigger => "trigger" });
 
 /// Who owns a schedule: the API (and MCP, dashboard), or `JCT_SCHEDULES_FILE`, which
 /// removes the ones it named before and no longer names, and never touches the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "ScheduleSource")]
 pub enum Source {
     #[default]
     Api,
@@ -293,8 +294,9 @@ pub struct Due {
 
 /// The task a schedule enqueues: an enqueue body without `run_at` (a fire runs now) and
 /// without `idempotency_key` (every fire has its own key, the schedule's and the tick's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ScheduleTask")]
 pub struct TaskTemplate {
     #[serde(rename = "type")]
     pub task_type: String,
@@ -310,6 +312,7 @@ pub struct TaskTemplate {
     pub timeout_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwom_issue_id: Option<String>,
+    /// Run at most the queue's `key_concurrency` tasks of this key at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
 }
@@ -365,17 +368,30 @@ pub struct ScheduleSpec {
     pub paused: bool,
 }
 
-/// The body of `POST /schedules` (and `PUT`), before validation.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /schedules` (and `PUT`, where the name may be left out), before
+/// validation: each field is read loosely so that a bad one is refused naming it.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+#[schemars(rename = "ScheduleBody")]
+pub struct Body {
+    /// `[A-Za-z0-9_.-]{1,128}`.
     name: Option<String>,
+    /// 5 fields, 6 with seconds first, or `@hourly`, `@daily`, `@weekly`, `@monthly`.
     cron: Option<String>,
+    /// An IANA time zone; `UTC` when left out.
     timezone: Option<String>,
+    /// The task each tick enqueues.
+    #[schemars(with = "Option<TaskTemplate>")]
     task: Option<Value>,
+    /// A workflow each tick starts: not available yet on this server (422).
     workflow: Option<Value>,
+    /// `latest` when left out.
+    #[schemars(with = "Option<CatchUp>")]
     catch_up: Option<String>,
+    /// How far back missed ticks are caught up; 3600 when left out.
     catch_up_window_s: Option<i64>,
+    /// `skip` when left out.
+    #[schemars(with = "Option<Overlap>")]
     overlap: Option<String>,
     paused: Option<bool>,
 }
@@ -597,21 +613,57 @@ impl Schedule {
     }
 
     /// The API's view: the body, `next_fire_at`, `upcoming`, the last fire, who owns it.
-    pub fn view(&self, now: DateTime<Utc>) -> Value {
-        let mut v = self.spec.body();
+    pub fn view(&self, now: DateTime<Utc>) -> ScheduleView {
         let from = now.max(self.fired_through);
         let upcoming = self.spec.timing.upcoming(from, limits::UPCOMING);
-        v["next_fire_at"] = json!(if self.spec.paused { None } else { upcoming.first().copied() });
-        v["upcoming"] = json!(upcoming);
-        v["cron_description"] = json!(self.spec.timing.cron.describe());
-        v["last_fired_at"] = json!(self.last_fired_at);
-        v["last_task_id"] = json!(self.last_task_id);
-        v["buffered_for"] = json!(self.buffered_for);
-        v["source"] = json!(self.source);
-        v["created_at"] = json!(self.created_at);
-        v["updated_at"] = json!(self.updated_at);
-        v
+        ScheduleView {
+            name: self.spec.name.clone(),
+            cron: self.spec.timing.cron.as_str().to_string(),
+            timezone: self.spec.timing.zone.name().to_string(),
+            task: self.spec.task.clone(),
+            catch_up: self.spec.catch_up,
+            catch_up_window_s: self.spec.catch_up_window_s,
+            overlap: self.spec.overlap,
+            paused: self.spec.paused,
+            next_fire_at: if self.spec.paused { None } else { upcoming.first().copied() },
+            upcoming,
+            cron_description: self.spec.timing.cron.describe(),
+            last_fired_at: self.last_fired_at,
+            last_task_id: self.last_task_id,
+            buffered_for: self.buffered_for,
+            source: self.source,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
     }
+}
+
+/// A schedule as the API shows it: its body, what comes next, its last fire, who owns it.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Schedule")]
+pub struct ScheduleView {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub task: TaskTemplate,
+    pub catch_up: CatchUp,
+    pub catch_up_window_s: u32,
+    pub overlap: Overlap,
+    pub paused: bool,
+    /// Null while paused.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The next fire times (5).
+    pub upcoming: Vec<DateTime<Utc>>,
+    /// The pattern in words.
+    pub cron_description: String,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub last_task_id: Option<TaskId>,
+    /// A tick `buffer_one` holds back.
+    pub buffered_for: Option<DateTime<Utc>>,
+    /// `file`: managed by `JCT_SCHEDULES_FILE`.
+    pub source: Source,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// What one fire did.

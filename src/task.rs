@@ -17,7 +17,7 @@ use crate::storable;
 use crate::tunables;
 
 /// A task's id: a UUID (v7 when made by the daemon, any version when made by SQL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct TaskId(pub Uuid);
 
@@ -250,7 +250,7 @@ impl RetryPolicy {
 }
 
 /// A stored task, as the API shows it and the worker runs it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Task {
     pub id: TaskId,
     /// The same as `id`, under the name the enqueue contract uses.
@@ -269,6 +269,7 @@ pub struct Task {
     pub trace_id: Option<String>,
     pub locked_by: Option<String>,
     pub locked_until: Option<DateTime<Utc>>,
+    /// The handler's output once completed.
     pub result: Option<Value>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -310,7 +311,7 @@ impl TaskFilter {
 
 /// The id of one worker (a daemon's own, or a registered remote one), stamped into
 /// `locked_by` on every claim.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct WorkerId(pub String);
 

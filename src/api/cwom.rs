@@ -51,6 +51,85 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     collection.or(item).unify().boxed()
 }
 
+/// The `/cwom` routes in the OpenAPI document: each kind with the type it answers and the
+/// type its create reads.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    use crate::cwom::requests as new;
+    use crate::cwom::types as t;
+    use serde_json::json;
+    let repo = json!({ "name": "api", "slug": "api", "source": { "system": "github", "ref": "acme/api" } });
+    let issue = json!({ "repo": { "kind": "Repo", "id": "no-such-repo" }, "title": "Fix the build", "type": "bug" });
+    kind::<t::Repo, new::NewRepo>(doc, ObjectKind::Repo, repo);
+    kind::<t::Issue, new::NewIssue>(doc, ObjectKind::Issue, issue);
+    kind::<t::ContextPacket, new::NewContextPacket>(doc, ObjectKind::ContextPacket, json!({ "unknown_field": true }));
+    kind::<t::ConstraintSnapshot, new::NewConstraintSnapshot>(doc, ObjectKind::ConstraintSnapshot, json!({}));
+    let doctrine = json!({ "namespace": "eng", "name": "review", "version": "1", "type": "rule", "statement": "Every change is reviewed" });
+    kind::<t::DoctrineRef, new::NewDoctrineRef>(doc, ObjectKind::DoctrineRef, doctrine);
+    kind::<t::Run, new::NewRun>(doc, ObjectKind::Run, json!({ "unknown_field": true }));
+    kind::<t::Artifact, new::NewArtifact>(doc, ObjectKind::Artifact, json!({ "unknown_field": true }));
+    patch::<t::Issue, IssuePatch>(doc, ObjectKind::Issue);
+    patch::<t::Run, RunPatch>(doc, ObjectKind::Run);
+    for kind in [ObjectKind::ContextPacket, ObjectKind::ConstraintSnapshot] {
+        let path = format!("/cwom/{}/{{id}}", kind.path());
+        let summary = format!("Refused: a {kind} is immutable");
+        let id = format!("{kind} id");
+        doc.put(&path, &summary).path_param("id", &id).keyed().error(405, "`immutable_object`");
+        doc.patch(&path, &summary).path_param("id", &id).keyed().error(405, "`immutable_object`");
+    }
+}
+
+/// A kind's collection (create, list) and its item (get).
+fn kind<T: schemars::JsonSchema, N: schemars::JsonSchema>(
+    doc: &mut super::openapi::Doc,
+    kind: ObjectKind,
+    example: Value,
+) {
+    let collection = format!("/cwom/{}", kind.path());
+    doc.post(&collection, &format!("Create a {kind}"))
+        .body::<N>(example)
+        .answers::<T>(201, &format!("The new {kind}, its path in Location"))
+        .changes()
+        .body_errors()
+        .error(409, "Duplicate unique key (`already_exists`)")
+        .error(
+            422,
+            "Invalid field (also a NUL anywhere in the body, named by JSON pointer, or a time outside \
+             years 0001-9999), missing required field, a Ref to a missing object, or `rejected_by_store`",
+        )
+        .unavailable();
+    doc.get(&collection, &format!("List {kind} objects, newest first"))
+        .query(crate::cwom::requests::ListFilter::names(kind))
+        .query_with("limit", serde_json::json!({ "type": "integer", "minimum": 1, "maximum": ListQuery::MAX_LIMIT }))
+        .query_with("offset", serde_json::json!({ "type": "integer", "minimum": 0 }))
+        .answers::<Vec<T>>(200, &format!("{kind} objects"))
+        .keyed()
+        .error(422, "Unknown filter or bad value")
+        .unavailable();
+    doc.get(&format!("{collection}/{{id}}"), &format!("One {kind}"))
+        .path_param("id", &format!("{kind} id"))
+        .answers::<T>(200, &format!("The {kind}"))
+        .keyed()
+        .error(404, "No such object (`object_not_found`)")
+        .unavailable();
+}
+
+/// `PATCH` of a kind whose status moves (issues, runs).
+fn patch<T: schemars::JsonSchema, P: schemars::JsonSchema>(doc: &mut super::openapi::Doc, kind: ObjectKind) {
+    doc.patch(
+        &format!("/cwom/{}/{{id}}", kind.path()),
+        &format!("Update a {kind} (status moves; not out of a final status)"),
+    )
+    .path_param("id", &format!("{kind} id"))
+    .body::<P>(serde_json::json!({ "status": "running" }))
+    .answers::<T>(200, &format!("The updated {kind}"))
+    .changes()
+    .body_errors()
+    .error(404, "No such object (`object_not_found`)")
+    .error(409, "Transition out of a final status (`final_status`)")
+    .error(422, "Invalid field")
+    .unavailable();
+}
+
 /// What every handler needs from the request besides its path and body.
 struct Request {
     cwom: Cwom,

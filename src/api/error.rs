@@ -5,7 +5,7 @@
 //! `{"error": "<snake_case_code>", "message": "<one sentence>"}`, plus `task_id` where the
 //! client needs it. 5xx bodies say nothing internal; the full cause chain goes to the log.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -120,7 +120,7 @@ pub enum ApiError {
 }
 
 /// A route's answer: its status and JSON body, or the error's.
-pub fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+pub fn answer<T: serde::Serialize>(result: Result<(StatusCode, T), ApiError>) -> Response {
     match result {
         Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
         Err(e) => e.into_response(),
@@ -218,37 +218,78 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        serde_json::to_value(self.answer()).expect("an error body is plain JSON")
+    }
+
+    /// The body this error answers with: its code, its sentence, and what it concerns.
+    pub fn answer(&self) -> ErrorBody {
+        let mut body = ErrorBody { error: self.code(), message: self.to_string(), ..ErrorBody::default() };
         match self {
-            ApiError::DuplicateIdempotencyKey { existing } => body["task_id"] = json!(existing),
-            ApiError::InvalidBatchItem { index, .. } => body["index"] = json!(index),
+            ApiError::DuplicateIdempotencyKey { existing } => body.task_id = Some(*existing),
+            ApiError::InvalidBatchItem { index, .. } => body.index = Some(*index),
             ApiError::DuplicateKeyInBatch { first, second } => {
-                body["index"] = json!(second);
-                body["indexes"] = json!([first, second]);
+                body.index = Some(*second);
+                body.indexes = Some([*first, *second]);
             }
             ApiError::NotCancellable { id, status } | ApiError::NotRetryable { id, status } => {
-                body["task_id"] = json!(id);
-                body["status"] = json!(status);
+                body.task_id = Some(*id);
+                body.status = Some(status.to_string());
             }
-            ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body["task_id"] = json!(id),
-            ApiError::WorkerNotFound(id) => body["worker_id"] = json!(id),
+            ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body.task_id = Some(*id),
+            ApiError::WorkerNotFound(id) => body.worker_id = Some(id.0.clone()),
             ApiError::InvalidSchedule { field, .. } | ApiError::InvalidQueue { field, .. } => {
-                body["field"] = json!(field)
+                body.field = Some(field.clone())
             }
-            ApiError::ScheduleExists(name) | ApiError::ScheduleNotFound(name) => body["name"] = json!(name),
+            ApiError::ScheduleExists(name) | ApiError::ScheduleNotFound(name) => body.name = Some(name.clone()),
             ApiError::CwomNotFound { kind, id } => {
-                body["kind"] = json!(kind);
-                body["id"] = json!(id);
+                body.kind = Some(*kind);
+                body.id = Some(id.clone());
             }
             ApiError::FinalStatus { kind, id, status, .. } => {
-                body["kind"] = json!(kind);
-                body["id"] = json!(id);
-                body["status"] = json!(status);
+                body.kind = Some(*kind);
+                body.id = Some(id.clone());
+                body.status = Some(status.to_string());
             }
             _ => {}
         }
         body
     }
+}
+
+/// Every error's JSON body: a code and a sentence, plus what the error concerns where it
+/// concerns something.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    /// The snake_case code.
+    pub error: &'static str,
+    /// One human sentence.
+    pub message: String,
+    /// The task concerned: the existing one for a used idempotency key, the one whose lease was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    /// The refused task of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// `duplicate_key_in_batch`: the two tasks of the batch that use one idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexes: Option<[usize; 2]>,
+    /// The status that refused the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// The field of the body that was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The schedule concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The CWOM object concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ObjectKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl From<StoreError> for ApiError {

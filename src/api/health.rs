@@ -19,15 +19,46 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     health.or(ready).unify().or(metrics).unify().or(openapi).unify().boxed()
 }
 
+/// `GET /health`'s answer.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
+}
+
+/// `GET /ready`'s answer while the store answers.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Ready {
+    /// `ready`.
+    status: &'static str,
+    /// `ok`.
+    store: &'static str,
+    /// Whether the LISTEN connection is up; null without one (SQLite).
+    listener_connected: Option<bool>,
+}
+
+/// The four routes in the OpenAPI document.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    doc.get("/health", "Liveness: the process answers").answers::<Health>(200, "Alive");
+    doc.get("/ready", "Readiness: the store answers")
+        .answers::<Ready>(200, "Ready")
+        .error(503, "Store unavailable (`store_unavailable`), with `store` and `listener_connected`");
+    doc.get("/metrics", "Prometheus/OpenMetrics text: task counts, latencies, per-queue running, limit and paused")
+        .answers_as(200, "Metrics", Some("application/openmetrics-text"));
+    doc.get("/openapi.json", "This document")
+        .answers::<serde_json::Map<String, serde_json::Value>>(200, "The OpenAPI document");
+}
+
 async fn health() -> Response {
-    warp::reply::json(&json!({ "status": "ok" })).into_response()
+    warp::reply::json(&Health { status: "ok" }).into_response()
 }
 
 async fn ready(state: ApiState) -> Response {
     let listener = state.listener.as_ref().map(|l| l.is_connected());
     match state.store.ping().await {
-        Ok(()) => warp::reply::json(&json!({ "status": "ready", "store": "ok", "listener_connected": listener }))
-            .into_response(),
+        Ok(()) => {
+            warp::reply::json(&Ready { status: "ready", store: "ok", listener_connected: listener }).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             let body = json!({
@@ -43,7 +74,7 @@ async fn ready(state: ApiState) -> Response {
 
 /// `GET /openapi.json`: built once, served from memory.
 fn openapi() -> Response {
-    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::openapi::document().to_string());
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::openapi_document().to_string());
     let mut res = DOCUMENT.as_str().into_response();
     res.headers_mut()
         .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));

@@ -29,6 +29,34 @@ use super::ApiState;
 use crate::client::Client;
 use crate::mcp::JctMcp;
 
+/// A JSON-RPC 2.0 answer; its `result` or `error` is MCP's (rmcp writes it).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct JsonRpcAnswer {
+    jsonrpc: String,
+    id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+/// `/mcp` in the OpenAPI document.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    doc.post(
+        "/mcp",
+        "One MCP JSON-RPC exchange (initialize, tools/list, tools/call with the jct_* tools); \
+         send Accept: application/json, text/event-stream",
+    )
+    .body_example(serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "client", "version": "1" } }
+    }))
+    .answers::<JsonRpcAnswer>(200, "The JSON-RPC answer")
+    .keyed()
+    .answers_as(406, "Accept does not name both application/json and text/event-stream", None);
+}
+
 /// The MCP server behind `/mcp`, and the rmcp service that speaks its HTTP transport.
 #[derive(Clone)]
 pub struct Endpoint {

@@ -13,7 +13,7 @@
 //! | `body.rs` | the JSON body reader every route with a body uses |
 //! | `ui/` | the dashboard under `/ui`: server-rendered pages (overview, tasks, workers, schedules, queues, issues), login, and the assets built into the binary |
 //! | `error.rs` | [`ApiError`], the one mapping from every domain error to status and body |
-//! | `openapi.rs` | the OpenAPI document (checked against the routes by `tests/integration/openapi.rs`) |
+//! | `openapi.rs` | the OpenAPI document's builder: each file above states its operations in its `describe`, with the types it reads and answers, whose schemas are derived; [`openapi_document`] joins them |
 //!
 //! Handlers never return a rejection for a request they understood: they answer with a
 //! value or an [`ApiError`]. Only routing misses travel as rejections, and
@@ -100,6 +100,20 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// The OpenAPI document: every resource module describes its own operations (a parent
+/// wiring its children, as [`routes`] does, so `openapi` itself depends on none of them).
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = openapi::Doc::default();
+    health::describe(&mut doc);
+    tasks::describe(&mut doc);
+    workers::describe(&mut doc);
+    cwom::describe(&mut doc);
+    schedules::describe(&mut doc);
+    queues::describe(&mut doc);
+    mcp::describe(&mut doc);
+    doc.finish()
 }
 
 /// Serves the API on `listener` until shutdown, then lets requests in flight finish. The

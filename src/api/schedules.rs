@@ -6,7 +6,6 @@
 
 use chrono::Utc;
 use futures_util::Stream;
-use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -16,7 +15,8 @@ use super::access::authorized;
 use super::body::read_json_value;
 use super::error::answer;
 use super::{ApiError, ApiState};
-use crate::schedule::{check_name, FireOutcome, ScheduleSpec};
+use crate::schedule::{check_name, FireOutcome, ScheduleSpec, ScheduleView};
+use crate::task::TaskId;
 
 /// Every `/schedules` route, behind the API key (the read-only key may only GET).
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
@@ -37,6 +37,102 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         warp::path!("schedules" / String).and(warp::delete()).and(auth.clone()).and(with_state.clone()).then(delete);
     let action = warp::path!("schedules" / String / String).and(warp::post()).and(auth).and(with_state).then(action);
     create.or(list).unify().or(get).unify().or(replace).unify().or(delete).unify().or(action).unify().boxed()
+}
+
+/// `GET /schedules`' answer.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct ScheduleList {
+    schedules: Vec<ScheduleView>,
+}
+
+/// `DELETE /schedules/{name}`'s answer.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Deleted {
+    name: String,
+    deleted: bool,
+}
+
+/// `POST /schedules/{name}/trigger`'s answer.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Fired {
+    name: String,
+    /// The task the trigger enqueued.
+    task_id: TaskId,
+    fired: bool,
+}
+
+/// What an action answers: the schedule (pause, resume) or the fire (trigger).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Schedule(Box<ScheduleView>),
+    Fired(Fired),
+}
+
+/// The `/schedules` routes in the OpenAPI document.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    let example = serde_json::json!({
+        "name": "nightly-deps", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+        "task": { "type": "echo", "payload": { "job": "bump dependencies" } },
+        "catch_up": "latest", "catch_up_window_s": 3600, "overlap": "skip"
+    });
+    let invalid = "`invalid_schedule` naming the `field` (bad cron, unknown time zone, task and workflow both or neither, workflows not available yet, an invalid task)";
+    let name = "Schedule name ([A-Za-z0-9_.-]{1,128})";
+    let missing = "No such schedule (`schedule_not_found`)";
+    doc.post("/schedules", "Create a schedule: a cron pattern (5 fields, 6 with seconds, @hourly/@daily/@weekly/@monthly) in an IANA time zone, the task each tick enqueues, catch-up and overlap policies")
+        .body::<crate::schedule::Body>(example.clone())
+        .answers::<ScheduleView>(201, "The schedule, with next_fire_at and upcoming (the next 5 fire times)")
+        .changes()
+        .body_errors()
+        .error(409, "A schedule of that name exists (`schedule_exists`)")
+        .error(422, invalid)
+        .unavailable();
+    doc.get("/schedules", "Every schedule, by name")
+        .answers::<ScheduleList>(200, "The schedules")
+        .keyed()
+        .unavailable();
+    doc.get("/schedules/{name}", "One schedule, with last_fired_at and last_task_id")
+        .path_param("name", name)
+        .answers::<ScheduleView>(200, "The schedule")
+        .keyed()
+        .error(404, missing)
+        .unavailable();
+    doc.put("/schedules/{name}", "Replace a schedule (same body as POST; the name may be left out)")
+        .path_param("name", name)
+        .body::<crate::schedule::Body>(example)
+        .answers::<ScheduleView>(200, "The schedule as replaced; its new pattern takes effect from its next tick")
+        .changes()
+        .body_errors()
+        .error(404, missing)
+        .error(422, invalid)
+        .unavailable();
+    doc.delete("/schedules/{name}", "Delete a schedule; the tasks it fired stay")
+        .path_param("name", name)
+        .answers::<Deleted>(200, "Deleted")
+        .changes()
+        .error(404, missing)
+        .unavailable();
+    for (action, summary) in [
+        ("pause", "Pause: ticks do not fire until resumed"),
+        ("resume", "Resume: fires from the next tick on (ticks of the pause are not caught up)"),
+    ] {
+        doc.post(&format!("/schedules/{{name}}/{action}"), summary)
+            .path_param("name", name)
+            .answers::<ScheduleView>(200, "The schedule")
+            .changes()
+            .error(404, missing)
+            .unavailable();
+    }
+    doc.post(
+        "/schedules/{name}/trigger",
+        "Fire once now, with a key of its own (no tick is used up; the overlap policy does not apply)",
+    )
+    .path_param("name", name)
+    .answers::<Fired>(201, "The task fired")
+    .changes()
+    .error(404, missing)
+    .error(422, "`invalid_schedule`: the trigger did not fire")
+    .unavailable();
 }
 
 fn invalid(e: crate::task::InvalidField) -> ApiError {
@@ -71,8 +167,8 @@ async fn list(state: ApiState) -> Response {
         async {
             let now = Utc::now();
             let all = state.schedules.list().await?;
-            let views: Vec<Value> = all.iter().map(|s| s.view(now)).collect();
-            Ok::<_, ApiError>((StatusCode::OK, json!({ "schedules": views })))
+            let schedules = all.iter().map(|s| s.view(now)).collect();
+            Ok::<_, ApiError>((StatusCode::OK, ScheduleList { schedules }))
         }
         .await,
     )
@@ -110,7 +206,7 @@ async fn delete(name: String, state: ApiState) -> Response {
         async {
             let name = path_name(&name)?;
             state.schedules.delete(&name).await?;
-            Ok::<_, ApiError>((StatusCode::OK, json!({ "name": name, "deleted": true })))
+            Ok::<_, ApiError>((StatusCode::OK, Deleted { name, deleted: true }))
         }
         .await,
     )
@@ -124,11 +220,11 @@ async fn action(name: String, action: String, state: ApiState) -> Response {
             match action.as_str() {
                 "pause" | "resume" => {
                     let s = state.schedules.set_paused(&name, action == "pause").await?;
-                    Ok::<_, ApiError>((StatusCode::OK, s.view(Utc::now())))
+                    Ok::<_, ApiError>((StatusCode::OK, Answer::Schedule(Box::new(s.view(Utc::now())))))
                 }
                 "trigger" => match state.schedules.trigger(&name).await? {
                     FireOutcome::Fired { task_id, .. } => {
-                        Ok((StatusCode::CREATED, json!({ "name": name, "task_id": task_id, "fired": true })))
+                        Ok((StatusCode::CREATED, Answer::Fired(Fired { name, task_id, fired: true })))
                     }
                     other => Err(ApiError::InvalidSchedule {
                         field: "name".into(),

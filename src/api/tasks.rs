@@ -17,7 +17,7 @@ use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::control::{BulkAction, Selection};
 use crate::storable;
-use crate::task::{NewTask, TaskFilter, TaskId, TaskStatus};
+use crate::task::{limits, NewTask, TaskFilter, TaskId, TaskStatus};
 
 /// Every `/tasks` route, behind the API key.
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
@@ -84,24 +84,150 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// The body of `POST /tasks/enqueue`. Unknown fields are refused.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /tasks/enqueue` (and each item of a batch). Unknown fields are refused.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TaskSpec")]
 pub struct EnqueueRequest {
+    /// The executor that runs it (`echo`, `command`, `agent`, or a remote worker's type).
     #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = limits::TYPE_MAX))]
     pub task_type: String,
+    /// Any JSON; `{}` when left out.
     #[serde(default)]
     pub payload: Option<Value>,
+    /// `default` when left out.
+    #[schemars(length(min = 1, max = limits::QUEUE_MAX))]
     pub queue: Option<String>,
+    /// Higher runs first; 0 when left out.
     pub priority: Option<i32>,
+    /// Not before this instant; now when left out.
     pub run_at: Option<DateTime<Utc>>,
+    /// 3 when left out.
+    #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS_MAX))]
     pub max_attempts: Option<i32>,
+    /// 900 when left out.
+    #[schemars(range(min = 1, max = limits::TIMEOUT_SECONDS_MAX))]
     pub timeout_seconds: Option<i32>,
+    /// A second enqueue with the same key is refused (409) and names the first task.
+    #[schemars(length(max = limits::IDEMPOTENCY_KEY_MAX))]
     pub idempotency_key: Option<String>,
     /// Record this task's runs under this CWOM Issue (which must exist).
     pub cwom_issue_id: Option<String>,
     /// Run at most the queue's `key_concurrency` tasks of this key at a time.
+    #[schemars(length(min = 1, max = limits::CONCURRENCY_KEY_MAX))]
     pub concurrency_key: Option<String>,
+}
+
+/// `POST /tasks/enqueue_batch`'s answer.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct BatchQueued {
+    /// `queued`.
+    status: &'static str,
+    count: usize,
+    /// The new tasks, in the order of the batch.
+    task_ids: Vec<TaskId>,
+}
+
+/// The `/tasks` routes of this module in the OpenAPI document.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    let enqueue_422 = "`invalid_field`: a field breaks a rule or holds what no store can (a NUL anywhere, a time outside \
+         0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, an integer past int4, a bad X-Trace-Id); the \
+         message names the field or a JSON pointer (`/payload/a/0`). `unknown_type`. `command_not_allowed`: a `command` program (or an \
+         agent profile's) not on JCT_COMMAND_ALLOW, or `command` disabled. `repo_not_allowed`: an \
+         `agent` repository outside JCT_ALLOWED_REPO_PREFIXES, or `agent` disabled. \
+         Batch: `index` names the refused task; `duplicate_key_in_batch` names both uses in `indexes`. \
+         `rejected_by_store`: the database refused this row (a constraint or trigger), with its message";
+    let trace_header = serde_json::json!({ "type": "string", "maxLength": limits::TRACE_ID_MAX });
+    doc.post("/tasks/enqueue", "Enqueue one task")
+        .header("X-Trace-Id", trace_header.clone())
+        .body::<EnqueueRequest>(json!({ "type": "echo", "payload": { "hello": "world" } }))
+        .answers::<crate::task::Task>(201, "The task, queued")
+        .changes()
+        .body_errors()
+        .error(400, "Malformed JSON (`malformed_json`), or a header that is not text (`invalid_header`)")
+        .error(409, "Idempotency key already used (`duplicate_idempotency_key`); the body names the existing task_id")
+        .error(422, enqueue_422)
+        .unavailable();
+    doc.post("/tasks/enqueue_batch", "Enqueue many tasks in one all-or-nothing insert")
+        .header("X-Trace-Id", trace_header)
+        .body::<Vec<EnqueueRequest>>(json!([{ "type": "echo", "payload": 1 }, { "type": "echo", "payload": 2 }]))
+        .answers::<BatchQueued>(201, "All tasks queued")
+        .changes()
+        .body_errors()
+        .error(409, "An idempotency key already used; the body names the existing task_id")
+        .error(422, enqueue_422)
+        .unavailable();
+    for (action, summary, example) in [
+        (
+            "cancel",
+            "Cancel the queued or running tasks named by id, or every task matching a filter (in bounded chunks)",
+            json!({ "filter": { "status": "queued", "queue": "nightly" } }),
+        ),
+        (
+            "retry",
+            "Queue again the failed or cancelled tasks named by id, or every task matching a filter (in bounded chunks)",
+            json!({ "filter": { "status": "failed" } }),
+        ),
+    ] {
+        doc.post(&format!("/tasks/bulk/{action}"), summary)
+            .body::<BulkRequest>(example)
+            .answers::<crate::control::BulkResult>(200, "How many tasks the selection held and how many changed")
+            .changes()
+            .body_errors()
+            .error(400, "Malformed JSON, or an id that is not a UUID (`invalid_id`)")
+            .error(422, "Neither or both of ids and filter (`invalid_bulk`), more than 10,000 ids, or a bad filter (`invalid_filter`)")
+            .unavailable();
+    }
+    doc.get("/tasks", "List tasks, newest first")
+        .query(&["status", "type", "queue", "cwom_issue_id", "schedule_name"])
+        .query_with("before", json!({ "type": "string", "format": "uuid", "description": "keyset paging: only tasks older than this one" }))
+        .query_with("limit", json!({ "type": "integer", "minimum": 1, "maximum": TaskFilter::MAX_LIMIT }))
+        .query_with("offset", json!({ "type": "integer", "minimum": 0 }))
+        .answers::<Vec<crate::task::Task>>(200, "Tasks")
+        .error(400, "Undecodable query string")
+        .keyed()
+        .error(422, "Unknown filter or bad value (`invalid_filter`)")
+        .unavailable();
+    let id = "Task id (UUID)";
+    doc.get("/tasks/{id}", "One task")
+        .path_param("id", id)
+        .answers::<crate::task::Task>(200, "The task")
+        .error(400, "Not a UUID (`invalid_id`)")
+        .keyed()
+        .error(404, "No such task (`task_not_found`)")
+        .unavailable();
+    doc.post("/tasks/{id}/cancel", "Cancel a queued or running task (a running program gets the cancel signal)")
+        .path_param("id", id)
+        .answers::<crate::task::Task>(200, "The task, now cancelled")
+        .error(400, "Not a UUID (`invalid_id`)")
+        .changes()
+        .error(404, "No such task (`task_not_found`)")
+        .error(409, "Already completed, failed or cancelled (`not_cancellable`)")
+        .unavailable();
+    doc.post("/tasks/{id}/retry", "Queue a failed or cancelled task again with a fresh attempt budget")
+        .path_param("id", id)
+        .answers::<crate::task::Task>(200, "The task, queued")
+        .error(400, "Not a UUID (`invalid_id`)")
+        .changes()
+        .error(404, "No such task (`task_not_found`)")
+        .error(409, "Only failed or cancelled tasks (`not_retryable`)")
+        .unavailable();
+    doc.get("/tasks/{id}/log", "The task's log.txt; ?follow=1 streams it as server-sent events until the attempt ends")
+        .path_param("id", id)
+        .query_with("follow", json!({ "type": "string", "enum": ["0", "1", "false", "true"] }))
+        .answers_as(200, "log.txt, or an event stream (events line and end)", Some("text/plain"))
+        .error(400, "Not a UUID (`invalid_id`)")
+        .keyed()
+        .error(404, "No such task, or its trace folder is off (`task_not_found`, `trace_file_not_found`)")
+        .error(422, "Bad query parameter (`invalid_filter`)");
+    doc.get("/tasks/{id}/trace/{file}", "A trace file: input.json, log.txt, output.json, output.attempt-N.json (attempt N's end, kept when attempt N+1 began) or artifacts/<name>")
+        .path_param("id", id)
+        .path_param("file", "The file's name in the trace folder")
+        .answers_as(200, "The file", Some("application/octet-stream"))
+        .error(400, "Not a UUID (`invalid_id`)")
+        .keyed()
+        .error(404, "No such task or trace file (`task_not_found`, `trace_file_not_found`)");
 }
 
 impl EnqueueRequest {
@@ -227,7 +353,7 @@ where
     .await;
     match result {
         Ok(ids) => {
-            let body = json!({ "status": "queued", "count": ids.len(), "task_ids": ids });
+            let body = BatchQueued { status: "queued", count: ids.len(), task_ids: ids };
             warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response()
         }
         Err(e) => e.into_response(),
@@ -344,13 +470,29 @@ async fn retry(raw_id: String, state: ApiState) -> Response {
     }
 }
 
-/// The body of `POST /tasks/bulk/{cancel|retry}`: the tasks by id, or every task matching
-/// a filter (the list filters but paging: `status`, `type`, `queue`, `cwom_issue_id`).
-#[derive(Debug, Deserialize)]
+/// The body of `POST /tasks/bulk/{cancel|retry}`: exactly one of `ids` and `filter`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkRequest {
+    /// The tasks by id (at most 10,000).
+    #[schemars(with = "Option<Vec<TaskId>>", length(max = crate::tunables::BULK_IDS_MAX))]
     ids: Option<Vec<String>>,
+    /// Every task matching when the request arrives; `{}` is every task.
+    #[schemars(with = "Option<BulkFilter>")]
     filter: Option<serde_json::Map<String, Value>>,
+}
+
+/// A bulk filter: the list's filters but paging. [`parse_bulk`] reads it by hand, naming
+/// the bad key; this type is its schema.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct BulkFilter {
+    status: Option<TaskStatus>,
+    #[schemars(rename = "type")]
+    task_type: Option<String>,
+    queue: Option<String>,
+    cwom_issue_id: Option<String>,
 }
 
 fn parse_bulk(value: Value) -> Result<Selection, ApiError> {

@@ -6,7 +6,7 @@
 use base64::Engine;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -20,7 +20,7 @@ use crate::attempt::RunEnd;
 use crate::attempt::{ArtifactContent, PostedArtifact};
 use crate::cwom::types::ArtifactType;
 use crate::lease::LeaseToken;
-use crate::registration::NewWorker;
+use crate::registration::{NewWorker, WorkerRecord};
 use crate::remote::clamp_wait;
 use crate::storable;
 use crate::task::{TaskId, WorkerId};
@@ -79,6 +79,91 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
     register.or(list).unify().or(beat).unify().or(deregister).unify().or(claim).unify().or(task_op).unify().boxed()
 }
 
+/// The worker protocol in the OpenAPI document.
+pub(super) fn describe(doc: &mut super::openapi::Doc) {
+    let worker = "Worker id";
+    let gone = "No such worker (`worker_not_found`): register again";
+    doc.post("/workers", "Register a worker")
+        .body::<NewWorker>(json!({ "name": "py-worker", "types": ["build"], "max_slots": 2 }))
+        .answers::<Registration>(201, "Registered")
+        .changes()
+        .body_errors()
+        .error(422, "An invalid registration (`invalid_field`), naming the field")
+        .unavailable();
+    doc.get("/workers", "Registered workers, with their running tasks and state (alive, dead)")
+        .answers::<Vec<crate::remote::WorkerView>>(200, "Workers")
+        .keyed()
+        .unavailable();
+    doc.post(
+        "/workers/{id}/heartbeat",
+        "A worker's heartbeat; renews the leases of the tasks it names and says which to stop",
+    )
+    .path_param("id", worker)
+    .body::<WorkerHeartbeat>(json!({ "running": [] }))
+    .answers::<crate::remote::WorkerBeat>(200, "Signal and cancels")
+    .changes()
+    .body_errors()
+    .error(404, gone)
+    .error(422, "Invalid field (`invalid_field`)")
+    .unavailable();
+    doc.delete("/workers/{id}", "Deregister a worker; its running tasks go back to the queue at once")
+        .path_param("id", worker)
+        .answers::<Deregistered>(200, "Deregistered")
+        .changes()
+        .error(404, gone)
+        .unavailable();
+    doc.post("/tasks/claim", "Long-poll for tasks the worker serves (at most max, never more than its free slots)")
+        .body::<ClaimRequest>(json!({ "worker_id": "w-unknown", "max": 10, "wait_ms": 0 }))
+        .answers::<ClaimAnswer>(200, "Claimed tasks, each with lease_token; empty when the wait ran out")
+        .changes()
+        .body_errors()
+        .error(404, gone)
+        .error(422, "max outside 1..100 or wait_ms outside 0..30000 (`invalid_field`)")
+        .unavailable();
+    let token = "1.w-00000000";
+    // Every write on a held task: fenced by its lease token.
+    fn fenced(op: super::openapi::Op<'_>) -> super::openapi::Op<'_> {
+        op.path_param("id", "Task id (UUID)")
+            .error(400, "Not a UUID (`invalid_id`), or malformed JSON")
+            .changes()
+            .error(404, "No such task (`task_not_found`)")
+            .error(409, "`lease_lost`: the token no longer holds the task")
+            .error(413, "Body larger than JCT_MAX_BODY_BYTES (`payload_too_large`)")
+            .error(415, "Not application/json (`unsupported_media_type`)")
+            .error(422, "Invalid field (a bad lease_token, say; `invalid_field`)")
+            .unavailable()
+    }
+    fenced(doc.post("/tasks/{id}/heartbeat", "Extend the attempt's lease; answers whether it was cancelled"))
+        .body::<TaskHeartbeat>(json!({ "lease_token": token, "progress": { "pct": 50 } }))
+        .answers::<crate::remote::TaskBeat>(200, "Lease");
+    fenced(doc.post("/tasks/{id}/log", "Append log lines to log.txt, once per seq"))
+        .body::<LogRequest>(json!({ "lease_token": token, "seq": 1, "lines": ["hello"] }))
+        .answers::<LogAppended>(200, "Appended (false for a repeated seq)");
+    fenced(doc.post(
+        "/tasks/{id}/artifacts",
+        "Store an artifact of the attempt under artifacts/ in the trace folder (and as a CWOM Artifact of its Run)",
+    ))
+    .body::<ArtifactRequest>(
+        json!({ "lease_token": token, "name": "changes.patch", "type": "code_patch", "content_base64": "eA==" }),
+    )
+    .answers::<crate::attempt::StoredArtifact>(201, "The stored artifact")
+    .error(409, "`lease_lost`, or an artifact of that name exists (`artifact_exists`)");
+    fenced(doc.post("/tasks/{id}/complete", "Complete the attempt with a result"))
+        .body::<CompleteRequest>(json!({ "lease_token": token, "result": { "ok": true } }))
+        .answers::<crate::task::Task>(200, "The task");
+    fenced(doc.post(
+        "/tasks/{id}/fail",
+        "Fail the attempt: retried per max_attempts (after retry_after_s when given), never when retryable is false",
+    ))
+    .body::<FailRequest>(
+        json!({ "lease_token": token, "error": { "message": "boom", "kind": "runtime" }, "retryable": true }),
+    )
+    .answers::<crate::task::Task>(200, "The task, queued again or failed");
+    fenced(doc.post("/tasks/{id}/release", "Give the task back to the queue, the attempt not counted"))
+        .body::<ReleaseRequest>(json!({ "lease_token": token }))
+        .answers::<crate::task::Task>(200, "The task, queued");
+}
+
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| e.into_response())
 }
@@ -125,22 +210,56 @@ where
     let worker: NewWorker = parse(ct, body, &state).await?;
     let record = state.remote.register(worker).await?;
     let settings = state.remote.settings();
-    reply(
-        StatusCode::CREATED,
-        &json!({
-            "worker_id": record.worker_id,
-            "heartbeat_interval_s": settings.heartbeat_interval.as_secs_f64(),
-            "lease_s": settings.lease.as_secs_f64(),
-            "worker": record,
-        }),
-    )
+    let answer = Registration {
+        worker_id: record.worker_id.clone(),
+        heartbeat_interval_s: settings.heartbeat_interval.as_secs_f64(),
+        lease_s: settings.lease.as_secs_f64(),
+        worker: record,
+    };
+    reply(StatusCode::CREATED, &answer)
+}
+
+/// `POST /workers`' answer.
+#[derive(Serialize, schemars::JsonSchema)]
+struct Registration {
+    worker_id: WorkerId,
+    /// Send a worker heartbeat at least this often.
+    heartbeat_interval_s: f64,
+    /// How long a claimed task's lease lasts without a task heartbeat.
+    lease_s: f64,
+    worker: WorkerRecord,
+}
+
+/// `DELETE /workers/{id}`'s answer.
+#[derive(Serialize, schemars::JsonSchema)]
+struct Deregistered {
+    worker_id: String,
+    /// The tasks it held, back in the queue.
+    released: u64,
+}
+
+/// `POST /tasks/claim`'s answer.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Claim")]
+struct ClaimAnswer {
+    /// Each with its `lease_token`; empty when the wait ran out.
+    tasks: Vec<crate::remote::Claimed>,
+}
+
+/// `POST /tasks/{id}/log`'s answer.
+#[derive(Serialize, schemars::JsonSchema)]
+struct LogAppended {
+    task_id: TaskId,
+    seq: u64,
+    /// False for a repeated `seq`.
+    appended: bool,
 }
 
 async fn list(state: ApiState) -> Result<Response, ApiError> {
     reply(StatusCode::OK, &state.remote.list_workers().await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkerHeartbeat {
     #[serde(default)]
@@ -159,10 +278,10 @@ where
 
 async fn deregister(id: String, state: ApiState) -> Result<Response, ApiError> {
     let released = state.remote.deregister(&storable_worker(id.clone())?).await?;
-    reply(StatusCode::OK, &json!({ "worker_id": id, "released": released }))
+    reply(StatusCode::OK, &Deregistered { worker_id: id, released })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ClaimRequest {
     worker_id: String,
@@ -186,15 +305,11 @@ where
             crate::tunables::CLAIM_WAIT_MAX.as_millis()
         )));
     }
-    #[derive(serde::Serialize)]
-    struct Answer {
-        tasks: Vec<crate::remote::Claimed>,
-    }
     let tasks = state.remote.claim(&storable_worker(req.worker_id)?, max, clamp_wait(req.wait_ms)).await?;
-    reply(StatusCode::OK, &Answer { tasks })
+    reply(StatusCode::OK, &ClaimAnswer { tasks })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskHeartbeat {
     lease_token: String,
@@ -202,7 +317,7 @@ struct TaskHeartbeat {
     progress: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LogRequest {
     lease_token: String,
@@ -210,7 +325,7 @@ struct LogRequest {
     lines: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ArtifactRequest {
     lease_token: String,
@@ -222,7 +337,7 @@ struct ArtifactRequest {
     uri: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
     lease_token: String,
@@ -230,14 +345,14 @@ struct CompleteRequest {
     result: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FailError {
     message: String,
     kind: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FailRequest {
     lease_token: String,
@@ -246,7 +361,7 @@ struct FailRequest {
     retry_after_s: Option<f64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseRequest {
     lease_token: String,
@@ -277,7 +392,7 @@ where
                 return Err(ApiError::InvalidField(format!("lines: at most {LOG_LINES_MAX} per request")));
             }
             let appended = remote.append_log(id, &parse_token(&req.lease_token)?, req.seq, &req.lines).await?;
-            reply(StatusCode::OK, &json!({ "task_id": id, "seq": req.seq, "appended": appended }))
+            reply(StatusCode::OK, &LogAppended { task_id: id, seq: req.seq, appended })
         }
         "artifacts" => {
             let req: ArtifactRequest = parse(ct, body, &state).await?;

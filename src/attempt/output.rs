@@ -30,7 +30,7 @@ pub enum ArtifactContent {
 }
 
 /// A stored artifact as the route answers it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StoredArtifact {
     pub task_id: TaskId,
     pub name: String,

@@ -213,7 +213,7 @@ fn default_branch() -> String {
 }
 
 /// `POST /cwom/repos`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRepo {
     /// Optional; when sent it must be `"Repo"`.
@@ -265,7 +265,7 @@ impl NewRepo {
 }
 
 /// `POST /cwom/issues`. `runs` is not accepted: the server keeps it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIssue {
     #[serde(default)]
@@ -336,7 +336,7 @@ impl NewIssue {
 }
 
 /// `POST /cwom/context-packets`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContextPacket {
     #[serde(default)]
@@ -398,7 +398,7 @@ impl NewContextPacket {
 }
 
 /// `POST /cwom/constraint-snapshots`. `captured_at` is set by the server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConstraintSnapshot {
     #[serde(default)]
@@ -431,7 +431,7 @@ impl NewConstraintSnapshot {
 }
 
 /// `POST /cwom/doctrine-refs`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDoctrineRef {
     #[serde(default)]
@@ -485,7 +485,7 @@ impl NewDoctrineRef {
 
 /// A Run's `outputs` as a client sends it: `artifacts` is the server's (an Artifact joins
 /// it by naming the Run in `produced_by`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputsInput {
     #[serde(default)]
@@ -509,7 +509,7 @@ impl OutputsInput {
 }
 
 /// `POST /cwom/runs`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRun {
     #[serde(default)]
@@ -580,7 +580,7 @@ impl NewRun {
 }
 
 /// `POST /cwom/artifacts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewArtifact {
     #[serde(default)]
@@ -646,7 +646,7 @@ impl NewArtifact {
 
 /// `PATCH /cwom/issues/{id}`: every field optional; a field sent replaces the stored one
 /// (`null` leaves it as it is). `repo` and `runs` cannot be changed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuePatch {
     pub title: Option<String>,
@@ -730,7 +730,7 @@ impl IssuePatch {
 /// `PATCH /cwom/runs/{id}`: `status`, `telemetry`, `cost`, `outputs`, `failure` (and
 /// `tags`, `meta`). `telemetry` and `cost` merge: a sub-field sent replaces that
 /// sub-field. `failure: null` clears it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunPatch {
     pub status: Option<Status>,

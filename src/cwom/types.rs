@@ -285,6 +285,18 @@ macro_rules! kind_tag {
             }
         }
 
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                concat!(stringify!($kind), "Kind").into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "const": stringify!($kind) })
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let given = String::deserialize(d)?;
@@ -318,7 +330,7 @@ pub fn new_id() -> String {
 // Primitives
 
 /// Someone or something that acts: a person, an agent, or the system itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     pub actor_kind: ActorKind,
@@ -328,7 +340,7 @@ pub struct Actor {
 }
 
 /// Where an object comes from outside (e.g. `github`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     pub system: String,
@@ -339,7 +351,7 @@ pub struct Source {
 }
 
 /// A pointer to another object. Must resolve to exactly one existing object of `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ref {
     pub kind: ObjectKind,
@@ -358,7 +370,7 @@ impl Ref {
 // ---------------------------------------------------------------------------------------
 // Repo
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoPolicy {
     #[serde(default)]
@@ -368,7 +380,7 @@ pub struct RepoPolicy {
 }
 
 /// A code repository; contains Issues.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Repo {
     pub kind: RepoKind,
@@ -391,7 +403,7 @@ pub struct Repo {
 // ---------------------------------------------------------------------------------------
 // Issue
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acceptance {
     #[serde(default)]
@@ -401,7 +413,7 @@ pub struct Acceptance {
 }
 
 /// Links to other Issues.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Relationships {
     #[serde(default)]
@@ -416,7 +428,7 @@ pub struct Relationships {
 
 /// A unit of intended work in a Repo; collects context, doctrine and constraints, and the
 /// Runs that worked on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Issue {
     pub kind: IssueKind,
@@ -447,7 +459,7 @@ pub struct Issue {
 // ---------------------------------------------------------------------------------------
 // ContextPacket
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     pub title: String,
@@ -458,7 +470,7 @@ pub struct Document {
     pub excerpt: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataBlob {
     pub name: String,
@@ -472,7 +484,7 @@ pub struct DataBlob {
     pub digest: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PacketInputs {
     #[serde(default)]
@@ -485,7 +497,7 @@ pub struct PacketInputs {
 
 /// What was known for an Issue at one moment. Immutable: new knowledge is a new packet
 /// with a new version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextPacket {
     pub kind: ContextPacketKind,
@@ -508,7 +520,7 @@ pub struct ContextPacket {
 // ---------------------------------------------------------------------------------------
 // ConstraintSnapshot
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConstraint {
     #[serde(default)]
@@ -517,7 +529,7 @@ pub struct TimeConstraint {
     pub deadline: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnergyConstraint {
     /// 0 (none) to 5 (full).
@@ -527,7 +539,7 @@ pub struct EnergyConstraint {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConstraint {
     #[serde(default)]
@@ -536,7 +548,7 @@ pub struct HealthConstraint {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConstraint {
     #[serde(default)]
@@ -545,7 +557,7 @@ pub struct BudgetConstraint {
     pub burn_limit_usd: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolsConstraint {
     #[serde(default)]
@@ -554,7 +566,7 @@ pub struct ToolsConstraint {
     pub blocked: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConstraint {
     #[serde(default)]
@@ -565,7 +577,7 @@ pub struct EnvironmentConstraint {
     pub device: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskConstraint {
     #[serde(default)]
@@ -575,7 +587,7 @@ pub struct RiskConstraint {
 }
 
 /// Every part is optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
     #[serde(default)]
@@ -595,7 +607,7 @@ pub struct Constraints {
 }
 
 /// The limits someone or something worked under at one moment. Immutable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintSnapshot {
     pub kind: ConstraintSnapshotKind,
@@ -612,7 +624,7 @@ pub struct ConstraintSnapshot {
 // ---------------------------------------------------------------------------------------
 // DoctrineRef
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Applicability {
     /// Refs to Repos.
@@ -626,7 +638,7 @@ pub struct Applicability {
 
 /// A rule of the house (principle, policy, procedure…), versioned: (namespace, name,
 /// version) is unique.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DoctrineRef {
     pub kind: DoctrineRefKind,
@@ -650,7 +662,7 @@ pub struct DoctrineRef {
 // ---------------------------------------------------------------------------------------
 // Run
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Executor {
     pub actor: Actor,
@@ -661,7 +673,7 @@ pub struct Executor {
 }
 
 /// What a Run consumed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInputs {
     #[serde(default)]
@@ -673,7 +685,7 @@ pub struct RunInputs {
     pub constraint_snapshot: Option<Ref>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     #[serde(default)]
@@ -682,7 +694,7 @@ pub struct Plan {
     pub risk_notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     #[serde(default)]
@@ -693,7 +705,7 @@ pub struct Telemetry {
     pub duration_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cost {
     #[serde(default)]
@@ -704,7 +716,7 @@ pub struct Cost {
     pub compute_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunOutputs {
     /// Every Artifact produced by this Run, oldest first; maintained by the server.
@@ -716,7 +728,7 @@ pub struct RunOutputs {
     pub decision_log: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
     pub category: FailureCategory,
@@ -724,7 +736,7 @@ pub struct Failure {
 }
 
 /// One execution of work for an Issue: what went in, who ran it, what came out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Run {
     pub kind: RunKind,
@@ -749,7 +761,7 @@ pub struct Run {
 // ---------------------------------------------------------------------------------------
 // Artifact
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub name: String,
@@ -758,7 +770,7 @@ pub struct Check {
     pub evidence_uri: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verification {
     #[serde(default)]
@@ -768,7 +780,7 @@ pub struct Verification {
 }
 
 /// Something a Run produced (a patch, a build, a trace folder…), for an Issue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub kind: ArtifactKind,
@@ -795,7 +807,7 @@ pub struct Artifact {
 
 /// An object of any kind, as the generic parts of the service and the store pass it.
 /// Serializes as the object itself.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Object {
     Repo(Repo),

@@ -69,7 +69,7 @@ pub struct RemoteSettings {
 }
 
 /// A claimed task as the worker gets it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Claimed {
     #[serde(flatten)]
     pub task: Task,
@@ -78,7 +78,8 @@ pub struct Claimed {
 }
 
 /// A registered worker as `GET /workers` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Worker")]
 pub struct WorkerView {
     #[serde(flatten)]
     pub record: WorkerRecord,
@@ -87,7 +88,7 @@ pub struct WorkerView {
 }
 
 /// What a worker heartbeat answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WorkerBeat {
     /// `run`, or `quiet` while this server shuts down (finish what you hold, claim nothing).
     pub signal: &'static str,
@@ -96,7 +97,7 @@ pub struct WorkerBeat {
 }
 
 /// What a task heartbeat answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskBeat {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
