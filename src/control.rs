@@ -1,4 +1,5 @@
-//! Operator actions on tasks that exist: cancel and retry, one at a time or in bulk.
+//! Operator actions on tasks that exist: cancel and retry, one at a time or in bulk, and the
+//! cancel of a whole workflow.
 //!
 //! Each action is a store operation followed by what it must set moving: a cancel stops
 //! the task at once if it runs in this process (other daemons hear of it through the
@@ -13,6 +14,7 @@ use crate::store::{CancelError, RetryError, StoreError, TaskStore};
 use crate::task::{Task, TaskFilter, TaskId};
 use crate::tunables::BULK_CHUNK;
 use crate::wakeups::Fanout;
+use crate::workflow::{StepsRetried, WorkflowId};
 
 /// What a bulk request selects: tasks by id, or every task matching a filter.
 #[derive(Debug, Clone)]
@@ -59,13 +61,47 @@ impl Control {
         Control { store, wake }
     }
 
-    /// Cancels a queued or running task.
+    /// Cancels a waiting, queued or running task.
     pub async fn cancel(&self, id: TaskId) -> Result<Task, CancelError> {
         let task = self.store.cancel(id).await?;
         // Running here? Stop it now rather than at the next heartbeat.
         self.wake.cancelled(task.id);
+        if task.workflow_id.is_some() {
+            // Its `run` dependants may have become queued in the cancel's transaction.
+            self.wake.work_available();
+        }
         tracing::info!(task_id = %task.id, "task cancelled");
         Ok(task)
+    }
+
+    /// Cancels every unfinished step of a workflow (waiting, queued, running) in one
+    /// statement; running ones are stopped as [`Control::cancel`] stops one. `None`: no such
+    /// workflow. Answers how many steps it cancelled.
+    ///
+    /// One statement, not [`BULK_CHUNK`]s: a workflow has at most
+    /// [`crate::workflow::limits::STEPS_MAX`] steps, and in chunks the first chunk's ends
+    /// would release `run` steps of later chunks, which could start before their chunk.
+    pub async fn cancel_workflow(&self, id: WorkflowId) -> Result<Option<u64>, StoreError> {
+        let Some(steps) = self.store.unfinished_steps(id).await? else {
+            return Ok(None);
+        };
+        let changed = self.apply(BulkAction::Cancel, &steps).await?;
+        tracing::info!(workflow_id = %id, cancelled = changed, "workflow cancelled");
+        Ok(Some(changed))
+    }
+
+    /// Runs a workflow's failed and cancelled steps again and re-opens the dependants they
+    /// cancelled ([`crate::store::WorkflowStore::retry_workflow`]); `None` when there is no
+    /// such workflow.
+    pub async fn retry_workflow(&self, id: WorkflowId) -> Result<Option<StepsRetried>, StoreError> {
+        let retried = self.store.retry_workflow(id).await?;
+        if let Some(r) = retried {
+            if r.requeued > 0 {
+                self.wake.work_available();
+            }
+            tracing::info!(workflow_id = %id, requeued = r.requeued, reopened = r.reopened, "workflow retried");
+        }
+        Ok(retried)
     }
 
     /// Queues a failed or cancelled task again with a fresh attempt budget.

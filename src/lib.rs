@@ -7,7 +7,7 @@
 //! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
 //! `maintenance`, `scheduling`, `queues`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
 //! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
-//! `registration`, `cwom`, `schedule`, `queue`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
+//! `registration`, `cwom`, `schedule`, `queue`, `workflow`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
 //! reach a store. A module's layer is its top-level module's; `tests/integration/module_graph.rs` fails
@@ -18,6 +18,7 @@
 //! | [`config`] | the only reader of the environment; typed [`config::Config`] |
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
+//! | [`workflow`] | workflows as data: [`workflow::WorkflowId`], [`workflow::StepKey`], [`workflow::OnParentFailure`], the validated [`workflow::NewWorkflow`] (graph checks: repeated keys, unknown dependencies, cycles, the step limit; [`workflow::InvalidWorkflow`] names the steps), [`workflow::WorkflowStatus`] and its rule, the views of the API, the `parents` a claimed step carries, and `$from` references ([`workflow::references`], [`workflow::resolve_references`]; resolved at the claim by [`store::tasks::resolve_claimed`]) |
 //! | [`schedule`] | schedules as data: the cron pattern (croner) in an IANA zone (chrono-tz), next fires and `upcoming` with the DST rules, the catch-up decision ([`schedule::Timing::due`]), [`schedule::CatchUp`], [`schedule::Overlap`], the validated [`schedule::ScheduleSpec`] (errors name the field) and the schedules file format |
 //! | [`queue`] | queue controls as data: [`queue::QueueSettings`] (pause, `concurrency`, `key_concurrency`, [`queue::Rate`]), the validated [`queue::SettingsChange`] of a `PUT` (absent keeps, `null` removes; errors name the field), [`queue::QueueView`] |
 //! | [`lease`] | the one fence of an attempt: [`lease::LeaseToken`] (holder and attempt) and [`lease::Held`] (a task's attempt) |
@@ -32,7 +33,7 @@
 //! | [`intake`] | the one way work enters: [`intake::Intake`] checks types ([`intake::TaskTypes`]), admission, CWOM links and batch keys, writes, wakes and counts; [`intake::IntakeError`] its refusals |
 //! | [`scheduling`] | [`scheduling::Schedules`], the schedules service: create, replace, pause, resume, delete, trigger, the schedules file; every fire through [`intake::Intake::fire`] |
 //! | [`queues`] | [`queues::Queues`], the queue controls service: list, get, change limits, pause, resume; wakes this process (PostgreSQL also notifies the fleet in the change's transaction) |
-//! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks |
+//! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks, and a workflow's cancel and retry |
 //! | [`wakeups`] | [`wakeups::Fanout`], the one wake-up fan-out: fed by the listener, the intake and every freeing state change; read by the producer and waiting long-polls; cancels to the in-process worker |
 //! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table); and `ticker`, the schedule ticker, on every daemon (sleeps until the next tick of any schedule) |
 //! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), resume (an attempt that began in another process), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
@@ -168,3 +169,4 @@ pub mod tunables;
 pub mod url;
 pub mod wakeups;
 pub mod worker;
+pub mod workflow;

@@ -4,6 +4,7 @@
 //! for what a valid task looks like live in [`NewTask::validate`], so the HTTP API and
 //! any future intake (batch, CWOM bridge) refuse the same things with the same words.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -51,6 +52,10 @@ impl FromStr for TaskId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
+    /// A workflow step whose parents are not all done: never claimed. Left, in the
+    /// transaction of its last parent's end, for `queued`, or for `cancelled` when a parent
+    /// failed or was cancelled and the step's `on_parent_failure` is `cancel`; or by a cancel.
+    Waiting,
     /// Waiting to be claimed once `run_at` has passed. Left by a claim.
     Queued,
     /// Claimed by a daemon that holds its lease. Left by completion, failure (to
@@ -66,11 +71,18 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] =
-        [TaskStatus::Queued, TaskStatus::Running, TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Cancelled];
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Waiting,
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Waiting => "waiting",
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
             TaskStatus::Completed => "completed",
@@ -96,6 +108,63 @@ impl FromStr for TaskStatus {
         TaskStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown task status {s:?}"))
     }
 }
+
+/// A workflow's id (see [`crate::workflow`]): a time-ordered UUID, so lists page newest first by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct WorkflowId(pub Uuid);
+
+impl WorkflowId {
+    pub fn new() -> Self {
+        WorkflowId(Uuid::now_v7())
+    }
+}
+
+impl Default for WorkflowId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for WorkflowId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(WorkflowId)
+    }
+}
+
+/// How one parent of a step ended, as the step's claim and `input.json` carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct ParentOutcome {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    /// The parent's result, when it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The parent's `last_error`, when it did not complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ParentOutcome {
+    /// Keeps the result of a completed parent and the error of any other.
+    pub fn new(task_id: TaskId, status: TaskStatus, result: Option<Value>, error: Option<String>) -> Self {
+        if status == TaskStatus::Completed {
+            ParentOutcome { task_id, status, result: Some(result.unwrap_or(Value::Null)), error: None }
+        } else {
+            ParentOutcome { task_id, status, result: None, error: Some(error.unwrap_or_else(|| status.to_string())) }
+        }
+    }
+}
+
+/// A step's parents by key.
+pub type Parents = BTreeMap<String, ParentOutcome>;
 
 /// Defaults shared by the API, the SQL column defaults and the README.
 pub mod defaults {
@@ -284,6 +353,13 @@ pub struct Task {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// Held to its queue's `key_concurrency` with the other tasks of this key.
     pub concurrency_key: Option<String>,
+    /// The workflow this task is a step of, and its key there (both or neither).
+    pub workflow_id: Option<WorkflowId>,
+    pub step_key: Option<String>,
+    /// A step's parents as they ended, by key: filled in by the claim (local and remote)
+    /// for steps, absent everywhere else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parents: Option<Parents>,
 }
 
 /// Filters for listing tasks, newest first.

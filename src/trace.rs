@@ -143,6 +143,9 @@ struct InputRecord<'a> {
     run_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
+    /// A workflow step's parents as they ended, by key (absent for a plain task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parents: Option<&'a crate::task::Parents>,
 }
 
 impl TraceWriter {
@@ -251,6 +254,7 @@ impl<'a> InputRecord<'a> {
             run_at: task.run_at,
             created_at: task.created_at,
             started_at: task.started_at,
+            parents: task.parents.as_ref(),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::storable::Unstorable;
 use crate::store::error::{chain, CancelError, EnqueueError, RetryError, StoreError};
 use crate::task::WorkerId;
 use crate::task::{InvalidField, TaskId, TaskStatus};
+use crate::workflow::{InvalidWorkflow, WorkflowId, WorkflowStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -63,7 +64,7 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
-    #[error("task {id} is already {status}; only queued or running tasks can be cancelled")]
+    #[error("task {id} is already {status}; only waiting, queued or running tasks can be cancelled")]
     NotCancellable { id: TaskId, status: TaskStatus },
     #[error("idempotency key already used by task {existing}")]
     DuplicateIdempotencyKey { existing: TaskId },
@@ -113,6 +114,18 @@ pub enum ApiError {
     /// A queue name or settings change breaks a rule; names the field.
     #[error("{field}: {reason}")]
     InvalidQueue { field: String, reason: String },
+    /// A workflow body breaks a rule; names the step(s).
+    #[error("{0}")]
+    InvalidWorkflow(InvalidWorkflow),
+    #[error("idempotency key already used by workflow {existing}")]
+    DuplicateWorkflowKey { existing: WorkflowId },
+    #[error("{0:?} is not a workflow id (expected a UUID)")]
+    InvalidWorkflowId(String),
+    #[error("no workflow with id {0}")]
+    WorkflowNotFound(WorkflowId),
+    /// A workflow retry with no failed or cancelled step.
+    #[error("workflow {id} is {status}: no step failed or was cancelled, so there is nothing to retry")]
+    WorkflowNotRetryable { id: WorkflowId, status: WorkflowStatus },
     #[error("the task store is unavailable; try again shortly")]
     Unavailable,
     #[error("internal error")]
@@ -137,7 +150,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MalformedJson(_) | InvalidId(_) | BadQuery(_) | BadHeader(_) => StatusCode::BAD_REQUEST,
+            MalformedJson(_) | InvalidId(_) | InvalidWorkflowId(_) | BadQuery(_) | BadHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidField(_)
             | UnknownType { .. }
             | InvalidFilter(_)
@@ -148,6 +163,7 @@ impl ApiError {
             | RejectedByStore(_)
             | InvalidSchedule { .. }
             | InvalidQueue { .. }
+            | InvalidWorkflow(_)
             | InvalidBulk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -156,14 +172,17 @@ impl ApiError {
             | CwomNotFound { .. }
             | WorkerNotFound(_)
             | TraceFileNotFound(_)
-            | ScheduleNotFound(_) => StatusCode::NOT_FOUND,
+            | ScheduleNotFound(_)
+            | WorkflowNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed | ImmutableObject(_) => StatusCode::METHOD_NOT_ALLOWED,
             NotCancellable { .. }
             | DuplicateIdempotencyKey { .. }
+            | DuplicateWorkflowKey { .. }
             | AlreadyExists(_)
             | ScheduleExists(_)
             | FinalStatus { .. }
             | NotRetryable { .. }
+            | WorkflowNotRetryable { .. }
             | LeaseLost(_)
             | ArtifactExists { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
@@ -198,7 +217,7 @@ impl ApiError {
             ImmutableObject(_) => "immutable_object",
             AlreadyExists(_) => "already_exists",
             FinalStatus { .. } => "final_status",
-            NotRetryable { .. } => "not_retryable",
+            NotRetryable { .. } | WorkflowNotRetryable { .. } => "not_retryable",
             WorkerNotFound(_) => "worker_not_found",
             LeaseLost(_) => "lease_lost",
             ArtifactExists { .. } => "artifact_exists",
@@ -212,6 +231,10 @@ impl ApiError {
             ScheduleExists(_) => "schedule_exists",
             ScheduleNotFound(_) => "schedule_not_found",
             InvalidQueue { .. } => "invalid_queue",
+            InvalidWorkflow(_) => "invalid_workflow",
+            DuplicateWorkflowKey { .. } => "duplicate_idempotency_key",
+            InvalidWorkflowId(_) => "invalid_id",
+            WorkflowNotFound(_) => "workflow_not_found",
             Unavailable => "store_unavailable",
             Internal => "internal_error",
         }
@@ -229,7 +252,7 @@ impl ApiError {
             ApiError::InvalidBatchItem { index, .. } => body.index = Some(*index),
             ApiError::DuplicateKeyInBatch { first, second } => {
                 body.index = Some(*second);
-                body.indexes = Some([*first, *second]);
+                body.indexes = Some(vec![*first, *second]);
             }
             ApiError::NotCancellable { id, status } | ApiError::NotRetryable { id, status } => {
                 body.task_id = Some(*id);
@@ -244,6 +267,42 @@ impl ApiError {
             ApiError::CwomNotFound { kind, id } => {
                 body.kind = Some(*kind);
                 body.id = Some(id.clone());
+            }
+            ApiError::DuplicateWorkflowKey { existing } | ApiError::WorkflowNotFound(existing) => {
+                body.workflow_id = Some(*existing)
+            }
+            ApiError::WorkflowNotRetryable { id, status } => {
+                body.workflow_id = Some(*id);
+                body.status = Some(status.to_string());
+            }
+            ApiError::InvalidWorkflow(invalid) => {
+                use crate::workflow::InvalidWorkflow as W;
+                match invalid {
+                    W::Field { field, .. } => body.field = Some(field.clone()),
+                    W::NoSteps => body.field = Some("steps".into()),
+                    W::TooManySteps { count } => {
+                        body.field = Some("steps".into());
+                        body.count = Some(*count);
+                    }
+                    W::RepeatedKey { key, indexes } => {
+                        body.key = Some(key.clone());
+                        body.keys = Some(vec![key.clone()]);
+                        body.indexes = Some(indexes.to_vec());
+                    }
+                    W::UnknownDependency { index, key, dependency } => {
+                        body.index = Some(*index);
+                        body.key = Some(key.clone());
+                        body.keys = Some(vec![key.clone()]);
+                        body.dependency = Some(dependency.clone());
+                    }
+                    W::Cycle { keys } => body.keys = Some(keys.clone()),
+                    W::Step { index, key, code, .. } => {
+                        body.index = Some(*index);
+                        body.key = key.clone();
+                        body.keys = key.clone().map(|k| vec![k]);
+                        body.cause = Some(*code);
+                    }
+                }
             }
             ApiError::FinalStatus { kind, id, status, .. } => {
                 body.kind = Some(*kind);
@@ -271,9 +330,10 @@ pub struct ErrorBody {
     /// The refused task of a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
-    /// `duplicate_key_in_batch`: the two tasks of the batch that use one idempotency key.
+    /// `duplicate_key_in_batch`: the two tasks of the batch that use one idempotency key;
+    /// `invalid_workflow`: the steps that repeat one key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub indexes: Option<[usize; 2]>,
+    pub indexes: Option<Vec<usize>>,
     /// The status that refused the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -290,6 +350,24 @@ pub struct ErrorBody {
     pub kind: Option<ObjectKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The workflow concerned: the existing one for a used idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<WorkflowId>,
+    /// `invalid_workflow`: the step's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `invalid_workflow`: the keys of the steps at fault (those on a cycle, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// `invalid_workflow`: the dependency no step has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
+    /// `invalid_workflow`: the code an invalid step's enqueue would answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+    /// `invalid_workflow`: how many steps were sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
 }
 
 impl From<StoreError> for ApiError {
@@ -330,6 +408,16 @@ impl From<IntakeError> for ApiError {
             IntakeError::DuplicateKeyInBatch { first, second } => ApiError::DuplicateKeyInBatch { first, second },
             IntakeError::Duplicate { existing } => ApiError::DuplicateIdempotencyKey { existing },
             IntakeError::NoSchedule(name) => ApiError::ScheduleNotFound(name),
+            IntakeError::InStep { index, key, source } => {
+                let e = ApiError::from(*source);
+                ApiError::InvalidWorkflow(InvalidWorkflow::Step {
+                    index,
+                    key: Some(key),
+                    code: e.code(),
+                    message: e.to_string(),
+                })
+            }
+            IntakeError::DuplicateWorkflow { existing } => ApiError::DuplicateWorkflowKey { existing },
             IntakeError::Store(e) => e.into(),
         }
     }

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `health.rs` | `GET /health`, `/ready`, `/metrics` (with the per-queue gauges), `/openapi.json` |
 //! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
+//! | `workflows.rs` | `/workflows[/{id}]`: create (through the intake), list, get, cancel |
 //! | `schedules.rs` | `/schedules[/{name}]`: create, list, get, replace, delete, pause, resume, trigger |
 //! | `queues.rs` | `/queues[/{name}]`: list, get, change limits, pause, resume |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
@@ -45,6 +46,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod ui;
 pub mod workers;
+pub mod workflows;
 
 pub use error::ApiError;
 
@@ -90,6 +92,8 @@ pub fn routes(
         .unify()
         .or(tasks::routes(state.clone()))
         .unify()
+        .or(workflows::routes(state.clone()))
+        .unify()
         .or(schedules::routes(state.clone()))
         .unify()
         .or(queues::routes(state.clone()))
@@ -112,6 +116,7 @@ pub fn openapi_document() -> serde_json::Value {
     cwom::describe(&mut doc);
     schedules::describe(&mut doc);
     queues::describe(&mut doc);
+    workflows::describe(&mut doc);
     mcp::describe(&mut doc);
     doc.finish()
 }

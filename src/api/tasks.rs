@@ -258,7 +258,7 @@ impl EnqueueRequest {
 /// The task's trace id: the `X-Trace-Id` header, checked as the stores will hold it (read
 /// as raw bytes, so a value that is not text is a 422 naming the header, not a rejection),
 /// or a new one.
-fn new_trace_id(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn new_trace_id(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-trace-id") {
         Some(raw) => Ok(storable::check_header("X-Trace-Id", raw.as_bytes(), crate::task::limits::TRACE_ID_MAX)?),
         None => Ok(uuid::Uuid::new_v4().simple().to_string()),
@@ -272,7 +272,7 @@ pub fn parse_enqueue(bytes: &[u8], trace_id: String) -> Result<NewTask, ApiError
 }
 
 /// Validates one task spec (an enqueue body, or one element of a batch).
-fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> {
+pub(super) fn task_from_value(value: Value, trace_id: String) -> Result<NewTask, ApiError> {
     if !value.is_object() {
         return Err(ApiError::InvalidField("the body must be a JSON object".into()));
     }
@@ -388,7 +388,7 @@ pub fn parse_filter(query: &[(String, String)]) -> Result<TaskFilter, ApiError> 
             "status" => {
                 f.status = Some(v.parse::<TaskStatus>().map_err(|_| {
                     ApiError::InvalidFilter(format!(
-                        "status must be one of queued, running, completed, failed, cancelled (got {v:?})"
+                        "status must be one of waiting, queued, running, completed, failed, cancelled (got {v:?})"
                     ))
                 })?)
             }

@@ -2,7 +2,7 @@
 //!
 //! Every caller that adds tasks comes here: the HTTP routes (single and batch enqueue), the
 //! MCP server and the dashboard (both through those routes), and the daemon's own services
-//! (schedule ticks, workflow steps and run-time fan-out build on [`Intake::enqueue_batch`]).
+//! (schedule ticks through [`Intake::fire`], workflows through [`Intake::enqueue_workflow`]).
 //! For each task the intake checks what a validated [`NewTask`] cannot know alone:
 //! - the type is known here ([`TaskTypes`]: the built-in handlers, `JCT_TASK_TYPES`, the
 //!   types registered workers serve);
@@ -22,9 +22,12 @@ use crate::cwom_service::Cwom;
 use crate::handlers::{Refusal, Registry};
 use crate::metrics::Metrics;
 use crate::schedule::FireOutcome;
-use crate::store::{EnqueueError, FireParams, Fired, ScheduleError, ScheduleStore, StoreError, TaskStore};
+use crate::store::{
+    EnqueueError, FireParams, Fired, ScheduleError, ScheduleStore, StoreError, TaskStore, WorkflowCreateError,
+};
 use crate::task::{NewTask, Task, TaskId};
 use crate::wakeups::Fanout;
+use crate::workflow::{CreatedWorkflow, NewWorkflow, WorkflowId};
 
 mod types;
 
@@ -48,6 +51,12 @@ pub enum IntakeError {
     /// The idempotency key was used before; nothing was inserted.
     #[error("idempotency key already used by task {existing}")]
     Duplicate { existing: TaskId },
+    /// One step of a workflow was refused; the whole workflow is.
+    #[error("step [{index}] ({key}) of the workflow: {source}")]
+    InStep { index: usize, key: String, source: Box<IntakeError> },
+    /// The workflow's idempotency key was used before; nothing was stored.
+    #[error("idempotency key already used by workflow {existing}")]
+    DuplicateWorkflow { existing: WorkflowId },
     /// A schedule's fire found no schedule of that name (deleted meanwhile).
     #[error("no schedule named {0:?}")]
     NoSchedule(String),
@@ -70,6 +79,15 @@ impl From<crate::cwom::CwomError> for IntakeError {
         match e {
             crate::cwom::CwomError::Store(e) => IntakeError::Store(e),
             other => IntakeError::Store(StoreError::internal(other.to_string())),
+        }
+    }
+}
+
+impl From<WorkflowCreateError> for IntakeError {
+    fn from(e: WorkflowCreateError) -> Self {
+        match e {
+            WorkflowCreateError::Duplicate { existing } => IntakeError::DuplicateWorkflow { existing },
+            WorkflowCreateError::Store(e) => IntakeError::Store(e),
         }
     }
 }
@@ -141,6 +159,34 @@ impl Intake {
         self.entered(&counts);
         tracing::debug!(count = ids.len(), "batch enqueued");
         Ok(ids)
+    }
+
+    /// Checks every step as an enqueue is checked (and the workflow's CWOM link), then
+    /// stores the workflow whole in one transaction ([`crate::store::WorkflowStore`]);
+    /// wakes the fleet once for the steps that are queued at once.
+    pub async fn enqueue_workflow(&self, workflow: NewWorkflow) -> Result<CreatedWorkflow, IntakeError> {
+        if let Some(issue) = workflow.cwom_issue_id.as_deref() {
+            if !self.cwom.issue_exists(issue).await? {
+                return Err(IntakeError::MissingIssue(issue.to_string()));
+            }
+        }
+        let tasks: Vec<NewTask> = workflow.steps.iter().map(|s| s.task.clone()).collect();
+        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InStep {
+            index,
+            key: workflow.steps[index].key.to_string(),
+            source: Box::new(source),
+        })?;
+        let mut per_type: Vec<(&str, u64)> = Vec::new();
+        for t in &tasks {
+            match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
+                Some((_, n)) => *n += 1,
+                None => per_type.push((t.task_type.as_str(), 1)),
+            }
+        }
+        let created = self.store.create_workflow(&workflow).await?;
+        self.entered(&per_type);
+        tracing::debug!(workflow_id = %created.workflow_id, steps = created.steps.len(), "workflow stored");
+        Ok(created)
     }
 
     /// Asks whether `task` would be taken (type, admission, CWOM link) without storing it:

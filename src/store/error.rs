@@ -9,6 +9,7 @@
 
 pub use crate::failure::{chain, StoreError, StoreErrorKind, StoreResult};
 use crate::task::{TaskId, TaskStatus};
+use crate::workflow::WorkflowId;
 
 /// Why an enqueue (one task or a batch) stored nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +52,16 @@ pub enum ScheduleError {
     Exists(String),
     #[error("no schedule named {0:?}")]
     NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why storing a workflow stored nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkflowCreateError {
+    /// The workflow's idempotency key was used before.
+    #[error("idempotency key already used by workflow {existing}")]
+    Duplicate { existing: WorkflowId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -2,7 +2,8 @@
 //!
 //! The rest of the daemon never sees SQL. It sees three traits, chosen once at start-up by
 //! [`Backend::open`] from `DATABASE_URL`:
-//! - [`TaskStore`] (`tasks.rs`): enqueue, claim, heartbeat, finish, release, cancel, list…;
+//! - [`TaskStore`] (`tasks.rs`): enqueue, claim, heartbeat, finish, release, cancel, list…,
+//!   and workflows ([`WorkflowStore`], `workflows.rs`: a workflow stored whole, read back);
 //! - [`CwomStore`] (`cwom.rs`): create, read, list and update work objects;
 //! - [`WorkerStore`] (`workers.rs`): the registry of remote workers;
 //! - [`ScheduleStore`] (`schedules.rs`): schedules, and the transaction that fires a tick
@@ -38,9 +39,12 @@ pub mod schedules;
 pub mod sqlite;
 pub mod tasks;
 pub mod workers;
+pub mod workflows;
 
 pub use cwom::{Change, CwomStore};
-pub use error::{CancelError, EnqueueError, RetryError, ScheduleError, StoreError, StoreErrorKind, StoreResult};
+pub use error::{
+    CancelError, EnqueueError, RetryError, ScheduleError, StoreError, StoreErrorKind, StoreResult, WorkflowCreateError,
+};
 pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;
 pub use queues::QueueStore;
@@ -51,6 +55,7 @@ pub use tasks::{
     MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads, TaskStore,
 };
 pub use workers::WorkerStore;
+pub use workflows::WorkflowStore;
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the
 /// database can notify.

@@ -8,8 +8,9 @@
 //! | [`OperatorStore`] | `crate::control` | cancel and retry, one task or many |
 //! | [`TaskReads`] | the API, the dashboard, the producer | get, list, counts, the overview, the next due time, ping |
 //! | [`MaintenanceStore`] | `crate::maintenance` | lease rescue, leadership |
+//! | [`WorkflowStore`] | `crate::intake`, `crate::control`, the API | a workflow stored whole, read, its unfinished steps |
 //!
-//! [`TaskStore`] is all five, what a driver implements and what the daemon holds.
+//! [`TaskStore`] is all six, what a driver implements and what the daemon holds.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::error::{CancelError, EnqueueError, RetryError, StoreResult};
+use super::workflows::WorkflowStore;
 use crate::lease::Held;
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
 
@@ -124,6 +126,32 @@ pub enum Finish {
     Failed { error: String },
 }
 
+/// Replaces the `$from` references in the payloads of the claimed steps among `tasks` (their
+/// `parents` already attached) and takes out those whose references do not resolve: the
+/// answer is their ends, `failed` with the reason, for the driver to write through the
+/// normal fenced [`AttemptStore::finish`] before the claim returns. No retry: the parents
+/// have ended and will not change, so another attempt would fail the same way.
+/// Why at the claim and not in the release trigger: the `workflow` module's doc.
+pub fn resolve_claimed(tasks: &mut Vec<Task>) -> Vec<AttemptEnd> {
+    let mut ends = Vec::new();
+    tasks.retain_mut(|t| {
+        let Some(parents) = &t.parents else { return true };
+        match crate::workflow::resolve_references(&t.payload, parents) {
+            Ok(None) => true,
+            Ok(Some(resolved)) => {
+                t.payload = resolved;
+                true
+            }
+            Err(error) => {
+                let worker = WorkerId(t.locked_by.clone().unwrap_or_default());
+                ends.push(AttemptEnd { held: Held::new(t.id, worker, t.attempts), finish: Finish::Failed { error } });
+                false
+            }
+        }
+    });
+    ends
+}
+
 /// One attempt's end, fenced by the attempt it belongs to: written only while the task is
 /// `running` under exactly that holder and attempt number.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,12 +248,12 @@ pub trait AttemptStore: Send + Sync + 'static {
 /// What an operator does to tasks that exist.
 #[async_trait]
 pub trait OperatorStore: Send + Sync + 'static {
-    /// Cancels a queued or running task. A running task's daemon is told (on PostgreSQL
+    /// Cancels a waiting, queued or running task. A running task's daemon is told (on PostgreSQL
     /// by a `jct_cancel` notification, everywhere by its next heartbeat) and its late
     /// result is refused by the fence.
     async fn cancel(&self, id: TaskId) -> Result<Task, CancelError>;
 
-    /// Cancels those of `ids` that are queued or running, in one statement (callers pass
+    /// Cancels those of `ids` that are waiting, queued or running, in one statement (callers pass
     /// bounded chunks), telling running tasks' daemons as [`OperatorStore::cancel`] does.
     /// Returns the ids cancelled; the others were missing or already over.
     async fn cancel_many(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskId>>;
@@ -286,7 +314,8 @@ pub trait MaintenanceStore: Send + Sync + 'static {
     async fn resign(&self, name: &str, holder: &str) -> StoreResult<()>;
 }
 
-/// Every task operation: what a driver implements and the daemon holds.
-pub trait TaskStore: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore {}
+/// Every task operation: what a driver implements and the daemon holds. Workflows are
+/// tasks, so their store is part of it.
+pub trait TaskStore: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore + WorkflowStore {}
 
-impl<T: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore> TaskStore for T {}
+impl<T: IntakeStore + AttemptStore + OperatorStore + TaskReads + MaintenanceStore + WorkflowStore> TaskStore for T {}

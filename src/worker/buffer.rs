@@ -106,6 +106,9 @@ mod tests {
             schedule_name: None,
             scheduled_for: None,
             concurrency_key: None,
+            workflow_id: None,
+            step_key: None,
+            parents: None,
         }
     }
 

@@ -44,3 +44,4 @@ mod store_conformance;
 mod ui_browser;
 mod ui_http;
 mod worker_protocol;
+mod workflows;

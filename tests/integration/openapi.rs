@@ -86,6 +86,10 @@ async fn every_documented_route_answers_as_documented() {
         "/queues/{name}",
         "/queues/{name}/pause",
         "/queues/{name}/resume",
+        "/workflows",
+        "/workflows/{id}",
+        "/workflows/{id}/cancel",
+        "/workflows/{id}/retry",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
@@ -116,4 +120,38 @@ async fn every_documented_route_answers_as_documented() {
     assert_eq!(batch["items"]["$ref"], "#/components/schemas/TaskSpec");
     let task: Value = http().get(format!("{base}/tasks/{done}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(task["concurrency_key"], "tenant-1");
+    // The POST's example made a workflow: it reads as the Workflow schema says, and so does
+    // its cancel; a second POST of the example is the documented 409.
+    let listed: Vec<Value> = http().get(format!("{base}/workflows")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let wf = listed[0]["workflow_id"].as_str().unwrap();
+    let view: Value = http().get(format!("{base}/workflows/{wf}")).send().await.unwrap().json().await.unwrap();
+    check(&doc, &json!({ "$ref": "#/components/schemas/Workflow" }), &view, "GET /workflows/{id}").unwrap();
+    assert_eq!(view["steps"].as_array().map(|s| s.len()), Some(3), "{view}");
+    let cancelled = http().post(format!("{base}/workflows/{wf}/cancel")).send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    check(&doc, &json!({ "$ref": "#/components/schemas/Workflow" }), &cancelled, "POST /workflows/{id}/cancel")
+        .unwrap();
+    // Its retry: 200 when the cancel ended steps, else 409 (the example's echo steps may all
+    // have completed first); either answer is as documented.
+    let retried = http().post(format!("{base}/workflows/{wf}/retry")).send().await.unwrap();
+    let code = retried.status().as_u16();
+    assert!(code == 200 || code == 409, "{code}");
+    let retried: Value = retried.json().await.unwrap();
+    let documented = &doc["paths"]["/workflows/{id}/retry"]["post"]["responses"][code.to_string()];
+    let schema = &documented["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "POST /workflows/{{id}}/retry documents {code}: {documented}");
+    check(&doc, schema, &retried, "POST /workflows/{id}/retry").unwrap();
+    if code == 200 {
+        assert!(retried["requeued"].as_u64().unwrap() + retried["reopened"].as_u64().unwrap() > 0, "{retried}");
+    } else {
+        assert_eq!(retried["error"], "not_retryable", "{retried}");
+    }
+    let example = &doc["paths"]["/workflows"]["post"]["requestBody"]["content"]["application/json"]["example"];
+    let again = http().post(format!("{base}/workflows")).json(example).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert!(doc["paths"]["/workflows"]["post"]["responses"].get("409").is_some());
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["workflow_id"].as_str(), Some(wf), "{again}");
 }

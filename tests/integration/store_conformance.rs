@@ -634,7 +634,7 @@ mod cases {
     pub async fn overview_counts_capped_and_per_minute(store: Arc<dyn TaskStore>) {
         let empty = store.overview(3, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
         assert!(empty.by_status.iter().all(|(_, c)| c.n == 0 && !c.capped));
-        assert_eq!(empty.by_status.len(), 5, "every status is reported");
+        assert_eq!(empty.by_status.len(), TaskStatus::ALL.len(), "every status is reported");
         assert!(empty.oldest_queued_at.is_none() && empty.per_minute.is_empty() && empty.active_by_queue.is_empty());
 
         let mut first = NewTask::new("echo", json!({}));
@@ -1187,4 +1187,230 @@ on_both_stores!(queues_sqlite, queues_postgres, queue_cases, backend;
     key_concurrency_caps_each_key,
     a_rate_holds_over_a_sliding_window,
     concurrent_claims_never_exceed_the_limit,
+);
+
+/// Workflows: stored whole, steps released in the transaction of their last parent's end,
+/// failures cancelling on down, `parents` in the claim.
+pub(crate) mod workflow_cases {
+    use super::*;
+    use devops_control_tower::store::WorkflowCreateError;
+    use devops_control_tower::workflow::{NewStep, NewWorkflow, OnParentFailure, StepKey, WorkflowId, WorkflowStatus};
+
+    /// A step of type `t` with these parents.
+    pub fn step(key: &str, t: &str, deps: &[&str], mode: OnParentFailure) -> NewStep {
+        NewStep {
+            key: StepKey::parse(key).unwrap(),
+            task: NewTask::new(t, json!({ "step": key })),
+            depends_on: deps.iter().map(|d| StepKey::parse(d).unwrap()).collect(),
+            on_parent_failure: mode,
+        }
+    }
+
+    pub fn workflow(steps: Vec<NewStep>) -> NewWorkflow {
+        NewWorkflow { id: WorkflowId::new(), name: "wf".into(), idempotency_key: None, cwom_issue_id: None, steps }
+            .checked()
+            .unwrap()
+    }
+
+    fn claim_types(w: &str, types: &[&str]) -> ClaimParams {
+        ClaimParams {
+            worker: worker(w),
+            limit: 100,
+            lease: Duration::from_secs(30),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            queues: None,
+        }
+    }
+
+    async fn status(store: &dyn TaskStore, id: TaskId) -> TaskStatus {
+        store.get(id).await.unwrap().unwrap().status
+    }
+
+    /// Claims exactly the one task of type `t` and ends it with `finish`.
+    async fn run_one(store: &dyn TaskStore, t: &str, finish: Finish) -> devops_control_tower::task::Task {
+        let mut claimed = store.claim(&claim_types("w", &[t])).await.unwrap();
+        assert_eq!(claimed.len(), 1, "one {t} task claimable: {claimed:?}");
+        let task = claimed.remove(0);
+        assert_eq!(finished(store, &[end("w", task.id, task.attempts, finish)]).await, vec![task.id]);
+        task
+    }
+
+    pub async fn a_workflow_is_stored_whole_with_waiting_steps(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &["a"], OnParentFailure::Run),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        assert_eq!(created.workflow_id, wf.id);
+        let statuses: Vec<(String, TaskStatus)> = created.steps.iter().map(|s| (s.key.to_string(), s.status)).collect();
+        assert_eq!(statuses, [("a".to_string(), TaskStatus::Queued), ("b".to_string(), TaskStatus::Waiting)]);
+        let b = store.get(created.steps[1].task_id).await.unwrap().unwrap();
+        assert_eq!((b.workflow_id, b.step_key.as_deref(), b.status), (Some(wf.id), Some("b"), TaskStatus::Waiting));
+        // A waiting step is never claimed.
+        assert!(store.claim(&claim_types("w", &["wb"])).await.unwrap().is_empty());
+        let view = store.get_workflow(wf.id).await.unwrap().expect("stored");
+        assert_eq!(view.summary.status, WorkflowStatus::Running);
+        assert_eq!(view.summary.step_count, 2);
+        let b_view = view.steps.iter().find(|s| s.key == "b").unwrap();
+        assert_eq!(
+            (b_view.depends_on.clone(), b_view.on_parent_failure),
+            (vec!["a".to_string()], OnParentFailure::Run)
+        );
+        assert!(store.get_workflow(WorkflowId::new()).await.unwrap().is_none());
+        // A step that the database refuses (an Issue that does not exist) stores nothing.
+        let mut bad = workflow(vec![
+            step("x", "echo", &[], OnParentFailure::Cancel),
+            step("y", "echo", &["x"], OnParentFailure::Cancel),
+        ]);
+        bad.steps[1].task.cwom_issue_id = Some("no-such-issue".into());
+        assert!(store.create_workflow(&bad).await.is_err());
+        assert!(store.get_workflow(bad.id).await.unwrap().is_none());
+        assert!(store.get(bad.steps[0].task.id).await.unwrap().is_none(), "a step of a refused workflow was kept");
+    }
+
+    pub async fn a_workflow_idempotency_key_is_used_once(store: Arc<dyn TaskStore>) {
+        let mut first = workflow(vec![step("a", "echo", &[], OnParentFailure::Cancel)]);
+        first.idempotency_key = Some("deploy-42".into());
+        store.create_workflow(&first).await.unwrap();
+        let mut again = workflow(vec![step("a", "echo", &[], OnParentFailure::Cancel)]);
+        again.idempotency_key = Some("deploy-42".into());
+        match store.create_workflow(&again).await {
+            Err(WorkflowCreateError::Duplicate { existing }) => assert_eq!(existing, first.id),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert!(store.get(again.steps[0].task.id).await.unwrap().is_none());
+    }
+
+    pub async fn a_diamond_releases_each_step_when_its_parents_end(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            step("d", "wd", &["b", "c"], OnParentFailure::Cancel),
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &["a"], OnParentFailure::Cancel),
+            step("c", "wc", &["a"], OnParentFailure::Cancel),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let id = |k: &str| created.steps.iter().find(|s| s.key.as_str() == k).unwrap().task_id;
+        let a = run_one(&*store, "wa", Finish::Completed { result: json!({ "from": "a" }) }).await;
+        assert!(a.parents.as_ref().is_some_and(|p| p.is_empty()), "a root step has no parents: {:?}", a.parents);
+        assert_eq!(status(&*store, id("b")).await, TaskStatus::Queued);
+        assert_eq!(status(&*store, id("c")).await, TaskStatus::Queued);
+        assert_eq!(status(&*store, id("d")).await, TaskStatus::Waiting);
+        let b = run_one(&*store, "wb", Finish::Completed { result: json!({ "from": "b" }) }).await;
+        assert_eq!(b.parents.unwrap()["a"].result, Some(json!({ "from": "a" })));
+        assert_eq!(status(&*store, id("d")).await, TaskStatus::Waiting, "d waits for c too");
+        run_one(&*store, "wc", Finish::Completed { result: json!({ "from": "c" }) }).await;
+        assert_eq!(status(&*store, id("d")).await, TaskStatus::Queued);
+        let d = run_one(&*store, "wd", Finish::Completed { result: json!("done") }).await;
+        let parents = d.parents.expect("a step's claim carries its parents");
+        assert_eq!(parents.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(parents["c"].task_id, id("c"));
+        assert_eq!(parents["c"].status, TaskStatus::Completed);
+        assert_eq!(parents["c"].result, Some(json!({ "from": "c" })));
+        let view = store.get_workflow(wf.id).await.unwrap().unwrap();
+        assert_eq!(view.summary.status, WorkflowStatus::Completed);
+        assert!(view.summary.finished_at.is_some());
+        // A plain task's claim carries no parents.
+        let plain = enqueue(&*store, "echo").await;
+        let claimed = store.claim(&claim("w", 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id, claimed[0].parents.clone(), claimed[0].workflow_id), (plain, None, None));
+    }
+
+    pub async fn a_failure_cancels_on_down_and_run_steps_run(store: Arc<dyn TaskStore>) {
+        // a fails: b (cancel) is cancelled; c (run, below b) runs all the same and sees b
+        // cancelled; r (run) runs and sees the failure; s (cancel, below r) waits for r.
+        let wf = workflow(vec![
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &["a"], OnParentFailure::Cancel),
+            step("c", "wc", &["b"], OnParentFailure::Run),
+            step("r", "wr", &["a"], OnParentFailure::Run),
+            step("s", "ws", &["r"], OnParentFailure::Cancel),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let id = |k: &str| created.steps.iter().find(|s| s.key.as_str() == k).unwrap().task_id;
+        run_one(&*store, "wa", Finish::Failed { error: "boom".into() }).await;
+        let b = store.get(id("b")).await.unwrap().unwrap();
+        assert_eq!(b.status, TaskStatus::Cancelled);
+        assert_eq!(b.last_error.as_deref(), Some("parent step a ended failed"));
+        assert!(b.finished_at.is_some());
+        // c runs on a parent's failure, but its parent b was cancelled: a `run` step runs.
+        assert_eq!(status(&*store, id("c")).await, TaskStatus::Queued);
+        assert_eq!(status(&*store, id("r")).await, TaskStatus::Queued);
+        let r = run_one(&*store, "wr", Finish::Completed { result: json!(1) }).await;
+        let seen = &r.parents.unwrap()["a"];
+        assert_eq!((seen.status, seen.error.as_deref(), seen.result.clone()), (TaskStatus::Failed, Some("boom"), None));
+        assert_eq!(status(&*store, id("s")).await, TaskStatus::Queued);
+        let c = run_one(&*store, "wc", Finish::Completed { result: json!(2) }).await;
+        assert_eq!(c.parents.unwrap()["b"].status, TaskStatus::Cancelled);
+        run_one(&*store, "ws", Finish::Completed { result: json!(3) }).await;
+        assert_eq!(store.get_workflow(wf.id).await.unwrap().unwrap().summary.status, WorkflowStatus::Failed);
+    }
+
+    pub async fn cancelling_a_step_cancels_its_dependants(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &["a"], OnParentFailure::Cancel),
+            step("c", "wc", &["b"], OnParentFailure::Cancel),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let id = |k: &str| created.steps.iter().find(|s| s.key.as_str() == k).unwrap().task_id;
+        // A waiting step can be cancelled, and its own dependants go with it.
+        let b = store.cancel(id("b")).await.unwrap();
+        assert_eq!(b.status, TaskStatus::Cancelled);
+        let c = store.get(id("c")).await.unwrap().unwrap();
+        assert_eq!((c.status, c.last_error.as_deref()), (TaskStatus::Cancelled, Some("parent step b ended cancelled")));
+        assert_eq!(store.unfinished_steps(wf.id).await.unwrap(), Some(vec![id("a")]));
+        assert_eq!(store.cancel_many(&[id("a"), id("b")]).await.unwrap(), vec![id("a")]);
+        assert_eq!(store.unfinished_steps(wf.id).await.unwrap(), Some(vec![]));
+        assert_eq!(store.unfinished_steps(WorkflowId::new()).await.unwrap(), None);
+        let view = store.get_workflow(wf.id).await.unwrap().unwrap();
+        assert_eq!(view.summary.status, WorkflowStatus::Cancelled);
+        let listed = store
+            .list_workflows(&devops_control_tower::workflow::WorkflowFilter {
+                status: Some(WorkflowStatus::Cancelled),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.iter().map(|w| w.workflow_id).collect::<Vec<_>>(), [wf.id]);
+        let running = store
+            .list_workflows(&devops_control_tower::workflow::WorkflowFilter {
+                status: Some(WorkflowStatus::Running),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(running.is_empty(), "{running:?}");
+    }
+
+    pub async fn a_retried_parent_counts_off_its_dependants_once(store: Arc<dyn TaskStore>) {
+        // c waits for a (run) and b. a fails and counts off; retried and completed, it must
+        // not count off again: c still waits for b.
+        let wf = workflow(vec![
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &[], OnParentFailure::Cancel),
+            step("c", "wc", &["a", "b"], OnParentFailure::Run),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let id = |k: &str| created.steps.iter().find(|s| s.key.as_str() == k).unwrap().task_id;
+        run_one(&*store, "wa", Finish::Failed { error: "first try".into() }).await;
+        assert_eq!(status(&*store, id("c")).await, TaskStatus::Waiting);
+        assert_eq!(store.retry(id("a")).await.unwrap().status, TaskStatus::Queued);
+        run_one(&*store, "wa", Finish::Completed { result: json!("second try") }).await;
+        assert_eq!(status(&*store, id("c")).await, TaskStatus::Waiting, "a's second end counted off c again");
+        run_one(&*store, "wb", Finish::Completed { result: json!("b") }).await;
+        let c = run_one(&*store, "wc", Finish::Completed { result: json!("c") }).await;
+        assert_eq!(c.parents.unwrap()["a"].result, Some(json!("second try")));
+    }
+}
+
+on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
+    a_workflow_is_stored_whole_with_waiting_steps,
+    a_workflow_idempotency_key_is_used_once,
+    a_diamond_releases_each_step_when_its_parents_end,
+    a_failure_cancels_on_down_and_run_steps_run,
+    cancelling_a_step_cancels_its_dependants,
+    a_retried_parent_counts_off_its_dependants_once,
 );

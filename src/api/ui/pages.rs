@@ -351,7 +351,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         None
     };
 
-    let cancel = matches!(task.status, TaskStatus::Queued | TaskStatus::Running);
+    let cancel = matches!(task.status, TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running);
     let retry = matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled);
     let issue_link = html! {
         @match &task.cwom_issue_id {

@@ -1,6 +1,7 @@
 //! The PostgreSQL driver: tokio-postgres on deadpool pools, owning every PostgreSQL
-//! statement (tasks in `tasks.rs`, `intake.rs` and `ends.rs`, CWOM in `cwom.rs`), the LISTEN
-//! connection (`listener.rs`) and the migrations in `migrations/postgres/`.
+//! statement (tasks in `tasks.rs`, `intake.rs` and `ends.rs`, workflows in `workflows.rs`,
+//! CWOM in `cwom.rs`), the LISTEN connection (`listener.rs`) and the migrations in
+//! `migrations/postgres/`.
 //!
 //! Every hot operation is one round trip with a cached prepared statement: the claim is a
 //! `FOR UPDATE SKIP LOCKED` CTE plus `UPDATE … RETURNING`, a whole batch of finished
@@ -36,6 +37,7 @@ mod queues;
 mod schedules;
 mod tasks;
 mod workers;
+mod workflows;
 
 pub(crate) use cwom::PgCwom;
 pub use listener::{PgListener, APPLICATION_NAME as LISTENER_APPLICATION_NAME};

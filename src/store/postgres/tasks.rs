@@ -9,6 +9,7 @@
 //! table. The expression does not imply the partial index's predicate, so the batch's ids
 //! always drive the lookup through the primary key.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
@@ -29,6 +30,7 @@ use crate::store::tasks::{
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
 };
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::workflow::{ParentOutcome, Parents};
 
 crate::store::tasks::task_columns! {
     prefix = "tasks.";
@@ -38,7 +40,9 @@ crate::store::tasks::task_columns! {
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
     FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
-    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", Limited => "limited",
+    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", WorkflowId => "workflow_id",
+    StepKey => "step_key", OnParentFailure => "on_parent_failure", PendingParents => "pending_parents",
+    Limited => "limited",
 }
 
 impl Col {
@@ -49,9 +53,9 @@ impl Col {
     /// The PostgreSQL type an inserted value is sent as.
     fn sql_type(self) -> Type {
         match self {
-            Col::Id => Type::UUID,
+            Col::Id | Col::WorkflowId => Type::UUID,
             Col::Payload | Col::Result => Type::JSONB,
-            Col::Priority | Col::Attempts | Col::MaxAttempts | Col::TimeoutSeconds => Type::INT4,
+            Col::Priority | Col::Attempts | Col::MaxAttempts | Col::TimeoutSeconds | Col::PendingParents => Type::INT4,
             Col::RunAt
             | Col::LockedUntil
             | Col::CreatedAt
@@ -143,8 +147,9 @@ const COPIED: [Col; 12] = [
     Col::ConcurrencyKey,
 ];
 
-/// Inserts rows from one array per [`INSERTED`] column; the caller appends its RETURNING.
-pub(super) static INSERT_UNNEST: LazyLock<String> = LazyLock::new(|| {
+/// The column names, the values taken from `u`, and the array parameters ($1…) of an
+/// `unnest` insert of [`INSERTED`].
+fn unnest_parts() -> (String, String, String) {
     let names: Vec<&str> = INSERTED.iter().map(|c| c.name()).collect();
     let values: Vec<String> = INSERTED
         .iter()
@@ -155,12 +160,34 @@ pub(super) static INSERT_UNNEST: LazyLock<String> = LazyLock::new(|| {
         .collect();
     let arrays: Vec<String> =
         INSERTED.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type().name())).collect();
+    (names.join(", "), values.join(", "), arrays.join(", "))
+}
+
+/// Inserts rows from one array per [`INSERTED`] column; the caller appends its RETURNING.
+pub(super) static INSERT_UNNEST: LazyLock<String> = LazyLock::new(|| {
+    let (names, values, arrays) = unnest_parts();
     format!(
         "INSERT INTO tasks ({names}) SELECT {values} FROM unnest({arrays}) AS u({names}) \
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        names = names.join(", "),
-        values = values.join(", "),
-        arrays = arrays.join(", "),
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    )
+});
+
+/// Inserts a workflow's steps: the arrays of [`INSERT_UNNEST`], then one array each of
+/// statuses, step keys, `on_parent_failure` and pending parent counts, then the workflow id.
+pub(super) static INSERT_STEPS: LazyLock<String> = LazyLock::new(|| {
+    let (names, values, arrays) = unnest_parts();
+    let n = INSERTED.len();
+    let placed = [Col::Status, Col::StepKey, Col::OnParentFailure, Col::PendingParents].map(Col::name).join(", ");
+    format!(
+        "INSERT INTO tasks ({names}, {placed}, {workflow}) \
+         SELECT {values}, u.status, u.step_key, u.on_parent_failure, u.pending_parents, ${wf}::uuid \
+         FROM unnest({arrays}, ${a}::text[], ${b}::text[], ${c}::text[], ${d}::int4[]) AS u({names}, {placed})",
+        workflow = Col::WorkflowId.name(),
+        a = n + 1,
+        b = n + 2,
+        c = n + 3,
+        d = n + 4,
+        wf = n + 5,
     )
 });
 
@@ -266,6 +293,9 @@ pub(super) fn task_from_row(row: &Row) -> StoreResult<Task> {
         schedule_name: get(row, Col::ScheduleName)?,
         scheduled_for: get(row, Col::ScheduledFor)?,
         concurrency_key: get(row, Col::ConcurrencyKey)?,
+        workflow_id: get::<Option<Uuid>>(row, Col::WorkflowId)?.map(crate::workflow::WorkflowId),
+        step_key: get(row, Col::StepKey)?,
+        parents: None,
     })
 }
 
@@ -695,6 +725,32 @@ impl IntakeStore for PgStore {
     }
 }
 
+/// Fills in `parents` of the claimed steps among `tasks`, with one read for all of them.
+async fn attach_parents(client: &deadpool_postgres::Object, tasks: &mut [Task]) -> StoreResult<()> {
+    let steps: Vec<Uuid> = tasks.iter().filter(|t| t.workflow_id.is_some()).map(|t| t.id.0).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let stmt = client
+        .prepare_cached(
+            "SELECT d.task_id, p.step_key, p.id, p.status, p.result, p.last_error \
+             FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id WHERE d.task_id = ANY($1)",
+        )
+        .await
+        .map_err(pg_err)?;
+    let rows = client.query(&stmt, &[&steps]).await.map_err(pg_err)?;
+    let mut by_step: HashMap<Uuid, Parents> = HashMap::new();
+    for r in &rows {
+        let status: TaskStatus = r.get::<_, &str>(3).parse().map_err(StoreError::internal)?;
+        let outcome = ParentOutcome::new(TaskId(r.get(2)), status, r.get::<_, Option<Value>>(4), r.get(5));
+        by_step.entry(r.get(0)).or_default().insert(r.get::<_, Option<String>>(1).unwrap_or_default(), outcome);
+    }
+    for t in tasks.iter_mut().filter(|t| t.workflow_id.is_some()) {
+        t.parents = Some(by_step.remove(&t.id.0).unwrap_or_default());
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AttemptStore for PgStore {
     /// While no queue has a control this is the plain claim, pipelined with the read of the
@@ -726,6 +782,13 @@ impl AttemptStore for PgStore {
         };
         self.controlled_seen.store(!controlled.is_empty(), Ordering::Relaxed);
         tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+        // Only a claim that took workflow steps reads more.
+        attach_parents(&client, &mut tasks).await?;
+        let unresolved = crate::store::tasks::resolve_claimed(&mut tasks);
+        if !unresolved.is_empty() {
+            drop(client);
+            self.finish(&unresolved).await?;
+        }
         Ok(tasks)
     }
 
@@ -813,7 +876,7 @@ impl OperatorStore for PgStore {
                                          ELSE tasks.last_error END, \
                        locked_by = NULL, locked_until = NULL \
                      FROM (SELECT id, status AS was FROM tasks WHERE id = $1 FOR UPDATE) old \
-                     WHERE tasks.id = old.id AND old.was IN ('queued', 'running') \
+                     WHERE tasks.id = old.id AND old.was IN ('waiting', 'queued', 'running') \
                      RETURNING {COLUMNS}, old.was"
                 ),
                 &[&id.0],
@@ -845,12 +908,12 @@ impl OperatorStore for PgStore {
             .query(
                 "WITH old AS ( \
                    SELECT id, status AS was FROM tasks \
-                   WHERE id = ANY($1) AND status IN ('queued', 'running') ORDER BY id FOR UPDATE) \
+                   WHERE id = ANY($1) AND status IN ('waiting', 'queued', 'running') ORDER BY id FOR UPDATE) \
                  UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
                    last_error = CASE WHEN old.was = 'running' THEN 'cancelled while running' \
                                      ELSE tasks.last_error END, \
                    locked_by = NULL, locked_until = NULL \
-                 FROM old WHERE tasks.id = old.id AND old.was IN ('queued', 'running') \
+                 FROM old WHERE tasks.id = old.id AND old.was IN ('waiting', 'queued', 'running') \
                  RETURNING tasks.id, old.was",
                 &[&uuids(ids)],
             )

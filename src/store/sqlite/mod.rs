@@ -1,6 +1,6 @@
 //! The SQLite driver: one file through rusqlite, owning every SQLite statement (tasks in
-//! `tasks.rs`, CWOM in `cwom.rs`), the migrations in `migrations/sqlite/`, and the forms
-//! of times in the file: INTEGER microseconds since the Unix epoch in `tasks` (compared as
+//! `tasks.rs`, workflows in `workflows.rs`, CWOM in `cwom.rs`), the migrations in
+//! `migrations/sqlite/`, and the forms of times in the file: INTEGER microseconds since the Unix epoch in `tasks` (compared as
 //! numbers, right by construction; V5's triggers convert times written by hand as text),
 //! fixed-width UTC text in the CWOM tables.
 //!
@@ -24,6 +24,7 @@ mod queues;
 mod schedules;
 mod tasks;
 mod workers;
+mod workflows;
 
 pub(crate) use cwom::SqliteCwom;
 
@@ -51,6 +52,8 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
             conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
             conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+            // A step's cancel goes on down through V11's trigger firing again.
+            conn.pragma_update(None, "recursive_triggers", "ON").map_err(sql_err)?;
             migrate(&mut conn)?;
             Ok(conn)
         })

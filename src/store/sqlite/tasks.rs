@@ -18,6 +18,7 @@ use crate::store::tasks::{
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
 };
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::workflow::{ParentOutcome, Parents};
 
 crate::store::tasks::task_columns! {
     prefix = "";
@@ -27,7 +28,9 @@ crate::store::tasks::task_columns! {
     LockedBy => "locked_by", LockedUntil => "locked_until", Result => "result", LastError => "last_error",
     CreatedAt => "created_at", UpdatedAt => "updated_at", StartedAt => "started_at",
     FinishedAt => "finished_at", CwomIssueId => "cwom_issue_id", ScheduleName => "schedule_name",
-    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", Limited => "limited",
+    ScheduledFor => "scheduled_for", ConcurrencyKey => "concurrency_key", WorkflowId => "workflow_id",
+    StepKey => "step_key", OnParentFailure => "on_parent_failure", PendingParents => "pending_parents",
+    Limited => "limited",
 }
 
 impl Col {
@@ -259,6 +262,33 @@ impl<'a> InsertRow<'a> {
     }
 }
 
+/// Inserts a workflow's step: [`INSERT`]'s columns, then its status, key,
+/// `on_parent_failure`, pending parent count and workflow.
+static INSERT_STEP: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = INSERTED.iter().map(|c| c.name()).collect();
+    let marks: Vec<String> = (1..=INSERTED.len() + 5).map(|i| format!("?{i}")).collect();
+    let placed = [Col::Status, Col::StepKey, Col::OnParentFailure, Col::PendingParents, Col::WorkflowId].map(Col::name);
+    format!("INSERT INTO tasks ({}, {}) VALUES ({})", names.join(", "), placed.join(", "), marks.join(", "))
+});
+
+/// How a step is placed in its workflow, for [`insert_step`].
+pub(super) struct Placement<'a> {
+    pub status: &'a str,
+    pub key: &'a str,
+    pub on_parent_failure: &'a str,
+    pub pending_parents: i64,
+    pub workflow_id: &'a str,
+}
+
+/// Inserts one workflow step inside the caller's transaction.
+pub(super) fn insert_step(conn: &Connection, task: &NewTask, now: i64, at: &Placement) -> StoreResult<()> {
+    let row = InsertRow::new(task, now);
+    let mut values: Vec<&dyn rusqlite::ToSql> = row.params().to_vec();
+    values.extend_from_slice(&[&at.status, &at.key, &at.on_parent_failure, &at.pending_parents, &at.workflow_id]);
+    conn.prepare_cached(&INSERT_STEP).map_err(sql_err)?.execute(values.as_slice()).map_err(sql_err)?;
+    Ok(())
+}
+
 /// Inserts one task inside the caller's transaction (a schedule's fire).
 pub(super) fn insert_task(conn: &Connection, task: &NewTask, now: i64) -> StoreResult<()> {
     conn.prepare_cached(&INSERT).map_err(sql_err)?.execute(InsertRow::new(task, now).params()).map_err(sql_err)?;
@@ -319,6 +349,13 @@ pub(super) fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
         schedule_name: row.get(get(Col::ScheduleName))?,
         scheduled_for: opt_ts_col(row, Col::ScheduledFor)?,
         concurrency_key: row.get(get(Col::ConcurrencyKey))?,
+        workflow_id: {
+            let raw: Option<String> = row.get(get(Col::WorkflowId))?;
+            raw.map(|w| w.parse().map_err(|e: uuid::Error| conversion(get(Col::WorkflowId), e.to_string())))
+                .transpose()?
+        },
+        step_key: row.get(get(Col::StepKey))?,
+        parents: None,
     })
 }
 
@@ -486,11 +523,50 @@ impl SqliteStore {
         })
         .await
         .map(|applied: Vec<(Task, bool)>| {
-            // An attempt claimed under a queue's limit freed its slot: its claimers must hear.
-            self.slots_freed(applied.iter().any(|(_, limited)| *limited));
+            // An attempt claimed under a queue's limit freed its slot, and a step's end may
+            // have queued its dependants (the V11 trigger): the claimers must hear.
+            self.slots_freed(applied.iter().any(|(task, limited)| *limited || task.workflow_id.is_some()));
             applied.into_iter().map(|(task, _)| task).collect()
         })
     }
+}
+
+/// Reads a column's text as a `T`.
+pub(super) fn parse<T: std::str::FromStr>(idx: usize, raw: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(|e: T::Err| conversion(idx, e.to_string()))
+}
+
+/// Fills in `parents` of the claimed steps among `tasks`, inside the claim's transaction.
+fn attach_parents(conn: &Connection, tasks: &mut [Task]) -> StoreResult<()> {
+    if !tasks.iter().any(|t| t.workflow_id.is_some()) {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT p.step_key, p.id, p.status, p.result, p.last_error \
+             FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id WHERE d.task_id = ?1",
+        )
+        .map_err(sql_err)?;
+    for t in tasks.iter_mut().filter(|t| t.workflow_id.is_some()) {
+        let rows = stmt
+            .query_map([t.id.to_string()], |r| {
+                let key: Option<String> = r.get(0)?;
+                let id: TaskId = parse(1, &r.get::<_, String>(1)?)?;
+                let status: TaskStatus = parse(2, &r.get::<_, String>(2)?)?;
+                let result = r
+                    .get::<_, Option<String>>(3)?
+                    .map(|s| serde_json::from_str(&s).map_err(|e| conversion(3, e.to_string())))
+                    .transpose()?;
+                Ok((key.unwrap_or_default(), ParentOutcome::new(id, status, result, r.get(4)?)))
+            })
+            .map_err(sql_err)?;
+        let parents: Parents = rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?;
+        t.parents = Some(parents);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -505,36 +581,45 @@ impl AttemptStore for SqliteStore {
         let queues = asked.as_ref().map(|q| serde_json::to_string(q).expect("strings serialise"));
         // One immediate transaction: limited queues first (each within its limits, see
         // `queues.rs`), then every queue without a control.
-        self.call(move |conn| {
-            let now = Utc::now();
-            let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
-            let controlled = queues::controlled_queues(&tx)?;
-            let mut tasks = Vec::new();
-            for (queue, settings) in &controlled {
-                let want = limit as usize - tasks.len();
-                let wanted = asked.as_ref().is_none_or(|qs| qs.contains(queue));
-                if want > 0 && wanted && !settings.paused && settings.limited() {
-                    let settings = *settings;
-                    let claim = LimitedClaim { queue, settings, want, types: &types, worker: &worker, now, until };
-                    tasks.extend(claim_limited(&tx, &claim)?);
+        let mut tasks = self
+            .call(move |conn| {
+                let now = Utc::now();
+                let until = now + chrono::Duration::microseconds((lease * 1e6) as i64);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
+                let controlled = queues::controlled_queues(&tx)?;
+                let mut tasks = Vec::new();
+                for (queue, settings) in &controlled {
+                    let want = limit as usize - tasks.len();
+                    let wanted = asked.as_ref().is_none_or(|qs| qs.contains(queue));
+                    if want > 0 && wanted && !settings.paused && settings.limited() {
+                        let settings = *settings;
+                        let claim = LimitedClaim { queue, settings, want, types: &types, worker: &worker, now, until };
+                        tasks.extend(claim_limited(&tx, &claim)?);
+                    }
                 }
-            }
-            let rest = limit - tasks.len() as i64;
-            if rest > 0 {
-                let around = !controlled.is_empty();
-                let mut stmt =
-                    tx.prepare_cached(if around { CLAIM_AROUND.as_str() } else { CLAIM.as_str() }).map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(params![worker, micros(until), micros(now), rest, types, queues], task_from_row)
-                    .map_err(sql_err)?;
-                tasks.extend(collect(rows)?);
-            }
-            tx.commit().map_err(sql_err)?;
-            tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
-            Ok(tasks)
-        })
-        .await
+                let rest = limit - tasks.len() as i64;
+                if rest > 0 {
+                    let around = !controlled.is_empty();
+                    let mut stmt = tx
+                        .prepare_cached(if around { CLAIM_AROUND.as_str() } else { CLAIM.as_str() })
+                        .map_err(sql_err)?;
+                    let rows = stmt
+                        .query_map(params![worker, micros(until), micros(now), rest, types, queues], task_from_row)
+                        .map_err(sql_err)?;
+                    tasks.extend(collect(rows)?);
+                }
+                // Only a claim that took workflow steps reads more.
+                attach_parents(&tx, &mut tasks)?;
+                tx.commit().map_err(sql_err)?;
+                tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+                Ok(tasks)
+            })
+            .await?;
+        let unresolved = crate::store::tasks::resolve_claimed(&mut tasks);
+        if !unresolved.is_empty() {
+            self.finish(&unresolved).await?;
+        }
+        Ok(tasks)
     }
 
     async fn renew(&self, params: RenewParams<'_>) -> StoreResult<Vec<LeaseState>> {
@@ -654,7 +739,7 @@ impl OperatorStore for SqliteStore {
                     "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
                        last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
                        locked_by = NULL, locked_until = NULL \
-                     WHERE id = ?1 AND status IN ('queued', 'running') RETURNING {COLUMNS}"
+                     WHERE id = ?1 AND status IN ('waiting', 'queued', 'running') RETURNING {COLUMNS}"
                 ))
                 .map_err(sql_err)?
                 .query_row(params![id.to_string(), now], task_from_row)
@@ -680,7 +765,7 @@ impl OperatorStore for SqliteStore {
                     "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
                        last_error = CASE WHEN status = 'running' THEN 'cancelled while running' ELSE last_error END, \
                        locked_by = NULL, locked_until = NULL \
-                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('queued', 'running') RETURNING id",
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('waiting', 'queued', 'running') RETURNING id",
                 )
                 .map_err(sql_err)?;
             let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;

@@ -1,0 +1,249 @@
+//! Workflows on PostgreSQL: a workflow stored whole in one transaction, read back with its
+//! steps, listed (the parents a claimed step carries are read by the claim, in
+//! `tasks.rs`). The release of waiting steps is
+//! the `tasks_release_dependants` trigger of `migrations/postgres/V11__workflows.sql`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::tasks::{Columns, INSERT_STEPS};
+use super::{pg_err, PgStore};
+use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
+use crate::store::workflows::WorkflowStore;
+use crate::task::{NewTask, TaskId};
+use crate::workflow::{
+    CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
+    WorkflowSummary, WorkflowView,
+};
+
+/// A workflow's columns and what its steps say of it: status (the rule of
+/// [`WorkflowStatus::of`], in SQL), step count, when the last step ended. `w` is the
+/// workflows row.
+const SUMMARY: &str = "w.id, w.name, w.idempotency_key, w.cwom_issue_id, w.created_at, \
+     (SELECT CASE WHEN count(*) FILTER (WHERE t.status IN ('waiting', 'queued', 'running')) > 0 THEN 'running' \
+                  WHEN count(*) FILTER (WHERE t.status = 'failed') > 0 THEN 'failed' \
+                  WHEN count(*) FILTER (WHERE t.status = 'cancelled') > 0 THEN 'cancelled' \
+                  ELSE 'completed' END FROM tasks t WHERE t.workflow_id = w.id) AS status, \
+     (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id) AS step_count, \
+     (SELECT max(t.finished_at) FROM tasks t WHERE t.workflow_id = w.id) AS last_finished";
+
+fn summary_from_row(row: &Row) -> StoreResult<WorkflowSummary> {
+    let status: WorkflowStatus = row.get::<_, &str>("status").parse().map_err(StoreError::internal)?;
+    let last: Option<DateTime<Utc>> = row.get("last_finished");
+    Ok(WorkflowSummary {
+        workflow_id: WorkflowId(row.get("id")),
+        name: row.get("name"),
+        status,
+        idempotency_key: row.get("idempotency_key"),
+        cwom_issue_id: row.get("cwom_issue_id"),
+        created_at: row.get("created_at"),
+        finished_at: if status == WorkflowStatus::Running { None } else { last },
+        step_count: row.get::<_, i64>("step_count") as u64,
+    })
+}
+
+#[async_trait]
+impl WorkflowStore for PgStore {
+    async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Every step locked, in id order as the release trigger locks dependants: a parent
+        // ending now waits for this commit, and its trigger then sees the reset edges.
+        let steps = tx
+            .query("SELECT id, status FROM tasks WHERE workflow_id = $1 ORDER BY id FOR UPDATE", &[&id.0])
+            .await
+            .map_err(pg_err)?;
+        if steps.is_empty() {
+            let exists = tx.query_opt("SELECT 1 FROM workflows WHERE id = $1", &[&id.0]).await.map_err(pg_err)?;
+            return Ok(exists.map(|_| StepsRetried::default()));
+        }
+        let status: HashMap<Uuid, String> = steps.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let rerun: Vec<Uuid> =
+            steps.iter().filter(|r| matches!(r.get::<_, &str>(1), "failed" | "cancelled")).map(|r| r.get(0)).collect();
+        if rerun.is_empty() {
+            return Ok(Some(StepsRetried::default()));
+        }
+        let edges: Vec<(Uuid, Uuid)> = tx
+            .query("SELECT task_id, parent_id FROM task_dependencies WHERE task_id = ANY($1)", &[&rerun])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let pending = crate::store::workflows::pending_after_retry(&rerun, &edges, |p| {
+            status.get(p).is_some_and(|s| s == "completed")
+        });
+        tx.execute(
+            "UPDATE task_dependencies d SET counted = (p.status = 'completed') FROM tasks p \
+             WHERE p.id = d.parent_id AND d.task_id = ANY($1)",
+            &[&rerun],
+        )
+        .await
+        .map_err(pg_err)?;
+        // The same reset as `POST /tasks/{id}/retry`; a step that goes to `queued` fires V8's
+        // wake-up trigger, one back to `waiting` waits for its parents' trigger.
+        tx.execute(
+            "UPDATE tasks SET status = CASE WHEN u.pending = 0 THEN 'queued' ELSE 'waiting' END, \
+               pending_parents = u.pending, attempts = 0, run_at = now(), updated_at = now(), \
+               finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+             FROM unnest($1::uuid[], $2::int4[]) AS u(id, pending) WHERE tasks.id = u.id",
+            &[&rerun, &pending],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        let requeued = pending.iter().filter(|&&n| n == 0).count() as u64;
+        Ok(Some(StepsRetried { requeued, reopened: pending.len() as u64 - requeued }))
+    }
+
+    async fn create_workflow(&self, wf: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+                &[&wf.id.0, &wf.name, &wf.idempotency_key, &wf.cwom_issue_id],
+            )
+            .await
+            .map_err(pg_err)?;
+        if inserted.is_none() {
+            // The key's holder committed (ON CONFLICT waited for it if it was in flight).
+            let row = tx
+                .query_one("SELECT id FROM workflows WHERE idempotency_key = $1", &[&wf.idempotency_key])
+                .await
+                .map_err(pg_err)?;
+            return Err(WorkflowCreateError::Duplicate { existing: WorkflowId(row.get(0)) });
+        }
+        let tasks: Vec<&NewTask> = wf.steps.iter().map(|s| &s.task).collect();
+        let columns = Columns::of(&tasks);
+        let statuses: Vec<&str> = wf.steps.iter().map(|s| NewWorkflow::initial_status(s).as_str()).collect();
+        let keys: Vec<&str> = wf.steps.iter().map(|s| s.key.as_str()).collect();
+        let modes: Vec<&str> = wf.steps.iter().map(|s| s.on_parent_failure.as_str()).collect();
+        let pending: Vec<i32> = wf.steps.iter().map(|s| s.depends_on.len() as i32).collect();
+        let mut params = columns.params();
+        params.extend_from_slice(&[&statuses as &(dyn ToSql + Sync), &keys, &modes, &pending, &wf.id.0]);
+        tx.execute(INSERT_STEPS.as_str(), &params).await.map_err(pg_err)?;
+        let id_of: HashMap<&str, Uuid> = wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.0)).collect();
+        let (mut children, mut parents) = (Vec::new(), Vec::new());
+        for s in &wf.steps {
+            for p in &s.depends_on {
+                children.push(s.task.id.0);
+                parents.push(id_of[p.as_str()]);
+            }
+        }
+        if !children.is_empty() {
+            tx.execute(
+                "INSERT INTO task_dependencies (task_id, parent_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+                &[&children, &parents],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(CreatedWorkflow {
+            workflow_id: wf.id,
+            status: WorkflowStatus::Running,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: NewWorkflow::initial_status(s) })
+                .collect(),
+        })
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowView>> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(&format!("SELECT {SUMMARY} FROM workflows w WHERE w.id = $1"), &[&id.0])
+            .await
+            .map_err(pg_err)?
+        else {
+            return Ok(None);
+        };
+        let summary = summary_from_row(&row)?;
+        let rows = client
+            .query(
+                "SELECT t.id, t.step_key, t.type, t.status, t.on_parent_failure, t.attempts, t.max_attempts, \
+                   t.last_error, t.created_at, t.started_at, t.finished_at, \
+                   array(SELECT p.step_key FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id \
+                         WHERE d.task_id = t.id ORDER BY p.step_key) \
+                 FROM tasks t WHERE t.workflow_id = $1 ORDER BY t.id",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        let steps = rows
+            .iter()
+            .map(|r| {
+                Ok(StepView {
+                    task_id: TaskId(r.get(0)),
+                    key: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    task_type: r.get(2),
+                    status: r.get::<_, &str>(3).parse().map_err(StoreError::internal)?,
+                    on_parent_failure: r
+                        .get::<_, Option<&str>>(4)
+                        .unwrap_or("cancel")
+                        .parse()
+                        .map_err(StoreError::internal)?,
+                    attempts: r.get(5),
+                    max_attempts: r.get(6),
+                    last_error: r.get(7),
+                    created_at: r.get(8),
+                    started_at: r.get(9),
+                    finished_at: r.get(10),
+                    depends_on: r.get::<_, Vec<Option<String>>>(11).into_iter().flatten().collect(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(WorkflowView { summary, steps }))
+    }
+
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> StoreResult<Vec<WorkflowSummary>> {
+        let client = self.client().await?;
+        let mut conditions: Vec<String> = Vec::new();
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if let Some(name) = &filter.name {
+            params.push(Box::new(name.clone()));
+            conditions.push(format!("w.name = ${}", params.len()));
+        }
+        if let Some(before) = filter.before {
+            params.push(Box::new(before.0));
+            conditions.push(format!("w.id < ${}", params.len()));
+        }
+        let mut sql = format!("SELECT * FROM (SELECT {SUMMARY} FROM workflows w");
+        if !conditions.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+        }
+        sql.push_str(") s");
+        if let Some(status) = filter.status {
+            params.push(Box::new(status.as_str()));
+            sql.push_str(&format!(" WHERE s.status = ${}", params.len()));
+        }
+        params.push(Box::new(filter.limit as i64));
+        sql.push_str(&format!(" ORDER BY s.id DESC LIMIT ${}", params.len()));
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&sql, &refs).await.map_err(pg_err)?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn unfinished_steps(&self, id: WorkflowId) -> StoreResult<Option<Vec<TaskId>>> {
+        let client = self.client().await?;
+        if client.query_opt("SELECT 1 FROM workflows WHERE id = $1", &[&id.0]).await.map_err(pg_err)?.is_none() {
+            return Ok(None);
+        }
+        let rows = client
+            .query(
+                "SELECT id FROM tasks WHERE workflow_id = $1 AND status IN ('waiting', 'queued', 'running') ORDER BY id",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(Some(rows.iter().map(|r| TaskId(r.get(0))).collect()))
+    }
+}

@@ -1,0 +1,294 @@
+//! Workflows on SQLite: a workflow stored whole in one transaction, read back with its
+//! steps, listed (the parents a claimed step carries are read by the claim, in
+//! `tasks.rs`). The release of waiting steps is
+//! the `tasks_release_dependants` trigger of `migrations/sqlite/V11__workflows.sql`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::tasks::{insert_step, parse, Placement};
+use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
+use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
+use crate::store::workflows::WorkflowStore;
+use crate::task::TaskId;
+use crate::workflow::{
+    CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
+    WorkflowSummary, WorkflowView,
+};
+
+/// A workflow's columns and what its steps say of it (see the PostgreSQL driver's).
+const SUMMARY: &str = "w.id AS id, w.name, w.idempotency_key, w.cwom_issue_id, w.created_at, \
+     (SELECT CASE WHEN sum(t.status IN ('waiting', 'queued', 'running')) > 0 THEN 'running' \
+                  WHEN sum(t.status = 'failed') > 0 THEN 'failed' \
+                  WHEN sum(t.status = 'cancelled') > 0 THEN 'cancelled' \
+                  ELSE 'completed' END FROM tasks t WHERE t.workflow_id = w.id) AS status, \
+     (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id) AS step_count, \
+     (SELECT max(t.finished_at) FROM tasks t WHERE t.workflow_id = w.id) AS last_finished";
+
+fn opt_time(row: &Row, idx: usize) -> rusqlite::Result<Option<chrono::DateTime<Utc>>> {
+    match row.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        v => time_from_sql(v).map(Some).map_err(|m| conversion(idx, m)),
+    }
+}
+
+fn summary_from_row(row: &Row) -> rusqlite::Result<WorkflowSummary> {
+    let status: WorkflowStatus = parse(5, &row.get::<_, String>(5)?)?;
+    let last = opt_time(row, 7)?;
+    Ok(WorkflowSummary {
+        workflow_id: parse(0, &row.get::<_, String>(0)?)?,
+        name: row.get(1)?,
+        status,
+        idempotency_key: row.get(2)?,
+        cwom_issue_id: row.get(3)?,
+        created_at: time_from_sql(row.get_ref(4)?).map_err(|m| conversion(4, m))?,
+        finished_at: if status == WorkflowStatus::Running { None } else { last },
+        step_count: row.get::<_, i64>(6)? as u64,
+    })
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
+        self.call(move |conn| {
+            // One immediate transaction: no other writer (no parent's end) until it commits.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
+            let wid = id.to_string();
+            let steps: Vec<(String, String)> = tx
+                .prepare_cached("SELECT id, status FROM tasks WHERE workflow_id = ?1 ORDER BY id")
+                .map_err(sql_err)?
+                .query_map([&wid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_err)?;
+            if steps.is_empty() {
+                let exists = tx
+                    .query_row("SELECT 1 FROM workflows WHERE id = ?1", [&wid], |_| Ok(()))
+                    .optional()
+                    .map_err(sql_err)?;
+                return Ok(exists.map(|_| StepsRetried::default()));
+            }
+            let status: HashMap<String, String> = steps.iter().cloned().collect();
+            let rerun: Vec<String> =
+                steps.into_iter().filter(|(_, s)| s == "failed" || s == "cancelled").map(|(i, _)| i).collect();
+            if rerun.is_empty() {
+                return Ok(Some(StepsRetried::default()));
+            }
+            let mut edges = Vec::new();
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT parent_id FROM task_dependencies WHERE task_id = ?1").map_err(sql_err)?;
+                for step in &rerun {
+                    let parents = stmt.query_map([step], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+                    for p in parents {
+                        edges.push((step.clone(), p.map_err(sql_err)?));
+                    }
+                }
+            }
+            let completed = |p: &String| status.get(p).is_some_and(|s| s == "completed");
+            let pending = crate::store::workflows::pending_after_retry(&rerun, &edges, completed);
+            let now = micros(Utc::now());
+            {
+                let mut counted = tx
+                    .prepare_cached("UPDATE task_dependencies SET counted = ?3 WHERE task_id = ?1 AND parent_id = ?2")
+                    .map_err(sql_err)?;
+                for (step, parent) in &edges {
+                    counted.execute(params![step, parent, completed(parent)]).map_err(sql_err)?;
+                }
+                // The same reset as `POST /tasks/{id}/retry`.
+                let mut reset = tx
+                    .prepare_cached(
+                        "UPDATE tasks SET status = CASE WHEN ?2 = 0 THEN 'queued' ELSE 'waiting' END, \
+                           pending_parents = ?2, attempts = 0, run_at = ?3, updated_at = ?3, \
+                           finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                         WHERE id = ?1",
+                    )
+                    .map_err(sql_err)?;
+                for (step, n) in rerun.iter().zip(&pending) {
+                    reset.execute(params![step, n, now]).map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            let requeued = pending.iter().filter(|&&n| n == 0).count() as u64;
+            Ok(Some(StepsRetried { requeued, reopened: pending.len() as u64 - requeued }))
+        })
+        .await
+    }
+
+    async fn create_workflow(&self, wf: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError> {
+        let wf = wf.clone();
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let tx = conn.transaction().map_err(sql_err)?;
+            let id = wf.id.to_string();
+            let inserted = tx
+                .execute(
+                    "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                    params![id, wf.name, wf.idempotency_key, wf.cwom_issue_id, now],
+                )
+                .map_err(sql_err)?;
+            if inserted == 0 {
+                let holder: String = tx
+                    .query_row("SELECT id FROM workflows WHERE idempotency_key = ?1", [&wf.idempotency_key], |r| {
+                        r.get(0)
+                    })
+                    .map_err(sql_err)?;
+                let existing = holder
+                    .parse()
+                    .map_err(|e| StoreError::internal(format!("unreadable workflow id {holder:?}")).caused_by(e))?;
+                return Ok(Err(WorkflowCreateError::Duplicate { existing }));
+            }
+            for step in &wf.steps {
+                let status = NewWorkflow::initial_status(step);
+                let at = Placement {
+                    status: status.as_str(),
+                    key: step.key.as_str(),
+                    on_parent_failure: step.on_parent_failure.as_str(),
+                    pending_parents: step.depends_on.len() as i64,
+                    workflow_id: &id,
+                };
+                insert_step(&tx, &step.task, now, &at)?;
+            }
+            let id_of: HashMap<&str, String> =
+                wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.to_string())).collect();
+            {
+                let mut edge = tx
+                    .prepare_cached("INSERT INTO task_dependencies (task_id, parent_id) VALUES (?1, ?2)")
+                    .map_err(sql_err)?;
+                for s in &wf.steps {
+                    let child = s.task.id.to_string();
+                    for p in &s.depends_on {
+                        edge.execute(params![child, id_of[p.as_str()]]).map_err(sql_err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(Ok(CreatedWorkflow {
+                workflow_id: wf.id,
+                status: WorkflowStatus::Running,
+                steps: wf
+                    .steps
+                    .iter()
+                    .map(|s| CreatedStep {
+                        key: s.key.clone(),
+                        task_id: s.task.id,
+                        status: NewWorkflow::initial_status(s),
+                    })
+                    .collect(),
+            }))
+        })
+        .await?
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowView>> {
+        self.call(move |conn| {
+            let id = id.to_string();
+            let Some(summary) = conn
+                .query_row(&format!("SELECT {SUMMARY} FROM workflows w WHERE w.id = ?1"), [&id], summary_from_row)
+                .optional()
+                .map_err(sql_err)?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT t.id, t.step_key, t.type, t.status, t.on_parent_failure, t.attempts, t.max_attempts, \
+                       t.last_error, t.created_at, t.started_at, t.finished_at, \
+                       (SELECT json_group_array(k) FROM (SELECT p.step_key AS k FROM task_dependencies d \
+                          JOIN tasks p ON p.id = d.parent_id WHERE d.task_id = t.id ORDER BY p.step_key)) \
+                     FROM tasks t WHERE t.workflow_id = ?1 ORDER BY t.id",
+                )
+                .map_err(sql_err)?;
+            let steps = stmt
+                .query_map([&id], |r| {
+                    let deps: String = r.get(11)?;
+                    Ok(StepView {
+                        task_id: parse(0, &r.get::<_, String>(0)?)?,
+                        key: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        task_type: r.get(2)?,
+                        status: parse(3, &r.get::<_, String>(3)?)?,
+                        on_parent_failure: parse(
+                            4,
+                            &r.get::<_, Option<String>>(4)?.unwrap_or_else(|| "cancel".into()),
+                        )?,
+                        attempts: r.get(5)?,
+                        max_attempts: r.get(6)?,
+                        last_error: r.get(7)?,
+                        created_at: time_from_sql(r.get_ref(8)?).map_err(|m| conversion(8, m))?,
+                        started_at: opt_time(r, 9)?,
+                        finished_at: opt_time(r, 10)?,
+                        depends_on: serde_json::from_str(&deps).map_err(|e| conversion(11, e.to_string()))?,
+                    })
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(Some(WorkflowView { summary, steps }))
+        })
+        .await
+    }
+
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> StoreResult<Vec<WorkflowSummary>> {
+        use rusqlite::types::Value as V;
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let mut conditions: Vec<String> = Vec::new();
+            let mut values: Vec<V> = Vec::new();
+            if let Some(name) = &filter.name {
+                values.push(V::Text(name.clone()));
+                conditions.push(format!("w.name = ?{}", values.len()));
+            }
+            if let Some(before) = filter.before {
+                values.push(V::Text(before.to_string()));
+                conditions.push(format!("w.id < ?{}", values.len()));
+            }
+            let mut sql = format!("SELECT * FROM (SELECT {SUMMARY} FROM workflows w");
+            if !conditions.is_empty() {
+                sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+            }
+            sql.push_str(") s");
+            if let Some(status) = filter.status {
+                values.push(V::Text(status.as_str().into()));
+                sql.push_str(&format!(" WHERE s.status = ?{}", values.len()));
+            }
+            values.push(V::Integer(filter.limit as i64));
+            sql.push_str(&format!(" ORDER BY s.id DESC LIMIT ?{}", values.len()));
+            let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), summary_from_row).map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn unfinished_steps(&self, id: WorkflowId) -> StoreResult<Option<Vec<TaskId>>> {
+        self.call(move |conn| {
+            let id = id.to_string();
+            let exists = conn
+                .query_row("SELECT 1 FROM workflows WHERE id = ?1", [&id], |_| Ok(()))
+                .optional()
+                .map_err(sql_err)?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM tasks WHERE workflow_id = ?1 AND status IN ('waiting', 'queued', 'running') \
+                     ORDER BY id",
+                )
+                .map_err(sql_err)?;
+            let ids = stmt
+                .query_map([&id], |r| parse::<TaskId>(0, &r.get::<_, String>(0)?))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(Some(ids))
+        })
+        .await
+    }
+}

@@ -1,0 +1,57 @@
+//! The workflow store: storing a workflow whole, and reading workflows back.
+//!
+//! Releasing a step when its parents end is no operation here: each driver's migration
+//! (`V11__workflows.sql`) does it with a row trigger in the transaction of the parent's end,
+//! whichever path wrote it (finish, cancel, rescue, anyone's SQL).
+
+use async_trait::async_trait;
+
+use super::error::{StoreResult, WorkflowCreateError};
+use crate::task::TaskId;
+use crate::workflow::{
+    CreatedWorkflow, NewWorkflow, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary, WorkflowView,
+};
+
+#[async_trait]
+pub trait WorkflowStore: Send + Sync + 'static {
+    /// Stores the workflow and all its steps (and their edges) in one transaction, or
+    /// nothing: steps without parents `queued`, the others `waiting`. A used idempotency
+    /// key gives [`WorkflowCreateError::Duplicate`] with the workflow that holds it.
+    async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError>;
+
+    /// The workflow with every step, in the order they were given.
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowView>>;
+
+    /// Workflows matching the filter, newest first.
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> StoreResult<Vec<WorkflowSummary>>;
+
+    /// The ids of the workflow's steps that are not finished (waiting, queued, running);
+    /// `None` when there is no such workflow.
+    async fn unfinished_steps(&self, id: WorkflowId) -> StoreResult<Option<Vec<TaskId>>>;
+
+    /// Runs the workflow's failed and cancelled steps again, in one transaction under the
+    /// lock of every step (so no parent ends between reading its status and counting it):
+    /// each gets fresh attempts and waits for its parents that are not completed
+    /// (`pending_parents` recomputed, those edges' `counted` reset so each parent's next end
+    /// counts once), or is `queued` when there are none. Nothing is changed when none failed
+    /// or was cancelled; `None` when there is no such workflow.
+    async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>>;
+}
+
+/// The parents each re-run step still waits for: those among `edges` (step, parent) whose
+/// parent is not completed. Shared by both drivers, which read the statuses under their locks.
+pub fn pending_after_retry<K: std::hash::Hash + Eq + Clone>(
+    rerun: &[K],
+    edges: &[(K, K)],
+    completed: impl Fn(&K) -> bool,
+) -> Vec<i32> {
+    let mut pending: std::collections::HashMap<K, i32> = rerun.iter().map(|k| (k.clone(), 0)).collect();
+    for (step, parent) in edges {
+        if !completed(parent) {
+            if let Some(n) = pending.get_mut(step) {
+                *n += 1;
+            }
+        }
+    }
+    rerun.iter().map(|k| pending[k]).collect()
+}
