@@ -696,3 +696,33 @@ async fn the_read_only_key_cannot_retry_a_workflow() {
         assert_eq!(allowed.status(), 200, "{kind}");
     }
 }
+
+/// Issue 27 on workflow steps: a step is an enqueue body, so it carries `concurrency_key`,
+/// and its queue's `key_concurrency` holds it like any task: three steps of one key, free
+/// to run at once, run one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_steps_carry_their_concurrency_key_and_are_held_to_its_limit() {
+    for kind in STORES {
+        let db = TestDb::new(kind).await;
+        let app = daemon(&db).await;
+        let (status, queue) = call(&app.base, "PUT", "/queues/repo-a", Some(json!({ "key_concurrency": 1 }))).await;
+        assert_eq!(status, 200, "{kind}: {queue}");
+        let step = |key: &str| json!({ "key": key, "type": "sleep", "payload": { "ms": 300 }, "queue": "repo-a", "concurrency_key": "acme/api" });
+        let body = json!({ "name": "one-agent-per-repo", "steps": [step("a"), step("b"), step("c")] });
+        let (status, created) = call(&app.base, "POST", "/workflows", Some(body)).await;
+        assert_eq!(status, 201, "{kind}: {created}");
+        let id = created["workflow_id"].as_str().unwrap();
+        wait_workflow(&app.base, id, "completed").await;
+        let mut spans = Vec::new();
+        for key in ["a", "b", "c"] {
+            let task = support::get_task(&app.base, &task_of(&created, key)).await;
+            assert_eq!(task["concurrency_key"], "acme/api", "{kind}: {task}");
+            let at = |field: &str| chrono::DateTime::parse_from_rfc3339(task[field].as_str().unwrap()).unwrap();
+            spans.push((at("started_at"), at("finished_at")));
+        }
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(pair[1].0 >= pair[0].1, "{kind}: two steps of one key ran at once: {spans:?}");
+        }
+    }
+}
