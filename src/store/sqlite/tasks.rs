@@ -349,11 +349,10 @@ pub(super) fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
         schedule_name: row.get(get(Col::ScheduleName))?,
         scheduled_for: opt_ts_col(row, Col::ScheduledFor)?,
         concurrency_key: row.get(get(Col::ConcurrencyKey))?,
-        workflow_id: {
-            let raw: Option<String> = row.get(get(Col::WorkflowId))?;
-            raw.map(|w| w.parse().map_err(|e: uuid::Error| conversion(get(Col::WorkflowId), e.to_string())))
-                .transpose()?
-        },
+        workflow_id: row
+            .get::<_, Option<String>>(get(Col::WorkflowId))?
+            .map(|raw| parse(get(Col::WorkflowId), &raw))
+            .transpose()?,
         step_key: row.get(get(Col::StepKey))?,
         parents: None,
     })
@@ -539,32 +538,40 @@ where
     raw.parse().map_err(|e: T::Err| conversion(idx, e.to_string()))
 }
 
-/// Fills in `parents` of the claimed steps among `tasks`, inside the claim's transaction.
+/// Fills in `parents` of the claimed steps among `tasks`, with one read for all of them,
+/// inside the claim's transaction.
 fn attach_parents(conn: &Connection, tasks: &mut [Task]) -> StoreResult<()> {
-    if !tasks.iter().any(|t| t.workflow_id.is_some()) {
+    let steps: Vec<String> = tasks.iter().filter(|t| t.workflow_id.is_some()).map(|t| t.id.to_string()).collect();
+    if steps.is_empty() {
         return Ok(());
     }
     let mut stmt = conn
         .prepare_cached(
-            "SELECT p.step_key, p.id, p.status, p.result, p.last_error \
-             FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id WHERE d.task_id = ?1",
+            "SELECT d.task_id, p.step_key, p.id, p.status, p.result, p.last_error \
+             FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id \
+             WHERE d.task_id IN (SELECT value FROM json_each(?1))",
         )
         .map_err(sql_err)?;
+    let mut by_step: std::collections::HashMap<TaskId, Parents> = std::collections::HashMap::new();
+    let rows = stmt
+        .query_map([serde_json::Value::from(steps).to_string()], |r| {
+            let step: TaskId = parse(0, &r.get::<_, String>(0)?)?;
+            let key: Option<String> = r.get(1)?;
+            let id: TaskId = parse(2, &r.get::<_, String>(2)?)?;
+            let status: TaskStatus = parse(3, &r.get::<_, String>(3)?)?;
+            let result = r
+                .get::<_, Option<String>>(4)?
+                .map(|s| serde_json::from_str(&s).map_err(|e| conversion(4, e.to_string())))
+                .transpose()?;
+            Ok((step, key.unwrap_or_default(), ParentOutcome::new(id, status, result, r.get(5)?)))
+        })
+        .map_err(sql_err)?;
+    for row in rows {
+        let (step, key, outcome) = row.map_err(sql_err)?;
+        by_step.entry(step).or_default().insert(key, outcome);
+    }
     for t in tasks.iter_mut().filter(|t| t.workflow_id.is_some()) {
-        let rows = stmt
-            .query_map([t.id.to_string()], |r| {
-                let key: Option<String> = r.get(0)?;
-                let id: TaskId = parse(1, &r.get::<_, String>(1)?)?;
-                let status: TaskStatus = parse(2, &r.get::<_, String>(2)?)?;
-                let result = r
-                    .get::<_, Option<String>>(3)?
-                    .map(|s| serde_json::from_str(&s).map_err(|e| conversion(3, e.to_string())))
-                    .transpose()?;
-                Ok((key.unwrap_or_default(), ParentOutcome::new(id, status, result, r.get(4)?)))
-            })
-            .map_err(sql_err)?;
-        let parents: Parents = rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?;
-        t.parents = Some(parents);
+        t.parents = Some(by_step.remove(&t.id).unwrap_or_default());
     }
     Ok(())
 }
