@@ -1,5 +1,5 @@
-//! Schedules as data: a cron pattern in an IANA time zone, the task each tick enqueues, and
-//! the policies for missed ticks ([`CatchUp`]) and for a previous fire still going
+//! Schedules as data: a cron pattern in an IANA time zone, the task or workflow each tick
+//! starts ([`Target`]), and the policies for missed ticks ([`CatchUp`]) and for a previous fire still going
 //! ([`Overlap`]).
 //!
 //! Parsing is `croner`'s (5 fields, 6 with seconds first, `@hourly`, `@daily`, `@weekly`,
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::task::{InvalidField, NewTask, TaskId};
+use crate::workflow::{NewStep, NewWorkflow, OnParentFailure, StepKey, WorkflowId};
 
 /// Limits on what a schedule may carry.
 pub mod limits {
@@ -345,15 +346,190 @@ impl TaskTemplate {
         task.scheduled_for = Some(scheduled_for);
         task.checked()
     }
+}
 
-    /// Refuses what no fire could enqueue, naming the field under `task.`.
+/// What each fire of a schedule starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Task(TaskTemplate),
+    Workflow(WorkflowTemplate),
+}
+
+impl Target {
+    /// The body field it comes from (`task` or `workflow`, also the stores' `target`
+    /// column) and its template as stored.
+    pub fn stored(&self) -> (&'static str, Value) {
+        match self {
+            Target::Task(t) => ("task", serde_json::to_value(t).unwrap_or_default()),
+            Target::Workflow(w) => ("workflow", serde_json::to_value(w).unwrap_or_default()),
+        }
+    }
+
+    /// The validated work one fire starts: every task and step carries `schedule_name`
+    /// and `scheduled_for`.
+    pub fn fire(&self, schedule: &str, scheduled_for: DateTime<Utc>, trace_id: String) -> Result<Work, InvalidField> {
+        match self {
+            Target::Task(t) => Ok(Work::Task(t.new_task(schedule, scheduled_for, trace_id)?)),
+            Target::Workflow(w) => Ok(Work::Workflow(w.new_workflow(schedule, scheduled_for, trace_id)?)),
+        }
+    }
+
+    /// Refuses what no fire could start, naming the field under `task.` or `workflow.`.
     fn check(&self, schedule: &str) -> Result<(), InvalidField> {
-        self.new_task(schedule, Utc::now(), "0".repeat(32)).map(drop).map_err(|e| {
-            let field =
-                if e.field.starts_with('/') { format!("/task{}", e.field) } else { format!("task.{}", e.field) };
-            InvalidField::new(field, e.reason)
+        let (field, _) = self.stored();
+        self.fire(schedule, Utc::now(), "0".repeat(32)).map(drop).map_err(|e| {
+            let name =
+                if e.field.starts_with('/') { format!("/{field}{}", e.field) } else { format!("{field}.{}", e.field) };
+            InvalidField::new(name, e.reason)
         })
     }
+}
+
+/// One fire's work, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Task(NewTask),
+    Workflow(NewWorkflow),
+}
+
+impl Work {
+    /// Every task it holds (one, or a workflow's steps).
+    pub fn tasks(&self) -> Vec<&NewTask> {
+        match self {
+            Work::Task(t) => vec![t],
+            Work::Workflow(w) => w.steps.iter().map(|s| &s.task).collect(),
+        }
+    }
+
+    /// With `scheduled_for` moved to `at` (a tick `buffer_one` held back).
+    pub fn at(mut self, at: DateTime<Utc>) -> Work {
+        match &mut self {
+            Work::Task(t) => t.scheduled_for = Some(at),
+            Work::Workflow(w) => w.steps.iter_mut().for_each(|s| s.task.scheduled_for = Some(at)),
+        }
+        self
+    }
+}
+
+/// The workflow a schedule starts: a `POST /workflows` body without `idempotency_key`
+/// (every fire has its own key). Each fire is a new workflow, its steps new tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ScheduleWorkflow")]
+pub struct WorkflowTemplate {
+    pub name: String,
+    pub steps: Vec<StepTemplate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwom_issue_id: Option<String>,
+}
+
+/// One step of a [`WorkflowTemplate`]: a [`TaskTemplate`]'s fields plus the step's key,
+/// dependencies and failure mode (the fields of a `POST /workflows` step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ScheduleWorkflowStep")]
+pub struct StepTemplate {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_parent_failure: Option<OnParentFailure>,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwom_issue_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+}
+
+impl StepTemplate {
+    fn task(&self) -> TaskTemplate {
+        TaskTemplate {
+            task_type: self.task_type.clone(),
+            payload: self.payload.clone(),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout_seconds: self.timeout_seconds,
+            cwom_issue_id: self.cwom_issue_id.clone(),
+            concurrency_key: self.concurrency_key.clone(),
+        }
+    }
+}
+
+impl WorkflowTemplate {
+    /// The validated workflow one fire starts (its graph checked as `POST /workflows`
+    /// checks it; a step's error names `steps[i].field`).
+    pub fn new_workflow(
+        &self,
+        schedule: &str,
+        scheduled_for: DateTime<Utc>,
+        trace_id: String,
+    ) -> Result<NewWorkflow, InvalidField> {
+        if self.name.is_empty() || self.name.chars().count() > crate::workflow::limits::NAME_MAX {
+            return Err(InvalidField::new(
+                "name",
+                format!("must be 1 to {} characters", crate::workflow::limits::NAME_MAX),
+            ));
+        }
+        let mut steps = Vec::with_capacity(self.steps.len());
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = |field: &str, reason: String| InvalidField::new(format!("steps[{i}].{field}"), reason);
+            let key = StepKey::parse(&step.key).map_err(|r| at("key", r))?;
+            let depends_on = step
+                .depends_on
+                .iter()
+                .map(|d| StepKey::parse(d).map_err(|r| at("depends_on", r)))
+                .collect::<Result<_, _>>()?;
+            let mut template = step.task();
+            if template.cwom_issue_id.is_none() {
+                template.cwom_issue_id = self.cwom_issue_id.clone();
+            }
+            let task =
+                template.new_task(schedule, scheduled_for, trace_id.clone()).map_err(|e| at(&e.field, e.reason))?;
+            steps.push(NewStep {
+                key,
+                task,
+                depends_on,
+                on_parent_failure: step.on_parent_failure.unwrap_or_default(),
+            });
+        }
+        NewWorkflow {
+            id: WorkflowId::new(),
+            name: self.name.clone(),
+            idempotency_key: None,
+            cwom_issue_id: self.cwom_issue_id.clone(),
+            steps,
+        }
+        .checked()
+        .map_err(|e| InvalidField::new("steps", e.to_string()))
+    }
+}
+
+fn parse_workflow_template(workflow: Value) -> Result<WorkflowTemplate, InvalidField> {
+    let Value::Object(map) = workflow else {
+        return Err(InvalidField::new("workflow", "must be a JSON object (a workflow body)"));
+    };
+    if map.contains_key("idempotency_key") {
+        return Err(InvalidField::new(
+            "workflow.idempotency_key",
+            "every fire has its own key (the schedule and the tick); leave idempotency_key out",
+        ));
+    }
+    serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
+        let inner = name_serde_error(&map, e);
+        InvalidField::new(format!("workflow.{}", inner.field), inner.reason)
+    })
 }
 
 /// A validated schedule, as created or replaced.
@@ -361,7 +537,7 @@ impl TaskTemplate {
 pub struct ScheduleSpec {
     pub name: String,
     pub timing: Timing,
-    pub task: TaskTemplate,
+    pub target: Target,
     pub catch_up: CatchUp,
     pub catch_up_window_s: u32,
     pub overlap: Overlap,
@@ -383,7 +559,8 @@ pub struct Body {
     /// The task each tick enqueues.
     #[schemars(with = "Option<TaskTemplate>")]
     task: Option<Value>,
-    /// A workflow each tick starts: not available yet on this server (422).
+    /// The workflow each tick starts (a workflow body without `idempotency_key`).
+    #[schemars(with = "Option<WorkflowTemplate>")]
     workflow: Option<Value>,
     /// `latest` when left out.
     #[schemars(with = "Option<CatchUp>")]
@@ -429,18 +606,13 @@ impl ScheduleSpec {
         let cron = CronSpec::parse(&cron).map_err(|r| InvalidField::new("cron", r))?;
         let zone = parse_zone(body.timezone.as_deref().unwrap_or(defaults::TIMEZONE))
             .map_err(|r| InvalidField::new("timezone", r))?;
-        let task = match (body.task, body.workflow) {
+        let target = match (body.task, body.workflow) {
             (Some(_), Some(_)) => return Err(InvalidField::new("task", "give either task or workflow, not both")),
-            (None, Some(_)) => {
-                return Err(InvalidField::new(
-                    "workflow",
-                    "workflows are not available on this server yet; give a task (an enqueue body)",
-                ))
-            }
+            (None, Some(workflow)) => Target::Workflow(parse_workflow_template(workflow)?),
             (None, None) => return Err(InvalidField::new("task", "is required (an enqueue body), or workflow")),
-            (Some(task), None) => parse_template(task)?,
+            (Some(task), None) => Target::Task(parse_template(task)?),
         };
-        task.check(&name)?;
+        target.check(&name)?;
         let catch_up = match body.catch_up {
             None => CatchUp::default(),
             Some(s) => s.parse().map_err(|r| InvalidField::new("catch_up", r))?,
@@ -466,7 +638,7 @@ impl ScheduleSpec {
         Ok(ScheduleSpec {
             name,
             timing,
-            task,
+            target,
             catch_up,
             catch_up_window_s,
             overlap,
@@ -476,11 +648,12 @@ impl ScheduleSpec {
 
     /// The body this spec is made from (what a GET shows, what `from_body` reads back).
     pub fn body(&self) -> Value {
+        let (field, template) = self.target.stored();
         json!({
             "name": self.name,
             "cron": self.timing.cron.as_str(),
             "timezone": self.timing.zone.name(),
-            "task": self.task,
+            field: template,
             "catch_up": self.catch_up,
             "catch_up_window_s": self.catch_up_window_s,
             "overlap": self.overlap,
@@ -495,18 +668,23 @@ impl ScheduleSpec {
         name: String,
         cron: &str,
         timezone: &str,
-        task: Value,
+        target: &str,
+        template: Value,
         catch_up: &str,
         catch_up_window_s: i64,
         overlap: &str,
         paused: bool,
     ) -> Result<ScheduleSpec, String> {
         let timing = Timing { cron: CronSpec::parse(cron)?, zone: parse_zone(timezone)? };
-        let task: TaskTemplate = serde_json::from_value(task).map_err(|e| format!("task: {e}"))?;
+        let target = match target {
+            "task" => Target::Task(serde_json::from_value(template).map_err(|e| format!("task: {e}"))?),
+            "workflow" => Target::Workflow(serde_json::from_value(template).map_err(|e| format!("workflow: {e}"))?),
+            other => return Err(format!("target: {other:?} is neither task nor workflow")),
+        };
         Ok(ScheduleSpec {
             name,
             timing,
-            task,
+            target,
             catch_up: catch_up.parse()?,
             catch_up_window_s: u32::try_from(catch_up_window_s).map_err(|e| e.to_string())?,
             overlap: overlap.parse()?,
@@ -599,11 +777,20 @@ pub struct Schedule {
     pub fired_through: DateTime<Utc>,
     pub last_fired_at: Option<DateTime<Utc>>,
     pub last_task_id: Option<TaskId>,
+    pub last_workflow_id: Option<WorkflowId>,
     /// A tick held back by `buffer_one`, fired when the previous fires are over.
     pub buffered_for: Option<DateTime<Utc>>,
 }
 
 impl Schedule {
+    /// Notes what the last fire started, as the store did.
+    pub fn started(&mut self, started: Started) {
+        (self.last_task_id, self.last_workflow_id) = match started {
+            Started::Task(t) => (Some(t), None),
+            Started::Workflow(w) => (None, Some(w)),
+        };
+    }
+
     /// The next tick that will fire (`None` while paused).
     pub fn next_fire_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.spec.paused {
@@ -620,7 +807,14 @@ impl Schedule {
             name: self.spec.name.clone(),
             cron: self.spec.timing.cron.as_str().to_string(),
             timezone: self.spec.timing.zone.name().to_string(),
-            task: self.spec.task.clone(),
+            task: match &self.spec.target {
+                Target::Task(t) => Some(t.clone()),
+                Target::Workflow(_) => None,
+            },
+            workflow: match &self.spec.target {
+                Target::Workflow(w) => Some(w.clone()),
+                Target::Task(_) => None,
+            },
             catch_up: self.spec.catch_up,
             catch_up_window_s: self.spec.catch_up_window_s,
             overlap: self.spec.overlap,
@@ -630,6 +824,7 @@ impl Schedule {
             cron_description: self.spec.timing.cron.describe(),
             last_fired_at: self.last_fired_at,
             last_task_id: self.last_task_id,
+            last_workflow_id: self.last_workflow_id,
             buffered_for: self.buffered_for,
             source: self.source,
             created_at: self.created_at,
@@ -645,7 +840,12 @@ pub struct ScheduleView {
     pub name: String,
     pub cron: String,
     pub timezone: String,
-    pub task: TaskTemplate,
+    /// The task each tick enqueues (absent for a workflow schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskTemplate>,
+    /// The workflow each tick starts (absent for a task schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowTemplate>,
     pub catch_up: CatchUp,
     pub catch_up_window_s: u32,
     pub overlap: Overlap,
@@ -657,7 +857,10 @@ pub struct ScheduleView {
     /// The pattern in words.
     pub cron_description: String,
     pub last_fired_at: Option<DateTime<Utc>>,
+    /// The last fire's task (a task schedule).
     pub last_task_id: Option<TaskId>,
+    /// The last fire's workflow (a workflow schedule).
+    pub last_workflow_id: Option<WorkflowId>,
     /// A tick `buffer_one` holds back.
     pub buffered_for: Option<DateTime<Utc>>,
     /// `file`: managed by `JCT_SCHEDULES_FILE`.
@@ -669,8 +872,9 @@ pub struct ScheduleView {
 /// What one fire did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FireOutcome {
-    /// A task was enqueued (after cancelling `cancelled`, under `cancel_other`).
-    Fired { task_id: TaskId, cancelled: Vec<TaskId> },
+    /// A task was enqueued or a workflow started (after cancelling `cancelled`, under
+    /// `cancel_other`).
+    Fired { started: Started, cancelled: Vec<TaskId> },
     /// The previous fire is still going: nothing fired (`overlap: skip`, or `buffer_one`
     /// with one already waiting).
     Skipped,
@@ -680,6 +884,13 @@ pub enum FireOutcome {
     AlreadyDone,
     /// The schedule is paused: ticks do not fire.
     Paused,
+}
+
+/// What a fire started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    Task(TaskId),
+    Workflow(WorkflowId),
 }
 
 #[cfg(test)]
@@ -848,7 +1059,36 @@ mod tests {
         assert_eq!(field(json!({"timezone": "Mars/Olympus"})), "timezone");
         assert_eq!(field(json!({"task": null})), "task");
         assert_eq!(field(json!({"workflow": {"name": "w", "steps": []}})), "task");
-        assert_eq!(field(json!({"task": null, "workflow": {"name": "w", "steps": []}})), "workflow");
+        let wf = |workflow: Value| field(json!({"task": null, "workflow": workflow}));
+        assert_eq!(wf(json!({"name": "w", "steps": []})), "workflow.steps");
+        assert_eq!(wf(json!([1])), "workflow");
+        assert_eq!(
+            wf(json!({"name": "w", "steps": [{"key": "a", "type": "echo"}], "idempotency_key": "k"})),
+            "workflow.idempotency_key"
+        );
+        assert_eq!(wf(json!({"name": "w", "steps": [{"key": "a bad key", "type": "echo"}]})), "workflow.steps[0].key");
+        assert_eq!(
+            wf(json!({"name": "w", "steps": [{"key": "a", "type": "echo", "max_attempts": 0}]})),
+            "workflow.steps[0].max_attempts"
+        );
+        assert_eq!(
+            wf(json!({"name": "w", "steps": [{"key": "a", "type": "echo", "depends_on": ["b"]}]})),
+            "workflow.steps"
+        );
+        assert_eq!(wf(json!({"name": "", "steps": [{"key": "a", "type": "echo"}]})), "workflow.name");
+        let good = json!({"name": "w", "steps": [{"key": "a", "type": "echo"}, {"key": "b", "type": "echo", "depends_on": ["a"], "on_parent_failure": "run"}]});
+        let mut body = ok.clone();
+        body.as_object_mut().unwrap().remove("task");
+        body["workflow"] = good;
+        let spec = ScheduleSpec::from_body(body, None).unwrap();
+        assert!(matches!(&spec.target, Target::Workflow(w) if w.steps.len() == 2));
+        assert_eq!(ScheduleSpec::from_body(spec.body(), None).unwrap(), spec, "a workflow schedule's body reads back");
+        let Work::Workflow(w) = spec.target.fire("nightly", utc("2026-12-03T03:00:00Z"), "t".into()).unwrap() else {
+            panic!("a workflow schedule fires a workflow")
+        };
+        assert!(w.steps.iter().all(|s| s.task.schedule_name.as_deref() == Some("nightly")
+            && s.task.scheduled_for == Some(utc("2026-12-03T03:00:00Z"))));
+        assert_eq!(w.steps[1].on_parent_failure, OnParentFailure::Run);
         assert_eq!(field(json!({"name": "no spaces"})), "name");
         assert_eq!(field(json!({"catch_up": "sometimes"})), "catch_up");
         assert_eq!(field(json!({"overlap": "never"})), "overlap");

@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::intake::{Intake, IntakeError};
-use crate::schedule::{FireKind, FireOutcome, Schedule, ScheduleSpec, Source};
+use crate::schedule::{FireKind, FireOutcome, Schedule, ScheduleSpec, Source, Work};
 use crate::store::{FireParams, Fired, ScheduleError, ScheduleStore, SchedulesFingerprint, StoreError};
-use crate::task::{InvalidField, NewTask};
+use crate::task::InvalidField;
 
 /// Why a schedule operation did nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -100,19 +100,27 @@ impl Schedules {
         self.changed.notify_one();
     }
 
-    /// Checks the task a spec's fires will enqueue with the intake (type, admission, CWOM
-    /// link), naming the field under `task`.
+    /// Checks the task a spec's fires will enqueue (or each step of its workflow) with the
+    /// intake (type, admission, CWOM link), naming the field under `task` (or
+    /// `workflow.steps[i]`).
     async fn admit(&self, spec: &ScheduleSpec) -> Result<(), SchedulingError> {
-        let sample = spec.task.new_task(&spec.name, Utc::now(), trace_id()).map_err(SchedulingError::Invalid)?;
-        self.intake.admits(&sample).await.map_err(|e| {
-            let field = match &e {
-                IntakeError::UnknownType { .. } => "task.type",
-                IntakeError::MissingIssue(_) => "task.cwom_issue_id",
-                IntakeError::Store(e) => return SchedulingError::Store(e.clone()),
-                _ => "task.payload",
+        let sample = spec.target.fire(&spec.name, Utc::now(), trace_id()).map_err(SchedulingError::Invalid)?;
+        for (index, task) in sample.tasks().into_iter().enumerate() {
+            let prefix = match &sample {
+                Work::Task(_) => "task".to_string(),
+                Work::Workflow(_) => format!("workflow.steps[{index}]"),
             };
-            SchedulingError::Invalid(InvalidField::new(field, e.to_string()))
-        })
+            self.intake.admits(task).await.map_err(|e| {
+                let field = match &e {
+                    IntakeError::UnknownType { .. } => "type",
+                    IntakeError::MissingIssue(_) => "cwom_issue_id",
+                    IntakeError::Store(e) => return SchedulingError::Store(e.clone()),
+                    _ => "payload",
+                };
+                SchedulingError::Invalid(InvalidField::new(format!("{prefix}.{field}"), e.to_string()))
+            })?;
+        }
+        Ok(())
     }
 
     pub async fn create(&self, spec: &ScheduleSpec) -> Result<Schedule, SchedulingError> {
@@ -176,9 +184,9 @@ impl Schedules {
     /// Fires one tick (or trigger) of `schedule` as read at its `updated_at`.
     pub async fn fire(&self, schedule: &Schedule, kind: FireKind, at: DateTime<Utc>) -> Result<Fired, SchedulingError> {
         let spec = &schedule.spec;
-        let task = spec.task.new_task(&spec.name, at, trace_id()).map_err(SchedulingError::Invalid)?;
+        let work = spec.target.fire(&spec.name, at, trace_id()).map_err(SchedulingError::Invalid)?;
         let params =
-            FireParams { name: spec.name.clone(), kind, scheduled_for: at, version: schedule.updated_at, task };
+            FireParams { name: spec.name.clone(), kind, scheduled_for: at, version: schedule.updated_at, work };
         let fired = self.intake.fire(&params).await?;
         if let Fired::Done(outcome) = &fired {
             tracing::debug!(schedule = %spec.name, kind = %kind, at = %at, ?outcome, "schedule tick");
@@ -195,8 +203,8 @@ impl Schedules {
     pub async fn release_buffered(&self, schedule: &Schedule) -> Result<Option<FireOutcome>, SchedulingError> {
         let spec = &schedule.spec;
         let at = schedule.buffered_for.unwrap_or_else(Utc::now);
-        let task: NewTask = spec.task.new_task(&spec.name, at, trace_id()).map_err(SchedulingError::Invalid)?;
-        Ok(self.intake.release_buffered(&spec.name, &task).await?)
+        let work = spec.target.fire(&spec.name, at, trace_id()).map_err(SchedulingError::Invalid)?;
+        Ok(self.intake.release_buffered(&spec.name, &work).await?)
     }
 
     /// Applies the schedules file (see the module's doc). Stops at the first schedule the

@@ -15,8 +15,9 @@ use super::access::authorized;
 use super::body::read_json_value;
 use super::error::answer;
 use super::{ApiError, ApiState};
-use crate::schedule::{check_name, FireOutcome, ScheduleSpec, ScheduleView};
+use crate::schedule::{check_name, FireOutcome, ScheduleSpec, ScheduleView, Started};
 use crate::task::TaskId;
+use crate::workflow::WorkflowId;
 
 /// Every `/schedules` route, behind the API key (the read-only key may only GET).
 pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
@@ -56,8 +57,12 @@ struct Deleted {
 #[derive(serde::Serialize, schemars::JsonSchema)]
 struct Fired {
     name: String,
-    /// The task the trigger enqueued.
-    task_id: TaskId,
+    /// The task the trigger enqueued (a task schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<TaskId>,
+    /// The workflow the trigger started (a workflow schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_id: Option<WorkflowId>,
     fired: bool,
 }
 
@@ -76,10 +81,10 @@ pub(super) fn describe(doc: &mut super::openapi::Doc) {
         "task": { "type": "echo", "payload": { "job": "bump dependencies" } },
         "catch_up": "latest", "catch_up_window_s": 3600, "overlap": "skip"
     });
-    let invalid = "`invalid_schedule` naming the `field` (bad cron, unknown time zone, task and workflow both or neither, workflows not available yet, an invalid task)";
+    let invalid = "`invalid_schedule` naming the `field` (bad cron, unknown time zone, task and workflow both or neither, an invalid task or workflow)";
     let name = "Schedule name ([A-Za-z0-9_.-]{1,128})";
     let missing = "No such schedule (`schedule_not_found`)";
-    doc.post("/schedules", "Create a schedule: a cron pattern (5 fields, 6 with seconds, @hourly/@daily/@weekly/@monthly) in an IANA time zone, the task each tick enqueues, catch-up and overlap policies")
+    doc.post("/schedules", "Create a schedule: a cron pattern (5 fields, 6 with seconds, @hourly/@daily/@weekly/@monthly) in an IANA time zone, the task each tick enqueues or the workflow it starts, catch-up and overlap policies")
         .body::<crate::schedule::Body>(example.clone())
         .answers::<ScheduleView>(201, "The schedule, with next_fire_at and upcoming (the next 5 fire times)")
         .changes()
@@ -91,12 +96,15 @@ pub(super) fn describe(doc: &mut super::openapi::Doc) {
         .answers::<ScheduleList>(200, "The schedules")
         .keyed()
         .unavailable();
-    doc.get("/schedules/{name}", "One schedule, with last_fired_at and last_task_id")
-        .path_param("name", name)
-        .answers::<ScheduleView>(200, "The schedule")
-        .keyed()
-        .error(404, missing)
-        .unavailable();
+    doc.get(
+        "/schedules/{name}",
+        "One schedule, with last_fired_at and last_task_id (last_workflow_id for a workflow schedule)",
+    )
+    .path_param("name", name)
+    .answers::<ScheduleView>(200, "The schedule")
+    .keyed()
+    .error(404, missing)
+    .unavailable();
     doc.put("/schedules/{name}", "Replace a schedule (same body as POST; the name may be left out)")
         .path_param("name", name)
         .body::<crate::schedule::Body>(example)
@@ -128,7 +136,7 @@ pub(super) fn describe(doc: &mut super::openapi::Doc) {
         "Fire once now, with a key of its own (no tick is used up; the overlap policy does not apply)",
     )
     .path_param("name", name)
-    .answers::<Fired>(201, "The task fired")
+    .answers::<Fired>(201, "The task enqueued or the workflow started")
     .changes()
     .error(404, missing)
     .error(422, "`invalid_schedule`: the trigger did not fire")
@@ -223,8 +231,12 @@ async fn action(name: String, action: String, state: ApiState) -> Response {
                     Ok::<_, ApiError>((StatusCode::OK, Answer::Schedule(Box::new(s.view(Utc::now())))))
                 }
                 "trigger" => match state.schedules.trigger(&name).await? {
-                    FireOutcome::Fired { task_id, .. } => {
-                        Ok((StatusCode::CREATED, Answer::Fired(Fired { name, task_id, fired: true })))
+                    FireOutcome::Fired { started, .. } => {
+                        let (task_id, workflow_id) = match started {
+                            Started::Task(t) => (Some(t), None),
+                            Started::Workflow(w) => (None, Some(w)),
+                        };
+                        Ok((StatusCode::CREATED, Answer::Fired(Fired { name, task_id, workflow_id, fired: true })))
                     }
                     other => Err(ApiError::InvalidSchedule {
                         field: "name".into(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::cwom_service::Cwom;
 use crate::handlers::{Refusal, Registry};
 use crate::metrics::Metrics;
-use crate::schedule::FireOutcome;
+use crate::schedule::{FireOutcome, Work};
 use crate::store::{
     EnqueueError, FireParams, Fired, ScheduleError, ScheduleStore, StoreError, TaskStore, WorkflowCreateError,
 };
@@ -176,13 +176,7 @@ impl Intake {
             key: workflow.steps[index].key.to_string(),
             source: Box::new(source),
         })?;
-        let mut per_type: Vec<(&str, u64)> = Vec::new();
-        for t in &tasks {
-            match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
-                Some((_, n)) => *n += 1,
-                None => per_type.push((t.task_type.as_str(), 1)),
-            }
-        }
+        let per_type = by_type(&tasks);
         let created = self.store.create_workflow(&workflow).await?;
         self.entered(&per_type);
         tracing::debug!(workflow_id = %created.workflow_id, steps = created.steps.len(), "workflow stored");
@@ -195,40 +189,48 @@ impl Intake {
         self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)
     }
 
-    /// Fires a schedule's tick or trigger: the task is checked as any enqueue is, then
-    /// written with the fire's key and the overlap policy in one transaction
-    /// ([`ScheduleStore::fire`]). Tasks cancelled by `cancel_other` are stopped here too.
+    /// Fires a schedule's tick or trigger: its task (or each step of its workflow) is
+    /// checked as any enqueue is, then written with the fire's key and the overlap policy in
+    /// one transaction ([`ScheduleStore::fire`]). Tasks cancelled by `cancel_other` are
+    /// stopped here too.
     pub async fn fire(&self, params: &FireParams) -> Result<Fired, IntakeError> {
-        self.check(std::slice::from_ref(&params.task)).await.map_err(|(_, e)| e)?;
+        self.check_work(&params.work).await?;
         let fired = self.schedules.fire(params).await?;
         if let Fired::Done(outcome) = &fired {
-            self.fired(outcome, &params.task.task_type);
+            self.fired(outcome, &params.work);
         }
         Ok(fired)
     }
 
     /// Fires the tick `buffer_one` held back, once the schedule's previous fires are over
     /// ([`ScheduleStore::release_buffered`]).
-    pub async fn release_buffered(
-        &self,
-        name: &str,
-        task: &crate::task::NewTask,
-    ) -> Result<Option<FireOutcome>, IntakeError> {
-        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)?;
-        let released = self.schedules.release_buffered(name, task).await?;
+    pub async fn release_buffered(&self, name: &str, work: &Work) -> Result<Option<FireOutcome>, IntakeError> {
+        self.check_work(work).await?;
+        let released = self.schedules.release_buffered(name, work).await?;
         if let Some(outcome) = &released {
-            self.fired(outcome, &task.task_type);
+            self.fired(outcome, work);
         }
         Ok(released)
     }
 
-    fn fired(&self, outcome: &FireOutcome, task_type: &str) {
-        if let FireOutcome::Fired { task_id, cancelled } = outcome {
+    /// Checks a fire's work: its task, or each step of its workflow naming the step.
+    async fn check_work(&self, work: &Work) -> Result<(), IntakeError> {
+        let tasks: Vec<NewTask> = work.tasks().into_iter().cloned().collect();
+        self.check(&tasks).await.map_err(|(index, source)| match work {
+            Work::Task(_) => source,
+            Work::Workflow(w) => {
+                IntakeError::InStep { index, key: w.steps[index].key.to_string(), source: Box::new(source) }
+            }
+        })
+    }
+
+    fn fired(&self, outcome: &FireOutcome, work: &Work) {
+        if let FireOutcome::Fired { started, cancelled } = outcome {
             for id in cancelled {
                 self.wake.cancelled(*id);
             }
-            self.entered(&[(task_type, 1)]);
-            tracing::debug!(task_id = %task_id, task_type, "schedule fired");
+            self.entered(&by_type(work.tasks()));
+            tracing::debug!(?started, "schedule fired");
         }
     }
 
@@ -270,6 +272,18 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// How many of `tasks` there are of each type (types are few: a scan beats a map).
+fn by_type<'a>(tasks: impl IntoIterator<Item = &'a NewTask>) -> Vec<(&'a str, u64)> {
+    let mut per_type: Vec<(&str, u64)> = Vec::new();
+    for t in tasks {
+        match per_type.iter_mut().find(|(ty, _)| *ty == t.task_type) {
+            Some((_, n)) => *n += 1,
+            None => per_type.push((t.task_type.as_str(), 1)),
+        }
+    }
+    per_type
 }
 
 /// Refuses a batch that uses one idempotency key twice, naming both tasks by index: the

@@ -136,9 +136,9 @@ impl Ticker {
             // ticks fire in order, and the held one is not starved by the next.
             if schedule.buffered_for.is_some() {
                 match self.schedules.release_buffered(schedule).await {
-                    Ok(Some(FireOutcome::Fired { task_id, .. })) => {
+                    Ok(Some(FireOutcome::Fired { started, .. })) => {
                         schedule.buffered_for = None;
-                        schedule.last_task_id = Some(task_id);
+                        schedule.started(started);
                     }
                     Ok(_) => {}
                     Err(SchedulingError::NotFound(_)) => return Ok(false),
@@ -147,8 +147,8 @@ impl Ticker {
             }
             match self.schedules.fire(schedule, FireKind::Tick, *at).await {
                 Ok(Fired::Done(outcome)) => {
-                    if let FireOutcome::Fired { task_id, .. } = &outcome {
-                        schedule.last_task_id = Some(*task_id);
+                    if let FireOutcome::Fired { started, .. } = &outcome {
+                        schedule.started(*started);
                         schedule.last_fired_at = Some(Utc::now());
                     }
                     if outcome == FireOutcome::Buffered {

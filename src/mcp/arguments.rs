@@ -199,8 +199,12 @@ pub struct CreateSchedule {
     pub cron: String,
     /// IANA time zone (default UTC)
     pub timezone: Option<String>,
-    /// the enqueue body each tick uses (type, payload, queue, ...; no run_at or idempotency_key)
-    pub task: Map<String, Value>,
+    /// the enqueue body each tick uses (type, payload, queue, ...; no run_at or idempotency_key);
+    /// give this or workflow
+    pub task: Option<Map<String, Value>>,
+    /// the workflow each tick starts (a POST /workflows body: name, steps; no idempotency_key);
+    /// give this or task
+    pub workflow: Option<Map<String, Value>>,
     /// missed ticks after downtime (default latest)
     pub catch_up: Option<CatchUp>,
     /// default 3600

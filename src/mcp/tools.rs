@@ -204,8 +204,8 @@ impl ToolName {
                  task_id). Changes nothing."
             }
             ToolName::CreateSchedule => {
-                "Creates a schedule (POST /schedules) that enqueues its task on every tick of a cron \
-                 pattern (5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly) in an \
+                "Creates a schedule (POST /schedules) that enqueues its task (or starts its workflow) \
+                 on every tick of a cron pattern (5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly) in an \
                  IANA time zone. Changes: adds the schedule. Twice: safe; the second call is refused \
                  with 409 schedule_exists."
             }
@@ -217,9 +217,9 @@ impl ToolName {
                  Changes: the schedule runs again. Twice: safe."
             }
             ToolName::TriggerSchedule => {
-                "Fires a schedule once now, outside its pattern (its task is enqueued; no tick is \
-                 used up) and returns the task_id. Changes: creates a task. Twice: creates a \
-                 second task."
+                "Fires a schedule once now, outside its pattern (its task is enqueued or its workflow \
+                 started; no tick is used up) and returns the task_id (or workflow_id). Changes: \
+                 creates a task or workflow. Twice: creates a second one."
             }
             ToolName::ListQueues => {
                 "Lists every queue that has a setting or a live task (GET /queues): paused or not, \

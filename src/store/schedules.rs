@@ -7,8 +7,10 @@
 //!    `PUT` takes effect from its next tick, never from a tick computed before it);
 //! 2. inserts the key `(schedule, kind, instant)` into `schedule_fires`; a key already
 //!    there means another daemon (or this one, before a restart) dealt with the tick;
-//! 3. applies the overlap policy to the schedule's tasks still queued or running;
-//! 4. inserts the task with `schedule_name` and `scheduled_for`, and moves the cursor.
+//! 3. applies the overlap policy to the schedule's tasks still waiting, queued or running
+//!    (a fired workflow's steps are its tasks);
+//! 4. inserts the task, or the workflow with all its steps, each with `schedule_name` and
+//!    `scheduled_for`, and moves the cursor.
 //!
 //! Whatever the number of daemons, restarts and kills, a tick fires at most once, and a
 //! tick that was fired is never fired again.
@@ -17,8 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::error::{ScheduleError, StoreResult};
-use crate::schedule::{FireKind, FireOutcome, Schedule, ScheduleSpec, Source};
-use crate::task::NewTask;
+use crate::schedule::{FireKind, FireOutcome, Schedule, ScheduleSpec, Source, Work};
 
 /// Fire one tick (or one trigger) of a schedule.
 #[derive(Debug, Clone)]
@@ -29,8 +30,8 @@ pub struct FireParams {
     pub scheduled_for: DateTime<Utc>,
     /// The `updated_at` of the schedule the fire was computed from.
     pub version: DateTime<Utc>,
-    /// The task to enqueue (`schedule_name` and `scheduled_for` set).
-    pub task: NewTask,
+    /// The task or workflow to start (`schedule_name` and `scheduled_for` set on each task).
+    pub work: Work,
 }
 
 /// What [`ScheduleStore::fire`] found.
@@ -87,7 +88,7 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn pass_ticks(&self, name: &str, through: DateTime<Utc>) -> StoreResult<()>;
 
     /// Fires the tick `buffer_one` held back, if there is one and none of the schedule's
-    /// tasks is queued or running any more; `task` is its task (`scheduled_for` is set
-    /// here, to the buffered tick). Answers what it did.
-    async fn release_buffered(&self, name: &str, task: &NewTask) -> Result<Option<FireOutcome>, ScheduleError>;
+    /// tasks is waiting, queued or running any more; `work` is what it starts
+    /// (`scheduled_for` is set here, to the buffered tick). Answers what it did.
+    async fn release_buffered(&self, name: &str, work: &Work) -> Result<Option<FireOutcome>, ScheduleError>;
 }

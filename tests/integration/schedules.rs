@@ -1,7 +1,8 @@
 //! Schedules with the real daemon binary (issue 26): the routes and their refusals, ticks
 //! that fire once each and run, exactly one task per tick across three daemons on
 //! PostgreSQL while they are killed and restarted, catch-up after every daemon stopped,
-//! the overlap policies seen from the tasks, and the schedules file.
+//! the overlap policies seen from the tasks, the schedules file, and schedules that start
+//! a workflow each tick.
 
 use crate::support;
 
@@ -91,7 +92,16 @@ async fn routes_validate_name_the_field_and_follow_the_keys() {
         (json!({ "timezone": "Europe/Atlantis" }), "timezone"),
         (json!({ "task": null }), "task"),
         (json!({ "workflow": { "name": "w", "steps": [] } }), "task"),
-        (json!({ "task": null, "workflow": { "name": "w", "steps": [] } }), "workflow"),
+        (json!({ "task": null, "workflow": { "name": "w", "steps": [] } }), "workflow.steps"),
+        (json!({ "task": null, "workflow": [] }), "workflow"),
+        (
+            json!({ "task": null, "workflow": { "name": "w", "steps": [{ "key": "a", "type": "no-such-type" }] } }),
+            "workflow.steps[0].type",
+        ),
+        (
+            json!({ "task": null, "workflow": { "name": "w", "steps": [{ "key": "a", "type": "echo", "depends_on": ["a"] }] } }),
+            "workflow.steps",
+        ),
         (json!({ "task": { "type": "no-such-type" } }), "task.type"),
         (json!({ "task": { "type": "echo", "run_at": "2030-01-01T00:00:00Z" } }), "task.run_at"),
         (json!({ "name": "bad name" }), "name"),
@@ -112,9 +122,6 @@ async fn routes_validate_name_the_field_and_follow_the_keys() {
         assert_eq!(answer["error"], "invalid_schedule", "{answer}");
         assert_eq!(answer["field"], field, "{body} → {answer}");
     }
-    let (_, workflow) =
-        api(&d, "POST", "/schedules", Some(json!({ "name": "w", "cron": "@daily", "workflow": {} }))).await;
-    assert!(workflow["message"].as_str().unwrap().contains("not available"), "{workflow}");
 
     // Keys: none is 401, the read-only key reads and may not write.
     assert_eq!(call(&d, None, "GET", "/schedules", None).await.0, 401);
@@ -466,4 +473,153 @@ type = "echo"
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("JCT_SCHEDULES_FILE")).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].contains("broken") && lines[0].contains("cron"), "{}", lines[0]);
+}
+
+/// A two-step workflow (`a`, then `b` which runs whatever `a` did) that a schedule starts.
+fn workflow_schedule(name: &str, overlap: &str, a_ms: u64) -> Value {
+    json!({ "name": name, "cron": "* * * * * *", "overlap": overlap, "workflow": {
+        "name": format!("wf-{name}"),
+        "steps": [
+            { "key": "a", "type": "sleep", "payload": { "ms": a_ms } },
+            { "key": "b", "type": "echo", "depends_on": ["a"], "on_parent_failure": "run",
+              "payload": { "a": { "$from": "a", "pointer": "" } } }
+        ]
+    } })
+}
+
+/// The workflows a schedule started, one per tick: every step carries the schedule and
+/// the tick, and the steps of one tick are one workflow.
+async fn workflows_by_tick(d: &DaemonProcess, name: &str) -> BTreeMap<DateTime<Utc>, String> {
+    let mut by_tick = BTreeMap::new();
+    for (tick, steps) in tasks_of(d, name).await {
+        assert_eq!(steps.len(), 2, "one workflow of two steps for {tick}: {steps:?}");
+        let wf = steps[0]["workflow_id"].as_str().expect("a step of a workflow").to_string();
+        assert!(steps.iter().all(|t| t["workflow_id"] == wf.as_str()), "{steps:?}");
+        let mut keys: Vec<&str> = steps.iter().map(|t| t["step_key"].as_str().unwrap()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        by_tick.insert(tick, wf);
+    }
+    by_tick
+}
+
+async fn workflow_status(d: &DaemonProcess, id: &str) -> Value {
+    let (status, wf) = api(d, "GET", &format!("/workflows/{id}"), None).await;
+    assert_eq!(status, 200, "{wf}");
+    wf
+}
+
+/// A schedule whose ticks start workflows: one per tick (exactly once, through the same
+/// transaction as the tick's key), each run through; trigger starts one too.
+async fn workflow_schedules_start_one_workflow_per_tick(db_url: &str) {
+    let d = daemon(db_url, &[("JCT_WORKERS", "4".into())]);
+    let (status, created) = api(&d, "POST", "/schedules", Some(workflow_schedule("flow", "allow", 10))).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["workflow"]["steps"][1]["depends_on"], json!(["a"]), "{created}");
+    assert!(created.get("task").is_none(), "{created}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(api(&d, "POST", "/schedules/flow/pause", None).await.0, 200);
+    let by_tick = workflows_by_tick(&d, "flow").await;
+    assert!(by_tick.len() >= 3, "at least 3 ticks in 5 s: {:?}", by_tick.keys());
+    let ticks: Vec<DateTime<Utc>> = by_tick.keys().copied().collect();
+    for pair in ticks.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_milliseconds(), 1000, "no tick missing or doubled: {ticks:?}");
+    }
+    let mut distinct: Vec<&String> = by_tick.values().collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), by_tick.len(), "a workflow per tick");
+    for wf in by_tick.values() {
+        let view = support::wait_for(&format!("workflow {wf} to complete"), Duration::from_secs(10), || async {
+            let view = workflow_status(&d, wf).await;
+            (view["status"] == "completed").then_some(view)
+        })
+        .await;
+        assert_eq!(view["name"], "wf-flow");
+    }
+    let (_, got) = api(&d, "GET", "/schedules/flow", None).await;
+    assert_eq!(got["last_workflow_id"], by_tick.values().last().unwrap().as_str(), "{got}");
+    assert_eq!(got["last_task_id"], Value::Null, "{got}");
+    // b read a's result through $from: the schedule's workflow is a workflow like any other.
+    let last_b = tasks_of(&d, "flow").await.into_values().last().unwrap();
+    let b = last_b.iter().find(|t| t["step_key"] == "b").unwrap();
+    let b = wait_task(&d, b["task_id"].as_str().unwrap(), "completed").await;
+    assert!(b["payload"]["a"].is_object(), "{b}");
+
+    let (status, fired) = api(&d, "POST", "/schedules/flow/trigger", None).await;
+    assert_eq!(status, 201, "{fired}");
+    let wf = fired["workflow_id"].as_str().expect("a trigger of a workflow schedule starts a workflow");
+    assert!(fired.get("task_id").is_none(), "{fired}");
+    assert_eq!(workflow_status(&d, wf).await["steps"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_schedules_start_one_workflow_per_tick_on_sqlite() {
+    let db = SqliteDb::new();
+    workflow_schedules_start_one_workflow_per_tick(&db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_schedules_start_one_workflow_per_tick_on_postgres() {
+    let db = PgDb::new().await;
+    workflow_schedules_start_one_workflow_per_tick(&db.url).await;
+}
+
+/// Overlap for a workflow schedule: the previous fire is going while any of its steps is
+/// waiting, queued or running. `skip` never has two workflows going at once;
+/// `cancel_other` cancels every unfinished step of the previous one, its waiting `run`
+/// step too (that step would otherwise run once its parent was cancelled).
+async fn workflow_schedule_overlap(db_url: &str) {
+    let d = daemon(db_url, &[("JCT_WORKERS", "8".into())]);
+    for overlap in ["skip", "cancel_other"] {
+        let body = workflow_schedule(overlap, overlap, 2500);
+        assert_eq!(api(&d, "POST", "/schedules", Some(body)).await.0, 201);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for overlap in ["skip", "cancel_other"] {
+        assert_eq!(api(&d, "POST", &format!("/schedules/{overlap}/pause"), None).await.0, 200);
+    }
+    let skip = workflows_by_tick(&d, "skip").await;
+    assert!((2..=3).contains(&skip.len()), "skip: {} workflows in 6 s of 2.5 s workflows", skip.len());
+    let mut spans = Vec::new();
+    for wf in skip.values() {
+        let view = support::wait_for("the skip workflow to end", Duration::from_secs(10), || async {
+            let view = workflow_status(&d, wf).await;
+            (view["status"] == "completed").then_some(view)
+        })
+        .await;
+        let steps = view["steps"].as_array().unwrap();
+        let start: DateTime<Utc> =
+            steps.iter().map(|s| s["created_at"].as_str().unwrap().parse().unwrap()).min().unwrap();
+        let end: DateTime<Utc> =
+            steps.iter().map(|s| s["finished_at"].as_str().unwrap().parse().unwrap()).max().unwrap();
+        spans.push((start, end));
+    }
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "skip started a workflow while the previous was going: {spans:?}");
+    }
+
+    let cancel = workflows_by_tick(&d, "cancel_other").await;
+    assert!(cancel.len() >= 4, "cancel_other fires every tick: {}", cancel.len());
+    let (last, earlier) =
+        cancel.values().collect::<Vec<_>>().split_last().map(|(l, e)| (l.to_string(), e.to_vec())).unwrap();
+    for wf in earlier {
+        let view = workflow_status(&d, wf).await;
+        assert_eq!(view["status"], "cancelled", "{view}");
+        for step in view["steps"].as_array().unwrap() {
+            assert_eq!(step["status"], "cancelled", "every step of a replaced workflow, b (run) too: {view}");
+        }
+    }
+    assert_ne!(workflow_status(&d, &last).await["status"], "cancelled", "the last fire is not cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_schedule_overlap_on_sqlite() {
+    let db = SqliteDb::new();
+    workflow_schedule_overlap(&db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_schedule_overlap_on_postgres() {
+    let db = PgDb::new().await;
+    workflow_schedule_overlap(&db.url).await;
 }

@@ -775,7 +775,7 @@ async fn worker_registry_on_postgres() {
 mod schedule_cases {
     use super::*;
     use chrono::{DateTime, Duration as TimeDelta};
-    use devops_control_tower::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
+    use devops_control_tower::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source, Started};
     use devops_control_tower::store::{Backend, FireParams, Fired, ScheduleError, ScheduleStore, SchedulesFingerprint};
 
     fn spec(name: &str, overlap: &str) -> ScheduleSpec {
@@ -788,8 +788,8 @@ mod schedule_cases {
     }
 
     fn params(s: &Schedule, kind: FireKind, at: DateTime<Utc>) -> FireParams {
-        let task = s.spec.task.new_task(&s.spec.name, at, "trace".into()).unwrap();
-        FireParams { name: s.spec.name.clone(), kind, scheduled_for: at, version: s.updated_at, task }
+        let work = s.spec.target.fire(&s.spec.name, at, "trace".into()).unwrap();
+        FireParams { name: s.spec.name.clone(), kind, scheduled_for: at, version: s.updated_at, work }
     }
 
     async fn fire(store: &dyn ScheduleStore, s: &Schedule, at: DateTime<Utc>) -> FireOutcome {
@@ -801,7 +801,7 @@ mod schedule_cases {
 
     fn fired_id(o: &FireOutcome) -> TaskId {
         match o {
-            FireOutcome::Fired { task_id, .. } => *task_id,
+            FireOutcome::Fired { started: Started::Task(task_id), .. } => *task_id,
             other => panic!("expected a fire, got {other:?}"),
         }
     }
@@ -872,7 +872,7 @@ mod schedule_cases {
         let mut fired = Vec::new();
         for r in racers {
             match r.await.unwrap() {
-                Fired::Done(FireOutcome::Fired { task_id, .. }) => fired.push(task_id),
+                Fired::Done(FireOutcome::Fired { started: Started::Task(task_id), .. }) => fired.push(task_id),
                 Fired::Done(FireOutcome::AlreadyDone) => {}
                 other => panic!("unexpected {other:?}"),
             }
@@ -943,7 +943,7 @@ mod schedule_cases {
         assert_eq!(held.buffered, 1);
         moved(held, "buffer a tick");
         tasks.cancel(first).await.unwrap();
-        let t = a.spec.task.new_task("a", tick(&a, 2), "x".into()).unwrap();
+        let t = a.spec.target.fire("a", tick(&a, 2), "x".into()).unwrap();
         store.release_buffered("a", &t).await.unwrap().expect("released");
         let released = store.schedules_fingerprint().await.unwrap();
         assert_eq!(released.buffered, 0);
@@ -983,7 +983,7 @@ mod schedule_cases {
                     assert_eq!(fire(store.as_ref(), &s, tick(&s, 3)).await, FireOutcome::Skipped, "one waits at most");
                     let held = store.get_schedule(&name).await.unwrap().unwrap();
                     assert_eq!(held.buffered_for, Some(tick(&s, 2)));
-                    let t = held.spec.task.new_task(&name, tick(&s, 2), "x".into()).unwrap();
+                    let t = held.spec.target.fire(&name, tick(&s, 2), "x".into()).unwrap();
                     assert_eq!(store.release_buffered(&name, &t).await.unwrap(), None, "the first still runs");
                     tasks.cancel(first).await.unwrap();
                     let released = store.release_buffered(&name, &t).await.unwrap().expect("released");
@@ -994,7 +994,9 @@ mod schedule_cases {
                     assert_eq!(store.release_buffered(&name, &t).await.unwrap(), None, "released once");
                 }
                 Overlap::CancelOther => {
-                    let FireOutcome::Fired { task_id, cancelled } = second else { panic!("{second:?}") };
+                    let FireOutcome::Fired { started: Started::Task(task_id), cancelled } = second else {
+                        panic!("{second:?}")
+                    };
                     assert_eq!(cancelled, vec![first]);
                     assert_eq!(tasks.get(first).await.unwrap().unwrap().status, TaskStatus::Cancelled);
                     assert_eq!(tasks.get(task_id).await.unwrap().unwrap().status, TaskStatus::Queued);

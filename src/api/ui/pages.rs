@@ -16,6 +16,7 @@ use crate::cwom::requests::{ListFilter, ListQuery};
 use crate::cwom::types::{Object, ObjectKind};
 use crate::queue::{QueueSettings, QueueView};
 use crate::registration::WorkerState;
+use crate::schedule::Target;
 use crate::store::MinuteCounts;
 use crate::task::{Task, TaskFilter, TaskId, TaskStatus};
 use crate::tunables::{UI_CHART_MINUTES, UI_COUNT_CAP, UI_PAGE_SIZE, UI_REFRESH};
@@ -718,7 +719,7 @@ pub async fn schedules(ctx: &Ctx, state: &ApiState) -> PageResult {
         table #schedules {
             thead {
                 tr {
-                    th { "Name" } th { "Cron" } th { "Time zone" } th { "Task" } th { "Policies" } th { "Next fires" }
+                    th { "Name" } th { "Cron" } th { "Time zone" } th { "Starts" } th { "Policies" } th { "Next fires" }
                     th { "Last fire" } th {}
                 }
             }
@@ -735,7 +736,14 @@ pub async fn schedules(ctx: &Ctx, state: &ApiState) -> PageResult {
                             small { (spec.timing.cron.describe()) }
                         }
                         td { (spec.timing.zone.name()) }
-                        td { (spec.task.task_type) }
+                        td {
+                            @match &spec.target {
+                                Target::Task(t) => { (t.task_type) }
+                                Target::Workflow(w) => {
+                                    "workflow " (w.name) " (" (w.steps.len()) " steps)"
+                                }
+                            }
+                        }
                         td {
                             "catch-up " (spec.catch_up) " (" (spec.catch_up_window_s) " s), overlap " (spec.overlap)
                         }
@@ -750,10 +758,14 @@ pub async fn schedules(ctx: &Ctx, state: &ApiState) -> PageResult {
                             }
                         }
                         td {
-                            @match (&s.last_fired_at, &s.last_task_id) {
-                                (Some(at), Some(id)) => {
+                            @match (&s.last_fired_at, &s.last_task_id, &s.last_workflow_id) {
+                                (Some(at), Some(id), _) => {
                                     span title=(time(at)) { (age(at, now)) " ago" } br;
                                     (task_link(root, id))
+                                }
+                                (Some(at), None, Some(w)) => {
+                                    span title=(time(at)) { (age(at, now)) " ago" } br;
+                                    a.mono href={ (root) "ui/workflows/" (w) } { (w) }
                                 }
                                 _ => { span.muted { "never" } }
                             }

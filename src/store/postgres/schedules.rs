@@ -10,13 +10,15 @@ use uuid::Uuid;
 
 use super::tasks::{Columns, INSERT_UNNEST};
 use super::{pg_err, PgStore, CANCEL_CHANNEL};
-use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
-use crate::store::error::{ScheduleError, StoreError, StoreResult};
+use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source, Started, Work};
+use crate::store::error::{ScheduleError, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::schedules::{FireParams, Fired, ScheduleStore, SchedulesFingerprint};
 use crate::task::{NewTask, TaskId};
+use crate::workflow::WorkflowId;
 
-const COLUMNS: &str = "name, cron, timezone, task, catch_up, catch_up_window_s, overlap, paused, source, \
-                       created_at, updated_at, fired_through, last_fired_at, last_task_id, buffered_for";
+const COLUMNS: &str = "name, cron, timezone, target, template, catch_up, catch_up_window_s, overlap, paused, \
+                       source, created_at, updated_at, fired_through, last_fired_at, last_task_id, buffered_for, \
+                       last_workflow_id";
 
 fn schedule_from_row(row: &Row) -> StoreResult<Schedule> {
     let bad = |e: String| StoreError::internal(format!("unreadable schedule row: {e}"));
@@ -26,31 +28,34 @@ fn schedule_from_row(row: &Row) -> StoreResult<Schedule> {
         row.get(2),
         row.get(3),
         row.get(4),
-        i64::from(row.get::<_, i32>(5)),
-        row.get(6),
+        row.get(5),
+        i64::from(row.get::<_, i32>(6)),
         row.get(7),
+        row.get(8),
     )
     .map_err(bad)?;
-    let source: &str = row.get(8);
+    let source: &str = row.get(9);
     Ok(Schedule {
         spec,
         source: source.parse().map_err(bad)?,
-        created_at: row.get(9),
-        updated_at: row.get(10),
-        fired_through: row.get(11),
-        last_fired_at: row.get(12),
-        last_task_id: row.get::<_, Option<Uuid>>(13).map(TaskId),
-        buffered_for: row.get(14),
+        created_at: row.get(10),
+        updated_at: row.get(11),
+        fired_through: row.get(12),
+        last_fired_at: row.get(13),
+        last_task_id: row.get::<_, Option<Uuid>>(14).map(TaskId),
+        buffered_for: row.get(15),
+        last_workflow_id: row.get::<_, Option<Uuid>>(16).map(WorkflowId),
     })
 }
 
-/// A spec as the values of `name, cron, timezone, task, catch_up, catch_up_window_s, overlap,
-/// paused, source`: `$1`..`$9` of both the insert and the replace.
+/// A spec as the values of `name, cron, timezone, target, template, catch_up,
+/// catch_up_window_s, overlap, paused, source`: `$1`..`$10` of both the insert and the replace.
 struct SpecValues<'a> {
     spec: &'a ScheduleSpec,
     cron: &'a str,
     zone: &'a str,
-    task: serde_json::Value,
+    target: &'static str,
+    template: serde_json::Value,
     catch_up: &'a str,
     window: i32,
     overlap: &'a str,
@@ -59,11 +64,13 @@ struct SpecValues<'a> {
 
 impl<'a> SpecValues<'a> {
     fn of(spec: &'a ScheduleSpec, source: Source) -> Self {
+        let (target, template) = spec.target.stored();
         SpecValues {
             spec,
             cron: spec.timing.cron.as_str(),
             zone: spec.timing.zone.name(),
-            task: serde_json::to_value(&spec.task).unwrap_or_default(),
+            target,
+            template,
             catch_up: spec.catch_up.as_str(),
             window: spec.catch_up_window_s as i32,
             overlap: spec.overlap.as_str(),
@@ -71,12 +78,13 @@ impl<'a> SpecValues<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
         [
             &self.spec.name,
             &self.cron,
             &self.zone,
-            &self.task,
+            &self.target,
+            &self.template,
             &self.catch_up,
             &self.window,
             &self.overlap,
@@ -95,24 +103,46 @@ async fn insert_task(tx: &deadpool_postgres::Transaction<'_>, task: &NewTask) ->
     Ok(TaskId(row.get(0)))
 }
 
-/// Records a fired task on its key and its schedule.
+/// Starts a fire's work inside `tx`: the task, or the workflow with its steps.
+async fn insert_work(tx: &deadpool_postgres::Transaction<'_>, work: &Work) -> StoreResult<Started> {
+    match work {
+        Work::Task(task) => Ok(Started::Task(insert_task(tx, task).await?)),
+        Work::Workflow(wf) => match super::workflows::insert_workflow(tx, wf).await {
+            Ok(created) => Ok(Started::Workflow(created.workflow_id)),
+            Err(WorkflowCreateError::Store(e)) => Err(e),
+            // A fire's workflow has no idempotency key: its key is the fire's.
+            Err(WorkflowCreateError::Duplicate { existing }) => {
+                Err(StoreError::internal(format!("a schedule's workflow met the key of workflow {existing}")))
+            }
+        },
+    }
+}
+
+/// Records what a fire started on its key and its schedule.
 async fn record_fired(
     tx: &deadpool_postgres::Transaction<'_>,
     name: &str,
     kind: FireKind,
     at: DateTime<Utc>,
-    task: TaskId,
+    started: Started,
 ) -> StoreResult<()> {
+    let (task, workflow) = match started {
+        Started::Task(t) => (Some(t.0), None),
+        Started::Workflow(w) => (None, Some(w.0)),
+    };
     tx.execute(
-        "UPDATE schedule_fires SET outcome = 'fired', task_id = $4 \
+        "UPDATE schedule_fires SET outcome = 'fired', task_id = $4, workflow_id = $5 \
          WHERE schedule_name = $1 AND kind = $2 AND scheduled_for = $3",
-        &[&name, &kind.as_str(), &at, &task.0],
+        &[&name, &kind.as_str(), &at, &task, &workflow],
     )
     .await
     .map_err(pg_err)?;
-    tx.execute("UPDATE schedules SET last_fired_at = now(), last_task_id = $2 WHERE name = $1", &[&name, &task.0])
-        .await
-        .map_err(pg_err)?;
+    tx.execute(
+        "UPDATE schedules SET last_fired_at = now(), last_task_id = $2, last_workflow_id = $3 WHERE name = $1",
+        &[&name, &task, &workflow],
+    )
+    .await
+    .map_err(pg_err)?;
     Ok(())
 }
 
@@ -124,9 +154,9 @@ impl ScheduleStore for PgStore {
         let row = client
             .query_opt(
                 &format!(
-                    "INSERT INTO schedules (name, cron, timezone, task, catch_up, catch_up_window_s, overlap, \
-                       paused, source, fired_through) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
+                    "INSERT INTO schedules (name, cron, timezone, target, template, catch_up, catch_up_window_s, \
+                       overlap, paused, source, fired_through) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
                      ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
                 ),
                 &values.params(),
@@ -172,8 +202,8 @@ impl ScheduleStore for PgStore {
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE schedules SET cron = $2, timezone = $3, task = $4, catch_up = $5, \
-                       catch_up_window_s = $6, overlap = $7, paused = $8, source = $9, \
+                    "UPDATE schedules SET cron = $2, timezone = $3, target = $4, template = $5, catch_up = $6, \
+                       catch_up_window_s = $7, overlap = $8, paused = $9, source = $10, \
                        updated_at = clock_timestamp(), fired_through = greatest(fired_through, now()) \
                      WHERE name = $1 RETURNING {COLUMNS}"
                 ),
@@ -269,8 +299,8 @@ impl ScheduleStore for PgStore {
             Vec::new()
         } else {
             tx.query(
-                "SELECT id, status FROM tasks WHERE schedule_name = $1 AND status IN ('queued', 'running') \
-                 ORDER BY id FOR UPDATE",
+                "SELECT id, status FROM tasks WHERE schedule_name = $1 \
+                   AND status IN ('waiting', 'queued', 'running') ORDER BY id FOR UPDATE",
                 &[&p.name],
             )
             .await
@@ -309,7 +339,7 @@ impl ScheduleStore for PgStore {
                 "UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(), \
                    last_error = CASE WHEN status = 'running' THEN $2 ELSE last_error END, \
                    locked_by = NULL, locked_until = NULL \
-                 WHERE id = ANY($1) AND status IN ('queued', 'running')",
+                 WHERE id = ANY($1) AND status IN ('waiting', 'queued', 'running')",
                 &[&ids, &message],
             )
             .await
@@ -323,10 +353,10 @@ impl ScheduleStore for PgStore {
             }
             cancelled = ids.into_iter().map(TaskId).collect();
         }
-        let task_id = insert_task(&tx, &p.task).await?;
-        record_fired(&tx, &p.name, p.kind, p.scheduled_for, task_id).await?;
+        let started = insert_work(&tx, &p.work).await?;
+        record_fired(&tx, &p.name, p.kind, p.scheduled_for, started).await?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(Fired::Done(FireOutcome::Fired { task_id, cancelled }))
+        Ok(Fired::Done(FireOutcome::Fired { started, cancelled }))
     }
 
     async fn pass_ticks(&self, name: &str, through: DateTime<Utc>) -> StoreResult<()> {
@@ -341,7 +371,7 @@ impl ScheduleStore for PgStore {
         Ok(())
     }
 
-    async fn release_buffered(&self, name: &str, task: &NewTask) -> Result<Option<FireOutcome>, ScheduleError> {
+    async fn release_buffered(&self, name: &str, work: &Work) -> Result<Option<FireOutcome>, ScheduleError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let Some(row) = tx
@@ -354,7 +384,7 @@ impl ScheduleStore for PgStore {
         let Some(tick) = row.get::<_, Option<DateTime<Utc>>>(0) else { return Ok(None) };
         let busy = tx
             .query_opt(
-                "SELECT 1 FROM tasks WHERE schedule_name = $1 AND status IN ('queued', 'running') LIMIT 1",
+                "SELECT 1 FROM tasks WHERE schedule_name = $1 AND status IN ('waiting', 'queued', 'running') LIMIT 1",
                 &[&name],
             )
             .await
@@ -362,12 +392,10 @@ impl ScheduleStore for PgStore {
         if busy.is_some() {
             return Ok(None);
         }
-        let mut task = task.clone();
-        task.scheduled_for = Some(tick);
-        let task_id = insert_task(&tx, &task).await?;
-        record_fired(&tx, name, FireKind::Tick, tick, task_id).await?;
+        let started = insert_work(&tx, &work.clone().at(tick)).await?;
+        record_fired(&tx, name, FireKind::Tick, tick, started).await?;
         tx.execute("UPDATE schedules SET buffered_for = NULL WHERE name = $1", &[&name]).await.map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(Some(FireOutcome::Fired { task_id, cancelled: Vec::new() }))
+        Ok(Some(FireOutcome::Fired { started, cancelled: Vec::new() }))
     }
 }

@@ -47,6 +47,64 @@ fn summary_from_row(row: &Row) -> StoreResult<WorkflowSummary> {
     })
 }
 
+/// Stores a workflow whole inside `tx` (the caller commits): the workflow row, its steps and
+/// their edges. A schedule's fire calls it in the transaction of its exactly-once key.
+pub(super) async fn insert_workflow(
+    tx: &deadpool_postgres::Transaction<'_>,
+    wf: &NewWorkflow,
+) -> Result<CreatedWorkflow, WorkflowCreateError> {
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+            &[&wf.id.0, &wf.name, &wf.idempotency_key, &wf.cwom_issue_id],
+        )
+        .await
+        .map_err(pg_err)?;
+    if inserted.is_none() {
+        // The key's holder committed (ON CONFLICT waited for it if it was in flight).
+        let row = tx
+            .query_one("SELECT id FROM workflows WHERE idempotency_key = $1", &[&wf.idempotency_key])
+            .await
+            .map_err(pg_err)?;
+        return Err(WorkflowCreateError::Duplicate { existing: WorkflowId(row.get(0)) });
+    }
+    let tasks: Vec<&NewTask> = wf.steps.iter().map(|s| &s.task).collect();
+    let columns = Columns::of(&tasks);
+    let statuses: Vec<&str> = wf.steps.iter().map(|s| NewWorkflow::initial_status(s).as_str()).collect();
+    let keys: Vec<&str> = wf.steps.iter().map(|s| s.key.as_str()).collect();
+    let modes: Vec<&str> = wf.steps.iter().map(|s| s.on_parent_failure.as_str()).collect();
+    let pending: Vec<i32> = wf.steps.iter().map(|s| s.depends_on.len() as i32).collect();
+    let mut params = columns.params();
+    params.extend_from_slice(&[&statuses as &(dyn ToSql + Sync), &keys, &modes, &pending, &wf.id.0]);
+    tx.execute(INSERT_STEPS.as_str(), &params).await.map_err(pg_err)?;
+    let id_of: HashMap<&str, Uuid> = wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.0)).collect();
+    let (mut children, mut parents) = (Vec::new(), Vec::new());
+    for s in &wf.steps {
+        for p in &s.depends_on {
+            children.push(s.task.id.0);
+            parents.push(id_of[p.as_str()]);
+        }
+    }
+    if !children.is_empty() {
+        tx.execute(
+            "INSERT INTO task_dependencies (task_id, parent_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+            &[&children, &parents],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(CreatedWorkflow {
+        workflow_id: wf.id,
+        status: WorkflowStatus::Running,
+        steps: wf
+            .steps
+            .iter()
+            .map(|s| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: NewWorkflow::initial_status(s) })
+            .collect(),
+    })
+}
+
 #[async_trait]
 impl WorkflowStore for PgStore {
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
@@ -104,57 +162,9 @@ impl WorkflowStore for PgStore {
     async fn create_workflow(&self, wf: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-                &[&wf.id.0, &wf.name, &wf.idempotency_key, &wf.cwom_issue_id],
-            )
-            .await
-            .map_err(pg_err)?;
-        if inserted.is_none() {
-            // The key's holder committed (ON CONFLICT waited for it if it was in flight).
-            let row = tx
-                .query_one("SELECT id FROM workflows WHERE idempotency_key = $1", &[&wf.idempotency_key])
-                .await
-                .map_err(pg_err)?;
-            return Err(WorkflowCreateError::Duplicate { existing: WorkflowId(row.get(0)) });
-        }
-        let tasks: Vec<&NewTask> = wf.steps.iter().map(|s| &s.task).collect();
-        let columns = Columns::of(&tasks);
-        let statuses: Vec<&str> = wf.steps.iter().map(|s| NewWorkflow::initial_status(s).as_str()).collect();
-        let keys: Vec<&str> = wf.steps.iter().map(|s| s.key.as_str()).collect();
-        let modes: Vec<&str> = wf.steps.iter().map(|s| s.on_parent_failure.as_str()).collect();
-        let pending: Vec<i32> = wf.steps.iter().map(|s| s.depends_on.len() as i32).collect();
-        let mut params = columns.params();
-        params.extend_from_slice(&[&statuses as &(dyn ToSql + Sync), &keys, &modes, &pending, &wf.id.0]);
-        tx.execute(INSERT_STEPS.as_str(), &params).await.map_err(pg_err)?;
-        let id_of: HashMap<&str, Uuid> = wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.0)).collect();
-        let (mut children, mut parents) = (Vec::new(), Vec::new());
-        for s in &wf.steps {
-            for p in &s.depends_on {
-                children.push(s.task.id.0);
-                parents.push(id_of[p.as_str()]);
-            }
-        }
-        if !children.is_empty() {
-            tx.execute(
-                "INSERT INTO task_dependencies (task_id, parent_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
-                &[&children, &parents],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
+        let created = insert_workflow(&tx, wf).await?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(CreatedWorkflow {
-            workflow_id: wf.id,
-            status: WorkflowStatus::Running,
-            steps: wf
-                .steps
-                .iter()
-                .map(|s| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: NewWorkflow::initial_status(s) })
-                .collect(),
-        })
+        Ok(created)
     }
 
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowView>> {

@@ -9,13 +9,15 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::tasks::insert_task;
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
-use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source};
-use crate::store::error::{ScheduleError, StoreError, StoreResult};
+use crate::schedule::{FireKind, FireOutcome, Overlap, Schedule, ScheduleSpec, Source, Started, Work};
+use crate::store::error::{ScheduleError, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::schedules::{FireParams, Fired, ScheduleStore, SchedulesFingerprint};
-use crate::task::{NewTask, TaskId};
+use crate::task::TaskId;
+use crate::workflow::WorkflowId;
 
-const COLUMNS: &str = "name, cron, timezone, task, catch_up, catch_up_window_s, overlap, paused, source, \
-                       created_at, updated_at, fired_through, last_fired_at, last_task_id, buffered_for";
+const COLUMNS: &str = "name, cron, timezone, target, template, catch_up, catch_up_window_s, overlap, paused, \
+                       source, created_at, updated_at, fired_through, last_fired_at, last_task_id, buffered_for, \
+                       last_workflow_id";
 
 fn time(row: &Row, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     time_from_sql(row.get_ref(idx)?).map_err(|m| conversion(idx, m))
@@ -29,27 +31,40 @@ fn opt_time(row: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
 }
 
 fn schedule_from_row(row: &Row) -> rusqlite::Result<Schedule> {
-    let task: String = row.get(3)?;
-    let task: serde_json::Value = serde_json::from_str(&task).map_err(|e| conversion(3, e.to_string()))?;
+    let template: String = row.get(4)?;
+    let template: serde_json::Value = serde_json::from_str(&template).map_err(|e| conversion(4, e.to_string()))?;
     let cron: String = row.get(1)?;
     let zone: String = row.get(2)?;
-    let catch_up: String = row.get(4)?;
-    let overlap: String = row.get(6)?;
-    let spec = ScheduleSpec::stored(row.get(0)?, &cron, &zone, task, &catch_up, row.get(5)?, &overlap, row.get(7)?)
-        .map_err(|m| conversion(0, m))?;
-    let source: String = row.get(8)?;
-    let last_task: Option<String> = row.get(13)?;
+    let target: String = row.get(3)?;
+    let catch_up: String = row.get(5)?;
+    let overlap: String = row.get(7)?;
+    let spec = ScheduleSpec::stored(
+        row.get(0)?,
+        &cron,
+        &zone,
+        &target,
+        template,
+        &catch_up,
+        row.get(6)?,
+        &overlap,
+        row.get(8)?,
+    )
+    .map_err(|m| conversion(0, m))?;
+    let source: String = row.get(9)?;
+    let uuid_at = |idx: usize| -> rusqlite::Result<Option<uuid::Uuid>> {
+        let text: Option<String> = row.get(idx)?;
+        text.map(|s| s.parse().map_err(|e: uuid::Error| conversion(idx, e.to_string()))).transpose()
+    };
     Ok(Schedule {
         spec,
-        source: source.parse().map_err(|m| conversion(8, m))?,
-        created_at: time(row, 9)?,
-        updated_at: time(row, 10)?,
-        fired_through: time(row, 11)?,
-        last_fired_at: opt_time(row, 12)?,
-        last_task_id: last_task
-            .map(|s| s.parse().map_err(|e: uuid::Error| conversion(13, e.to_string())))
-            .transpose()?,
-        buffered_for: opt_time(row, 14)?,
+        source: source.parse().map_err(|m| conversion(9, m))?,
+        created_at: time(row, 10)?,
+        updated_at: time(row, 11)?,
+        fired_through: time(row, 12)?,
+        last_fired_at: opt_time(row, 13)?,
+        last_task_id: uuid_at(14)?.map(TaskId),
+        buffered_for: opt_time(row, 15)?,
+        last_workflow_id: uuid_at(16)?.map(WorkflowId),
     })
 }
 
@@ -67,16 +82,39 @@ fn next_version(previous: i64) -> i64 {
     micros(Utc::now()).max(previous + 1)
 }
 
-fn record_fired(conn: &Connection, name: &str, kind: FireKind, at: i64, task: TaskId, now: i64) -> StoreResult<()> {
+/// Starts a fire's work inside `tx`: the task, or the workflow with its steps.
+fn insert_work(tx: &rusqlite::Transaction<'_>, work: &Work, now: i64) -> StoreResult<Started> {
+    match work {
+        Work::Task(task) => {
+            insert_task(tx, task, now)?;
+            Ok(Started::Task(task.id))
+        }
+        Work::Workflow(wf) => match super::workflows::insert_workflow(tx, wf, now)? {
+            Ok(created) => Ok(Started::Workflow(created.workflow_id)),
+            Err(WorkflowCreateError::Store(e)) => Err(e),
+            // A fire's workflow has no idempotency key: its key is the fire's.
+            Err(WorkflowCreateError::Duplicate { existing }) => {
+                Err(StoreError::internal(format!("a schedule's workflow met the key of workflow {existing}")))
+            }
+        },
+    }
+}
+
+/// Records what a fire started on its key and its schedule.
+fn record_fired(conn: &Connection, name: &str, kind: FireKind, at: i64, started: Started, now: i64) -> StoreResult<()> {
+    let (task, workflow) = match started {
+        Started::Task(t) => (Some(t.to_string()), None),
+        Started::Workflow(w) => (None, Some(w.to_string())),
+    };
     conn.execute(
-        "UPDATE schedule_fires SET outcome = 'fired', task_id = ?4 \
+        "UPDATE schedule_fires SET outcome = 'fired', task_id = ?4, workflow_id = ?5 \
          WHERE schedule_name = ?1 AND kind = ?2 AND scheduled_for = ?3",
-        params![name, kind.as_str(), at, task.to_string()],
+        params![name, kind.as_str(), at, task, workflow],
     )
     .map_err(sql_err)?;
     conn.execute(
-        "UPDATE schedules SET last_fired_at = ?2, last_task_id = ?3 WHERE name = ?1",
-        params![name, now, task.to_string()],
+        "UPDATE schedules SET last_fired_at = ?2, last_task_id = ?3, last_workflow_id = ?4 WHERE name = ?1",
+        params![name, now, task, workflow],
     )
     .map_err(sql_err)?;
     Ok(())
@@ -85,7 +123,8 @@ fn record_fired(conn: &Connection, name: &str, kind: FireKind, at: i64, task: Ta
 fn active(conn: &Connection, name: &str) -> StoreResult<Vec<(String, String)>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, status FROM tasks WHERE schedule_name = ?1 AND status IN ('queued', 'running') ORDER BY id",
+            "SELECT id, status FROM tasks WHERE schedule_name = ?1 AND status IN ('waiting', 'queued', 'running') \
+             ORDER BY id",
         )
         .map_err(sql_err)?;
     let rows = stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
@@ -162,21 +201,24 @@ fn fire(conn: &mut Connection, p: &FireParams) -> Result<Fired, ScheduleError> {
                 "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2, \
                    last_error = CASE WHEN status = 'running' THEN ?3 ELSE last_error END, \
                    locked_by = NULL, locked_until = NULL \
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                 WHERE id = ?1 AND status IN ('waiting', 'queued', 'running')",
             )
             .map_err(sql_err)?;
+        // SQLite runs a row trigger as each row changes, so a cancelled step's `run`
+        // dependant can be queued by the release before its own turn here: it is still in
+        // `active` (and still unfinished), so its turn cancels it.
         for (id, _) in &active {
             stmt.execute(params![id, now, message]).map_err(sql_err)?;
             cancelled.push(id.parse().map_err(|e: uuid::Error| StoreError::internal(e.to_string()))?);
         }
     }
-    insert_task(&tx, &p.task, now)?;
-    record_fired(&tx, &p.name, p.kind, at, p.task.id, now)?;
+    let started = insert_work(&tx, &p.work, now)?;
+    record_fired(&tx, &p.name, p.kind, at, started, now)?;
     tx.commit().map_err(sql_err)?;
-    Ok(Fired::Done(FireOutcome::Fired { task_id: p.task.id, cancelled }))
+    Ok(Fired::Done(FireOutcome::Fired { started, cancelled }))
 }
 
-fn release_buffered(conn: &mut Connection, name: &str, task: &NewTask) -> Result<Option<FireOutcome>, ScheduleError> {
+fn release_buffered(conn: &mut Connection, name: &str, work: &Work) -> Result<Option<FireOutcome>, ScheduleError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
     let row: Option<Option<i64>> = tx
         .query_row("SELECT buffered_for FROM schedules WHERE name = ?1", [name], |r| r.get(0))
@@ -187,48 +229,52 @@ fn release_buffered(conn: &mut Connection, name: &str, task: &NewTask) -> Result
     if !active(&tx, name)?.is_empty() {
         return Ok(None);
     }
-    let mut task = task.clone();
-    task.scheduled_for = DateTime::from_timestamp_micros(at);
+    let tick = DateTime::from_timestamp_micros(at).ok_or_else(|| StoreError::internal("buffered tick out of range"))?;
     let now = micros(Utc::now());
-    insert_task(&tx, &task, now)?;
-    record_fired(&tx, name, FireKind::Tick, at, task.id, now)?;
+    let started = insert_work(&tx, &work.clone().at(tick), now)?;
+    record_fired(&tx, name, FireKind::Tick, at, started, now)?;
     tx.execute("UPDATE schedules SET buffered_for = NULL WHERE name = ?1", [name]).map_err(sql_err)?;
     tx.commit().map_err(sql_err)?;
-    Ok(Some(FireOutcome::Fired { task_id: task.id, cancelled: Vec::new() }))
+    Ok(Some(FireOutcome::Fired { started, cancelled: Vec::new() }))
 }
 
-/// A spec as the values of `name, cron, timezone, task, catch_up, catch_up_window_s, overlap,
-/// paused, source`: `?1`..`?9` of both the insert and the replace (`task` as JSON text).
+/// A spec as the values of `name, cron, timezone, target, template, catch_up,
+/// catch_up_window_s, overlap, paused, source`: `?1`..`?10` of both the insert and the
+/// replace (`template` as JSON text).
 struct SpecValues<'a> {
     spec: &'a ScheduleSpec,
     cron: &'a str,
     zone: &'a str,
-    task: &'a str,
+    target: &'static str,
+    template: String,
     catch_up: &'a str,
     overlap: &'a str,
     source: &'a str,
 }
 
 impl<'a> SpecValues<'a> {
-    fn of(spec: &'a ScheduleSpec, task: &'a str, source: Source) -> Self {
+    fn of(spec: &'a ScheduleSpec, source: Source) -> Self {
+        let (target, template) = spec.target.stored();
         SpecValues {
             spec,
             cron: spec.timing.cron.as_str(),
             zone: spec.timing.zone.name(),
-            task,
+            target,
+            template: template.to_string(),
             catch_up: spec.catch_up.as_str(),
             overlap: spec.overlap.as_str(),
             source: source.as_str(),
         }
     }
 
-    /// The nine values, then `last` as `?10`.
-    fn with(&self, last: &'a i64) -> [&dyn ToSql; 10] {
+    /// The ten values, then `last` as `?11`.
+    fn with<'b>(&'b self, last: &'b i64) -> [&'b dyn ToSql; 11] {
         [
             &self.spec.name,
             &self.cron,
             &self.zone,
-            &self.task,
+            &self.target,
+            &self.template,
             &self.catch_up,
             &self.spec.catch_up_window_s,
             &self.overlap,
@@ -245,13 +291,12 @@ impl ScheduleStore for SqliteStore {
         let spec = spec.clone();
         self.call(move |conn| {
             let now = micros(Utc::now());
-            let task = serde_json::to_string(&spec.task).map_err(|e| StoreError::internal(e.to_string()))?;
             let n = conn
                 .execute(
-                    "INSERT INTO schedules (name, cron, timezone, task, catch_up, catch_up_window_s, overlap, \
-                       paused, source, created_at, updated_at, fired_through) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10) ON CONFLICT (name) DO NOTHING",
-                    SpecValues::of(&spec, &task, source).with(&now).as_slice(),
+                    "INSERT INTO schedules (name, cron, timezone, target, template, catch_up, catch_up_window_s, \
+                       overlap, paused, source, created_at, updated_at, fired_through) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11) ON CONFLICT (name) DO NOTHING",
+                    SpecValues::of(&spec, source).with(&now).as_slice(),
                 )
                 .map_err(sql_err)?;
             if n == 0 {
@@ -293,17 +338,16 @@ impl ScheduleStore for SqliteStore {
     async fn replace_schedule(&self, spec: &ScheduleSpec, source: Source) -> Result<Schedule, ScheduleError> {
         let spec = spec.clone();
         self.call(move |conn| {
-            let task = serde_json::to_string(&spec.task).map_err(|e| StoreError::internal(e.to_string()))?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
             let Some(old) = get(&tx, &spec.name)? else {
                 return Ok(Err(ScheduleError::NotFound(spec.name.clone())));
             };
             let version = next_version(micros(old.updated_at));
             tx.execute(
-                "UPDATE schedules SET cron = ?2, timezone = ?3, task = ?4, catch_up = ?5, catch_up_window_s = ?6, \
-                   overlap = ?7, paused = ?8, source = ?9, updated_at = ?10, \
-                   fired_through = max(fired_through, ?10) WHERE name = ?1",
-                SpecValues::of(&spec, &task, source).with(&version).as_slice(),
+                "UPDATE schedules SET cron = ?2, timezone = ?3, target = ?4, template = ?5, catch_up = ?6, \
+                   catch_up_window_s = ?7, overlap = ?8, paused = ?9, source = ?10, updated_at = ?11, \
+                   fired_through = max(fired_through, ?11) WHERE name = ?1",
+                SpecValues::of(&spec, source).with(&version).as_slice(),
             )
             .map_err(sql_err)?;
             let new = get(&tx, &spec.name)?.ok_or_else(|| StoreError::internal("replaced schedule missing"))?;
@@ -360,8 +404,8 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn release_buffered(&self, name: &str, task: &NewTask) -> Result<Option<FireOutcome>, ScheduleError> {
-        let (name, task) = (name.to_string(), task.clone());
-        self.call(move |conn| Ok(release_buffered(conn, &name, &task))).await?
+    async fn release_buffered(&self, name: &str, work: &Work) -> Result<Option<FireOutcome>, ScheduleError> {
+        let (name, work) = (name.to_string(), work.clone());
+        self.call(move |conn| Ok(release_buffered(conn, &name, &work))).await?
     }
 }

@@ -50,6 +50,64 @@ fn summary_from_row(row: &Row) -> rusqlite::Result<WorkflowSummary> {
     })
 }
 
+/// Stores a workflow whole inside `tx` (the caller commits): the workflow row, its steps and
+/// their edges. A schedule's fire calls it in the transaction of its exactly-once key.
+pub(super) fn insert_workflow(
+    tx: &rusqlite::Transaction<'_>,
+    wf: &NewWorkflow,
+    now: i64,
+) -> StoreResult<Result<CreatedWorkflow, WorkflowCreateError>> {
+    let id = wf.id.to_string();
+    let inserted = tx
+        .execute(
+            "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            params![id, wf.name, wf.idempotency_key, wf.cwom_issue_id, now],
+        )
+        .map_err(sql_err)?;
+    if inserted == 0 {
+        let holder: String = tx
+            .query_row("SELECT id FROM workflows WHERE idempotency_key = ?1", [&wf.idempotency_key], |r| r.get(0))
+            .map_err(sql_err)?;
+        let existing = holder
+            .parse()
+            .map_err(|e| StoreError::internal(format!("unreadable workflow id {holder:?}")).caused_by(e))?;
+        return Ok(Err(WorkflowCreateError::Duplicate { existing }));
+    }
+    for step in &wf.steps {
+        let status = NewWorkflow::initial_status(step);
+        let at = Placement {
+            status: status.as_str(),
+            key: step.key.as_str(),
+            on_parent_failure: step.on_parent_failure.as_str(),
+            pending_parents: step.depends_on.len() as i64,
+            workflow_id: &id,
+        };
+        insert_step(tx, &step.task, now, &at)?;
+    }
+    let id_of: HashMap<&str, String> = wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.to_string())).collect();
+    {
+        let mut edge =
+            tx.prepare_cached("INSERT INTO task_dependencies (task_id, parent_id) VALUES (?1, ?2)").map_err(sql_err)?;
+        for s in &wf.steps {
+            let child = s.task.id.to_string();
+            for p in &s.depends_on {
+                edge.execute(params![child, id_of[p.as_str()]]).map_err(sql_err)?;
+            }
+        }
+    }
+    Ok(Ok(CreatedWorkflow {
+        workflow_id: wf.id,
+        status: WorkflowStatus::Running,
+        steps: wf
+            .steps
+            .iter()
+            .map(|s| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: NewWorkflow::initial_status(s) })
+            .collect(),
+    }))
+}
+
 #[async_trait]
 impl WorkflowStore for SqliteStore {
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
@@ -121,66 +179,12 @@ impl WorkflowStore for SqliteStore {
     async fn create_workflow(&self, wf: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError> {
         let wf = wf.clone();
         self.call(move |conn| {
-            let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
-            let id = wf.id.to_string();
-            let inserted = tx
-                .execute(
-                    "INSERT INTO workflows (id, name, idempotency_key, cwom_issue_id, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-                    params![id, wf.name, wf.idempotency_key, wf.cwom_issue_id, now],
-                )
-                .map_err(sql_err)?;
-            if inserted == 0 {
-                let holder: String = tx
-                    .query_row("SELECT id FROM workflows WHERE idempotency_key = ?1", [&wf.idempotency_key], |r| {
-                        r.get(0)
-                    })
-                    .map_err(sql_err)?;
-                let existing = holder
-                    .parse()
-                    .map_err(|e| StoreError::internal(format!("unreadable workflow id {holder:?}")).caused_by(e))?;
-                return Ok(Err(WorkflowCreateError::Duplicate { existing }));
+            let created = insert_workflow(&tx, &wf, micros(Utc::now()))?;
+            if created.is_ok() {
+                tx.commit().map_err(sql_err)?;
             }
-            for step in &wf.steps {
-                let status = NewWorkflow::initial_status(step);
-                let at = Placement {
-                    status: status.as_str(),
-                    key: step.key.as_str(),
-                    on_parent_failure: step.on_parent_failure.as_str(),
-                    pending_parents: step.depends_on.len() as i64,
-                    workflow_id: &id,
-                };
-                insert_step(&tx, &step.task, now, &at)?;
-            }
-            let id_of: HashMap<&str, String> =
-                wf.steps.iter().map(|s| (s.key.as_str(), s.task.id.to_string())).collect();
-            {
-                let mut edge = tx
-                    .prepare_cached("INSERT INTO task_dependencies (task_id, parent_id) VALUES (?1, ?2)")
-                    .map_err(sql_err)?;
-                for s in &wf.steps {
-                    let child = s.task.id.to_string();
-                    for p in &s.depends_on {
-                        edge.execute(params![child, id_of[p.as_str()]]).map_err(sql_err)?;
-                    }
-                }
-            }
-            tx.commit().map_err(sql_err)?;
-            Ok(Ok(CreatedWorkflow {
-                workflow_id: wf.id,
-                status: WorkflowStatus::Running,
-                steps: wf
-                    .steps
-                    .iter()
-                    .map(|s| CreatedStep {
-                        key: s.key.clone(),
-                        task_id: s.task.id,
-                        status: NewWorkflow::initial_status(s),
-                    })
-                    .collect(),
-            }))
+            Ok(created)
         })
         .await?
     }
