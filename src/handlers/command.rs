@@ -2,11 +2,16 @@
 //! workspace directory per attempt, under the rules of [`super::process`].
 //!
 //! Payload: `{"argv": ["prog", "arg", ..], "cwd"?: "<relative path in the workspace>",
-//! "env"?: {"NAME": "value"}, "stdin"?: "text", "limits"?: {"memory_mb"?, "pids"?, "file_mb"?}}`
-//! (`limits` lower `JCT_TASK_*` for this task, never raise them). In the sandbox the program
+//! "env"?: {"NAME": "value"}, "stdin"?: "text", "limits"?: {"memory_mb"?, "pids"?, "file_mb"?},
+//! "repo"?: "<local path or git URL>", "ref"?: "<branch, tag or commit>"}` (`limits` lower
+//! `JCT_TASK_*` for this task, never raise them). With `repo` (under
+//! `JCT_ALLOWED_REPO_PREFIXES`) the workspace is a worktree of the repository at `ref`
+//! (default: its default branch), detached, from the same cache the `agent` executor
+//! commits in: a workflow's test step runs on exactly the commit its agent step made
+//! (`"ref": {"$from": "agent", "pointer": "/head_sha"}`). In the sandbox the program
 //! sees the system read-only and its workspace, nothing else. Exit 0 completes the task with
-//! `{exit_code, duration_ms, stdout_tail}`; any other end fails the attempt with the exit
-//! code or signal and the tail of stderr.
+//! `{exit_code, duration_ms, stdout_tail}` (and `repo`, `commit` with a `repo`); any other
+//! end fails the attempt with the exit code or signal and the tail of stderr.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -16,6 +21,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::git::Repos;
 use super::limits::Asked;
 use super::process::{self, Isolation, Limits, Program};
 use super::sandbox::{Grant, Mount};
@@ -29,7 +35,7 @@ pub const NOT_ALLOWED: &str = "command_not_allowed";
 /// Where attempts' workspaces go, under `JCT_WORKSPACE_DIR`.
 const WORKSPACES: &str = "commands";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Payload {
     argv: Vec<String>,
@@ -41,11 +47,18 @@ struct Payload {
     stdin: Option<String>,
     #[serde(default)]
     limits: Option<Value>,
+    #[serde(default)]
+    repo: Option<String>,
+    #[serde(default, rename = "ref")]
+    reference: Option<String>,
 }
 
 /// The `command` executor of one deployment.
 pub struct Command {
     allow: Arc<Vec<String>>,
+    /// The repositories (when `JCT_ALLOWED_REPO_PREFIXES` names some): a `repo` payload's
+    /// worktree comes from their cache.
+    repos: Option<Arc<Repos>>,
     base_env: Arc<Vec<(String, String)>>,
     limits: Limits,
     workspaces: PathBuf,
@@ -54,10 +67,11 @@ pub struct Command {
 
 impl Command {
     /// The executor, when `JCT_COMMAND_ALLOW` names at least one program.
-    pub fn from_config(config: &ExecutorConfig, isolation: Isolation) -> Option<Self> {
+    pub fn from_config(config: &ExecutorConfig, repos: Option<Arc<Repos>>, isolation: Isolation) -> Option<Self> {
         let allow = config.command_allow.clone().filter(|a| !a.is_empty())?;
         Some(Command {
             allow: Arc::new(allow),
+            repos,
             base_env: Arc::new(config.base_env.clone()),
             limits: Limits { kill_grace: config.kill_grace, output_cap: COMMAND_OUTPUT_CAP },
             workspaces: config.workspace_dir.join(WORKSPACES),
@@ -81,6 +95,22 @@ impl Command {
             relative_inside(cwd).map_err(|why| Refusal::invalid(format!("payload.cwd: {why}")))?;
         }
         check_env_names(&p.env)?;
+        match (&p.repo, &self.repos) {
+            (Some(repo), Some(repos)) => repos.check_repo("repo", repo)?,
+            (Some(_), None) => {
+                return Err(Refusal::new(
+                    super::git::REPO_NOT_ALLOWED,
+                    "payload.repo: JCT_ALLOWED_REPO_PREFIXES names no repository here",
+                ))
+            }
+            (None, _) if p.reference.is_some() => {
+                return Err(Refusal::invalid("payload.ref: names a commit of payload.repo, which is missing"))
+            }
+            (None, _) => {}
+        }
+        if let Some(r) = &p.reference {
+            super::git::check_ref("ref", r)?;
+        }
         self.isolation.confine(Grant::default(), Asked::from_payload(p.limits.as_ref())?.as_ref())?;
         Ok(p)
     }
@@ -117,28 +147,70 @@ impl Handler for Command {
         // Checked again here: a task may have been inserted by SQL, or enqueued through a
         // server whose allowlist differs from this worker's.
         let payload = self.parse(&ctx.payload).map_err(|r| HandlerError::new(r.message))?;
-        let workspace = self.workspaces.join(format!("{}-{}", ctx.id, ctx.attempt));
+        match (&payload.repo, &self.repos) {
+            (Some(repo), Some(repos)) => {
+                let cache = repos.fetch(repo, &ctx.cancel).await?;
+                let commit = repos.resolve(&cache, payload.reference.as_deref(), &ctx.cancel).await?;
+                let worktree = repos.add_detached(&cache, ctx.id, ctx.attempt, &commit, &ctx.cancel).await?;
+                let ran = match repos.sandbox_mounts(&cache, &worktree).await {
+                    Ok(mounts) => self.run_in(&ctx, payload.clone(), &worktree, mounts).await,
+                    Err(e) => Err(e),
+                };
+                repos.remove_worktree(&cache, &worktree).await;
+                let mut result = ran?;
+                result["repo"] = json!(repo);
+                result["commit"] = json!(commit);
+                Ok(result)
+            }
+            _ => {
+                let workspace = self.workspaces.join(format!("{}-{}", ctx.id, ctx.attempt));
+                let fresh = {
+                    let workspace = workspace.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if workspace.exists() {
+                            std::fs::remove_dir_all(&workspace)?;
+                        }
+                        std::fs::create_dir_all(&workspace)
+                    })
+                    .await
+                };
+                if let Ok(Err(e)) | Err(e) = fresh.map_err(std::io::Error::other) {
+                    return Err(HandlerError::new(format!("cannot make the workspace {}: {e}", workspace.display())));
+                }
+                // Only its own workspace: absolute, as the program sees the same paths as the
+                // daemon.
+                let workspace = std::path::absolute(&workspace).unwrap_or(workspace);
+                let mounts = vec![Mount::Writable(workspace.clone())];
+                let ran = self.run_in(&ctx, payload, &workspace, mounts).await;
+                let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&workspace)).await;
+                if let Ok(Err(e)) = removed {
+                    tracing::warn!(error = %e, "could not remove the attempt's workspace");
+                }
+                ran
+            }
+        }
+    }
+}
+
+impl Command {
+    /// Runs the program in `workspace` (made, and removed after, by the caller), seeing
+    /// `mounts` in the sandbox.
+    async fn run_in(
+        &self,
+        ctx: &TaskContext,
+        payload: Payload,
+        workspace: &Path,
+        mounts: Vec<Mount>,
+    ) -> Result<Value, HandlerError> {
         let cwd = match &payload.cwd {
             Some(rel) => workspace.join(rel),
-            None => workspace.clone(),
+            None => workspace.to_path_buf(),
         };
-        let fresh = {
-            let (workspace, cwd) = (workspace.clone(), cwd.clone());
-            tokio::task::spawn_blocking(move || {
-                if workspace.exists() {
-                    std::fs::remove_dir_all(&workspace)?;
-                }
-                std::fs::create_dir_all(&cwd)
-            })
-            .await
-        };
-        if let Ok(Err(e)) | Err(e) = fresh.map_err(std::io::Error::other) {
-            return Err(HandlerError::new(format!("cannot make the workspace {}: {e}", workspace.display())));
+        if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
+            return Err(HandlerError::new(format!("cannot make the directory {}: {e}", cwd.display())));
         }
-        // Only its own workspace: absolute, as the program sees the same paths as the daemon.
-        let workspace = std::path::absolute(&workspace).unwrap_or(workspace);
         let cwd = std::path::absolute(&cwd).unwrap_or(cwd);
-        let grant = Grant { mounts: vec![Mount::Writable(workspace.clone())], network: false };
+        let grant = Grant { mounts, network: false };
         let confine = Asked::from_payload(payload.limits.as_ref())
             .and_then(|asked| self.isolation.confine(grant, asked.as_ref()))
             .map_err(|r| HandlerError::new(r.message))?;
@@ -151,12 +223,7 @@ impl Handler for Command {
             stdin: payload.stdin,
             confine,
         };
-        let ran = process::run(program, ctx.output.clone(), &ctx.cancel, self.limits, None).await;
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&workspace)).await;
-        if let Ok(Err(e)) = removed {
-            tracing::warn!(error = %e, "could not remove the attempt's workspace");
-        }
-        let finished = ran?;
+        let finished = process::run(program, ctx.output.clone(), &ctx.cancel, self.limits, None).await?;
         if finished.stopped {
             return Err(HandlerError::new(format!("stopped ({})", finished.describe())));
         }

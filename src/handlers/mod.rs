@@ -6,9 +6,12 @@
 //!   streamed line by line, a stop that leaves no process behind), with `sandbox` (the
 //!   bubblewrap command line, `JCT_SANDBOX`), `limits` (rlimits, a cgroup per program where
 //!   delegated, which limit a run hit) and `tree` (every process a program started), shared by:
-//! - `command`: a program from `JCT_COMMAND_ALLOW`, in a fresh workspace per attempt;
+//! - `command`: a program from `JCT_COMMAND_ALLOW`, in a fresh workspace per attempt, or in
+//!   a worktree of a repository at a commit (`repo`, `ref`);
 //! - `agent`: a coding agent CLI in a git worktree of the task's repository, its changes
-//!   committed on `jct/<task_id>` and written as `changes.patch`.
+//!   committed on `jct/<task_id>` and written as `changes.patch`;
+//! - `push`: `git push` of a commit of the repository cache to a remote's branch;
+//! - `git`: the repositories all three share (allowed prefixes, the cache, worktrees).
 //!
 //! To add a task type, implement [`Handler`] and register it on a [`Registry`]. A handler
 //! gets a [`TaskContext`]: the payload, the attempt number, a cancellation token it must
@@ -30,8 +33,10 @@ use crate::task::TaskId;
 pub mod agent;
 mod builtin;
 pub mod command;
+pub mod git;
 pub mod limits;
 pub mod process;
+pub mod push;
 pub mod sandbox;
 mod tree;
 
@@ -233,8 +238,8 @@ impl Registry {
         r
     }
 
-    /// The built-ins, plus `command` when `JCT_COMMAND_ALLOW` names programs and `agent`
-    /// when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Decides the sandbox
+    /// The built-ins, plus `command` when `JCT_COMMAND_ALLOW` names programs, and `agent`
+    /// and `push` when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Decides the sandbox
     /// (`JCT_SANDBOX`) when either runs programs here, and prunes the agent's stale
     /// worktrees.
     pub fn from_config(config: &ExecutorConfig) -> Result<Self, SetupError> {
@@ -245,11 +250,27 @@ impl Registry {
             return Ok(r);
         }
         let isolation = process::Isolation::from_config(config)?;
-        if let Some(command) = command::Command::from_config(config, isolation.clone()) {
+        // One cache of repositories for every executor, so a later step finds an agent's
+        // commit; opening it removes the worktrees an earlier run of this workspace left.
+        let repos = match config.repo_prefixes.clone().filter(|p| !p.is_empty()) {
+            Some(prefixes) => {
+                let repos =
+                    git::Repos::open(prefixes, &config.workspace_dir, config.base_env.clone()).map_err(|e| {
+                        SetupError::Workspace {
+                            path: config.workspace_dir.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                Some(Arc::new(repos))
+            }
+            None => None,
+        };
+        if let Some(command) = command::Command::from_config(config, repos.clone(), isolation.clone()) {
             r.register(command::TASK_TYPE, command);
         }
-        if let Some(agent) = agent::Agent::from_config(config, isolation)? {
-            r.register(agent::TASK_TYPE, agent);
+        if let Some(repos) = repos {
+            r.register(agent::TASK_TYPE, agent::Agent::from_config(config, repos.clone(), isolation.clone()));
+            r.register(push::TASK_TYPE, push::Push::from_config(config, repos, isolation));
         }
         Ok(r)
     }
@@ -277,15 +298,31 @@ impl Registry {
     pub fn admit(&self, task_type: &str, payload: &Value) -> Result<(), Refusal> {
         match self.handlers.get(task_type) {
             Some(handler) => handler.admit(payload),
-            None if task_type == command::TASK_TYPE => Err(Refusal::new(
+            None => self.enabled(task_type),
+        }
+    }
+
+    /// Whether a task whose payload is a template (a workflow step with `$from` values,
+    /// filled in when it is claimed) may be enqueued: only whether this deployment runs
+    /// its type's programs at all. Its handler judges the filled-in payload when it runs.
+    pub fn admit_template(&self, task_type: &str) -> Result<(), Refusal> {
+        match self.handlers.get(task_type) {
+            Some(_) => Ok(()),
+            None => self.enabled(task_type),
+        }
+    }
+
+    fn enabled(&self, task_type: &str) -> Result<(), Refusal> {
+        match task_type {
+            command::TASK_TYPE => Err(Refusal::new(
                 command::NOT_ALLOWED,
                 "the command executor is disabled here: JCT_COMMAND_ALLOW names no program",
             )),
-            None if task_type == agent::TASK_TYPE => Err(Refusal::new(
-                agent::REPO_NOT_ALLOWED,
-                "the agent executor is disabled here: JCT_ALLOWED_REPO_PREFIXES names no repository",
+            agent::TASK_TYPE | push::TASK_TYPE => Err(Refusal::new(
+                git::REPO_NOT_ALLOWED,
+                format!("the {task_type} executor is disabled here: JCT_ALLOWED_REPO_PREFIXES names no repository"),
             )),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }

@@ -248,7 +248,17 @@ impl Intake {
         let mut types: Vec<&str> = Vec::new();
         for (index, task) in tasks.iter().enumerate() {
             let fail = |e: IntakeError| (index, e);
-            self.executors.admit(&task.task_type, &task.payload).map_err(|r| fail(IntakeError::NotAdmitted(r)))?;
+            // A step's payload with `$from` values is a template until it is claimed: its
+            // handler judges it then. Looked for only when the payload as given is refused,
+            // so a plain enqueue pays nothing for it.
+            let admitted =
+                self.executors.admit(&task.task_type, &task.payload).or_else(
+                    |refusal| match crate::workflow::references(&task.payload) {
+                        Ok(refs) if !refs.is_empty() => self.executors.admit_template(&task.task_type),
+                        _ => Err(refusal),
+                    },
+                );
+            admitted.map_err(|r| fail(IntakeError::NotAdmitted(r)))?;
             if types.contains(&task.task_type.as_str()) {
                 continue;
             }

@@ -16,16 +16,16 @@ use serde_json::{json, Value};
 
 const KEY: &str = "exec-secret-key-4711";
 
-struct Setup {
+pub(crate) struct Setup {
     tmp: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         Setup { tmp: tempfile::tempdir().unwrap() }
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.tmp.path().join(p)
     }
 
@@ -35,7 +35,7 @@ impl Setup {
 
     /// A daemon whose executors may run `sh`, `env` and the fake agent, on repositories
     /// under this setup's `repos/`.
-    fn daemon(&self, extra: &[(&'static str, String)]) -> DaemonProcess {
+    pub(crate) fn daemon(&self, extra: &[(&'static str, String)]) -> DaemonProcess {
         std::fs::create_dir_all(self.path("repos")).unwrap();
         let mut spawn = Spawn::new()
             .env("DATABASE_URL", self.db())
@@ -89,7 +89,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0
     }
 
     /// A git repository under `repos/` with one commit; returns its path and head.
-    fn repo(&self, name: &str) -> (PathBuf, String) {
+    pub(crate) fn repo(&self, name: &str) -> (PathBuf, String) {
         let dir = self.path("repos").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         git(&dir, &["init", "--quiet", "--initial-branch=main"]);
@@ -101,7 +101,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -111,12 +111,12 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-async fn post(d: &DaemonProcess, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(d: &DaemonProcess, path: &str, body: Value) -> (u16, Value) {
     let res = client().post(d.url(path)).bearer_auth(KEY).json(&body).send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
 }
 
-async fn get(d: &DaemonProcess, path: &str) -> Value {
+pub(crate) async fn get(d: &DaemonProcess, path: &str) -> Value {
     let res = client().get(d.url(path)).bearer_auth(KEY).send().await.unwrap();
     assert_eq!(res.status(), 200, "GET {path}");
     res.json().await.unwrap()
@@ -128,7 +128,7 @@ async fn enqueue(d: &DaemonProcess, body: Value) -> String {
     task["task_id"].as_str().unwrap().to_string()
 }
 
-async fn wait_status(d: &DaemonProcess, id: &str, status: &str, secs: u64) -> Value {
+pub(crate) async fn wait_status(d: &DaemonProcess, id: &str, status: &str, secs: u64) -> Value {
     wait_for(&format!("task {id} to be {status}"), Duration::from_secs(secs), || async {
         let t = get(d, &format!("/tasks/{id}")).await;
         (t["status"] == status).then_some(t)

@@ -14,29 +14,27 @@
 //! exit_code, agent?}`.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::git;
 use super::limits::Asked;
 use super::process::{self, Isolation, Limits, Program};
-use super::{Handler, HandlerError, Refusal, SetupError, TaskContext};
+use super::{Handler, HandlerError, Refusal, TaskContext};
 use crate::agent_profiles::{AgentProfile, ReportFormat, PROMPT, WORKDIR};
 use crate::attempt::{ArtifactContent, PostedArtifact};
 use crate::config::ExecutorConfig;
 use crate::cwom::types::ArtifactType;
 use crate::handlers::sandbox::{Grant, Mount};
 
-mod git;
-
-pub use git::branch_name;
+pub use super::git::branch_name;
 
 pub const TASK_TYPE: &str = "agent";
-/// The API's error code for a repository outside `JCT_ALLOWED_REPO_PREFIXES`.
-pub const REPO_NOT_ALLOWED: &str = "repo_not_allowed";
+pub use super::git::REPO_NOT_ALLOWED;
 /// The patch's artifact name (under the trace folder's `artifacts/`).
 pub const PATCH: &str = "changes.patch";
 /// The branch's artifact name.
@@ -60,34 +58,26 @@ struct Payload {
 
 /// The `agent` executor of one deployment.
 pub struct Agent {
-    prefixes: Vec<String>,
     profiles: BTreeMap<String, AgentProfile>,
     allow: Vec<String>,
     base_env: Vec<(String, String)>,
     kill_grace: std::time::Duration,
-    repos: git::Repos,
+    repos: Arc<git::Repos>,
     isolation: Isolation,
 }
 
 impl Agent {
-    /// The executor, when `JCT_ALLOWED_REPO_PREFIXES` names repositories. Removes the
-    /// worktrees an earlier run of this workspace left.
-    pub fn from_config(config: &ExecutorConfig, isolation: Isolation) -> Result<Option<Self>, SetupError> {
-        let Some(prefixes) = config.repo_prefixes.clone().filter(|p| !p.is_empty()) else {
-            return Ok(None);
-        };
-        let repos = git::Repos::open(&config.workspace_dir, config.base_env.clone()).map_err(|e| {
-            SetupError::Workspace { path: config.workspace_dir.display().to_string(), reason: e.to_string() }
-        })?;
-        Ok(Some(Agent {
-            prefixes,
+    /// The executor, when `JCT_ALLOWED_REPO_PREFIXES` names repositories (`repos` is then
+    /// open).
+    pub fn from_config(config: &ExecutorConfig, repos: Arc<git::Repos>, isolation: Isolation) -> Self {
+        Agent {
             profiles: config.agent_profiles.clone(),
             allow: config.command_allow.clone().unwrap_or_default(),
             base_env: config.base_env.clone(),
             kill_grace: config.kill_grace,
             repos,
             isolation,
-        }))
+        }
     }
 
     fn parse(&self, payload: &Value) -> Result<(Payload, &AgentProfile), Refusal> {
@@ -96,16 +86,9 @@ impl Agent {
         if p.prompt.trim().is_empty() {
             return Err(Refusal::invalid("payload.prompt: must not be empty"));
         }
-        if p.repo.starts_with('-') || !repo_allowed(&self.prefixes, &p.repo) {
-            return Err(Refusal::new(
-                REPO_NOT_ALLOWED,
-                format!("repo {:?} is not under JCT_ALLOWED_REPO_PREFIXES ({})", p.repo, self.prefixes.join(", ")),
-            ));
-        }
+        self.repos.check_repo("repo", &p.repo)?;
         if let Some(r) = &p.reference {
-            if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Refusal::invalid(format!("payload.ref: {r:?} is not a git ref")));
-            }
+            git::check_ref("ref", r)?;
         }
         let name = p.profile.as_deref().unwrap_or(DEFAULT_PROFILE);
         let Some(profile) = self.profiles.get(name) else {
@@ -124,22 +107,6 @@ impl Agent {
         self.isolation.confine(Default::default(), Asked::from_payload(p.limits.as_ref())?.as_ref())?;
         Ok((p, profile))
     }
-}
-
-/// Whether `repo` is under one of the prefixes. A local path must be absolute and free of
-/// `..`, so `/allowed/../etc` does not pass for `/allowed`.
-fn repo_allowed(prefixes: &[String], repo: &str) -> bool {
-    if repo.starts_with('/') {
-        let path = Path::new(repo);
-        if path.components().any(|c| matches!(c, Component::ParentDir)) {
-            return false;
-        }
-        return prefixes.iter().any(|p| p.starts_with('/') && path.starts_with(Path::new(p)));
-    }
-    if repo.contains("..") && !repo.contains("://") {
-        return false;
-    }
-    prefixes.iter().any(|p| !p.is_empty() && repo.starts_with(p.as_str()))
 }
 
 /// The prompt the agent gets: the task's, with its acceptance criteria.
@@ -292,21 +259,5 @@ impl Agent {
             result["agent"] = agent;
         }
         Ok(result)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repositories_must_be_under_a_prefix() {
-        let prefixes = vec!["/srv/repos".to_string(), "https://git.example.com/team/".to_string()];
-        assert!(repo_allowed(&prefixes, "/srv/repos/app"));
-        assert!(!repo_allowed(&prefixes, "/srv/repos/../etc"));
-        assert!(!repo_allowed(&prefixes, "/srv/repos-evil/app"));
-        assert!(repo_allowed(&prefixes, "https://git.example.com/team/app.git"));
-        assert!(!repo_allowed(&prefixes, "https://git.example.com/other/app.git"));
-        assert!(!repo_allowed(&prefixes, "relative/path"));
     }
 }

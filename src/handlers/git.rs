@@ -1,6 +1,9 @@
-//! The git side of `agent`: a cache of each repository under `JCT_WORKSPACE_DIR/repos`, a
-//! worktree per attempt on branch `jct/<task_id>`, committing what the agent changed, and
-//! the patch and its numbers.
+//! The git side of the executors that work on repositories (`agent`, `command` with a
+//! `repo`, `push`): which repositories are allowed (`JCT_ALLOWED_REPO_PREFIXES`), a cache of
+//! each under `JCT_WORKSPACE_DIR/repos`, a worktree per attempt (on branch `jct/<task_id>`
+//! for an agent, detached at a commit for a command), committing what an agent changed,
+//! and the patch and its numbers. One `Repos` serves every executor of a daemon, so an
+//! agent's commit is in the cache a later step of its workflow reads.
 //!
 //! Fetches and worktree changes of one repository take its lock, so two attempts on one
 //! repository never race on git's own lock files; agents then run side by side, each in
@@ -14,11 +17,15 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::sandbox::Mount;
-use crate::handlers::HandlerError;
+use crate::handlers::{HandlerError, Refusal};
 use crate::task::TaskId;
+
+/// The API's error code for a repository outside `JCT_ALLOWED_REPO_PREFIXES`.
+pub const REPO_NOT_ALLOWED: &str = "repo_not_allowed";
 
 /// Where the caches and worktrees live, and the lock of each repository.
 pub struct Repos {
+    prefixes: Vec<String>,
     caches: PathBuf,
     worktrees: PathBuf,
     env: Vec<(String, String)>,
@@ -45,7 +52,7 @@ const REMOTE_HEAD: &str = "refs/jct/remote-head";
 impl Repos {
     /// Makes the directories and removes every worktree a previous run left behind
     /// (their branches stay).
-    pub fn open(workspace: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
+    pub fn open(prefixes: Vec<String>, workspace: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
         let caches = workspace.join("repos");
         let worktrees = workspace.join("worktrees");
         std::fs::create_dir_all(&caches)?;
@@ -65,7 +72,21 @@ impl Repos {
                 tracing::warn!(cache = %entry.path().display(), "could not prune the stale worktrees of a cache");
             }
         }
-        Ok(Repos { caches, worktrees, env, locks: Mutex::default() })
+        Ok(Repos { prefixes, caches, worktrees, env, locks: Mutex::default() })
+    }
+
+    /// Refuses a repository (payload field `field`) outside `JCT_ALLOWED_REPO_PREFIXES`.
+    pub fn check_repo(&self, field: &str, repo: &str) -> Result<(), Refusal> {
+        if repo.starts_with('-') || !repo_allowed(&self.prefixes, repo) {
+            return Err(Refusal::new(
+                REPO_NOT_ALLOWED,
+                format!(
+                    "payload.{field}: {repo:?} is not under JCT_ALLOWED_REPO_PREFIXES ({})",
+                    self.prefixes.join(", ")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The cache of `source`, fetched now.
@@ -123,6 +144,26 @@ impl Repos {
             "ref {:?} is not a branch, tag or commit of the repository",
             reference.unwrap_or("HEAD")
         )))
+    }
+
+    /// A worktree for the attempt at `commit`, on no branch (a `command` runs in it).
+    pub async fn add_detached(
+        &self,
+        cache: &Cache,
+        task: TaskId,
+        attempt: i32,
+        commit: &str,
+        cancel: &CancellationToken,
+    ) -> Result<PathBuf, HandlerError> {
+        let path = self.worktrees.join(format!("{task}-{attempt}"));
+        let _held = cache.lock.lock().await;
+        self.git(
+            &cache.dir,
+            &["worktree", "add", "--quiet", "--force", "--detach", &path.to_string_lossy(), commit],
+            cancel,
+        )
+        .await?;
+        Ok(path)
     }
 
     /// A new worktree for the attempt at `base`, on branch `jct/<task_id>` (reset to `base`
@@ -268,6 +309,38 @@ impl Repos {
     }
 }
 
+impl Cache {
+    /// The bare repository.
+    pub fn dir(&self) -> PathBuf {
+        absolute(&self.dir)
+    }
+}
+
+/// Whether `repo` is under one of the prefixes. A local path must be absolute and free of
+/// `..`, so `/allowed/../etc` does not pass for `/allowed`.
+pub fn repo_allowed(prefixes: &[String], repo: &str) -> bool {
+    if repo.starts_with('/') {
+        let path = Path::new(repo);
+        if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return false;
+        }
+        return prefixes.iter().any(|p| p.starts_with('/') && path.starts_with(Path::new(p)));
+    }
+    if repo.contains("..") && !repo.contains("://") {
+        return false;
+    }
+    prefixes.iter().any(|p| !p.is_empty() && repo.starts_with(p.as_str()))
+}
+
+/// Refuses what cannot be a git ref or commit (payload field `field`): empty, an option,
+/// whitespace or control characters.
+pub fn check_ref(field: &str, r: &str) -> Result<(), Refusal> {
+    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Refusal::invalid(format!("payload.{field}: {r:?} is not a git ref")));
+    }
+    Ok(())
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -275,4 +348,29 @@ fn absolute(p: &Path) -> PathBuf {
 /// The branch an agent task's work is committed on.
 pub fn branch_name(task: TaskId) -> String {
     format!("jct/{task}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_must_be_under_a_prefix() {
+        let prefixes = vec!["/srv/repos".to_string(), "https://git.example.com/team/".to_string()];
+        assert!(repo_allowed(&prefixes, "/srv/repos/app"));
+        assert!(!repo_allowed(&prefixes, "/srv/repos/../etc"));
+        assert!(!repo_allowed(&prefixes, "/srv/repos-evil/app"));
+        assert!(repo_allowed(&prefixes, "https://git.example.com/team/app.git"));
+        assert!(!repo_allowed(&prefixes, "https://git.example.com/other/app.git"));
+        assert!(!repo_allowed(&prefixes, "relative/path"));
+    }
+
+    #[test]
+    fn refs_are_checked() {
+        assert!(check_ref("ref", "main").is_ok());
+        assert!(check_ref("ref", "jct/0190").is_ok());
+        for bad in ["", "-x", "a b", "a\nb"] {
+            assert!(check_ref("ref", bad).is_err(), "{bad:?}");
+        }
+    }
 }
