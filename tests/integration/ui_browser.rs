@@ -626,7 +626,7 @@ async fn a_workflow_is_drawn_and_followed_live_in_a_real_browser() {
     b.wait("#graph a.node.s-completed[data-key='a']").await;
     b.wait("#graph a.node.s-queued[data-key='b']").await;
     b.wait("#graph a.node.s-queued[data-key='c']").await;
-    b.wait_text(&format!("#steps tr[data-key='a'] td.st"), "completed", Duration::from_secs(10)).await;
+    b.wait_text("#steps tr[data-key='a'] td.st", "completed", Duration::from_secs(10)).await;
     assert_eq!(b.text("#graph a.node[data-key='a'] text.st").await, "completed");
     // The colour is the status's: completed green, queued amber, waiting purple.
     assert_eq!(fill(&b, "a").await, "rgb(220, 243, 227)");

@@ -1,6 +1,7 @@
 //! The dashboard's views, each read through the same services as the API: overview,
 //! tasks (filters and keyset paging), one task (fields, trace files, live log, CWOM
-//! links, what holds it back in its queue), workers, schedules, queues (counts, limits,
+//! links, what holds it back in its queue, a step's place in its workflow from
+//! `workflows.rs`), workers, schedules, queues (counts, limits,
 //! pause), and a CWOM Issue with its context packets, runs and artifacts. Each is
 //! [`maud`] markup in the frame of [`html::page`].
 
