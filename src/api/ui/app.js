@@ -240,11 +240,16 @@
       span.textContent = status;
       el.appendChild(span);
     };
+    // The page's step elements by task id, found once: a workflow may have 10,000 steps.
+    const shown = {};
+    document.querySelectorAll("[data-step]").forEach(function (el) {
+      (shown[el.dataset.step] = shown[el.dataset.step] || []).push(el);
+    });
     const paint = function (wf) {
       const counts = {};
       wf.steps.forEach(function (step) {
         counts[step.status] = (counts[step.status] || 0) + 1;
-        document.querySelectorAll("[data-step='" + step.task_id + "']").forEach(function (el) {
+        (shown[step.task_id] || []).forEach(function (el) {
           if (el.tagName.toLowerCase() === "tr") {
             const st = el.querySelector("td.st");
             if (st) badge(st, step.status);
