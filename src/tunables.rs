@@ -273,6 +273,8 @@ pub const UI_REFRESH: Duration = Duration::from_secs(5);
 pub const UI_GRAPH_MAX: usize = 250;
 /// Steps per page of a workflow page's table.
 pub const UI_STEPS_PAGE: usize = 250;
+/// Most parents (and most dependants) a step's task page links; the workflow's page lists all.
+pub const UI_STEP_LINKS_MAX: usize = 100;
 /// How often a running workflow's page reads the workflow again to recolour its steps, and
 /// how often when it has more than [`UI_GRAPH_MAX`] steps (each read is the whole workflow).
 pub const UI_WORKFLOW_POLL: Duration = Duration::from_secs(2);

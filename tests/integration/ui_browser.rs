@@ -627,6 +627,8 @@ async fn a_workflow_is_drawn_and_followed_live_in_a_real_browser() {
     b.wait("#graph a.node.s-queued[data-key='b']").await;
     b.wait("#graph a.node.s-queued[data-key='c']").await;
     b.wait_text("#steps tr[data-key='a'] td.st", "completed", Duration::from_secs(10)).await;
+    let finished = b.text("#steps tr[data-key='a'] td.finished").await;
+    assert!(finished.starts_with("20") && finished.ends_with('Z'), "the row's times follow too: {finished}");
     assert_eq!(b.text("#graph a.node[data-key='a'] text.st").await, "completed");
     // The colour is the status's: completed green, queued amber, waiting purple.
     assert_eq!(fill(&b, "a").await, "rgb(220, 243, 227)");
@@ -647,6 +649,7 @@ async fn a_workflow_is_drawn_and_followed_live_in_a_real_browser() {
     b.wait_text("#wf-status", "completed", Duration::from_secs(10)).await;
     assert_eq!(b.count("#graph a.node.s-completed").await, 4);
     b.wait_text("#wf-live", "ended", Duration::from_secs(5)).await;
+    assert_eq!(b.count("#wf-cancel").await, 0, "an ended workflow offers no cancel");
     assert!(b.text("#wf-counts").await.contains("4 completed"), "{}", b.text("#wf-counts").await);
     assert_eq!(b.js("return window.__same_page === true", json!([])).await, true, "no reload: the colours came live");
 

@@ -688,3 +688,61 @@ async fn the_workflow_pages_list_draw_and_link_steps_on_sqlite() {
 async fn the_workflow_pages_list_draw_and_link_steps_on_postgres() {
     workflow_pages("postgres").await;
 }
+
+/// 10,000 steps (a root, 9,998 between, a sink waiting for them all): the workflow's page
+/// draws 250 and pages its table, the sink's task page links 100 of its parents, and each
+/// page answers within seconds (a layout or a list quadratic in the steps would not).
+async fn ten_thousand_steps(kind: &str) {
+    let db = TestDb::new(kind).await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    // The root is due in 2999: nothing runs while the test looks.
+    let mut steps = vec![json!({ "key": "root", "type": "echo", "run_at": "2999-01-01T00:00:00Z" })];
+    let middle: Vec<String> = (0..9_998).map(|i| format!("m{i:04}")).collect();
+    steps.extend(middle.iter().map(|k| json!({ "key": k, "type": "echo", "depends_on": ["root"] })));
+    steps.push(json!({ "key": "sink", "type": "echo", "depends_on": middle }));
+    let (id, tasks) = start_workflow(&base, json!({ "name": "wide", "steps": steps })).await;
+    let timed = |path: String| {
+        let base = base.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let html = ui_page(&base, &path, READ_KEY).await;
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(15), "{kind}: {path} took {took:?}");
+            html
+        }
+    };
+    let html = timed(format!("/ui/workflows/{id}")).await;
+    assert!(between(&html, "id=\"graph-capped\">", "</p>").contains("first 250 of 10,000 steps"), "{kind}");
+    assert_eq!(html.matches("<a class=\"node ").count(), 250, "{kind}");
+    assert_eq!(html.matches("<path class=\"edge\"").count(), 249, "{kind}: root to each drawn step");
+    assert!(!html.contains("data-key=\"sink\""), "{kind}: the last layer is not drawn");
+    assert_eq!(html.matches("<tr class=\"step\"").count(), 250, "{kind}");
+    assert!(html.contains("steps 1–250 of 10000") && html.contains("data-poll=\"10000\""), "{kind}");
+    let html = timed(format!("/ui/workflows/{id}?offset=9750")).await;
+    assert!(html.contains("<tr class=\"step\" data-step=") && html.contains("data-key=\"sink\""), "{kind}");
+    assert!(html.contains("steps 9751–10000 of 10000") && !html.contains("steps-next"), "{kind}");
+    let html = timed(format!("/ui/tasks/{}", tasks["sink"])).await;
+    let parents = between(&html, "id=\"step-parents\">", "</ul>");
+    assert_eq!(parents.matches("<li data-key=").count(), 100, "{kind}");
+    assert!(parents.contains("and 9898 more: see"), "{kind}: {}", &parents[parents.len() - 300..]);
+    let html = timed(format!("/ui/tasks/{}", tasks["root"])).await;
+    assert!(between(&html, "id=\"step-dependants\">", "</ul>").contains("and 9898 more"), "{kind}");
+    let html = timed("/ui/workflows".to_string()).await;
+    assert!(
+        html.contains(
+            "<b>10,000</b>: <span class=\"count s-waiting\" data-status=\"waiting\"><b>9999</b> waiting</span>"
+        ),
+        "{kind}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_steps_are_drawn_capped_on_sqlite() {
+    ten_thousand_steps("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_steps_are_drawn_capped_on_postgres() {
+    ten_thousand_steps("postgres").await;
+}

@@ -255,6 +255,13 @@
             if (st) badge(st, step.status);
             const attempts = el.querySelector("td.attempts");
             if (attempts) attempts.textContent = step.attempts + "/" + step.max_attempts;
+            // Times as the server writes them: 2026-11-29 09:48:07Z.
+            [["td.started", step.started_at], ["td.finished", step.finished_at]].forEach(function (pair) {
+              const cell = el.querySelector(pair[0]);
+              if (cell) cell.textContent = pair[1] ? pair[1].replace("T", " ").slice(0, 19) + "Z" : "–";
+            });
+            const err = el.querySelector("td.err");
+            if (err) err.textContent = step.last_error || "";
           } else {
             el.setAttribute("class", "node s-" + step.status);
             const text = el.querySelector("text.st");
@@ -293,6 +300,9 @@
         if (wf.status !== "running") {
           const live = document.getElementById("wf-live");
           if (live) { live.textContent = "ended"; live.className = "badge"; }
+          // Nothing is left to cancel (a reload offers Retry when a step failed).
+          const cancel = document.getElementById("wf-cancel");
+          if (cancel) cancel.remove();
           return;
         }
       } catch (e) { /* the page stays as shown; the next read may work */ }

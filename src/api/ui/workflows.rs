@@ -20,7 +20,9 @@ use super::pages::{failed, field, status_badge, truncate};
 use super::{Ctx, PageResult};
 use crate::api::{ApiError, ApiState};
 use crate::task::{Task, TaskStatus};
-use crate::tunables::{UI_GRAPH_MAX, UI_PAGE_SIZE, UI_STEPS_PAGE, UI_WORKFLOW_POLL, UI_WORKFLOW_POLL_LARGE};
+use crate::tunables::{
+    UI_GRAPH_MAX, UI_PAGE_SIZE, UI_STEPS_PAGE, UI_STEP_LINKS_MAX, UI_WORKFLOW_POLL, UI_WORKFLOW_POLL_LARGE,
+};
 use crate::workflow::{StepView, WorkflowId, WorkflowStatus, WorkflowView};
 
 /// A step's task id whole, linking its page: the steps of one workflow are stored at once,
@@ -204,8 +206,8 @@ pub async fn workflow(ctx: &Ctx, state: &ApiState, raw_id: &str, query: &[(Strin
                             td.attempts { (s.attempts) "/" (s.max_attempts) }
                             td.mono { (if s.depends_on.is_empty() { "–".to_string() } else { s.depends_on.join(", ") }) }
                             td { (time(&s.created_at)) }
-                            td { (opt_time(&s.started_at)) }
-                            td { (opt_time(&s.finished_at)) }
+                            td.started { (opt_time(&s.started_at)) }
+                            td.finished { (opt_time(&s.finished_at)) }
                             td.err { (truncate(s.last_error.as_deref().unwrap_or(""), 120)) }
                         }
                     }
@@ -408,12 +410,20 @@ pub async fn step_section(ctx: &Ctx, state: &ApiState, task: &Task) -> Option<Ma
     let parents: Vec<&StepView> =
         me.map(|m| m.depends_on.iter().filter_map(|d| by_key.get(d.as_str()).copied()).collect()).unwrap_or_default();
     let dependants: Vec<&StepView> = view.steps.iter().filter(|s| s.depends_on.iter().any(|d| d == key)).collect();
+    // A sink of 10,000 parents would make a page of 10,000 links: the first ones, and a
+    // link to the workflow's table for the rest.
     let list = |id: &str, steps: &[&StepView], none: &str| {
         html! {
             ul id=(id) {
-                @for s in steps {
+                @for s in steps.iter().take(UI_STEP_LINKS_MAX) {
                     li data-key=(s.key) {
                         span.mono { (s.key) } " → " (full_task_link(root, &s.task_id)) " " (status_badge(s.status))
+                    }
+                }
+                @if steps.len() > UI_STEP_LINKS_MAX {
+                    li.more {
+                        "and " (steps.len() - UI_STEP_LINKS_MAX) " more: see "
+                        a href={ (root) "ui/workflows/" (wid) } { "the workflow's steps" }
                     }
                 }
                 @if steps.is_empty() { li.muted { (none) } }
