@@ -103,7 +103,8 @@
 //!   A new periodic job: a [`maintenance::Service`] registered in `daemon::start_with`.
 //!   A new path that makes a task claimable: an UPDATE to `queued` wakes the fleet by the
 //!   trigger (`migrations/postgres/V8`); call [`wakeups::Fanout::work_available`] too.
-//! - A dashboard view: a function in `api/ui/pages.rs` and its path in `api/ui/mod.rs`;
+//! - A dashboard view: a function in `api/ui/pages.rs` (the workflow views in
+//!   `api/ui/workflows.rs`) and its path in `api/ui/mod.rs`;
 //!   its markup in maud's `html!`, which escapes every value it interpolates (no
 //!   `PreEscaped` for anything a user sent); actions are the page script
 //!   (`api/ui/app.js`) calling the JSON API, never a route of the dashboard's own.

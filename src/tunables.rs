@@ -267,6 +267,18 @@ pub const UI_PAGE_SIZE: u32 = 50;
 pub const UI_CHART_MINUTES: i64 = 60;
 /// How often the overview and a task page without a live log refresh themselves.
 pub const UI_REFRESH: Duration = Duration::from_secs(5);
+/// Most steps a workflow page draws in its graph (the first layers first): past a few
+/// hundred nodes a drawing is unreadable and slow to lay out and render; the table lists
+/// every step.
+pub const UI_GRAPH_MAX: usize = 250;
+/// Steps per page of a workflow page's table.
+pub const UI_STEPS_PAGE: usize = 250;
+/// Most parents (and most dependants) a step's task page links; the workflow's page lists all.
+pub const UI_STEP_LINKS_MAX: usize = 100;
+/// How often a running workflow's page reads the workflow again to recolour its steps, and
+/// how often when it has more than [`UI_GRAPH_MAX`] steps (each read is the whole workflow).
+pub const UI_WORKFLOW_POLL: Duration = Duration::from_secs(2);
+pub const UI_WORKFLOW_POLL_LARGE: Duration = Duration::from_secs(10);
 /// Tasks one store statement of a bulk cancel or retry touches: every chunk is its own short
 /// transaction, so cancelling a million tasks never holds a million row locks at once nor
 /// one statement long enough to stall the workers' claims.

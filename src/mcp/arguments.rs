@@ -3,7 +3,7 @@
 //! takes and what it accepts cannot drift apart. Descriptions are the fields' doc comments.
 //!
 //! The tools that forward a body to the server (`jct_enqueue_task`, `jct_create_schedule`,
-//! `jct_set_queue_limits`) parse it here for the types, and send it on as given: the server
+//! `jct_set_queue_limits`, `jct_start_workflow`) parse it here for the types, and send it on as given: the server
 //! checks every value and names the field it refuses.
 
 use schemars::JsonSchema;
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::cwom::types::ArtifactType;
 use crate::schedule::{CatchUp, Overlap};
 use crate::task::TaskStatus;
+use crate::workflow::OnParentFailure;
 
 /// The JSON Schema of `T`'s arguments, without the `$schema`
 /// and `title` keys a client has no use for, and with `properties` and `required` always
@@ -260,4 +261,64 @@ pub struct Rate {
     pub limit: u32,
     #[schemars(range(max = crate::queue::RATE_WINDOW_MAX_S), extend("exclusiveMinimum" = 0))]
     pub per_s: f64,
+}
+
+// Parsed to check the types; the call sends the body on as given.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartWorkflow {
+    /// what the workflow is (1 to 256 characters)
+    pub name: String,
+    /// at most 10000; every key unique, no cycle
+    #[schemars(length(min = 1))]
+    pub steps: Vec<WorkflowStep>,
+    /// a second start with the same key is refused
+    pub idempotency_key: Option<String>,
+    /// the CWOM Issue every step is recorded under
+    pub cwom_issue_id: Option<String>,
+}
+
+/// One step: an enqueue body (no idempotency_key: the workflow has one) and its place in
+/// the graph.
+// Parsed to check the types; the call sends the body on as given.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStep {
+    /// unique in the workflow, [A-Za-z0-9_.-]{1,64}
+    pub key: String,
+    /// the keys of the steps this one waits for (default none: it is queued at once)
+    pub depends_on: Option<Vec<String>>,
+    /// when a parent ends failed or cancelled: cancel this step (default) or run it anyway
+    pub on_parent_failure: Option<OnParentFailure>,
+    /// the task type (which handler or worker runs it)
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// the handler's input (default {}); a value {"$from": "<parent key>", "pointer": "/x"} is
+    /// replaced by that part of the parent's result
+    pub payload: Option<Map<String, Value>>,
+    /// default "default"
+    pub queue: Option<String>,
+    /// higher runs first (default 0)
+    pub priority: Option<i64>,
+    /// not before (RFC 3339)
+    #[schemars(extend("format" = "date-time"))]
+    pub run_at: Option<String>,
+    #[schemars(range(min = 1))]
+    pub max_attempts: Option<u32>,
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<u64>,
+    /// steps of one key run at most the queue's key_concurrency at a time
+    pub concurrency_key: Option<String>,
+    /// the CWOM Issue this step is recorded under (default: the workflow's)
+    pub cwom_issue_id: Option<String>,
+}
+
+/// One workflow, by id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRef {
+    /// the workflow's id (a UUID)
+    pub workflow_id: String,
 }

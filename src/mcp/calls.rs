@@ -218,6 +218,17 @@ pub async fn call(
             change.remove("name");
             Ok(client.put_json(&format!("/queues/{name}"), &Value::Object(change)).await?)
         }
+        ToolName::StartWorkflow => {
+            args::<A::StartWorkflow>(tool, &raw)?;
+            // The server validates every step and the graph (422 invalid_workflow naming them).
+            Ok(client.post_json("/workflows", &Value::Object(raw)).await?)
+        }
+        ToolName::GetWorkflow => {
+            let raw_id = args::<A::WorkflowRef>(tool, &raw)?.workflow_id;
+            let id = uuid::Uuid::parse_str(&raw_id)
+                .map_err(|_| ToolError::Arguments(format!("workflow_id: {raw_id:?} is not a UUID")))?;
+            Ok(client.get_json(&format!("/workflows/{id}")).await?)
+        }
     }
 }
 
@@ -290,5 +301,16 @@ mod tests {
         let limits: A::SetQueueLimits =
             args(ToolName::SetQueueLimits, &raw(json!({ "name": "q", "rate": null }))).unwrap();
         assert!(limits.concurrency.is_none() && matches!(limits.rate, Some(None)));
+        // A step is checked for its types too, and a field no step has is refused.
+        let step = args::<A::StartWorkflow>(
+            ToolName::StartWorkflow,
+            &raw(json!({ "name": "w", "steps": [{ "key": "a", "type": "echo", "after": ["b"] }] })),
+        );
+        assert!(matches!(step, Err(ToolError::Arguments(m)) if m.contains("after")));
+        let typed = args::<A::StartWorkflow>(
+            ToolName::StartWorkflow,
+            &raw(json!({ "name": "w", "steps": [{ "key": "a", "type": "echo", "on_parent_failure": "skip" }] })),
+        );
+        assert!(matches!(typed, Err(ToolError::Arguments(_))));
     }
 }

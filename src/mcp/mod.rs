@@ -104,7 +104,8 @@ impl ServerHandler for JctMcp {
             .with_server_info(Implementation::new("devops-control-tower", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "JCT is a durable task queue. Operators enqueue, inspect, cancel and retry tasks, and \
-                 pause queues or limit them (jct_list_queues, jct_set_queue_limits); an \
+                 pause queues or limit them (jct_list_queues, jct_set_queue_limits), and start \
+                 workflows of dependent steps and follow them (jct_start_workflow, jct_get_workflow); an \
                  agent takes work with jct_claim_task, reads jct_get_issue_context when the task \
                  names a CWOM issue, reports progress with jct_append_log and jct_report_artifact, \
                  and ends with jct_complete_task or jct_fail_task.",

@@ -32,6 +32,8 @@ pub enum ToolName {
     PauseQueue,
     ResumeQueue,
     SetQueueLimits,
+    StartWorkflow,
+    GetWorkflow,
 }
 
 /// What a second identical call does, for the descriptions and the annotations.
@@ -46,7 +48,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 22] = [
+    pub const ALL: [ToolName; 24] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -69,6 +71,8 @@ impl ToolName {
         ToolName::PauseQueue,
         ToolName::ResumeQueue,
         ToolName::SetQueueLimits,
+        ToolName::StartWorkflow,
+        ToolName::GetWorkflow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +99,8 @@ impl ToolName {
             ToolName::PauseQueue => "jct_pause_queue",
             ToolName::ResumeQueue => "jct_resume_queue",
             ToolName::SetQueueLimits => "jct_set_queue_limits",
+            ToolName::StartWorkflow => "jct_start_workflow",
+            ToolName::GetWorkflow => "jct_get_workflow",
         }
     }
 
@@ -114,7 +120,8 @@ impl ToolName {
             | ToolName::GetTrace
             | ToolName::GetIssueContext
             | ToolName::ListSchedules
-            | ToolName::ListQueues => Effect::Reads,
+            | ToolName::ListQueues
+            | ToolName::GetWorkflow => Effect::Reads,
             ToolName::CancelTask
             | ToolName::RetryTask
             | ToolName::Heartbeat
@@ -127,9 +134,11 @@ impl ToolName {
             | ToolName::PauseQueue
             | ToolName::ResumeQueue
             | ToolName::SetQueueLimits => Effect::ChangesOnce,
-            ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog | ToolName::TriggerSchedule => {
-                Effect::ChangesEachCall
-            }
+            ToolName::EnqueueTask
+            | ToolName::ClaimTask
+            | ToolName::AppendLog
+            | ToolName::TriggerSchedule
+            | ToolName::StartWorkflow => Effect::ChangesEachCall,
         }
     }
 
@@ -242,6 +251,22 @@ impl ToolName {
                  out is kept, null removes that limit. Returns the queue. Changes: the limits. Twice: \
                  safe (the same limits again)."
             }
+            ToolName::StartWorkflow => {
+                "Starts a workflow (POST /workflows): named steps stored at once, each an enqueue \
+                 body (type, payload, queue, ...) plus a key, the keys it depends_on and \
+                 on_parent_failure (cancel, the default, or run). Steps without parents are queued \
+                 at once, the others wait until their parents end; a payload value {\"$from\": \
+                 \"<key>\", \"pointer\": \"/x\"} is replaced by that part of a parent's result. \
+                 Returns workflow_id, status and each step's task_id; a bad graph is refused whole \
+                 with 422 invalid_workflow naming the step(s). Changes: creates the workflow and \
+                 its tasks. Twice: creates a second workflow, unless both calls carry the same \
+                 idempotency_key (then 409 duplicate_idempotency_key naming the workflow_id)."
+            }
+            ToolName::GetWorkflow => {
+                "Returns a workflow (GET /workflows/{id}): its status (running, completed, failed, \
+                 cancelled) and every step with key, task_id, type, status, depends_on, attempts, \
+                 last_error and times. Changes nothing."
+            }
         }
     }
 
@@ -267,6 +292,8 @@ impl ToolName {
             }
             ToolName::PauseQueue | ToolName::ResumeQueue => schema_of::<QueueRef>(),
             ToolName::SetQueueLimits => schema_of::<SetQueueLimits>(),
+            ToolName::StartWorkflow => schema_of::<StartWorkflow>(),
+            ToolName::GetWorkflow => schema_of::<WorkflowRef>(),
         }
     }
 
@@ -288,7 +315,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_read_only_is_the_six_readers() {
+    fn names_round_trip_and_read_only_is_the_seven_readers() {
         for tool in ToolName::ALL {
             assert_eq!(ToolName::parse(tool.name()), Some(tool));
         }
@@ -301,7 +328,8 @@ mod tests {
                 "jct_get_trace",
                 "jct_get_issue_context",
                 "jct_list_schedules",
-                "jct_list_queues"
+                "jct_list_queues",
+                "jct_get_workflow"
             ]
         );
         assert_eq!(ToolName::parse("jct_nothing"), None);

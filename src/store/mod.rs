@@ -55,7 +55,7 @@ pub use tasks::{
     MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads, TaskStore,
 };
 pub use workers::WorkerStore;
-pub use workflows::WorkflowStore;
+pub use workflows::{StepCounts, WorkflowStore};
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the
 /// database can notify.

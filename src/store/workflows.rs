@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 
 use super::error::{StoreResult, WorkflowCreateError};
-use crate::task::TaskId;
+use crate::task::{TaskId, TaskStatus};
 use crate::workflow::{
     CreatedWorkflow, NewWorkflow, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary, WorkflowView,
 };
@@ -36,6 +36,23 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// counts once), or is `queued` when there are none. Nothing is changed when none failed
     /// or was cancelled; `None` when there is no such workflow.
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>>;
+
+    /// How many steps of each of these workflows are in each status (a status with none
+    /// is left out), in one grouped read: the dashboard's list shows a page of workflows
+    /// with their counts without reading every step of each.
+    async fn step_counts(&self, ids: &[WorkflowId]) -> StoreResult<StepCounts>;
+}
+
+/// Steps by status, per workflow ([`WorkflowStore::step_counts`]).
+pub type StepCounts = std::collections::HashMap<WorkflowId, Vec<(TaskStatus, u64)>>;
+
+/// Puts each workflow's counts in the order of [`TaskStatus::ALL`], for both drivers.
+pub fn ordered_counts(mut counts: StepCounts) -> StepCounts {
+    let rank = |s: &TaskStatus| TaskStatus::ALL.iter().position(|a| a == s).unwrap_or(usize::MAX);
+    for v in counts.values_mut() {
+        v.sort_by_key(|(s, _)| rank(s));
+    }
+    counts
 }
 
 /// The parents each re-run step still waits for: those among `edges` (step, parent) whose

@@ -21,7 +21,7 @@ const KEY: &str = "mcp-test-key";
 const AGENT_TYPE: &str = "agent-job";
 
 /// The tools DESIGN.md names, and the ones that change nothing.
-const ALL_TOOLS: [&str; 22] = [
+const ALL_TOOLS: [&str; 24] = [
     "jct_enqueue_task",
     "jct_get_task",
     "jct_list_tasks",
@@ -44,14 +44,17 @@ const ALL_TOOLS: [&str; 22] = [
     "jct_pause_queue",
     "jct_resume_queue",
     "jct_set_queue_limits",
+    "jct_start_workflow",
+    "jct_get_workflow",
 ];
-const READ_ONLY_TOOLS: [&str; 6] = [
+const READ_ONLY_TOOLS: [&str; 7] = [
     "jct_get_task",
     "jct_list_tasks",
     "jct_get_trace",
     "jct_get_issue_context",
     "jct_list_schedules",
     "jct_list_queues",
+    "jct_get_workflow",
 ];
 
 fn daemon(extra: &[(&'static str, &str)]) -> DaemonProcess {
@@ -621,6 +624,96 @@ async fn queues_are_listed_paused_resumed_and_limited() {
     ro.call_unchecked("jct_pause_queue", json!({ "name": "mcp.q" })).await.error("tool_not_offered", None);
     let (_, q) = api(&d, reqwest::Method::GET, "/queues/mcp.q", None).await;
     assert_eq!(q["paused"], false, "the refused pause changed nothing");
+    ro.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_started_read_and_driven() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let body = json!({
+        "name": "mcp-diamond",
+        "idempotency_key": "mcp-wf-1",
+        "steps": [
+            { "key": "a", "type": AGENT_TYPE, "payload": { "n": 1 } },
+            { "key": "b", "type": AGENT_TYPE, "depends_on": ["a"], "payload": { "got": { "$from": "a", "pointer": "/n" } } },
+            { "key": "c", "type": AGENT_TYPE, "depends_on": ["a"], "on_parent_failure": "run" },
+            { "key": "d", "type": AGENT_TYPE, "depends_on": ["b", "c"] }
+        ]
+    });
+    let started = m.call("jct_start_workflow", body.clone()).await.ok();
+    assert_eq!(started["status"], "running", "{started}");
+    let id = started["workflow_id"].as_str().unwrap().to_string();
+    let statuses: Vec<(&str, &str)> = started["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [("a", "queued"), ("b", "waiting"), ("c", "waiting"), ("d", "waiting")]);
+    let (status, seen) = api(&d, reqwest::Method::GET, &format!("/workflows/{id}"), None).await;
+    assert_eq!((status, &seen["name"]), (200, &json!("mcp-diamond")), "the API sees it");
+    // The same key again: refused, naming the workflow that holds it; nothing more is stored.
+    let again = m.call("jct_start_workflow", body).await.error("duplicate_idempotency_key", Some(409));
+    assert_eq!(again["workflow_id"], id.as_str(), "{again}");
+    // A cycle is the server's to refuse, whole; a field no step has is refused here.
+    let cycle = m
+        .call(
+            "jct_start_workflow",
+            json!({ "name": "loop", "steps": [
+                { "key": "x", "type": AGENT_TYPE, "depends_on": ["y"] },
+                { "key": "y", "type": AGENT_TYPE, "depends_on": ["x"] }] }),
+        )
+        .await
+        .error("invalid_workflow", Some(422));
+    assert!(cycle.to_string().contains('x') && cycle.to_string().contains('y'), "{cycle}");
+    m.call_unchecked(
+        "jct_start_workflow",
+        json!({ "name": "w", "steps": [{ "key": "a", "type": AGENT_TYPE, "needs": [] }] }),
+    )
+    .await
+    .error("invalid_arguments", None);
+    let (_, listed) = api(&d, reqwest::Method::GET, "/workflows", None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "refused starts stored nothing: {listed}");
+
+    // Driven by the agent: a's end releases b (its $from resolved) and c.
+    let claimed = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok();
+    let task = &claimed["task"];
+    assert_eq!(task["step_key"], "a", "{claimed}");
+    let args = json!({ "task_id": task["task_id"], "lease_token": task["lease_token"], "result": { "n": 41 } });
+    m.call("jct_complete_task", args).await.ok();
+    let wf = m.call("jct_get_workflow", json!({ "workflow_id": id })).await.ok();
+    let step = |k: &str| wf["steps"].as_array().unwrap().iter().find(|s| s["key"] == k).cloned().unwrap();
+    assert_eq!(
+        (&step("a")["status"], &step("b")["status"], &step("d")["status"]),
+        (&json!("completed"), &json!("queued"), &json!("waiting"))
+    );
+    assert_eq!(step("d")["depends_on"], json!(["b", "c"]));
+    assert_eq!(wf["status"], "running");
+    // b and c are the agent's next claims; b's $from is a's result by then.
+    let mut next = Vec::new();
+    for _ in 0..2 {
+        next.push(
+            m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok()["task"].clone(),
+        );
+    }
+    let b = next.iter().find(|t| t["step_key"] == "b").unwrap_or_else(|| panic!("b claimed: {next:?}"));
+    assert_eq!(b["payload"]["got"], 41, "{b}");
+    assert!(next.iter().any(|t| t["step_key"] == "c"), "{next:?}");
+    m.call("jct_get_workflow", json!({ "workflow_id": "nope" })).await.error("invalid_arguments", None);
+    m.call("jct_get_workflow", json!({ "workflow_id": uuid::Uuid::now_v7().to_string() }))
+        .await
+        .error("workflow_not_found", Some(404));
+    m.close().await;
+
+    // --read-only reads the workflow and starts none.
+    let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;
+    assert_eq!(ro.call("jct_get_workflow", json!({ "workflow_id": id })).await.ok()["workflow_id"], id.as_str());
+    ro.call_unchecked("jct_start_workflow", json!({ "name": "w", "steps": [{ "key": "a", "type": AGENT_TYPE }] }))
+        .await
+        .error("tool_not_offered", None);
+    let (_, listed) = api(&d, reqwest::Method::GET, "/workflows", None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the refused start stored nothing");
     ro.close().await;
 }
 

@@ -1406,6 +1406,25 @@ pub(crate) mod workflow_cases {
         let c = run_one(&*store, "wc", Finish::Completed { result: json!("c") }).await;
         assert_eq!(c.parents.unwrap()["a"].result, Some(json!("second try")));
     }
+
+    pub async fn step_counts_group_each_workflows_steps_by_status(store: Arc<dyn TaskStore>) {
+        let first = workflow(vec![
+            step("a", "ca", &[], OnParentFailure::Cancel),
+            step("b", "cb", &["a"], OnParentFailure::Cancel),
+            step("c", "cb", &["a"], OnParentFailure::Cancel),
+        ]);
+        let second = workflow(vec![step("x", "cx", &[], OnParentFailure::Cancel)]);
+        store.create_workflow(&first).await.unwrap();
+        store.create_workflow(&second).await.unwrap();
+        let counts = store.step_counts(&[first.id, second.id, WorkflowId::new()]).await.unwrap();
+        assert_eq!(counts.len(), 2, "a workflow without steps is left out: {counts:?}");
+        assert_eq!(counts[&first.id], vec![(TaskStatus::Waiting, 2), (TaskStatus::Queued, 1)]);
+        assert_eq!(counts[&second.id], vec![(TaskStatus::Queued, 1)]);
+        run_one(&*store, "ca", Finish::Failed { error: "no".into() }).await;
+        let counts = store.step_counts(&[first.id]).await.unwrap();
+        assert_eq!(counts[&first.id], vec![(TaskStatus::Failed, 1), (TaskStatus::Cancelled, 2)]);
+        assert!(store.step_counts(&[]).await.unwrap().is_empty());
+    }
 }
 
 on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
@@ -1415,4 +1434,5 @@ on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
     a_failure_cancels_on_down_and_run_steps_run,
     cancelling_a_step_cancels_its_dependants,
     a_retried_parent_counts_off_its_dependants_once,
+    step_counts_group_each_workflows_steps_by_status,
 );

@@ -4,7 +4,8 @@
 //! button, retries a failed task, enqueues from the form, runs bulk actions, checks that a
 //! payload's markup is shown as text, that forged requests are refused, that the read-only
 //! key sees no action, and that the pages work behind a proxy under a path prefix; on the
-//! queues page, pauses, limits and resumes a queue with the buttons and the form. Saves a
+//! queues page, pauses, limits and resumes a queue with the buttons and the form; on a
+//! workflow's page, follows a diamond's colours live as a worker runs it. Saves a
 //! screenshot of every view under `target/ui-screenshots/`.
 
 use crate::browser;
@@ -527,4 +528,163 @@ async fn the_schedules_page_triggers_pauses_and_resumes_in_a_real_browser() {
     assert_eq!(b.count("button[data-schedule-action]").await, 0, "no controls");
     let png = std::fs::read(shots.join("schedules.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "schedules.png is a real screenshot");
+}
+
+/// A workflow's page in Chromium: a diamond whose steps a remote worker runs, drawn as four
+/// nodes coloured by status; as the worker ends each step the nodes, the table and the
+/// workflow's status change without a reload; a node links its task page, which names the
+/// step's workflow and parents. The list shows the workflow; the read-only key sees no
+/// control; Cancel workflow ends every unfinished step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_is_drawn_and_followed_live_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = dashboard_daemon(&db).start();
+    let base = daemon.url("");
+    let shots = screenshots();
+    // The worker first: its types are known types from then on.
+    let (s, worker) = post(&base, "/workers", json!({"name": "wf-remote", "types": ["ui-step"], "max_slots": 4})).await;
+    assert_eq!(s, 201, "{worker}");
+    let worker_id = worker["worker_id"].as_str().unwrap().to_string();
+    let (s, created) = post(
+        &base,
+        "/workflows",
+        json!({"name": "browser-diamond", "steps": [
+            {"key": "a", "type": "ui-step"},
+            {"key": "b", "type": "ui-step", "depends_on": ["a"]},
+            {"key": "c", "type": "ui-step", "depends_on": ["a"]},
+            {"key": "d", "type": "ui-step", "depends_on": ["b", "c"]}]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let wf = created["workflow_id"].as_str().unwrap().to_string();
+    let task_of = |key: &str| {
+        created["steps"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap()["task_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Claims every queued step, and returns them (task id, lease token) by key.
+    let claim = |want: usize| {
+        let (base, worker_id) = (base.clone(), worker_id.clone());
+        async move {
+            let mut held = std::collections::HashMap::new();
+            while held.len() < want {
+                let (s, claimed) =
+                    post(&base, "/tasks/claim", json!({"worker_id": worker_id, "max": want, "wait_ms": 5000})).await;
+                assert_eq!(s, 200, "{claimed}");
+                for t in claimed["tasks"].as_array().unwrap() {
+                    let key = t["step_key"].as_str().unwrap().to_string();
+                    held.insert(key, (t["task_id"].as_str().unwrap().to_string(), t["lease_token"].clone()));
+                }
+            }
+            held
+        }
+    };
+    let complete = |id: String, token: Value| {
+        let base = base.clone();
+        async move {
+            let (s, body) =
+                post(&base, &format!("/tasks/{id}/complete"), json!({"lease_token": token, "result": {}})).await;
+            assert_eq!(s, 200, "{body}");
+        }
+    };
+    fn node(key: &str) -> String {
+        format!("#graph a.node[data-key='{key}']")
+    }
+    async fn class_of(b: &Browser, key: &str) -> Value {
+        b.js("return document.querySelector(arguments[0]).getAttribute('class')", json!([node(key)])).await
+    }
+    // The colour a node is painted (its box's fill).
+    async fn fill(b: &Browser, key: &str) -> Value {
+        let css = format!("{} rect", node(key));
+        b.js("return getComputedStyle(document.querySelector(arguments[0])).fill", json!([css])).await
+    }
+
+    let b = Browser::start().await;
+    sign_in(&b, &base).await;
+    b.click("header nav a[href$='ui/workflows']").await;
+    let row = format!("tr.workflow[data-id='{wf}']");
+    b.wait(&row).await;
+    assert!(b.text(&row).await.contains("browser-diamond"), "{}", b.text(&row).await);
+    b.click(&format!("{row} a")).await;
+    b.wait("#graph").await;
+    assert_eq!(b.count("#graph a.node").await, 4);
+    assert_eq!(b.count("#graph path.edge").await, 4);
+    assert_eq!(class_of(&b, "a").await, "node s-queued");
+    for key in ["b", "c", "d"] {
+        assert_eq!(class_of(&b, key).await, "node s-waiting", "{key}");
+    }
+    let href = b.js("return document.querySelector(arguments[0]).getAttribute('href')", json!([node("a")])).await;
+    assert_eq!(href, format!("../../ui/tasks/{}", task_of("a")));
+    b.js("window.__same_page = true", json!([])).await;
+
+    // The worker runs a: running, then completed, and b and c queued, all on the same page.
+    let held = claim(1).await;
+    b.wait("#graph a.node.s-running[data-key='a']").await;
+    let (id, token) = held["a"].clone();
+    complete(id, token).await;
+    b.wait("#graph a.node.s-completed[data-key='a']").await;
+    b.wait("#graph a.node.s-queued[data-key='b']").await;
+    b.wait("#graph a.node.s-queued[data-key='c']").await;
+    b.wait_text("#steps tr[data-key='a'] td.st", "completed", Duration::from_secs(10)).await;
+    let finished = b.text("#steps tr[data-key='a'] td.finished").await;
+    assert!(finished.starts_with("20") && finished.ends_with('Z'), "the row's times follow too: {finished}");
+    assert_eq!(b.text("#graph a.node[data-key='a'] text.st").await, "completed");
+    // The colour is the status's: completed green, queued amber, waiting purple.
+    assert_eq!(fill(&b, "a").await, "rgb(220, 243, 227)");
+    assert_eq!(fill(&b, "b").await, "rgb(251, 244, 217)");
+    assert_eq!(fill(&b, "d").await, "rgb(241, 234, 249)");
+    b.screenshot(&shots.join("workflow.png")).await;
+
+    // b, c, then d: the workflow ends completed, still on the same page.
+    let held = claim(2).await;
+    for key in ["b", "c"] {
+        let (id, token) = held[key].clone();
+        complete(id, token).await;
+    }
+    b.wait("#graph a.node.s-queued[data-key='d']").await;
+    let held = claim(1).await;
+    let (id, token) = held["d"].clone();
+    complete(id, token).await;
+    b.wait_text("#wf-status", "completed", Duration::from_secs(10)).await;
+    assert_eq!(b.count("#graph a.node.s-completed").await, 4);
+    b.wait_text("#wf-live", "ended", Duration::from_secs(5)).await;
+    assert_eq!(b.count("#wf-cancel").await, 0, "an ended workflow offers no cancel");
+    assert!(b.text("#wf-counts").await.contains("4 completed"), "{}", b.text("#wf-counts").await);
+    assert_eq!(b.js("return window.__same_page === true", json!([])).await, true, "no reload: the colours came live");
+
+    // A node is a link to its task page, which names the workflow and the step's parents.
+    b.click(&node("d")).await;
+    b.wait("#workflow-step").await;
+    assert!(b.url().await.ends_with(&format!("/ui/tasks/{}", task_of("d"))), "{}", b.url().await);
+    assert_eq!(b.text("#workflow-link").await, "browser-diamond");
+    assert_eq!(b.count("#step-parents li[data-key]").await, 2);
+    assert!(b.text("#step-parents").await.contains("completed"));
+    b.screenshot(&shots.join("workflow-step.png")).await;
+    b.click("#workflow-link").await;
+    b.wait("#graph").await;
+    assert!(b.url().await.ends_with(&format!("/ui/workflows/{wf}")));
+
+    // Cancel workflow on a second one: every unfinished step ends cancelled.
+    let (s, second) = post(
+        &base,
+        "/workflows",
+        json!({"name": "browser-cancel", "steps": [{"key": "x", "type": "ui-step"}, {"key": "y", "type": "ui-step", "depends_on": ["x"]}]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{second}");
+    let second = second["workflow_id"].as_str().unwrap().to_string();
+    b.goto(&format!("{base}/ui/workflows/{second}")).await;
+    b.click("#wf-cancel").await;
+    b.wait_text("#flash", "Workflow cancelled: 2 steps ended.", Duration::from_secs(10)).await;
+    assert_eq!(get(&base, &format!("/workflows/{second}")).await["status"], "cancelled");
+    b.wait("#wf-retry").await;
+
+    // The read-only key: the graph, no control.
+    sign_in_again_read_only(&b).await;
+    b.goto(&format!("{base}/ui/workflows/{second}")).await;
+    b.wait("#graph").await;
+    assert_eq!(b.count("button[data-workflow-action]").await, 0, "no controls");
+    let png = std::fs::read(shots.join("workflow.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "workflow.png is a real screenshot");
 }

@@ -515,3 +515,234 @@ async fn the_queues_page_shows_counts_limits_and_controls_on_sqlite() {
 async fn the_queues_page_shows_counts_limits_and_controls_on_postgres() {
     queues_page("postgres").await;
 }
+
+/// Starts a workflow through the API; its id and each step's task id by key.
+async fn start_workflow(base: &str, body: Value) -> (String, std::collections::HashMap<String, String>) {
+    let (status, created) = send(client().post(format!("{base}/workflows")).bearer_auth(KEY).json(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let steps = created["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap().to_string(), s["task_id"].as_str().unwrap().to_string()))
+        .collect();
+    (created["workflow_id"].as_str().unwrap().to_string(), steps)
+}
+
+/// The part of `html` from `start` to the next `end`.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    html.split(start).nth(1).unwrap_or_else(|| panic!("{start} in {html}")).split(end).next().unwrap()
+}
+
+async fn workflow_pages(kind: &str) {
+    let db = TestDb::new(kind).await;
+    // `nobody-serves`: a type no handler runs, so its steps stay queued.
+    let app = start_in_process(
+        &db.backend().await,
+        &db.url(),
+        &[("JCT_API_KEY", KEY), ("JCT_READONLY_API_KEY", READ_KEY), ("JCT_TASK_TYPES", "nobody-serves")],
+        Registry::builtin(),
+    )
+    .await;
+    let base = app.base.clone();
+    // A diamond of echo steps that runs to its end; a workflow named in markup whose first
+    // step nobody serves (running, its second step waiting); one of 260 steps, too many to draw.
+    let (diamond, d) = start_workflow(
+        &base,
+        json!({"name": "ui-diamond", "steps": [
+            {"key": "a", "type": "echo"},
+            {"key": "b", "type": "echo", "depends_on": ["a"]},
+            {"key": "c", "type": "echo", "depends_on": ["a"]},
+            {"key": "d", "type": "echo", "depends_on": ["b", "c"]}]}),
+    )
+    .await;
+    let evil = "<i>wf</i>";
+    let (held, h) = start_workflow(
+        &base,
+        json!({"name": evil, "steps": [
+            {"key": "first", "type": "nobody-serves"},
+            {"key": "then", "type": "echo", "depends_on": ["first"], "on_parent_failure": "run"}]}),
+    )
+    .await;
+    let mut steps = vec![json!({"key": "root", "type": "nobody-serves"})];
+    steps.extend(
+        (0..259).map(|i| json!({"key": format!("leaf-{i:03}"), "type": "nobody-serves", "depends_on": ["root"]})),
+    );
+    let (big, _) = start_workflow(&base, json!({"name": "ui-big", "steps": steps})).await;
+    support::wait_for("the diamond to complete", Duration::from_secs(20), || async {
+        let (_, wf) = send(client().get(format!("{base}/workflows/{diamond}")).bearer_auth(KEY)).await;
+        (wf["status"] == "completed").then_some(())
+    })
+    .await;
+
+    // The list: every workflow with its steps by status, newest first; the nav links it.
+    let html = ui_page(&base, "/ui/workflows", KEY).await;
+    assert!(html.contains("href=\"../ui/workflows\" class=\"active\""), "the nav links the page");
+    let row = between(&html, &format!("<tr class=\"workflow\" data-id=\"{diamond}\">"), "</tr>");
+    assert!(row.contains(&format!("href=\"../ui/workflows/{diamond}\">ui-diamond</a>")), "{row}");
+    assert!(row.contains("<span class=\"status s-completed\">completed</span>"), "{row}");
+    assert!(
+        row.contains("<b>4</b>: <span class=\"count s-completed\" data-status=\"completed\"><b>4</b> completed</span>"),
+        "{row}"
+    );
+    let row = between(&html, &format!("<tr class=\"workflow\" data-id=\"{held}\">"), "</tr>");
+    assert!(row.contains("&lt;i&gt;wf&lt;/i&gt;") && !html.contains(evil), "the name is text: {row}");
+    assert!(
+        row.contains("<b>1</b> waiting</span> · <span class=\"count s-queued\" data-status=\"queued\"><b>1</b> queued"),
+        "{row}"
+    );
+    let order: Vec<usize> =
+        [&big, &held, &diamond].iter().map(|id| html.find(&format!("data-id=\"{id}\"")).unwrap()).collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "newest first");
+    // Filters and paging as GET /workflows has them.
+    let html = ui_page(&base, "/ui/workflows?status=completed&name=", KEY).await;
+    assert!(html.contains(&diamond) && !html.contains(&held) && !html.contains(&big));
+    assert!(html.contains("<option selected>completed</option>"), "the filter is shown");
+    let html = ui_page(&base, &format!("/ui/workflows?name={}", devops_control_tower::url::encode(evil)), KEY).await;
+    assert!(html.contains(&held) && !html.contains(&diamond));
+    let html = ui_page(&base, "/ui/workflows?limit=1", KEY).await;
+    assert!(html.contains(&big) && !html.contains(&held));
+    let next = between(&html, "id=\"next-page\" href=\"", "\"").replace("&amp;", "&");
+    assert_eq!(next, format!("../ui/workflows?limit=1&before={big}"));
+    let html = ui_page(&base, &format!("/ui/workflows?limit=1&before={big}"), KEY).await;
+    assert!(
+        html.contains(&held) && !html.contains(&format!("data-id=\"{big}\"")) && html.contains("id=\"first-page\"")
+    );
+    let res = client().get(format!("{base}/ui/workflows?status=done")).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("unknown workflow status"), "the page says why");
+
+    // One workflow: every step drawn, coloured by its status and linking its task page.
+    let html = ui_page(&base, &format!("/ui/workflows/{diamond}"), KEY).await;
+    assert!(html.contains(&format!("data-workflow=\"{diamond}\" data-wf-status=\"completed\"")), "the script's data");
+    assert_eq!(html.matches("<a class=\"node s-completed\"").count(), 4, "{html}");
+    assert_eq!(html.matches("<path class=\"edge\"").count(), 4);
+    for (key, task) in &d {
+        assert!(
+            html.contains(&format!(
+                "<a class=\"node s-completed\" href=\"../../ui/tasks/{task}\" data-step=\"{task}\" data-key=\"{key}\">"
+            )),
+            "{key}"
+        );
+        assert!(html.contains(&format!("<tr class=\"step\" data-step=\"{task}\" data-key=\"{key}\">")));
+    }
+    assert!(html.contains("data-from=\"b\" data-to=\"d\"") && html.contains("data-from=\"a\" data-to=\"c\""));
+    assert!(!html.contains("graph-capped") && !html.contains("data-workflow-action"), "completed: nothing to do");
+    let html = ui_page(&base, &format!("/ui/workflows/{held}"), KEY).await;
+    assert!(html.contains("data-wf-status=\"running\" data-poll=\"2000\""), "a running workflow is read again");
+    assert!(html.contains(&format!("data-workflow-action=\"cancel\" data-name=\"{held}\"")));
+    assert!(html.contains("<a class=\"node s-queued\"") && html.contains("<a class=\"node s-waiting\""));
+    assert!(html.contains("<span id=\"wf-name\">&lt;i&gt;wf&lt;/i&gt;</span>"));
+    let html = ui_page(&base, &format!("/ui/workflows/{held}"), READ_KEY).await;
+    assert!(!html.contains("data-workflow-action") && html.contains("data-workflow="), "read-only: no control");
+
+    // 260 steps: the graph stops at 250 (and says so), the table pages.
+    let html = ui_page(&base, &format!("/ui/workflows/{big}"), KEY).await;
+    assert!(between(&html, "id=\"graph-capped\">", "</p>").contains("first 250 of 260 steps"), "{html}");
+    assert_eq!(html.matches("<a class=\"node ").count(), 250);
+    assert!(html.contains("data-poll=\"10000\""), "a large workflow is read less often");
+    assert_eq!(html.matches("<tr class=\"step\"").count(), 250);
+    assert_eq!(between(&html, "id=\"steps-next\" href=\"", "\""), format!("../../ui/workflows/{big}?offset=250"));
+    let html = ui_page(&base, &format!("/ui/workflows/{big}?offset=250"), KEY).await;
+    assert_eq!(html.matches("<tr class=\"step\"").count(), 10);
+    assert!(
+        html.contains("steps 251–260 of 260") && html.contains("id=\"steps-prev\"") && !html.contains("steps-next")
+    );
+    for (path, status) in [
+        ("/ui/workflows/not-an-id".to_string(), 400),
+        (format!("/ui/workflows/{}", uuid::Uuid::now_v7()), 404),
+        (format!("/ui/workflows/{big}?offset=x"), 400),
+    ] {
+        let res = client().get(format!("{base}{path}")).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        assert!(res.text().await.unwrap().contains("id=\"page-error\""));
+    }
+
+    // A step's task page: its workflow, its parents and its dependants, each linked.
+    let html = ui_page(&base, &format!("/ui/tasks/{}", d["d"]), READ_KEY).await;
+    let section = between(&html, "<section id=\"workflow-step\">", "</section>");
+    assert!(section.contains(&format!("href=\"../../ui/workflows/{diamond}\">ui-diamond</a>")), "{section}");
+    let parents = between(section, "id=\"step-parents\">", "</ul>");
+    for key in ["b", "c"] {
+        assert!(parents.contains(&format!("href=\"../../ui/tasks/{}\"", d[key])), "{key}: {parents}");
+    }
+    assert!(parents.contains("s-completed") && !parents.contains(&d["a"]), "{parents}");
+    assert!(between(section, "id=\"step-dependants\">", "</ul>").contains("None."), "{section}");
+    let html = ui_page(&base, &format!("/ui/tasks/{}", d["a"]), KEY).await;
+    let section = between(&html, "<section id=\"workflow-step\">", "</section>");
+    assert!(between(section, "id=\"step-parents\">", "</ul>").contains("None: a root step."));
+    let dependants = between(section, "id=\"step-dependants\">", "</ul>");
+    assert!(dependants.contains(&d["b"]) && dependants.contains(&d["c"]) && !dependants.contains(&d["d"]));
+    let html = ui_page(&base, &format!("/ui/tasks/{}", h["then"]), KEY).await;
+    assert!(html.contains("id=\"on-parent-failure\">run</span>") && html.contains("s-waiting"));
+    let plain = enqueue(&base, json!({"type": "echo"})).await;
+    assert!(!ui_page(&base, &format!("/ui/tasks/{plain}"), KEY).await.contains("workflow-step"), "no step, no section");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_pages_list_draw_and_link_steps_on_sqlite() {
+    workflow_pages("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_pages_list_draw_and_link_steps_on_postgres() {
+    workflow_pages("postgres").await;
+}
+
+/// 10,000 steps (a root, 9,998 between, a sink waiting for them all): the workflow's page
+/// draws 250 and pages its table, the sink's task page links 100 of its parents, and each
+/// page answers within seconds (a layout or a list quadratic in the steps would not).
+async fn ten_thousand_steps(kind: &str) {
+    let db = TestDb::new(kind).await;
+    let app = keyed_app(&db).await;
+    let base = app.base.clone();
+    // The root is due in 2999: nothing runs while the test looks.
+    let mut steps = vec![json!({ "key": "root", "type": "echo", "run_at": "2999-01-01T00:00:00Z" })];
+    let middle: Vec<String> = (0..9_998).map(|i| format!("m{i:04}")).collect();
+    steps.extend(middle.iter().map(|k| json!({ "key": k, "type": "echo", "depends_on": ["root"] })));
+    steps.push(json!({ "key": "sink", "type": "echo", "depends_on": middle }));
+    let (id, tasks) = start_workflow(&base, json!({ "name": "wide", "steps": steps })).await;
+    let timed = |path: String| {
+        let base = base.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let html = ui_page(&base, &path, READ_KEY).await;
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(15), "{kind}: {path} took {took:?}");
+            html
+        }
+    };
+    let html = timed(format!("/ui/workflows/{id}")).await;
+    assert!(between(&html, "id=\"graph-capped\">", "</p>").contains("first 250 of 10,000 steps"), "{kind}");
+    assert_eq!(html.matches("<a class=\"node ").count(), 250, "{kind}");
+    assert_eq!(html.matches("<path class=\"edge\"").count(), 249, "{kind}: root to each drawn step");
+    assert!(!html.contains("data-key=\"sink\""), "{kind}: the last layer is not drawn");
+    assert_eq!(html.matches("<tr class=\"step\"").count(), 250, "{kind}");
+    assert!(html.contains("steps 1–250 of 10000") && html.contains("data-poll=\"10000\""), "{kind}");
+    let html = timed(format!("/ui/workflows/{id}?offset=9750")).await;
+    assert!(html.contains("<tr class=\"step\" data-step=") && html.contains("data-key=\"sink\""), "{kind}");
+    assert!(html.contains("steps 9751–10000 of 10000") && !html.contains("steps-next"), "{kind}");
+    let html = timed(format!("/ui/tasks/{}", tasks["sink"])).await;
+    let parents = between(&html, "id=\"step-parents\">", "</ul>");
+    assert_eq!(parents.matches("<li data-key=").count(), 100, "{kind}");
+    assert!(parents.contains("and 9898 more: see"), "{kind}: {}", &parents[parents.len() - 300..]);
+    let html = timed(format!("/ui/tasks/{}", tasks["root"])).await;
+    assert!(between(&html, "id=\"step-dependants\">", "</ul>").contains("and 9898 more"), "{kind}");
+    let html = timed("/ui/workflows".to_string()).await;
+    assert!(
+        html.contains(
+            "<b>10,000</b>: <span class=\"count s-waiting\" data-status=\"waiting\"><b>9999</b> waiting</span>"
+        ),
+        "{kind}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_steps_are_drawn_capped_on_sqlite() {
+    ten_thousand_steps("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_steps_are_drawn_capped_on_postgres() {
+    ten_thousand_steps("postgres").await;
+}

@@ -1,6 +1,7 @@
 // The dashboard's one script (hand-written, no library): actions through the JSON API with
 // the session's CSRF token, the live log tail over server-sent events, the enqueue form's
-// checks, and the periodic refresh of the overview and workers pages. Text from the server
+// checks, the periodic refresh of the overview and workers pages, and a running workflow's
+// step colours read again from the API. Text from the server
 // is only ever inserted as text (textContent), never as markup.
 "use strict";
 
@@ -87,6 +88,13 @@
     function (action, name, r) {
       return action === "trigger" ? "Fired " + name + ": task " + r.task_id + "." :
         "Schedule " + name + (action === "pause" ? " paused." : " resumed.");
+    });
+
+  // Cancel and retry buttons on a workflow's page.
+  actionButtons("button[data-workflow-action]", "workflows", function (b) { return b.dataset.workflowAction; },
+    function (action, name, r) {
+      return action === "cancel" ? "Workflow cancelled: " + r.cancelled + " steps ended." :
+        "Workflow retried: " + r.requeued + " steps queued, " + r.reopened + " waiting again.";
     });
 
   // Pause and resume buttons on the queues page.
@@ -219,6 +227,88 @@
     source.onerror = function () {
       if (live) live.textContent = "reconnecting";
     };
+  }
+
+  // A workflow's page: while it runs, read the workflow again every data-poll ms and
+  // recolour each step in place (its graph node, its table row, the counts), until it ends.
+  if (body.dataset.workflow) {
+    const every = Number(body.dataset.poll) || 2000;
+    const badge = function (el, status) {
+      el.textContent = "";
+      const span = document.createElement("span");
+      span.className = "status s-" + status;
+      span.textContent = status;
+      el.appendChild(span);
+    };
+    // The page's step elements by task id, found once: a workflow may have 10,000 steps.
+    const shown = {};
+    document.querySelectorAll("[data-step]").forEach(function (el) {
+      (shown[el.dataset.step] = shown[el.dataset.step] || []).push(el);
+    });
+    const paint = function (wf) {
+      const counts = {};
+      wf.steps.forEach(function (step) {
+        counts[step.status] = (counts[step.status] || 0) + 1;
+        (shown[step.task_id] || []).forEach(function (el) {
+          if (el.tagName.toLowerCase() === "tr") {
+            const st = el.querySelector("td.st");
+            if (st) badge(st, step.status);
+            const attempts = el.querySelector("td.attempts");
+            if (attempts) attempts.textContent = step.attempts + "/" + step.max_attempts;
+            // Times as the server writes them: 2026-11-29 09:48:07Z.
+            [["td.started", step.started_at], ["td.finished", step.finished_at]].forEach(function (pair) {
+              const cell = el.querySelector(pair[0]);
+              if (cell) cell.textContent = pair[1] ? pair[1].replace("T", " ").slice(0, 19) + "Z" : "–";
+            });
+            const err = el.querySelector("td.err");
+            if (err) err.textContent = step.last_error || "";
+          } else {
+            el.setAttribute("class", "node s-" + step.status);
+            const text = el.querySelector("text.st");
+            if (text) text.textContent = step.status;
+          }
+        });
+      });
+      const status = document.getElementById("wf-status");
+      if (status) badge(status, wf.status);
+      body.dataset.wfStatus = wf.status;
+      const line = document.getElementById("wf-counts");
+      if (line) {
+        line.textContent = "";
+        const total = document.createElement("b");
+        total.textContent = String(wf.steps.length);
+        line.appendChild(total);
+        line.appendChild(document.createTextNode(": "));
+        ["waiting", "queued", "running", "completed", "failed", "cancelled"].filter(function (s) { return counts[s]; })
+          .forEach(function (s, i) {
+            if (i > 0) line.appendChild(document.createTextNode(" · "));
+            const span = document.createElement("span");
+            span.className = "count s-" + s;
+            span.dataset.status = s;
+            const n = document.createElement("b");
+            n.textContent = String(counts[s]);
+            span.appendChild(n);
+            span.appendChild(document.createTextNode(" " + s));
+            line.appendChild(span);
+          });
+      }
+    };
+    const poll = async function () {
+      try {
+        const wf = await api("GET", "workflows/" + body.dataset.workflow);
+        paint(wf);
+        if (wf.status !== "running") {
+          const live = document.getElementById("wf-live");
+          if (live) { live.textContent = "ended"; live.className = "badge"; }
+          // Nothing is left to cancel (a reload offers Retry when a step failed).
+          const cancel = document.getElementById("wf-cancel");
+          if (cancel) cancel.remove();
+          return;
+        }
+      } catch (e) { /* the page stays as shown; the next read may work */ }
+      setTimeout(poll, every);
+    };
+    if (body.dataset.wfStatus === "running") setTimeout(poll, every);
   }
 
   // Overview and workers: refresh the whole page now and then (nothing to lose there).

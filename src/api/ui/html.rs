@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::api::access::Level;
 use crate::task::{TaskId, TaskStatus};
+use crate::workflow::{WorkflowId, WorkflowStatus};
 
 /// Percent-encodes a query value or path segment.
 pub use crate::url::encode as url_enc;
@@ -73,6 +74,7 @@ pub enum Nav {
     Workers,
     Schedules,
     Queues,
+    Workflows,
     None,
 }
 
@@ -88,6 +90,9 @@ pub enum Script {
     Login,
     /// One task's page: its id and status, and whether to follow its live log.
     Task { id: TaskId, status: TaskStatus, follow: bool },
+    /// One workflow's page: its id and status, and how often to read it again while it
+    /// runs (`data-poll`, in milliseconds) to recolour its steps in place.
+    Workflow { id: WorkflowId, status: WorkflowStatus, poll: Duration },
 }
 
 /// What every page's frame needs.
@@ -118,6 +123,10 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, script: Script, body: impl
         Script::Task { id, status, follow } => Some((id, status.as_str(), if follow { "1" } else { "0" })),
         _ => None,
     };
+    let workflow = match script {
+        Script::Workflow { id, status, poll } => Some((id, status.as_str(), poll.as_millis())),
+        _ => None,
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -130,7 +139,9 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, script: Script, body: impl
             }
             body data-root=(root) data-csrf=(frame.csrf.unwrap_or("")) data-writable=(writable)
                 data-refresh=[refresh] data-login=[login]
-                data-task=[task.map(|t| t.0)] data-status=[task.map(|t| t.1)] data-follow=[task.map(|t| t.2)] {
+                data-task=[task.map(|t| t.0)] data-status=[task.map(|t| t.1)] data-follow=[task.map(|t| t.2)]
+                data-workflow=[workflow.map(|w| w.0)] data-wf-status=[workflow.map(|w| w.1)]
+                data-poll=[workflow.map(|w| w.2)] {
                 header {
                     nav {
                         strong.brand { "JCT" }
@@ -139,6 +150,7 @@ pub fn page(frame: &Frame<'_>, title: &str, nav: Nav, script: Script, body: impl
                         (link(Nav::Workers, "ui/workers", "Workers"))
                         (link(Nav::Schedules, "ui/schedules", "Schedules"))
                         (link(Nav::Queues, "ui/queues", "Queues"))
+                        (link(Nav::Workflows, "ui/workflows", "Workflows"))
                         @if frame.level == Level::ReadOnly {
                             span.badge.readonly #readonly { "read-only" }
                         }
@@ -181,6 +193,10 @@ mod tests {
         assert!(html.contains("<a href=\"../ui/tasks\">Tasks</a>"), "{html}");
         assert!(html.contains("id=\"readonly\"") && html.contains("action=\"../ui/logout\""), "{html}");
         assert!(!html.contains("data-refresh") && !html.contains("data-task"), "{html}");
+        assert!(
+            html.contains("<a href=\"../ui/workflows\">Workflows</a>") && !html.contains("data-workflow"),
+            "{html}"
+        );
     }
 
     #[test]

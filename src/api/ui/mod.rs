@@ -7,7 +7,8 @@
 //! | `mod.rs` | the routes, the login and logout, the HTTP shape of a page (headers, status) |
 //! | `html.rs` | the page frame (maud markup: every interpolated value escaped), formatters |
 //! | `pages.rs` | the views: overview, tasks, task, workers, schedules, queues, issue |
-//! | `app.js`, `app.css` | live log tail, actions (cancel, retry, bulk, enqueue, schedule and queue controls), looks |
+//! | `workflows.rs` | the workflow views: the list, one workflow (its graph laid out in Rust, drawn as SVG), a step's parents and dependants on its task page |
+//! | `app.js`, `app.css` | live log tail, a workflow's live colours, actions (cancel, retry, bulk, enqueue, schedule, queue and workflow controls), looks |
 //!
 //! Pages read through the same services as the API and change nothing themselves: every
 //! action is the page's script calling the JSON API (with the session's CSRF token), so the
@@ -28,6 +29,7 @@ use html::{Frame, Nav, Script};
 
 pub mod html;
 pub mod pages;
+pub mod workflows;
 
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
@@ -123,6 +125,8 @@ async fn page(
         ["workers"] => pages::workers(&ctx, &state).await,
         ["schedules"] => pages::schedules(&ctx, &state).await,
         ["queues"] => pages::queues(&ctx, &state).await,
+        ["workflows"] => workflows::workflows(&ctx, &state, &query).await,
+        ["workflows", id] => workflows::workflow(&ctx, &state, id, &query).await,
         ["issues", id] => pages::issue(&ctx, &state, id).await,
         _ => Err((StatusCode::NOT_FOUND, "No such page.".into())),
     };

@@ -1,6 +1,7 @@
 //! The dashboard's views, each read through the same services as the API: overview,
 //! tasks (filters and keyset paging), one task (fields, trace files, live log, CWOM
-//! links, what holds it back in its queue), workers, schedules, queues (counts, limits,
+//! links, what holds it back in its queue, a step's place in its workflow from
+//! `workflows.rs`), workers, schedules, queues (counts, limits,
 //! pause), and a CWOM Issue with its context packets, runs and artifacts. Each is
 //! [`maud`] markup in the frame of [`html::page`].
 
@@ -24,17 +25,17 @@ use crate::tunables::{UI_CHART_MINUTES, UI_COUNT_CAP, UI_PAGE_SIZE, UI_REFRESH};
 /// Most bytes of a trace file shown inline (the whole file is a download away).
 const INLINE_MAX: usize = 256 * 1024;
 
-fn failed(e: impl Into<ApiError>) -> (StatusCode, String) {
+pub(super) fn failed(e: impl Into<ApiError>) -> (StatusCode, String) {
     let e = e.into();
     (e.status(), e.to_string())
 }
 
-fn status_badge(status: TaskStatus) -> Markup {
+pub(super) fn status_badge(status: TaskStatus) -> Markup {
     html! { span class={ "status s-" (status.as_str()) } { (status.as_str()) } }
 }
 
 /// A task's short id linking its page.
-fn task_link(root: &str, id: &TaskId) -> Markup {
+pub(super) fn task_link(root: &str, id: &TaskId) -> Markup {
     html! { a.mono href={ (root) "ui/tasks/" (id) } { (short_id(id)) } }
 }
 
@@ -293,7 +294,7 @@ fn enqueue_form(known: &[String]) -> Markup {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -339,6 +340,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         None => Vec::new(),
     };
     let runs = task_runs(state, &task).await;
+    let step = super::workflows::step_section(ctx, state, &task).await;
     // A due task that stays queued: say when its queue's pause or limits are why.
     let held = if task.status == TaskStatus::Queued {
         match state.queues.get(&task.queue).await {
@@ -407,6 +409,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
                 span.err #last-error { (task.last_error.as_deref().unwrap_or("–")) }
             }))
         }
+        @if let Some(step) = step { (step) }
         @if follow {
             section {
                 h2 {
@@ -449,7 +452,7 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
 }
 
 /// One of the task page's fields: its name and value.
-fn field(name: &str, value: impl Render) -> Markup {
+pub(super) fn field(name: &str, value: impl Render) -> Markup {
     html! { div { span.k { (name) } span.v { (value) } } }
 }
 

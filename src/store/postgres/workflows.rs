@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::tasks::{Columns, INSERT_STEPS};
 use super::{pg_err, PgStore};
 use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
-use crate::store::workflows::WorkflowStore;
-use crate::task::{NewTask, TaskId};
+use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
+use crate::task::{NewTask, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
     WorkflowSummary, WorkflowView,
@@ -255,5 +255,23 @@ impl WorkflowStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(Some(rows.iter().map(|r| TaskId(r.get(0))).collect()))
+    }
+
+    async fn step_counts(&self, ids: &[WorkflowId]) -> StoreResult<StepCounts> {
+        if ids.is_empty() {
+            return Ok(StepCounts::new());
+        }
+        let client = self.client().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|w| w.0).collect();
+        let rows = client
+            .query("SELECT workflow_id, status, count(*) FROM tasks WHERE workflow_id = ANY($1) GROUP BY 1, 2", &[&ids])
+            .await
+            .map_err(pg_err)?;
+        let mut counts = StepCounts::new();
+        for r in &rows {
+            let status: TaskStatus = r.get::<_, &str>(1).parse().map_err(StoreError::internal)?;
+            counts.entry(WorkflowId(r.get(0))).or_default().push((status, r.get::<_, i64>(2) as u64));
+        }
+        Ok(ordered_counts(counts))
     }
 }

@@ -12,8 +12,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::tasks::{insert_step, parse, Placement};
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
-use crate::store::workflows::WorkflowStore;
-use crate::task::TaskId;
+use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
+use crate::task::{TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
     WorkflowSummary, WorkflowView,
@@ -292,6 +292,37 @@ impl WorkflowStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql_err)?;
             Ok(Some(ids))
+        })
+        .await
+    }
+
+    async fn step_counts(&self, ids: &[WorkflowId]) -> StoreResult<StepCounts> {
+        if ids.is_empty() {
+            return Ok(StepCounts::new());
+        }
+        let ids = serde_json::Value::from(ids.iter().map(|w| w.to_string()).collect::<Vec<_>>()).to_string();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT workflow_id, status, count(*) FROM tasks \
+                     WHERE workflow_id IN (SELECT value FROM json_each(?1)) GROUP BY 1, 2",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([&ids], |r| {
+                    Ok((
+                        parse::<WorkflowId>(0, &r.get::<_, String>(0)?)?,
+                        parse::<TaskStatus>(1, &r.get::<_, String>(1)?)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })
+                .map_err(sql_err)?;
+            let mut counts = StepCounts::new();
+            for row in rows {
+                let (id, status, n) = row.map_err(sql_err)?;
+                counts.entry(id).or_default().push((status, n));
+            }
+            Ok(ordered_counts(counts))
         })
         .await
     }
