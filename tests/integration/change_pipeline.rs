@@ -21,15 +21,14 @@ fn repos(s: &Setup) -> (String, String) {
 
 /// The example workflow with its placeholders filled in.
 fn example(repo: &str, remote: &str, test_command: &str) -> Value {
+    // Into a JSON string: the command's quotes escaped, without the string's own quotes.
+    let quoted = serde_json::to_string(test_command).unwrap();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/change_pipeline/workflow.json"))
         .unwrap()
         .replace("@REPO@", repo)
         .replace("@REMOTE@", remote)
         .replace("@PROFILE@", "fake")
-        .replace("@TEST_COMMAND@", {
-            let quoted = serde_json::to_string(test_command).unwrap();
-            &quoted[1..quoted.len() - 1].to_string()
-        });
+        .replace("@TEST_COMMAND@", &quoted[1..quoted.len() - 1]);
     serde_json::from_str(&text).unwrap()
 }
 
