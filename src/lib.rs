@@ -137,6 +137,7 @@
 
 pub mod agent_profiles;
 pub mod api;
+pub mod approval;
 pub mod attempt;
 pub mod client;
 pub mod config;

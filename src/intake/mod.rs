@@ -38,6 +38,9 @@ pub use types::TaskTypes;
 pub enum IntakeError {
     #[error("unknown task type {given:?}; known types: {known}")]
     UnknownType { given: String, known: String },
+    /// A type only a workflow step may have (`approval`), enqueued as a task of its own.
+    #[error("type: {0:?} is a workflow step type (POST /workflows); a task of its own would wait for a decision it cannot be given")]
+    StepOnlyType(String),
     /// The task's executor will not take this payload; the code says which rule.
     #[error("{}", .0.message)]
     NotAdmitted(Refusal),
@@ -135,7 +138,7 @@ impl Intake {
     /// Checks and stores one task; wakes the fleet.
     pub async fn enqueue(&self, task: NewTask) -> Result<Task, IntakeError> {
         let tasks = std::slice::from_ref(&task);
-        self.check(tasks).await.map_err(|(_, e)| e)?;
+        self.check(tasks, false).await.map_err(|(_, e)| e)?;
         let stored = self.store.enqueue(task).await?;
         self.entered(&[(stored.task_type.as_str(), 1)]);
         tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
@@ -145,7 +148,9 @@ impl Intake {
     /// Checks and stores tasks in one transaction, all or none; wakes the fleet once.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, IntakeError> {
         check_batch_keys(&tasks)?;
-        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InBatch { index, source: Box::new(source) })?;
+        self.check(&tasks, false)
+            .await
+            .map_err(|(index, source)| IntakeError::InBatch { index, source: Box::new(source) })?;
         // Counted by type before the tasks move into the store (types are few).
         let mut per_type: Vec<(String, u64)> = Vec::new();
         for t in &tasks {
@@ -171,7 +176,7 @@ impl Intake {
             }
         }
         let tasks: Vec<NewTask> = workflow.steps.iter().map(|s| s.task.clone()).collect();
-        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InStep {
+        self.check(&tasks, true).await.map_err(|(index, source)| IntakeError::InStep {
             index,
             key: workflow.steps[index].key.to_string(),
             source: Box::new(source),
@@ -192,14 +197,14 @@ impl Intake {
     /// Asks whether `task` would be taken (type, admission, CWOM link) without storing it:
     /// a schedule's task is checked when the schedule is made, not only at its first tick.
     pub async fn admits(&self, task: &NewTask) -> Result<(), IntakeError> {
-        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)
+        self.check(std::slice::from_ref(task), false).await.map_err(|(_, e)| e)
     }
 
     /// Fires a schedule's tick or trigger: the task is checked as any enqueue is, then
     /// written with the fire's key and the overlap policy in one transaction
     /// ([`ScheduleStore::fire`]). Tasks cancelled by `cancel_other` are stopped here too.
     pub async fn fire(&self, params: &FireParams) -> Result<Fired, IntakeError> {
-        self.check(std::slice::from_ref(&params.task)).await.map_err(|(_, e)| e)?;
+        self.check(std::slice::from_ref(&params.task), false).await.map_err(|(_, e)| e)?;
         let fired = self.schedules.fire(params).await?;
         if let Fired::Done(outcome) = &fired {
             self.fired(outcome, &params.task.task_type);
@@ -214,7 +219,7 @@ impl Intake {
         name: &str,
         task: &crate::task::NewTask,
     ) -> Result<Option<FireOutcome>, IntakeError> {
-        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)?;
+        self.check(std::slice::from_ref(task), false).await.map_err(|(_, e)| e)?;
         let released = self.schedules.release_buffered(name, task).await?;
         if let Some(outcome) = &released {
             self.fired(outcome, &task.task_type);
@@ -241,11 +246,19 @@ impl Intake {
     }
 
     /// Admission and types for every task, then CWOM links, each asked once per distinct
-    /// value; the error names the first task refused, by index.
-    async fn check(&self, tasks: &[NewTask]) -> Result<(), (usize, IntakeError)> {
+    /// value; the error names the first task refused, by index. `as_steps`: the tasks are
+    /// a workflow's steps, which may also be approvals (no handler runs one, and its payload
+    /// was checked with the workflow's graph, [`NewWorkflow::checked`]).
+    async fn check(&self, tasks: &[NewTask], as_steps: bool) -> Result<(), (usize, IntakeError)> {
         let mut types: Vec<&str> = Vec::new();
         for (index, task) in tasks.iter().enumerate() {
             let fail = |e: IntakeError| (index, e);
+            if task.task_type == crate::approval::TYPE {
+                if as_steps {
+                    continue;
+                }
+                return Err(fail(IntakeError::StepOnlyType(task.task_type.clone())));
+            }
             self.executors.admit(&task.task_type, &task.payload).map_err(|r| fail(IntakeError::NotAdmitted(r)))?;
             if types.contains(&task.task_type.as_str()) {
                 continue;
