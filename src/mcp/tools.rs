@@ -32,6 +32,7 @@ pub enum ToolName {
     PauseQueue,
     ResumeQueue,
     SetQueueLimits,
+    DecideApproval,
 }
 
 /// What a second identical call does, for the descriptions and the annotations.
@@ -46,7 +47,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 22] = [
+    pub const ALL: [ToolName; 23] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -69,6 +70,7 @@ impl ToolName {
         ToolName::PauseQueue,
         ToolName::ResumeQueue,
         ToolName::SetQueueLimits,
+        ToolName::DecideApproval,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +97,7 @@ impl ToolName {
             ToolName::PauseQueue => "jct_pause_queue",
             ToolName::ResumeQueue => "jct_resume_queue",
             ToolName::SetQueueLimits => "jct_set_queue_limits",
+            ToolName::DecideApproval => "jct_decide_approval",
         }
     }
 
@@ -126,7 +129,8 @@ impl ToolName {
             | ToolName::ResumeSchedule
             | ToolName::PauseQueue
             | ToolName::ResumeQueue
-            | ToolName::SetQueueLimits => Effect::ChangesOnce,
+            | ToolName::SetQueueLimits
+            | ToolName::DecideApproval => Effect::ChangesOnce,
             ToolName::EnqueueTask | ToolName::ClaimTask | ToolName::AppendLog | ToolName::TriggerSchedule => {
                 Effect::ChangesEachCall
             }
@@ -242,6 +246,13 @@ impl ToolName {
                  out is kept, null removes that limit. Returns the queue. Changes: the limits. Twice: \
                  safe (the same limits again)."
             }
+            ToolName::DecideApproval => {
+                "Approves or rejects a workflow's approval step awaiting its decision (POST \
+                 /tasks/{id}/decision), with an optional comment and who decided. Approve completes \
+                 it (result {decision, comment, by, at}) and its dependants run; reject fails it. \
+                 Changes: the step ends. Twice: safe; the second call is refused with 409 \
+                 not_awaiting_decision (as is a step whose parents are not done)."
+            }
         }
     }
 
@@ -267,6 +278,7 @@ impl ToolName {
             }
             ToolName::PauseQueue | ToolName::ResumeQueue => schema_of::<QueueRef>(),
             ToolName::SetQueueLimits => schema_of::<SetQueueLimits>(),
+            ToolName::DecideApproval => schema_of::<DecideApproval>(),
         }
     }
 
