@@ -180,7 +180,7 @@ mod tests {
             (json!({"prompt": "x", "expires_after_s": -1}), "payload.expires_after_s"),
             (json!({"prompt": "x", "expires_after_s": 1.5}), "payload.expires_after_s"),
             (json!({"prompt": "x", "expires_after_s": "1"}), "payload.expires_after_s"),
-            (json!({"prompt": "x", "extra": 1}), "payload"),
+            (json!({"prompt": "x", "extra": 1}), "payload.extra"),
             (json!([1]), "payload"),
         ] {
             let e = ApprovalPayload::parse(&payload).unwrap_err();
