@@ -371,8 +371,10 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         @if runs.is_empty() { "–" }
     };
     let trace = format!("{root}tasks/{id}/trace/");
+    let approval = approval_panel(ctx, state, &task).await;
     let body = html! {
         h1 { "Task " span.mono { (short_id(&id)) } }
+        (approval)
         @if ctx.writable() {
             div.actions {
                 @if cancel { button type="button" data-action="cancel" data-id=(id) id="cancel" { "Cancel" } }
@@ -445,6 +447,60 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
     };
     let title = format!("Task {}", &id.to_string()[..8]);
     Ok(html::page(&ctx.frame(), &title, Nav::Tasks, Script::Task { id, status: task.status, follow }, body))
+}
+
+/// An approval step's prompt and, while it awaits its decision, the Approve and Reject
+/// buttons with an optional comment and name (for the full key only; they post to
+/// `POST /tasks/{id}/decision` with the session's CSRF token, as the cancel button posts).
+/// Empty for any other task.
+async fn approval_panel(ctx: &Ctx, state: &ApiState, task: &crate::task::Task) -> Markup {
+    let Some(workflow_id) = task.workflow_id.filter(|_| task.task_type == crate::approval::TYPE) else {
+        return html! {};
+    };
+    let payload = crate::approval::ApprovalPayload::parse(&task.payload).ok();
+    // Awaiting its decision: waiting with every parent ended (the store's fence is
+    // `pending_parents = 0`, which the parents' ends count down; the API refuses anything else).
+    let awaiting = task.status == TaskStatus::Waiting && {
+        match state.store.get_workflow(workflow_id).await {
+            Ok(Some(view)) => {
+                let me = view.steps.iter().find(|s| s.task_id == task.id);
+                me.is_some_and(|me| {
+                    me.depends_on.iter().all(|key| view.steps.iter().any(|p| &p.key == key && p.status.is_final()))
+                })
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, task_id = %task.id, "task page: cannot read the approval's workflow");
+                false
+            }
+        }
+    };
+    let id = task.id;
+    html! {
+        section #approval {
+            h2 { "approval" }
+            p #approval-prompt { (payload.as_ref().map_or("(no prompt)", |p| p.prompt.as_str())) }
+            @if let Some(s) = payload.as_ref().and_then(|p| p.expires_after_s) {
+                p.note #approval-expiry { "Expires " (s) " s after its parents are done (then it fails: approval_expired)." }
+            }
+            @if awaiting {
+                p.note #approval-awaiting { "Awaiting a decision." }
+                @if ctx.writable() {
+                    div.actions #decision {
+                        label { "comment " input #decision-comment maxlength=(crate::approval::limits::COMMENT_MAX); }
+                        " "
+                        label { "by " input #decision-by maxlength=(crate::approval::limits::BY_MAX); }
+                        " "
+                        button type="button" data-decision="approve" data-id=(id) id="approve" { "Approve" }
+                        " "
+                        button type="button" data-decision="reject" data-id=(id) id="reject" { "Reject" }
+                    }
+                }
+            } @else if task.status == TaskStatus::Waiting {
+                p.note #approval-parents { "Waiting for its parents; the decision comes after." }
+            }
+        }
+    }
 }
 
 /// One of the task page's fields: its name and value.
