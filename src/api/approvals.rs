@@ -35,7 +35,7 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
 pub(super) fn describe(doc: &mut super::openapi::Doc) {
     doc.post(
         "/tasks/{id}/decision",
-        "Decide an approval step awaiting its decision: approve completes it with result {decision, comment, by, at} (its dependants run); reject fails it (`last_error` approval_rejected, the same record as its result)",
+        "Decide an approval step (a workflow step of type `approval`, payload {prompt, expires_after_s?}) awaiting its decision, once its parents are done: approve completes it with result {decision, comment, by, at} (its dependants run); reject fails it (`last_error` approval_rejected, the same record as its result). One not decided within expires_after_s fails with `last_error` approval_expired",
     )
     .path_param("id", "Task id (a UUID) of the approval step")
     .body::<DecisionRequest>(json!({ "decision": "approve", "comment": "tests are green", "by": "ana" }))
