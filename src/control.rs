@@ -1,5 +1,5 @@
-//! Operator actions on tasks that exist: cancel and retry, one at a time or in bulk, and the
-//! cancel of a whole workflow.
+//! Operator actions on tasks that exist: cancel and retry, one at a time or in bulk, the
+//! cancel and retry of a whole workflow, and the decision on an approval step.
 //!
 //! Each action is a store operation followed by what it must set moving: a cancel stops
 //! the task at once if it runs in this process (other daemons hear of it through the
@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use crate::store::{CancelError, RetryError, StoreError, TaskStore};
+use crate::approval::DecisionRecord;
+use crate::attempt::Lifecycle;
+use crate::store::{CancelError, DecideError, RetryError, StoreError, TaskStore};
 use crate::task::{Task, TaskFilter, TaskId};
 use crate::tunables::BULK_CHUNK;
 use crate::wakeups::Fanout;
@@ -54,11 +56,25 @@ pub struct BulkResult {
 pub struct Control {
     store: Arc<dyn TaskStore>,
     wake: Arc<Fanout>,
+    /// Records an approval's decision as an attempt's end is recorded (trace folder, Run).
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Control {
-    pub fn new(store: Arc<dyn TaskStore>, wake: Arc<Fanout>) -> Self {
-        Control { store, wake }
+    pub fn new(store: Arc<dyn TaskStore>, wake: Arc<Fanout>, lifecycle: Arc<Lifecycle>) -> Self {
+        Control { store, wake, lifecycle }
+    }
+
+    /// Decides an approval step awaiting its decision ([`crate::store::WorkflowStore::decide`]):
+    /// its dependants are released in the same transaction; the trace folder and, for a
+    /// linked step, the CWOM Run record the decision before this answers.
+    pub async fn decide(&self, id: TaskId, record: &DecisionRecord) -> Result<Task, DecideError> {
+        let task = self.store.decide(id, record).await?;
+        // Approved: its dependants may be queued now; rejected: its `run` dependants.
+        self.wake.work_available();
+        tracing::info!(task_id = %task.id, decision = record.decision.as_str(), by = record.by.as_deref().unwrap_or(""), "approval decided");
+        self.lifecycle.approval_ended(&task, Some(record)).await;
+        Ok(task)
     }
 
     /// Cancels a waiting, queued or running task.

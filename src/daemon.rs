@@ -21,7 +21,7 @@ use crate::control::Control;
 use crate::cwom_service::Cwom;
 use crate::handlers::Registry;
 use crate::intake::{Intake, TaskTypes};
-use crate::maintenance::{Maintenance, Rescuer, Ticker};
+use crate::maintenance::{Expirer, Maintenance, Rescuer, Ticker};
 use crate::metrics::Metrics;
 use crate::remote::{Remote, RemoteSettings};
 use crate::scheduling::Schedules;
@@ -224,6 +224,7 @@ pub async fn start_with(
     // Every daemon ticks the schedules (exactly once comes from the data).
     let maintenance = Maintenance::new(store.clone(), daemon_id.0.clone())
         .with(Arc::new(Rescuer::new(store.clone(), lifecycle.clone(), wake.clone(), config.lease)))
+        .with(Arc::new(Expirer::new(store.clone(), lifecycle.clone(), wake.clone())))
         .with_ticker(Ticker::new(schedules.clone()));
     parts.push(tokio::spawn(maintenance.run(shutdown.clone())));
 
@@ -247,7 +248,7 @@ pub async fn start_with(
             intake,
             schedules,
             queues: Arc::new(crate::queues::Queues::new(backend.queues(), wake.clone())),
-            control: Arc::new(Control::new(store.clone(), wake.clone())),
+            control: Arc::new(Control::new(store.clone(), wake.clone(), lifecycle.clone())),
             remote,
             trace,
             listener: listener_status,

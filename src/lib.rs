@@ -7,7 +7,7 @@
 //! Dependencies point one way: `daemon` → `api` → services (`intake`, `control`, `remote`,
 //! `maintenance`, `scheduling`, `queues`, `wakeups`, `attempt`, `worker`, `handlers`, `http_worker`,
 //! `cwom_service`) → `store` (the traits) → its drivers, with the models (`task`, `lease`,
-//! `registration`, `cwom`, `schedule`, `queue`, `workflow`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
+//! `registration`, `cwom`, `schedule`, `queue`, `workflow`, `approval`, `storable`, `failure`), `fields`, `url`, `config`, `tunables`, `trace`,
 //! `metrics`, `logging` and `shutdown` below all of them. `client` and `mcp`, the programs
 //! that talk to a JCT server over HTTP only, sit in that lowest layer too, so they cannot
 //! reach a store. A module's layer is its top-level module's; `tests/integration/module_graph.rs` fails
@@ -19,6 +19,7 @@
 //! | [`tunables`] | every behaviour-shaping constant, with why it has its value |
 //! | [`task`] | ids, states, the validated [`task::NewTask`], the stored [`task::Task`], the [`task::RetryPolicy`] |
 //! | [`workflow`] | workflows as data: [`workflow::WorkflowId`], [`workflow::StepKey`], [`workflow::OnParentFailure`], the validated [`workflow::NewWorkflow`] (graph checks: repeated keys, unknown dependencies, cycles, the step limit; [`workflow::InvalidWorkflow`] names the steps), [`workflow::WorkflowStatus`] and its rule, the views of the API, the `parents` a claimed step carries, and `$from` references ([`workflow::references`], [`workflow::resolve_references`]; resolved at the claim by [`store::tasks::resolve_claimed`]) |
+//! | [`approval`] | approvals as data: the step type [`approval::TYPE`], its payload ([`approval::ApprovalPayload`]: `prompt`, `expires_after_s`; checked with the workflow's graph), [`approval::Decision`], the body of `POST /tasks/{id}/decision` ([`approval::DecisionRequest`]) and the [`approval::DecisionRecord`] a decided step's result holds; `approval_expired` and `approval_rejected` |
 //! | [`schedule`] | schedules as data: the cron pattern (croner) in an IANA zone (chrono-tz), next fires and `upcoming` with the DST rules, the catch-up decision ([`schedule::Timing::due`]), [`schedule::CatchUp`], [`schedule::Overlap`], the validated [`schedule::ScheduleSpec`] (errors name the field), what a fire starts ([`schedule::Target`]: a task or a workflow template, made into [`schedule::Work`] per fire) and the schedules file format |
 //! | [`queue`] | queue controls as data: [`queue::QueueSettings`] (pause, `concurrency`, `key_concurrency`, [`queue::Rate`]), the validated [`queue::SettingsChange`] of a `PUT` (absent keeps, `null` removes; errors name the field), [`queue::QueueView`] |
 //! | [`lease`] | the one fence of an attempt: [`lease::LeaseToken`] (holder and attempt) and [`lease::Held`] (a task's attempt) |
@@ -33,9 +34,9 @@
 //! | [`intake`] | the one way work enters: [`intake::Intake`] checks types ([`intake::TaskTypes`]), admission, CWOM links and batch keys, writes, wakes and counts; [`intake::IntakeError`] its refusals |
 //! | [`scheduling`] | [`scheduling::Schedules`], the schedules service: create, replace, pause, resume, delete, trigger, the schedules file; every fire through [`intake::Intake::fire`] |
 //! | [`queues`] | [`queues::Queues`], the queue controls service: list, get, change limits, pause, resume; wakes this process (PostgreSQL also notifies the fleet in the change's transaction) |
-//! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks, and a workflow's cancel and retry |
+//! | [`control`] | operator actions on tasks that exist: cancel and retry, one or in bulk chunks, a workflow's cancel and retry, and the decision on an approval step (the store's fenced UPDATE, then its trace folder and Run through [`attempt::Lifecycle::approval_ended`]) |
 //! | [`wakeups`] | [`wakeups::Fanout`], the one wake-up fan-out: fed by the listener, the intake and every freeing state change; read by the producer and waiting long-polls; cancels to the in-process worker |
-//! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table); and `ticker`, the schedule ticker, on every daemon (sleeps until the next tick of any schedule) |
+//! | [`maintenance`] | the periodic services (`rescuer`: expired leases of every holder; `expiry`: approval steps past their `expires_after_s`) with one lifecycle, under a lease-based leadership (`leader`: the `leaders` table); and `ticker`, the schedule ticker, on every daemon (sleeps until the next tick of any schedule) |
 //! | [`attempt`] | the one attempt lifecycle: begin (trace folder, CWOM Run), resume (an attempt that began in another process), decide the outcome (retry policy), end (`output.json`, Run end) and the fenced store write it asks for; [`attempt::AttemptSink`] stores what an attempt produces (log lines, artifacts) for local and remote attempts alike |
 //! | [`remote`] | the HTTP worker protocol's service: registration, long-poll claims, remote attempts through the same lifecycle, on whichever daemon their calls reach |
 //! | [`worker`] | the in-process worker: `producer` (when and how much to claim), `buffer` (claimed tasks waiting for a slot), `executor` (a slot's tasks through the lifecycle), `completer` (batched, fenced writes of attempt ends), `heartbeat` (renews the leases of ours) |
@@ -43,7 +44,7 @@
 //! | [`http_worker`] | `worker --server URL`: the handlers run for a JCT server over the HTTP worker protocol, through [`client`], with no database |
 //! | [`agent_profiles`] | how to run a coding agent CLI headless: the built-in profiles and the TOML file format |
 //! | [`trace`] | trace folders and the per-task `log.txt` tracing layer |
-//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `schedules`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
+//! | [`api`] | all warp code: one file per resource (`health`, `tasks`, `workflows`, `approvals`: `POST /tasks/{id}/decision`, `schedules`, `queues`, `workers`, `cwom`, `mcp`: the MCP tools over streamable HTTP), `access` (API keys, read-only key, dashboard sessions, CSRF and `Origin` checks), the body reader, the one error → HTTP mapping, the OpenAPI document, and `ui/`, the dashboard (server-rendered pages calling the JSON API from one built-in script) |
 //! | [`client`] | a client of the HTTP API (key, paths, the error shape) for the programs that never touch a database: the remote worker and the MCP server |
 //! | [`mcp`] | `devops-control-tower mcp`: an MCP server over stdio (rmcp) for coding agents; `tools` (the catalog; input schemas derived from `arguments`, one serde + schemars type per tool), `calls` (each tool's HTTP calls, every failure a tool error), `agent` (its worker registrations, heartbeats, log numbering) |
 //! | [`logging`] | the daemon's stderr log and the task-log layer, installed once |
@@ -68,6 +69,9 @@
 //! completer ─ AttemptStore::finish / release (batched, fenced by lease::Held) ─▶ tasks
 //! worker heartbeat ─ AttemptStore::renew ─▶ tasks
 //! maintenance (leader only) ─ rescuer ─ MaintenanceStore::rescue_expired ─▶ tasks; Lifecycle::lease_expired (Run)
+//! maintenance (leader only) ─ expiry ─ WorkflowStore::expire_approvals ─▶ tasks (release trigger); Lifecycle::approval_ended
+//! POST /tasks/{id}/decision ─▶ api/approvals ─▶ control::Control::decide ─ WorkflowStore::decide (fenced UPDATE,
+//!            release trigger) ─▶ tasks; Lifecycle::approval_ended (trace folder, CWOM Run)
 //! maintenance ticker (every daemon) ─ Schedules::fire ─▶ intake::Intake::fire ─▶ ScheduleStore::fire
 //!            (schedule_fires key + overlap + INSERT the task or workflow, one transaction) ─(trigger NOTIFY)─▶ Listener
 //! POST /schedules… ─▶ api/schedules ─▶ scheduling::Schedules ─▶ ScheduleStore (wakes this daemon's ticker)
@@ -138,6 +142,7 @@
 
 pub mod agent_profiles;
 pub mod api;
+pub mod approval;
 pub mod attempt;
 pub mod client;
 pub mod config;

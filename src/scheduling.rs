@@ -105,22 +105,19 @@ impl Schedules {
     /// `workflow.steps[i]`).
     async fn admit(&self, spec: &ScheduleSpec) -> Result<(), SchedulingError> {
         let sample = spec.target.fire(&spec.name, Utc::now(), trace_id()).map_err(SchedulingError::Invalid)?;
-        for (index, task) in sample.tasks().into_iter().enumerate() {
+        self.intake.admits_work(&sample).await.map_err(|(index, e)| {
             let prefix = match &sample {
                 Work::Task(_) => "task".to_string(),
                 Work::Workflow(_) => format!("workflow.steps[{index}]"),
             };
-            self.intake.admits(task).await.map_err(|e| {
-                let field = match &e {
-                    IntakeError::UnknownType { .. } => "type",
-                    IntakeError::MissingIssue(_) => "cwom_issue_id",
-                    IntakeError::Store(e) => return SchedulingError::Store(e.clone()),
-                    _ => "payload",
-                };
-                SchedulingError::Invalid(InvalidField::new(format!("{prefix}.{field}"), e.to_string()))
-            })?;
-        }
-        Ok(())
+            let field = match &e {
+                IntakeError::UnknownType { .. } | IntakeError::StepOnlyType(_) => "type",
+                IntakeError::MissingIssue(_) => "cwom_issue_id",
+                IntakeError::Store(e) => return SchedulingError::Store(e.clone()),
+                _ => "payload",
+            };
+            SchedulingError::Invalid(InvalidField::new(format!("{prefix}.{field}"), e.to_string()))
+        })
     }
 
     pub async fn create(&self, spec: &ScheduleSpec) -> Result<Schedule, SchedulingError> {

@@ -138,6 +138,13 @@ pub const RUN_TIME_EWMA_SHIFT: u64 = 16;
 /// How often expired leases are looked for: half a lease, within these bounds.
 pub const RESCUE_EVERY_MIN: Duration = Duration::from_millis(100);
 pub const RESCUE_EVERY_MAX: Duration = Duration::from_secs(5);
+/// How often approval steps past their `expires_after_s` are failed (`approval_expired`):
+/// an expiry lands within this (plus a leadership change) of its due time. A poll, not a
+/// timer per step: one indexed scan of the waiting approvals (partial index of V13) a second
+/// costs nothing when there are none, and expiries are minutes or hours, not milliseconds.
+pub const APPROVAL_EXPIRY_EVERY: Duration = Duration::from_secs(1);
+/// At most this many approvals expired per statement (a pass repeats until fewer).
+pub const APPROVAL_EXPIRY_BATCH: u32 = 100;
 /// The maintenance leadership's lease: a leader killed with SIGKILL is replaced within
 /// this plus one renewal period. Short, because the services it leads (the lease rescuer)
 /// wait for it; long enough that a daemon stalled by a busy host for a second keeps it.

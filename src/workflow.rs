@@ -157,6 +157,11 @@ impl NewWorkflow {
             }
         }
         for (i, step) in self.steps.iter().enumerate() {
+            if step.task.task_type == crate::approval::TYPE {
+                crate::approval::ApprovalPayload::parse(&step.task.payload).map_err(|message| {
+                    InvalidWorkflow::Step { index: i, key: Some(step.key.to_string()), code: "invalid_field", message }
+                })?;
+            }
             let bad = |message: String| InvalidWorkflow::Step {
                 index: i,
                 key: Some(step.key.to_string()),
@@ -224,9 +229,10 @@ impl NewWorkflow {
         }
     }
 
-    /// The status each step starts in: `queued` without parents, else `waiting`.
+    /// The status each step starts in: `queued` without parents, else `waiting`; an
+    /// approval is always `waiting` (without parents it awaits its decision at once).
     pub fn initial_status(step: &NewStep) -> TaskStatus {
-        if step.depends_on.is_empty() {
+        if step.depends_on.is_empty() && step.task.task_type != crate::approval::TYPE {
             TaskStatus::Queued
         } else {
             TaskStatus::Waiting

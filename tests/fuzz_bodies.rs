@@ -22,7 +22,7 @@ fn cases() -> u32 {
     std::env::var("JCT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
 }
 
-const ROUTES: [&str; 20] = [
+const ROUTES: [&str; 21] = [
     "/workers",
     "/workers/w-1/heartbeat",
     "/tasks/claim",
@@ -32,6 +32,7 @@ const ROUTES: [&str; 20] = [
     "/tasks/00000000-0000-7000-8000-000000000000/complete",
     "/tasks/00000000-0000-7000-8000-000000000000/fail",
     "/tasks/00000000-0000-7000-8000-000000000000/release",
+    "/tasks/00000000-0000-7000-8000-000000000000/decision",
     "/tasks/enqueue",
     "/tasks/enqueue_batch",
     "/tasks/bulk/cancel",
@@ -75,6 +76,8 @@ fn plausible() -> impl Strategy<Value = Value> {
         (text(), text(), json_value()).prop_map(|(status, queue, ids)| json!({
             "filter": {"status": status, "queue": queue}, "ids": ids
         })),
+        (prop_oneof![Just("approve".to_string()), Just("reject".to_string()), text()], text(), json_value())
+            .prop_map(|(decision, by, comment)| json!({ "decision": decision, "by": by, "comment": comment })),
         json_value(),
     ]
 }

@@ -47,6 +47,7 @@ pub enum Scenario {
     CommandStart,
     CommandStartNoSandbox,
     ScheduleFireLag,
+    WorkflowStepLatency,
 }
 
 /// What a scenario is held to.
@@ -86,7 +87,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 19] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -105,6 +106,7 @@ impl Scenario {
         Scenario::CommandStart,
         Scenario::CommandStartNoSandbox,
         Scenario::ScheduleFireLag,
+        Scenario::WorkflowStepLatency,
     ];
 
     /// The scenario's key in results.json.
@@ -128,6 +130,7 @@ impl Scenario {
             Scenario::CommandStart => "command_start_ms",
             Scenario::CommandStartNoSandbox => "command_start_no_sandbox_ms",
             Scenario::ScheduleFireLag => "schedule_fire_lag_ms",
+            Scenario::WorkflowStepLatency => "workflow_step_latency_ms",
         }
     }
 
@@ -148,6 +151,7 @@ impl Scenario {
             Scenario::UiTasksPage | Scenario::UiOverview => Target::AtMost { p50: 100.0, p99: Some(100.0) },
             Scenario::CommandStart | Scenario::CommandStartNoSandbox => Target::None,
             Scenario::ScheduleFireLag => Target::AtMost { p50: 50.0, p99: Some(250.0) },
+            Scenario::WorkflowStepLatency => Target::AtMost { p50: 3.0, p99: Some(10.0) },
         }
     }
 
@@ -171,6 +175,7 @@ impl Scenario {
             Scenario::CommandStart => command_start(bench, "bwrap").await,
             Scenario::CommandStartNoSandbox => command_start(bench, "none").await,
             Scenario::ScheduleFireLag => schedule_fire_lag(bench).await,
+            Scenario::WorkflowStepLatency => workflow_step_latency(bench).await,
         }
     }
 }
@@ -727,6 +732,63 @@ async fn schedule_fire_lag(bench: &Bench) -> Result<Measured> {
             }
             problems.extend(daemon.stop().await);
             Measured::latency(&lags, problems)
+        })
+        .await
+}
+
+/// `workflow_step_latency_ms`: two-step workflows (`parent`, then `child`) run by an HTTP
+/// worker on an API-only daemon: the worker claims the parent, starts a long-poll claim
+/// for the child (nothing is claimable yet), and completes the parent; the latency is from
+/// sending that complete to the child's claim answer, on the bench's clock. It is the
+/// release (the trigger in the parent's end), the wake-up and the claim.
+async fn workflow_step_latency(bench: &Bench) -> Result<Measured> {
+    let n = bench.loads.latency_tasks / 2;
+    bench
+        .with_pg_database(|url| async move {
+            let config = DaemonConfig::serve(&url).subcommand("api").env("JCT_TRACE", "off");
+            let daemon = bench.start_daemon(config).await?;
+            let client = http::client(4)?;
+            let base = daemon.base_url();
+            http::wait_healthy(&client, &base).await?;
+            let mut problems = Vec::new();
+            if let Err(e) = http::wait_listener(&client, &base).await {
+                problems.push(e.to_string());
+            }
+            tokio::time::sleep(LISTENER_SETTLE).await;
+            let worker = http::register_worker(&client, &base, "echo", 1).await?;
+            let body = serde_json::json!({ "name": "latency", "steps": [
+                { "key": "parent", "type": "echo" },
+                { "key": "child", "type": "echo", "depends_on": ["parent"] }
+            ] });
+            progress!("  {n} workflows of two steps, each child claimed by a waiting HTTP worker");
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let res =
+                    client.post(format!("{base}/workflows")).json(&body).send().await.context("POST /workflows")?;
+                if res.status() != reqwest::StatusCode::CREATED {
+                    return Err(format!("POST /workflows answered {}", res.status()).into());
+                }
+                let parent = http::claim(&client, &base, &worker, 1, 5_000).await?;
+                if parent.len() != 1 || parent[0]["step_key"] != "parent" {
+                    return Err(format!("the first claim answered {parent:?}").into());
+                }
+                let claim = {
+                    let (client, base, worker) = (client.clone(), base.clone(), worker.clone());
+                    tokio::spawn(async move { http::claim(&client, &base, &worker, 1, 30_000).await })
+                };
+                // Let the claim reach the server and start waiting.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let sent = std::time::Instant::now();
+                http::complete(&client, &base, &parent[0]).await?;
+                let child = claim.await.map_err(|e| e.to_string())??;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if child.len() != 1 || child[0]["step_key"] != "child" {
+                    return Err(format!("the child's claim answered {child:?}").into());
+                }
+                http::complete(&client, &base, &child[0]).await?;
+            }
+            problems.extend(daemon.stop().await);
+            Measured::latency(&latencies, problems)
         })
         .await
 }

@@ -81,6 +81,8 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{kind} {id} is {status}, a final status; it cannot become {to}")]
     FinalStatus { kind: ObjectKind, id: String, status: Status, to: Status },
+    #[error("task {id} is not awaiting a decision: {why}")]
+    NotAwaitingDecision { id: TaskId, status: TaskStatus, why: crate::store::NotAwaiting },
     #[error("task {id} is {status}; only failed or cancelled tasks can be retried")]
     NotRetryable { id: TaskId, status: TaskStatus },
     #[error("no worker with id {0}; register again")]
@@ -182,6 +184,7 @@ impl ApiError {
             | ScheduleExists(_)
             | FinalStatus { .. }
             | NotRetryable { .. }
+            | NotAwaitingDecision { .. }
             | WorkflowNotRetryable { .. }
             | LeaseLost(_)
             | ArtifactExists { .. } => StatusCode::CONFLICT,
@@ -218,6 +221,7 @@ impl ApiError {
             AlreadyExists(_) => "already_exists",
             FinalStatus { .. } => "final_status",
             NotRetryable { .. } | WorkflowNotRetryable { .. } => "not_retryable",
+            NotAwaitingDecision { .. } => "not_awaiting_decision",
             WorkerNotFound(_) => "worker_not_found",
             LeaseLost(_) => "lease_lost",
             ArtifactExists { .. } => "artifact_exists",
@@ -254,7 +258,9 @@ impl ApiError {
                 body.index = Some(*second);
                 body.indexes = Some(vec![*first, *second]);
             }
-            ApiError::NotCancellable { id, status } | ApiError::NotRetryable { id, status } => {
+            ApiError::NotCancellable { id, status }
+            | ApiError::NotRetryable { id, status }
+            | ApiError::NotAwaitingDecision { id, status, .. } => {
                 body.task_id = Some(*id);
                 body.status = Some(status.to_string());
             }
@@ -399,6 +405,7 @@ impl From<IntakeError> for ApiError {
     fn from(e: IntakeError) -> Self {
         match e {
             IntakeError::UnknownType { given, known } => ApiError::UnknownType { given, known },
+            e @ IntakeError::StepOnlyType(_) => ApiError::InvalidField(e.to_string()),
             IntakeError::NotAdmitted(refusal) => refusal.into(),
             e @ IntakeError::MissingIssue(_) => ApiError::InvalidRef(e.to_string()),
             IntakeError::InBatch { index, source } => {
@@ -440,6 +447,17 @@ impl From<QueueError> for ApiError {
         match e {
             QueueError::Invalid(f) => ApiError::InvalidQueue { field: f.field, reason: f.reason },
             QueueError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::store::DecideError> for ApiError {
+    fn from(e: crate::store::DecideError) -> Self {
+        use crate::store::DecideError;
+        match e {
+            DecideError::NotFound(id) => ApiError::TaskNotFound(id),
+            DecideError::NotAwaiting { id, status, why } => ApiError::NotAwaitingDecision { id, status, why },
+            DecideError::Store(e) => e.into(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `health.rs` | `GET /health`, `/ready`, `/metrics` (with the per-queue gauges), `/openapi.json` |
 //! | `tasks.rs` | `/tasks`: enqueue, batch, get, list, cancel, retry, log (and its live follow), trace files |
-//! | `workflows.rs` | `/workflows[/{id}]`: create (through the intake), list, get, cancel |
+//! | `workflows.rs` | `/workflows[/{id}]`: create (through the intake), list, get, cancel, retry |
+//! | `approvals.rs` | `POST /tasks/{id}/decision`: approve or reject an approval step awaiting its decision |
 //! | `schedules.rs` | `/schedules[/{name}]`: create, list, get, replace, delete, pause, resume, trigger |
 //! | `queues.rs` | `/queues[/{name}]`: list, get, change limits, pause, resume |
 //! | `cwom.rs` | `/cwom/<kind>[/<id>]`: create, get, list, patch |
@@ -35,6 +36,7 @@ use crate::store::{ListenerStatus, TaskStore};
 use crate::trace::TraceWriter;
 
 pub mod access;
+pub mod approvals;
 pub mod body;
 pub mod cwom;
 pub mod error;
@@ -94,6 +96,8 @@ pub fn routes(
         .unify()
         .or(workflows::routes(state.clone()))
         .unify()
+        .or(approvals::routes(state.clone()))
+        .unify()
         .or(schedules::routes(state.clone()))
         .unify()
         .or(queues::routes(state.clone()))
@@ -117,6 +121,7 @@ pub fn openapi_document() -> serde_json::Value {
     schedules::describe(&mut doc);
     queues::describe(&mut doc);
     workflows::describe(&mut doc);
+    approvals::describe(&mut doc);
     mcp::describe(&mut doc);
     doc.finish()
 }

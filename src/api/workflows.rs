@@ -111,7 +111,7 @@ pub(super) fn describe(doc: &mut super::openapi::Doc) {
             { "key": "report", "type": "echo", "depends_on": ["test"], "on_parent_failure": "run" }
         ]
     });
-    doc.post("/workflows", "Store a workflow whole: steps are enqueue bodies plus key, depends_on and on_parent_failure; steps without parents are queued, the others waiting until their parents end")
+    doc.post("/workflows", "Store a workflow whole: steps are enqueue bodies plus key, depends_on and on_parent_failure; steps without parents are queued, the others waiting until their parents end; an `approval` step (payload {prompt, expires_after_s?}) then waits for POST /tasks/{id}/decision")
         .header("X-Trace-Id", json!({ "type": "string", "maxLength": crate::task::limits::TRACE_ID_MAX }))
         .body::<WorkflowRequest>(example)
         .answers::<CreatedWorkflow>(201, "The workflow and each step's task; its path in Location")

@@ -124,6 +124,58 @@ pub(super) async fn end_unseen(
     }
 }
 
+/// Records the end of an approval step (a decision, or its expiry) as one Run, opened
+/// when it began waiting and closed now: `done` when approved, else `failed` (`policy`:
+/// a person's or the clock's verdict, no fault of a program) with the step's `last_error`.
+/// The decision, who gave it and the comment are the Run's meta (`jct.decision`,
+/// `jct.decided_by`, `jct.comment`), and the trace folder its `trace` Artifact.
+pub(super) async fn approval_ended(
+    cwom: &Cwom,
+    task: &Task,
+    decision: Option<&crate::approval::DecisionRecord>,
+    trace_dir: Option<&Path>,
+) -> Option<String> {
+    let issue_id = task.cwom_issue_id.as_ref()?;
+    let started_at = task.started_at.unwrap_or_else(Utc::now);
+    let mut meta = serde_json::Map::new();
+    meta.insert("jct.task_id".into(), json!(task.id));
+    meta.insert("jct.attempt".into(), json!(task.attempts));
+    meta.insert("jct.task_type".into(), json!(task.task_type));
+    if let Some(d) = decision {
+        meta.insert("jct.decision".into(), json!(d.decision));
+        meta.insert("jct.decided_by".into(), json!(d.by));
+        meta.insert("jct.comment".into(), json!(d.comment));
+        meta.insert("jct.decided_at".into(), json!(d.at));
+    } else {
+        meta.insert("jct.decision".into(), json!("expired"));
+    }
+    let start = StartRun {
+        run_id: run_id(task.id, task.attempts, task.started_at),
+        issue_id: issue_id.clone(),
+        executor_actor_id: decision.and_then(|d| d.by.clone()).unwrap_or_else(|| "jct-approval".into()),
+        runtime: "jct-approval".into(),
+        started_at,
+        meta,
+    };
+    let run_id = match cwom.start_run(start).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(task_id = %task.id, issue_id = %issue_id, error = %e, "could not record the CWOM Run");
+            return None;
+        }
+    };
+    let link = RunLink { run_id: run_id.clone(), issue_id: issue_id.clone(), started_at };
+    let ending = match task.status {
+        crate::task::TaskStatus::Completed => Ending::Done,
+        _ => Ending::Failed {
+            category: FailureCategory::Policy,
+            message: task.last_error.as_deref().unwrap_or(crate::approval::REJECTED),
+        },
+    };
+    finish(cwom, task, Some(link), ending, trace_dir).await;
+    Some(run_id)
+}
+
 /// An artifact a worker posted for the attempt, as the Run's Artifact records it.
 pub type NewRunArtifact = crate::cwom_service::RunArtifact;
 

@@ -209,6 +209,67 @@ impl Lifecycle {
         }
     }
 
+    /// Records the end of an approval step, decided (`decision`) or expired (`None`), as an
+    /// attempt's end is recorded: its trace folder (`input.json`; `log.txt` saying who
+    /// decided what and why; `output.json` with the step's result and error) and, for a
+    /// linked step, a CWOM Run holding the decision. Neither can undo the end, which the
+    /// store already took: a problem is logged.
+    pub async fn approval_ended(&self, task: &Task, decision: Option<&crate::approval::DecisionRecord>) {
+        let line = match decision {
+            Some(d) => format!(
+                "{} by {}{}",
+                match d.decision {
+                    crate::approval::Decision::Approve => "approved",
+                    crate::approval::Decision::Reject => "rejected",
+                },
+                d.by.as_deref().unwrap_or("(not given)"),
+                d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+            ),
+            None => format!("{}: no decision in time", crate::approval::EXPIRED),
+        };
+        tracing::info!(task_id = %task.id, status = %task.status, "{line}");
+        let folder = if self.trace.is_enabled() {
+            let writer = self.trace.clone();
+            let t = task.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let folder = writer.begin(&t)?;
+                if let Some(f) = &folder {
+                    f.append_lines("approval", &[line])?;
+                }
+                Ok::<_, std::io::Error>(folder)
+            })
+            .await
+            .map_err(std::io::Error::other);
+            match written {
+                Ok(Ok(folder)) => folder,
+                Ok(Err(e)) | Err(e) => {
+                    tracing::error!(task_id = %task.id, error = %e, "could not write the approval's trace folder");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let run_id = cwom_run::approval_ended(&self.cwom, task, decision, folder.as_ref().map(|f| f.dir())).await;
+        if let Some(folder) = folder {
+            let started_at = task.started_at.unwrap_or(task.updated_at);
+            let finished_at = task.finished_at.unwrap_or(task.updated_at);
+            let record = AttemptRecord {
+                task_id: task.id,
+                status: task.status.as_str(),
+                attempt: task.attempts,
+                result: task.result.clone(),
+                error: task.last_error.clone(),
+                retry_at: None,
+                started_at,
+                finished_at,
+                duration_ms: (finished_at - started_at).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                cwom_run_id: run_id,
+            };
+            self.write_output(folder, record, task).await;
+        }
+    }
+
     /// What a run's end means for the task, by the retry policy.
     pub fn decide(&self, task: &Task, end: RunEnd) -> Result<Finish, RunEnd> {
         match end {

@@ -38,6 +38,9 @@ pub use types::TaskTypes;
 pub enum IntakeError {
     #[error("unknown task type {given:?}; known types: {known}")]
     UnknownType { given: String, known: String },
+    /// A type only a workflow step may have (`approval`), enqueued as a task of its own.
+    #[error("type: {0:?} is a workflow step type (POST /workflows); a task of its own would wait for a decision it cannot be given")]
+    StepOnlyType(String),
     /// The task's executor will not take this payload; the code says which rule.
     #[error("{}", .0.message)]
     NotAdmitted(Refusal),
@@ -135,7 +138,7 @@ impl Intake {
     /// Checks and stores one task; wakes the fleet.
     pub async fn enqueue(&self, task: NewTask) -> Result<Task, IntakeError> {
         let tasks = std::slice::from_ref(&task);
-        self.check(tasks).await.map_err(|(_, e)| e)?;
+        self.check(tasks, false).await.map_err(|(_, e)| e)?;
         let stored = self.store.enqueue(task).await?;
         self.entered(&[(stored.task_type.as_str(), 1)]);
         tracing::debug!(task_id = %stored.id, task_type = %stored.task_type, "task enqueued");
@@ -145,7 +148,9 @@ impl Intake {
     /// Checks and stores tasks in one transaction, all or none; wakes the fleet once.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, IntakeError> {
         check_batch_keys(&tasks)?;
-        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InBatch { index, source: Box::new(source) })?;
+        self.check(&tasks, false)
+            .await
+            .map_err(|(index, source)| IntakeError::InBatch { index, source: Box::new(source) })?;
         // Counted by type before the tasks move into the store (types are few).
         let mut per_type: Vec<(String, u64)> = Vec::new();
         for t in &tasks {
@@ -171,7 +176,7 @@ impl Intake {
             }
         }
         let tasks: Vec<NewTask> = workflow.steps.iter().map(|s| s.task.clone()).collect();
-        self.check(&tasks).await.map_err(|(index, source)| IntakeError::InStep {
+        self.check(&tasks, true).await.map_err(|(index, source)| IntakeError::InStep {
             index,
             key: workflow.steps[index].key.to_string(),
             source: Box::new(source),
@@ -186,7 +191,7 @@ impl Intake {
     /// Asks whether `task` would be taken (type, admission, CWOM link) without storing it:
     /// a schedule's task is checked when the schedule is made, not only at its first tick.
     pub async fn admits(&self, task: &NewTask) -> Result<(), IntakeError> {
-        self.check(std::slice::from_ref(task)).await.map_err(|(_, e)| e)
+        self.check(std::slice::from_ref(task), false).await.map_err(|(_, e)| e)
     }
 
     /// Fires a schedule's tick or trigger: its task (or each step of its workflow) is
@@ -215,13 +220,19 @@ impl Intake {
 
     /// Checks a fire's work: its task, or each step of its workflow naming the step.
     async fn check_work(&self, work: &Work) -> Result<(), IntakeError> {
-        let tasks: Vec<NewTask> = work.tasks().into_iter().cloned().collect();
-        self.check(&tasks).await.map_err(|(index, source)| match work {
+        self.admits_work(work).await.map_err(|(index, source)| match work {
             Work::Task(_) => source,
             Work::Workflow(w) => {
                 IntakeError::InStep { index, key: w.steps[index].key.to_string(), source: Box::new(source) }
             }
         })
+    }
+
+    /// Asks whether a schedule's fire would be taken (its task, or each step of its
+    /// workflow) without storing it; the error names the task refused by its index.
+    pub async fn admits_work(&self, work: &Work) -> Result<(), (usize, IntakeError)> {
+        let tasks: Vec<NewTask> = work.tasks().into_iter().cloned().collect();
+        self.check(&tasks, matches!(work, Work::Workflow(_))).await
     }
 
     fn fired(&self, outcome: &FireOutcome, work: &Work) {
@@ -243,11 +254,19 @@ impl Intake {
     }
 
     /// Admission and types for every task, then CWOM links, each asked once per distinct
-    /// value; the error names the first task refused, by index.
-    async fn check(&self, tasks: &[NewTask]) -> Result<(), (usize, IntakeError)> {
+    /// value; the error names the first task refused, by index. `as_steps`: the tasks are
+    /// a workflow's steps, which may also be approvals (no handler runs one, and its payload
+    /// was checked with the workflow's graph, [`NewWorkflow::checked`]).
+    async fn check(&self, tasks: &[NewTask], as_steps: bool) -> Result<(), (usize, IntakeError)> {
         let mut types: Vec<&str> = Vec::new();
         for (index, task) in tasks.iter().enumerate() {
             let fail = |e: IntakeError| (index, e);
+            if task.task_type == crate::approval::TYPE {
+                if as_steps {
+                    continue;
+                }
+                return Err(fail(IntakeError::StepOnlyType(task.task_type.clone())));
+            }
             // A step's payload with `$from` values is a template until it is claimed: its
             // handler judges it then. Looked for only when the payload as given is refused,
             // so a plain enqueue pays nothing for it.

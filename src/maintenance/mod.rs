@@ -31,10 +31,12 @@ use crate::shutdown::Shutdown;
 use crate::store::{StoreError, TaskStore};
 use crate::tunables::LEADER_RENEW_EVERY;
 
+pub mod expiry;
 pub mod leader;
 pub mod rescuer;
 pub mod ticker;
 
+pub use expiry::Expirer;
 pub use leader::Leadership;
 pub use rescuer::Rescuer;
 pub use ticker::Ticker;

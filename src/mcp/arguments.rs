@@ -67,6 +67,20 @@ pub struct EnqueueTask {
     pub concurrency_key: Option<String>,
 }
 
+/// A decision on an approval step.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    /// the approval step's task id (a UUID)
+    pub task_id: String,
+    /// approve (the step completes, its dependants run) or reject (it fails)
+    pub decision: crate::approval::Decision,
+    /// why, in your words (kept in the step's result)
+    pub comment: Option<String>,
+    /// who decided (kept in the step's result)
+    pub by: Option<String>,
+}
+
 /// One task, by id.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -229,6 +229,19 @@ pub async fn call(
                 .map_err(|_| ToolError::Arguments(format!("workflow_id: {raw_id:?} is not a UUID")))?;
             Ok(client.get_json(&format!("/workflows/{id}")).await?)
         }
+        ToolName::DecideApproval => {
+            let a: A::DecideApproval = args(tool, &raw)?;
+            let id = task_id(&a.task_id)?;
+            // The server checks the texts (422 naming the field).
+            let mut body = serde_json::Map::new();
+            body.insert("decision".into(), json!(a.decision));
+            for (name, v) in [("comment", a.comment), ("by", a.by)] {
+                if let Some(v) = v {
+                    body.insert(name.into(), json!(v));
+                }
+            }
+            Ok(client.post_json(&format!("/tasks/{id}/decision"), &Value::Object(body)).await?)
+        }
     }
 }
 

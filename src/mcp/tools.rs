@@ -34,6 +34,7 @@ pub enum ToolName {
     SetQueueLimits,
     StartWorkflow,
     GetWorkflow,
+    DecideApproval,
 }
 
 /// What a second identical call does, for the descriptions and the annotations.
@@ -48,7 +49,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 24] = [
+    pub const ALL: [ToolName; 25] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -73,6 +74,7 @@ impl ToolName {
         ToolName::SetQueueLimits,
         ToolName::StartWorkflow,
         ToolName::GetWorkflow,
+        ToolName::DecideApproval,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +103,7 @@ impl ToolName {
             ToolName::SetQueueLimits => "jct_set_queue_limits",
             ToolName::StartWorkflow => "jct_start_workflow",
             ToolName::GetWorkflow => "jct_get_workflow",
+            ToolName::DecideApproval => "jct_decide_approval",
         }
     }
 
@@ -133,7 +136,8 @@ impl ToolName {
             | ToolName::ResumeSchedule
             | ToolName::PauseQueue
             | ToolName::ResumeQueue
-            | ToolName::SetQueueLimits => Effect::ChangesOnce,
+            | ToolName::SetQueueLimits
+            | ToolName::DecideApproval => Effect::ChangesOnce,
             ToolName::EnqueueTask
             | ToolName::ClaimTask
             | ToolName::AppendLog
@@ -267,6 +271,13 @@ impl ToolName {
                  cancelled) and every step with key, task_id, type, status, depends_on, attempts, \
                  last_error and times. Changes nothing."
             }
+            ToolName::DecideApproval => {
+                "Approves or rejects a workflow's approval step awaiting its decision (POST \
+                 /tasks/{id}/decision), with an optional comment and who decided. Approve completes \
+                 it (result {decision, comment, by, at}) and its dependants run; reject fails it. \
+                 Changes: the step ends. Twice: safe; the second call is refused with 409 \
+                 not_awaiting_decision (as is a step whose parents are not done)."
+            }
         }
     }
 
@@ -294,6 +305,7 @@ impl ToolName {
             ToolName::SetQueueLimits => schema_of::<SetQueueLimits>(),
             ToolName::StartWorkflow => schema_of::<StartWorkflow>(),
             ToolName::GetWorkflow => schema_of::<WorkflowRef>(),
+            ToolName::DecideApproval => schema_of::<DecideApproval>(),
         }
     }
 

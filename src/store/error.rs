@@ -33,6 +33,52 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
+/// Why a decision on an approval changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DecideError {
+    #[error("no task with id {0}")]
+    NotFound(TaskId),
+    /// Not an approval step, still waiting for its parents, or already ended.
+    #[error("task {id} is not awaiting a decision: {why}")]
+    NotAwaiting { id: TaskId, status: TaskStatus, why: NotAwaiting },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a task is not awaiting a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAwaiting {
+    /// Its type is not `approval`, or it is no workflow step.
+    NotAnApproval,
+    /// An approval still waiting for its parents.
+    ParentsPending,
+    /// An approval that ended (decided, expired, cancelled).
+    Ended,
+}
+
+impl NotAwaiting {
+    /// Why, from what the row says.
+    pub fn of(task_type: &str, is_step: bool, status: TaskStatus) -> NotAwaiting {
+        if task_type != crate::approval::TYPE || !is_step {
+            NotAwaiting::NotAnApproval
+        } else if status == TaskStatus::Waiting {
+            NotAwaiting::ParentsPending
+        } else {
+            NotAwaiting::Ended
+        }
+    }
+}
+
+impl std::fmt::Display for NotAwaiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotAwaiting::NotAnApproval => "it is not an approval step",
+            NotAwaiting::ParentsPending => "its parents are not done yet",
+            NotAwaiting::Ended => "it has already ended",
+        })
+    }
+}
+
 /// Why a retry changed nothing.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RetryError {

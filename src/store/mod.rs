@@ -43,7 +43,8 @@ pub mod workflows;
 
 pub use cwom::{Change, CwomStore};
 pub use error::{
-    CancelError, EnqueueError, RetryError, ScheduleError, StoreError, StoreErrorKind, StoreResult, WorkflowCreateError,
+    CancelError, DecideError, EnqueueError, NotAwaiting, RetryError, ScheduleError, StoreError, StoreErrorKind,
+    StoreResult, WorkflowCreateError,
 };
 pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;

@@ -197,6 +197,14 @@ pub struct LeadParams<'a> {
 }
 
 /// How tasks enter the table.
+/// The status part of a task's retry, the same in both dialects: a plain task or step is
+/// `queued` again; an approval step goes back to awaiting its decision (`waiting`, no parent
+/// pending), without the decision it had, since no worker may ever claim one.
+pub(crate) const RETRY_RESET: &str = "status = CASE WHEN type = 'approval' AND workflow_id IS NOT NULL \
+       THEN 'waiting' ELSE 'queued' END, \
+     pending_parents = CASE WHEN type = 'approval' AND workflow_id IS NOT NULL THEN 0 ELSE pending_parents END, \
+     result = CASE WHEN type = 'approval' AND workflow_id IS NOT NULL THEN NULL ELSE result END";
+
 #[async_trait]
 pub trait IntakeStore: Send + Sync + 'static {
     /// Inserts a task. A used idempotency key gives [`EnqueueError::Duplicate`].

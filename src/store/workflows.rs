@@ -2,12 +2,15 @@
 //!
 //! Releasing a step when its parents end is no operation here: each driver's migration
 //! (`V11__workflows.sql`) does it with a row trigger in the transaction of the parent's end,
-//! whichever path wrote it (finish, cancel, rescue, anyone's SQL).
+//! whichever path wrote it (finish, cancel, rescue, anyone's SQL). Approval steps
+//! (`V13__approvals.sql`) are never released to `queued`: they end by [`WorkflowStore::decide`]
+//! or [`WorkflowStore::expire_approvals`], whose end releases their dependants in turn.
 
 use async_trait::async_trait;
 
-use super::error::{StoreResult, WorkflowCreateError};
-use crate::task::{TaskId, TaskStatus};
+use super::error::{DecideError, StoreResult, WorkflowCreateError};
+use crate::approval::DecisionRecord;
+use crate::task::{Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedWorkflow, NewWorkflow, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary, WorkflowView,
 };
@@ -41,6 +44,20 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// is left out), in one grouped read: the dashboard's list shows a page of workflows
     /// with their counts without reading every step of each.
     async fn step_counts(&self, ids: &[WorkflowId]) -> StoreResult<StepCounts>;
+
+    /// Ends an approval step awaiting its decision (type `approval`, a workflow step,
+    /// `waiting` with no parent pending) in one fenced UPDATE: approved, `completed` with
+    /// the record as its result; rejected, `failed` with the record as its result and
+    /// [`DecisionRecord::rejection`] as `last_error`. The attempt is counted and
+    /// `started_at` is when it began waiting for the decision. Its dependants are released
+    /// in the same transaction (the trigger). Of two decisions at once (or a decision and
+    /// the expiry) exactly one changes the row.
+    async fn decide(&self, id: TaskId, record: &DecisionRecord) -> Result<Task, DecideError>;
+
+    /// Fails, with `last_error` `approval_expired`, at most `limit` approval steps that
+    /// have awaited their decision for `expires_after_s` or longer (fenced by the status,
+    /// as [`WorkflowStore::decide`]); answers them as they now are.
+    async fn expire_approvals(&self, limit: u32) -> StoreResult<Vec<Task>>;
 }
 
 /// Steps by status, per workflow ([`WorkflowStore::step_counts`]).

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::executors::{git, post, wait_status, Setup};
+use std::time::Duration;
+
+use crate::executors::{get, git, post, wait_status, Setup};
 use crate::support::DaemonProcess;
 use serde_json::{json, Value};
 
@@ -52,6 +54,73 @@ fn branches(repo: &Path) -> Vec<String> {
 
 /// Tests that pass only in the agent's change: the file it adds, the line it appends.
 const TESTS_PASS: &str = "test -f added.txt && grep -q 'CHANGELOG' README.md";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_the_agents_tested_commit_is_pushed() {
+    let s = Setup::new();
+    let (repo, remote) = repos(&s);
+    let d = s.daemon(&[]);
+    let steps = start(&d, example(&repo, &remote, TESTS_PASS)).await;
+
+    let agent = wait_status(&d, &steps["agent"], "completed", 60).await;
+    let head = agent["result"]["head_sha"].as_str().unwrap().to_string();
+    let branch = agent["result"]["branch"].as_str().unwrap().to_string();
+    assert_ne!(head, agent["result"]["base_sha"].as_str().unwrap(), "the agent committed: {agent}");
+    let tests = wait_status(&d, &steps["tests"], "completed", 60).await;
+    assert_eq!(tests["result"]["commit"], head.as_str(), "the tests ran on exactly the agent's commit: {tests}");
+
+    // The approval waits: nothing is pushed until a person says so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&d, &format!("/tasks/{}", steps["approve"])).await["status"], "waiting");
+    assert_eq!(get(&d, &format!("/tasks/{}", steps["push"])).await["status"], "waiting");
+    assert!(branches(Path::new(&remote)).is_empty(), "pushed before the approval");
+
+    let (status, decided) = post(
+        &d,
+        &format!("/tasks/{}/decision", steps["approve"]),
+        json!({"decision": "approve", "by": "reviewer@example.com", "comment": "ship it"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{decided}");
+    let push = wait_status(&d, &steps["push"], "completed", 60).await;
+    assert_eq!(push["result"]["commit"], head.as_str(), "{push}");
+    assert_eq!(push["result"]["branch"], branch.as_str(), "{push}");
+    assert_eq!(branches(Path::new(&remote)), vec![format!("{branch} {head}")], "the agent's branch, at its commit");
+    let approve = get(&d, &format!("/tasks/{}", steps["approve"])).await;
+    assert_eq!(approve["result"]["decision"], "approve", "{approve}");
+    assert_eq!(approve["result"]["by"], "reviewer@example.com", "{approve}");
+    assert_eq!(get(&d, &format!("/workflows/{}", agent["workflow_id"].as_str().unwrap())).await["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_or_failing_tests_push_nothing() {
+    let s = Setup::new();
+    let (repo, remote) = repos(&s);
+    let d = s.daemon(&[]);
+
+    // Rejected: the push step is cancelled and the remote stays empty.
+    let steps = start(&d, example(&repo, &remote, TESTS_PASS)).await;
+    wait_status(&d, &steps["tests"], "completed", 60).await;
+    let (status, decided) = post(
+        &d,
+        &format!("/tasks/{}/decision", steps["approve"]),
+        json!({"decision": "reject", "by": "reviewer@example.com", "comment": "not like this"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{decided}");
+    wait_status(&d, &steps["approve"], "failed", 20).await;
+    wait_status(&d, &steps["push"], "cancelled", 20).await;
+
+    // Tests that fail on the agent's commit: no approval is asked, nothing is pushed.
+    let mut failing = example(&repo, &remote, "echo 'the tests fail' >&2; exit 3");
+    failing["steps"][1]["max_attempts"] = json!(1);
+    let steps = start(&d, failing).await;
+    let tests = wait_status(&d, &steps["tests"], "failed", 60).await;
+    assert!(tests["last_error"].as_str().unwrap().contains("3"), "{tests}");
+    wait_status(&d, &steps["approve"], "cancelled", 20).await;
+    wait_status(&d, &steps["push"], "cancelled", 20).await;
+    assert!(branches(Path::new(&remote)).is_empty(), "nothing pushed: {:?}", branches(Path::new(&remote)));
+}
 
 /// The example without its approval step: the agent's change, tested on its own commit,
 /// pushed as soon as the tests pass.

@@ -15,6 +15,7 @@ mod strategies;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod approvals;
 mod change_pipeline;
 mod cwom;
 mod cwom_bridge;

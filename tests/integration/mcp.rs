@@ -21,7 +21,7 @@ const KEY: &str = "mcp-test-key";
 const AGENT_TYPE: &str = "agent-job";
 
 /// The tools DESIGN.md names, and the ones that change nothing.
-const ALL_TOOLS: [&str; 24] = [
+const ALL_TOOLS: [&str; 25] = [
     "jct_enqueue_task",
     "jct_get_task",
     "jct_list_tasks",
@@ -46,6 +46,7 @@ const ALL_TOOLS: [&str; 24] = [
     "jct_set_queue_limits",
     "jct_start_workflow",
     "jct_get_workflow",
+    "jct_decide_approval",
 ];
 const READ_ONLY_TOOLS: [&str; 7] = [
     "jct_get_task",
@@ -795,4 +796,63 @@ async fn the_daemon_serves_the_same_tools_at_slash_mcp_behind_the_key() {
     let log = d.stderr();
     assert!(log.contains("deregistered"), "{log}");
     assert!(!log.contains("could not deregister"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_approved_and_rejected_through_the_tool() {
+    let d = daemon(&[]);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let (status, created) = api(
+        &d,
+        reqwest::Method::POST,
+        "/workflows",
+        Some(json!({ "name": "mcp-gates", "steps": [
+            { "key": "yes", "type": "approval", "payload": { "prompt": "Ship?" } },
+            { "key": "no", "type": "approval", "payload": { "prompt": "And this?" } },
+            { "key": "after", "type": "echo", "depends_on": ["yes"] },
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = |i: usize| created["steps"][i]["task_id"].as_str().unwrap().to_string();
+    let (yes, no, after) = (id(0), id(1), id(2));
+    let approved = m
+        .call(
+            "jct_decide_approval",
+            json!({ "task_id": yes, "decision": "approve", "comment": "lgtm", "by": "agent-7" }),
+        )
+        .await
+        .ok();
+    assert_eq!(approved["status"], "completed", "{approved}");
+    assert_eq!(
+        (approved["result"]["by"].as_str(), approved["result"]["comment"].as_str()),
+        (Some("agent-7"), Some("lgtm"))
+    );
+    let rejected = m.call("jct_decide_approval", json!({ "task_id": no, "decision": "reject" })).await.ok();
+    assert_eq!(
+        (rejected["status"].as_str(), rejected["last_error"].as_str()),
+        (Some("failed"), Some("approval_rejected"))
+    );
+    // Twice: the server's 409 comes back whole; a bad decision never leaves the tool.
+    m.call("jct_decide_approval", json!({ "task_id": yes, "decision": "reject" }))
+        .await
+        .error("not_awaiting_decision", Some(409));
+    m.call_unchecked("jct_decide_approval", json!({ "task_id": no, "decision": "maybe" }))
+        .await
+        .error("invalid_arguments", None);
+    m.call("jct_decide_approval", json!({ "task_id": "nope", "decision": "approve" }))
+        .await
+        .error("invalid_arguments", None);
+    support::wait_for("the approved step's dependant to run", Duration::from_secs(20), || async {
+        let (_, t) = api(&d, reqwest::Method::GET, &format!("/tasks/{after}"), None).await;
+        (t["status"] == "completed").then_some(())
+    })
+    .await;
+    m.close().await;
+    // --read-only does not offer it.
+    let ro = mcp(&d.url(""), KEY, &["--read-only"]).await;
+    ro.call_unchecked("jct_decide_approval", json!({ "task_id": yes, "decision": "approve" }))
+        .await
+        .error("tool_not_offered", None);
+    ro.close().await;
 }

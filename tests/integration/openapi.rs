@@ -154,4 +154,22 @@ async fn every_documented_route_answers_as_documented() {
     assert!(doc["paths"]["/workflows"]["post"]["responses"].get("409").is_some());
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["workflow_id"].as_str(), Some(wf), "{again}");
+    // The decision's example on an approval step awaiting it: the step as the Task schema says.
+    let gated = json!({ "name": "gated", "steps": [{ "key": "g", "type": "approval", "payload": { "prompt": "?" } }] });
+    let gated: Value =
+        http().post(format!("{base}/workflows")).json(&gated).send().await.unwrap().json().await.unwrap();
+    let gate = gated["steps"][0]["task_id"].as_str().unwrap();
+    let op = &doc["paths"]["/tasks/{id}/decision"]["post"];
+    let example = &op["requestBody"]["content"]["application/json"]["example"];
+    let decided = http().post(format!("{base}/tasks/{gate}/decision")).json(example).send().await.unwrap();
+    assert_eq!(decided.status(), 200);
+    let decided: Value = decided.json().await.unwrap();
+    check(
+        &doc,
+        &op["responses"]["200"]["content"]["application/json"]["schema"],
+        &decided,
+        "POST /tasks/{id}/decision",
+    )
+    .unwrap();
+    assert_eq!((decided["status"].as_str(), decided["result"]["by"].as_str()), (Some("completed"), Some("ana")));
 }

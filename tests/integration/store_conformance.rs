@@ -1436,3 +1436,174 @@ on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
     a_retried_parent_counts_off_its_dependants_once,
     step_counts_group_each_workflows_steps_by_status,
 );
+
+/// Approval steps (issue 25, point 6): never claimed, ended by a fenced decision or expiry
+/// whose end releases their dependants like any other.
+pub(crate) mod approval_cases {
+    use super::*;
+    use devops_control_tower::approval::{Decision, DecisionRecord};
+    use devops_control_tower::store::{DecideError, NotAwaiting};
+    use devops_control_tower::workflow::{NewStep, NewWorkflow, OnParentFailure, StepKey, StepsRetried, WorkflowId};
+
+    fn step(key: &str, t: &str, payload: serde_json::Value, deps: &[&str], mode: OnParentFailure) -> NewStep {
+        NewStep {
+            key: StepKey::parse(key).unwrap(),
+            task: NewTask::new(t, payload),
+            depends_on: deps.iter().map(|d| StepKey::parse(d).unwrap()).collect(),
+            on_parent_failure: mode,
+        }
+    }
+
+    fn gate(key: &str, deps: &[&str], expires_after_s: Option<u64>) -> NewStep {
+        let mut payload = json!({ "prompt": format!("{key}?") });
+        if let Some(s) = expires_after_s {
+            payload["expires_after_s"] = json!(s);
+        }
+        step(key, "approval", payload, deps, OnParentFailure::Cancel)
+    }
+
+    fn workflow(steps: Vec<NewStep>) -> NewWorkflow {
+        NewWorkflow { id: WorkflowId::new(), name: "gates".into(), idempotency_key: None, cwom_issue_id: None, steps }
+            .checked()
+            .unwrap()
+    }
+
+    fn record(decision: Decision, by: &str) -> DecisionRecord {
+        let at = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+        DecisionRecord { decision, comment: Some(format!("{by} says so")), by: Some(by.into()), at }
+    }
+
+    fn claim_types(types: &[&str]) -> ClaimParams {
+        ClaimParams {
+            worker: WorkerId("w".into()),
+            limit: 100,
+            lease: Duration::from_secs(30),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            queues: None,
+        }
+    }
+
+    async fn status(store: &dyn TaskStore, id: TaskId) -> TaskStatus {
+        store.get(id).await.unwrap().unwrap().status
+    }
+
+    async fn complete_one(store: &dyn TaskStore, t: &str) {
+        let mut claimed = store.claim(&claim_types(&[t])).await.unwrap();
+        assert_eq!(claimed.len(), 1, "one {t} claimable: {claimed:?}");
+        let task = claimed.remove(0);
+        let end = AttemptEnd {
+            held: Held::new(task.id, WorkerId("w".into()), task.attempts),
+            finish: Finish::Completed { result: json!(t) },
+        };
+        assert_eq!(store.finish(&[end]).await.unwrap(), vec![task.id]);
+    }
+
+    fn why(e: Result<devops_control_tower::task::Task, DecideError>) -> (NotAwaiting, TaskStatus) {
+        match e {
+            Err(DecideError::NotAwaiting { why, status, .. }) => (why, status),
+            other => panic!("expected NotAwaiting, got {other:?}"),
+        }
+    }
+
+    pub async fn an_approval_awaits_its_decision_unclaimed_and_approve_releases(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            step("a", "ga", json!({}), &[], OnParentFailure::Cancel),
+            gate("gate", &["a"], None),
+            step("c", "gc", json!({}), &["gate"], OnParentFailure::Cancel),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let statuses: Vec<TaskStatus> = created.steps.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [TaskStatus::Queued, TaskStatus::Waiting, TaskStatus::Waiting]);
+        let (a, g, c) = (wf.steps[0].task.id, wf.steps[1].task.id, wf.steps[2].task.id);
+        let early = store.decide(g, &record(Decision::Approve, "ana")).await;
+        assert_eq!(why(early), (NotAwaiting::ParentsPending, TaskStatus::Waiting));
+        complete_one(&*store, "ga").await;
+        assert_eq!(status(&*store, g).await, TaskStatus::Waiting, "released to its decision, not queued");
+        assert!(store.claim(&claim_types(&["approval", "gc"])).await.unwrap().is_empty(), "nothing claimable");
+        let waited_from = store.get(g).await.unwrap().unwrap().updated_at;
+        let r = record(Decision::Approve, "ana");
+        let done = store.decide(g, &r).await.unwrap();
+        assert_eq!((done.status, done.attempts), (TaskStatus::Completed, 1));
+        assert_eq!(done.result, Some(serde_json::to_value(&r).unwrap()));
+        assert_eq!((done.started_at, done.finished_at), (Some(waited_from), Some(r.at)));
+        assert_eq!(done.last_error, None);
+        assert_eq!(
+            status(&*store, c).await,
+            TaskStatus::Queued,
+            "its dependant released in the decision's transaction"
+        );
+        let again = store.decide(g, &record(Decision::Reject, "bob")).await;
+        assert_eq!(why(again), (NotAwaiting::Ended, TaskStatus::Completed));
+        let plain = store.decide(a, &record(Decision::Approve, "ana")).await;
+        assert_eq!(why(plain), (NotAwaiting::NotAnApproval, TaskStatus::Completed));
+        let missing = TaskId::new();
+        assert!(matches!(store.decide(missing, &r).await, Err(DecideError::NotFound(id)) if id == missing));
+        assert_eq!(store.get(g).await.unwrap().unwrap().result, done.result, "the refused decisions changed nothing");
+    }
+
+    pub async fn a_rejected_approval_fails_and_a_retry_asks_again(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            gate("gate", &[], None),
+            step("b", "gb", json!({}), &["gate"], OnParentFailure::Cancel),
+            step("c", "gc", json!({}), &["gate"], OnParentFailure::Run),
+        ]);
+        store.create_workflow(&wf).await.unwrap();
+        let (g, b, c) = (wf.steps[0].task.id, wf.steps[1].task.id, wf.steps[2].task.id);
+        let r = record(Decision::Reject, "bob");
+        let failed = store.decide(g, &r).await.unwrap();
+        assert_eq!(failed.status, TaskStatus::Failed);
+        assert_eq!(failed.last_error.as_deref(), Some("approval_rejected by bob: bob says so"));
+        assert_eq!(failed.result, Some(serde_json::to_value(&r).unwrap()));
+        assert_eq!((status(&*store, b).await, status(&*store, c).await), (TaskStatus::Cancelled, TaskStatus::Queued));
+        let retried = store.retry_workflow(wf.id).await.unwrap().unwrap();
+        assert_eq!(retried, StepsRetried { requeued: 0, reopened: 2 }, "the gate and b wait; nothing is queued");
+        let again = store.get(g).await.unwrap().unwrap();
+        assert_eq!((again.status, again.attempts, again.result), (TaskStatus::Waiting, 0, None));
+        assert_eq!(status(&*store, b).await, TaskStatus::Waiting);
+        assert!(store.claim(&claim_types(&["approval"])).await.unwrap().is_empty());
+        store.decide(g, &record(Decision::Approve, "ana")).await.unwrap();
+        assert_eq!(status(&*store, b).await, TaskStatus::Queued);
+        // A task's own retry of a decided approval also asks again.
+        let wf = workflow(vec![gate("solo", &[], None)]);
+        store.create_workflow(&wf).await.unwrap();
+        let solo = wf.steps[0].task.id;
+        store.decide(solo, &record(Decision::Reject, "bob")).await.unwrap();
+        let retried = store.retry(solo).await.unwrap();
+        assert_eq!((retried.status, retried.result), (TaskStatus::Waiting, None));
+        assert_eq!(store.decide(solo, &record(Decision::Approve, "ana")).await.unwrap().status, TaskStatus::Completed);
+    }
+
+    pub async fn only_approvals_past_their_expiry_expire(store: Arc<dyn TaskStore>) {
+        let wf = workflow(vec![
+            gate("quick", &[], Some(1)),
+            gate("slow", &[], Some(3600)),
+            gate("forever", &[], None),
+            gate("behind", &["slow"], Some(1)),
+        ]);
+        store.create_workflow(&wf).await.unwrap();
+        let ids: Vec<TaskId> = wf.steps.iter().map(|s| s.task.id).collect();
+        assert!(store.expire_approvals(100).await.unwrap().is_empty(), "none is due yet");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let expired = store.expire_approvals(100).await.unwrap();
+        assert_eq!(expired.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[0]], "only quick: {expired:?}");
+        assert_eq!(
+            (expired[0].status, expired[0].last_error.as_deref()),
+            (TaskStatus::Failed, Some("approval_expired"))
+        );
+        assert_eq!(expired[0].attempts, 1);
+        assert!(store.expire_approvals(100).await.unwrap().is_empty(), "an expiry ends a step once");
+        for id in &ids[1..] {
+            assert_eq!(status(&*store, *id).await, TaskStatus::Waiting, "behind waits for its parent, not its clock");
+        }
+        assert!(matches!(
+            store.decide(ids[0], &record(Decision::Approve, "ana")).await,
+            Err(DecideError::NotAwaiting { .. })
+        ));
+    }
+}
+
+on_both_stores!(approvals_sqlite, approvals_postgres, approval_cases, store;
+    an_approval_awaits_its_decision_unclaimed_and_approve_releases,
+    a_rejected_approval_fails_and_a_retry_asks_again,
+    only_approvals_past_their_expiry_expire,
+);

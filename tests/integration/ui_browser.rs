@@ -688,3 +688,113 @@ async fn a_workflow_is_drawn_and_followed_live_in_a_real_browser() {
     let png = std::fs::read(shots.join("workflow.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "workflow.png is a real screenshot");
 }
+
+/// An approval step's task page in Chromium: its prompt and, once its parent is done, the
+/// Approve and Reject buttons; Approve with a comment and a name completes it (its
+/// dependant runs), Reject fails another; without a session's CSRF token the decision is
+/// refused; the read-only key sees the prompt and no button, and the API refuses its
+/// decision even with the session's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_decided_from_its_task_page_in_a_real_browser() {
+    let db = PgDb::new().await;
+    let daemon = dashboard_daemon(&db).start();
+    let base = daemon.url("");
+    let shots = screenshots();
+    let (status, created) = post(
+        &base,
+        "/workflows",
+        json!({ "name": "browser-gates", "steps": [
+            { "key": "build", "type": "echo" },
+            { "key": "gate", "type": "approval", "payload": { "prompt": "Ship release 1.2?", "expires_after_s": 3600 }, "depends_on": ["build"] },
+            { "key": "ship", "type": "echo", "depends_on": ["gate"] },
+            { "key": "other", "type": "approval", "payload": { "prompt": "Also <b>this</b>?" } },
+            { "key": "third", "type": "approval", "payload": { "prompt": "And a third?" } },
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let step = |key: &str| {
+        created["steps"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap()["task_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (build, gate, ship, other, third) = (step("build"), step("gate"), step("ship"), step("other"), step("third"));
+    wait_status(&base, &build, "completed").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &base).await;
+    b.goto(&format!("{base}/ui/tasks/{gate}")).await;
+    b.wait_text("#approval-prompt", "Ship release 1.2?", Duration::from_secs(10)).await;
+    assert!(b.text("#approval-expiry").await.contains("3600 s"), "{}", b.text("#approval-expiry").await);
+    b.wait("#approval-awaiting").await;
+    b.type_into("#decision-comment", "release notes checked").await;
+    b.type_into("#decision-by", "ana").await;
+    b.screenshot(&shots.join("approval.png")).await;
+    b.click("#approve").await;
+    b.wait_text("#flash", "Approved.", Duration::from_secs(10)).await;
+    b.wait_text("#status", "completed", Duration::from_secs(10)).await;
+    let decided = get(&base, &format!("/tasks/{gate}")).await;
+    assert_eq!(decided["status"], "completed", "{decided}");
+    assert_eq!(
+        (
+            decided["result"]["decision"].as_str(),
+            decided["result"]["comment"].as_str(),
+            decided["result"]["by"].as_str()
+        ),
+        (Some("approve"), Some("release notes checked"), Some("ana")),
+        "{decided}"
+    );
+    wait_status(&base, &ship, "completed").await;
+    // Reloaded: decided, so no buttons any more.
+    b.goto(&format!("{base}/ui/tasks/{gate}")).await;
+    b.wait("#approval-prompt").await;
+    assert_eq!(b.count("#approve, #reject, #approval-awaiting").await, 0);
+
+    // Reject, without a comment; the prompt's markup is text.
+    b.goto(&format!("{base}/ui/tasks/{other}")).await;
+    b.wait_text("#approval-prompt", "Also <b>this</b>?", Duration::from_secs(10)).await;
+    assert_eq!(b.count("#approval-prompt b").await, 0, "the prompt is shown as text");
+    b.click("#reject").await;
+    b.wait_text("#status", "failed", Duration::from_secs(10)).await;
+    let rejected = get(&base, &format!("/tasks/{other}")).await;
+    assert_eq!(
+        (rejected["status"].as_str(), rejected["last_error"].as_str()),
+        (Some("failed"), Some("approval_rejected"))
+    );
+
+    // The session without its CSRF token is refused.
+    b.goto(&format!("{base}/ui/tasks/{third}")).await;
+    b.wait("#approve").await;
+    let forged = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.body.dataset.root + 'tasks/' + arguments[0] + '/decision', {method: 'POST', credentials: 'same-origin',\
+               headers: {'Content-Type': 'application/json'}, body: JSON.stringify({decision: 'approve'})})\
+               .then(r => r.json().then(j => done([r.status, j.error])));",
+            json!([third]),
+        )
+        .await;
+    assert_eq!(forged, json!([403, "csrf_rejected"]));
+
+    // The read-only key: the prompt, no button; its decision is refused even with the token.
+    sign_in_again_read_only(&b).await;
+    b.goto(&format!("{base}/ui/tasks/{third}")).await;
+    b.wait_text("#approval-prompt", "And a third?", Duration::from_secs(10)).await;
+    b.wait("#approval-awaiting").await;
+    assert_eq!(b.count("#approve, #reject, #decision").await, 0, "no decision for the read-only key");
+    let refused = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.body.dataset.root + 'tasks/' + arguments[0] + '/decision', {method: 'POST', credentials: 'same-origin',\
+               headers: {'X-CSRF-Token': document.body.dataset.csrf, 'Content-Type': 'application/json'},\
+               body: JSON.stringify({decision: 'approve'})})\
+               .then(r => r.json().then(j => done([r.status, j.error])));",
+            json!([third]),
+        )
+        .await;
+    assert_eq!(refused, json!([403, "read_only_key"]));
+    assert_eq!(get(&base, &format!("/tasks/{third}")).await["status"], "waiting", "nothing refused changed it");
+    let png = std::fs::read(shots.join("approval.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "approval.png is a real screenshot");
+}

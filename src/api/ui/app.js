@@ -64,6 +64,29 @@
     });
   });
 
+  // Approve and Reject on an approval step's page: the decision with the optional comment
+  // and name (left out when empty).
+  document.querySelectorAll("button[data-decision]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const decision = button.dataset.decision;
+      const payload = { decision: decision };
+      const comment = document.getElementById("decision-comment");
+      const by = document.getElementById("decision-by");
+      if (comment && comment.value !== "") payload.comment = comment.value;
+      if (by && by.value !== "") payload.by = by.value;
+      document.querySelectorAll("button[data-decision]").forEach(function (b) { b.disabled = true; });
+      try {
+        const task = await api("POST", "tasks/" + button.dataset.id + "/decision", payload);
+        setStatus(task.status);
+        flash(decision === "approve" ? "Approved." : "Rejected.", false);
+        setTimeout(function () { location.reload(); }, 1200);
+      } catch (e) {
+        flash(e.message, true);
+        document.querySelectorAll("button[data-decision]").forEach(function (b) { b.disabled = false; });
+      }
+    });
+  });
+
   // A button that POSTs `<resource>/<name>/<action>`, says what happened and reloads.
   function actionButtons(selector, resource, actionOf, said) {
     document.querySelectorAll(selector).forEach(function (button) {

@@ -1,5 +1,6 @@
-//! HTML building for the dashboard: the page frame and small formatters (times, ages,
-//! counts, JSON).
+//! HTML building for the dashboard: the page frame, small formatters (times, ages,
+//! counts, JSON) and the pieces every page uses (a status badge, a task link, a field, a
+//! page's error).
 //!
 //! Pages are [`maud`] markup: every value interpolated into `html!` (task payloads, errors,
 //! names, ids, query values) is escaped by the macro, in text and in attribute values alike;
@@ -11,8 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, Render, DOCTYPE};
 use serde_json::Value;
+use warp::http::StatusCode;
 
 use crate::api::access::Level;
+use crate::api::ApiError;
 use crate::task::{TaskId, TaskStatus};
 use crate::workflow::{WorkflowId, WorkflowStatus};
 
@@ -175,6 +178,36 @@ pub fn root_for(path: &str) -> String {
         "./".into()
     } else {
         "../".repeat(depth)
+    }
+}
+
+/// A page's error: the status and words of an [`ApiError`].
+pub fn failed(e: impl Into<ApiError>) -> (StatusCode, String) {
+    let e = e.into();
+    (e.status(), e.to_string())
+}
+
+pub fn status_badge(status: TaskStatus) -> Markup {
+    html! { span class={ "status s-" (status.as_str()) } { (status.as_str()) } }
+}
+
+/// A task's short id linking its page.
+pub fn task_link(root: &str, id: &TaskId) -> Markup {
+    html! { a.mono href={ (root) "ui/tasks/" (id) } { (short_id(id)) } }
+}
+
+/// One of the task page's fields: its name and value.
+pub fn field(name: &str, value: impl Render) -> Markup {
+    html! { div { span.k { (name) } span.v { (value) } } }
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max).collect();
+        out.push('…');
+        out
     }
 }
 

@@ -5,7 +5,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | the routes, the login and logout, the HTTP shape of a page (headers, status) |
-//! | `html.rs` | the page frame (maud markup: every interpolated value escaped), formatters |
+//! | `html.rs` | the page frame (maud markup: every interpolated value escaped), formatters, and the pieces every view uses (status badge, task link, field, a page's error) |
 //! | `pages.rs` | the views: overview, tasks, task, workers, schedules, queues, issue |
 //! | `workflows.rs` | the workflow views: the list, one workflow (its graph laid out in Rust, drawn as SVG), a step's parents and dependants on its task page |
 //! | `app.js`, `app.css` | live log tail, a workflow's live colours, actions (cancel, retry, bulk, enqueue, schedule, queue and workflow controls), looks |

@@ -6,11 +6,14 @@
 //! [`maud`] markup in the frame of [`html::page`].
 
 use chrono::{Duration as ChronoDuration, Utc};
-use maud::{html, Markup, Render};
+use maud::{html, Markup};
 use serde_json::Value;
 use warp::http::StatusCode;
 
-use super::html::{self, age, count, opt_time, pretty_json, short_id, time, url_enc, Nav, Script};
+use super::html::{
+    self, age, count, failed, field, opt_time, pretty_json, short_id, status_badge, task_link, time, truncate, url_enc,
+    Nav, Script,
+};
 use super::{Ctx, PageResult};
 use crate::api::{ApiError, ApiState};
 use crate::cwom::requests::{ListFilter, ListQuery};
@@ -24,20 +27,6 @@ use crate::tunables::{UI_CHART_MINUTES, UI_COUNT_CAP, UI_PAGE_SIZE, UI_REFRESH};
 
 /// Most bytes of a trace file shown inline (the whole file is a download away).
 const INLINE_MAX: usize = 256 * 1024;
-
-pub(super) fn failed(e: impl Into<ApiError>) -> (StatusCode, String) {
-    let e = e.into();
-    (e.status(), e.to_string())
-}
-
-pub(super) fn status_badge(status: TaskStatus) -> Markup {
-    html! { span class={ "status s-" (status.as_str()) } { (status.as_str()) } }
-}
-
-/// A task's short id linking its page.
-pub(super) fn task_link(root: &str, id: &TaskId) -> Markup {
-    html! { a.mono href={ (root) "ui/tasks/" (id) } { (short_id(id)) } }
-}
 
 // ---------------------------------------------------------------------------------------
 // Overview
@@ -294,16 +283,6 @@ fn enqueue_form(known: &[String]) -> Markup {
     }
 }
 
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max).collect();
-        out.push('…');
-        out
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // One task
 
@@ -374,8 +353,10 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
         @if runs.is_empty() { "–" }
     };
     let trace = format!("{root}tasks/{id}/trace/");
+    let approval = approval_panel(ctx, state, &task).await;
     let body = html! {
         h1 { "Task " span.mono { (short_id(&id)) } }
+        (approval)
         @if ctx.writable() {
             div.actions {
                 @if cancel { button type="button" data-action="cancel" data-id=(id) id="cancel" { "Cancel" } }
@@ -451,9 +432,58 @@ pub async fn task(ctx: &Ctx, state: &ApiState, raw_id: &str) -> PageResult {
     Ok(html::page(&ctx.frame(), &title, Nav::Tasks, Script::Task { id, status: task.status, follow }, body))
 }
 
-/// One of the task page's fields: its name and value.
-pub(super) fn field(name: &str, value: impl Render) -> Markup {
-    html! { div { span.k { (name) } span.v { (value) } } }
+/// An approval step's prompt and, while it awaits its decision, the Approve and Reject
+/// buttons with an optional comment and name (for the full key only; they post to
+/// `POST /tasks/{id}/decision` with the session's CSRF token, as the cancel button posts).
+/// Empty for any other task.
+async fn approval_panel(ctx: &Ctx, state: &ApiState, task: &crate::task::Task) -> Markup {
+    let Some(workflow_id) = task.workflow_id.filter(|_| task.task_type == crate::approval::TYPE) else {
+        return html! {};
+    };
+    let payload = crate::approval::ApprovalPayload::parse(&task.payload).ok();
+    // Awaiting its decision: waiting with every parent ended (the store's fence is
+    // `pending_parents = 0`, which the parents' ends count down; the API refuses anything else).
+    let awaiting = task.status == TaskStatus::Waiting && {
+        match state.store.get_workflow(workflow_id).await {
+            Ok(Some(view)) => {
+                let me = view.steps.iter().find(|s| s.task_id == task.id);
+                me.is_some_and(|me| {
+                    me.depends_on.iter().all(|key| view.steps.iter().any(|p| &p.key == key && p.status.is_final()))
+                })
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, task_id = %task.id, "task page: cannot read the approval's workflow");
+                false
+            }
+        }
+    };
+    let id = task.id;
+    html! {
+        section #approval {
+            h2 { "approval" }
+            p #approval-prompt { (payload.as_ref().map_or("(no prompt)", |p| p.prompt.as_str())) }
+            @if let Some(s) = payload.as_ref().and_then(|p| p.expires_after_s) {
+                p.note #approval-expiry { "Expires " (s) " s after its parents are done (then it fails: approval_expired)." }
+            }
+            @if awaiting {
+                p.note #approval-awaiting { "Awaiting a decision." }
+                @if ctx.writable() {
+                    div.actions #decision {
+                        label { "comment " input #decision-comment maxlength=(crate::approval::limits::COMMENT_MAX); }
+                        " "
+                        label { "by " input #decision-by maxlength=(crate::approval::limits::BY_MAX); }
+                        " "
+                        button type="button" data-decision="approve" data-id=(id) id="approve" { "Approve" }
+                        " "
+                        button type="button" data-decision="reject" data-id=(id) id="reject" { "Reject" }
+                    }
+                }
+            } @else if task.status == TaskStatus::Waiting {
+                p.note #approval-parents { "Waiting for its parents; the decision comes after." }
+            }
+        }
+    }
 }
 
 /// A trace file's section: its first [`INLINE_MAX`] bytes and a download link, or a note

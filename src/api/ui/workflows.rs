@@ -15,8 +15,7 @@ use chrono::Utc;
 use maud::{html, Markup};
 use warp::http::StatusCode;
 
-use super::html::{self, age, count, opt_time, time, url_enc, Nav, Script};
-use super::pages::{failed, field, status_badge, truncate};
+use super::html::{self, age, count, failed, field, opt_time, status_badge, time, truncate, url_enc, Nav, Script};
 use super::{Ctx, PageResult};
 use crate::api::{ApiError, ApiState};
 use crate::task::{Task, TaskStatus};

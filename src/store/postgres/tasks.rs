@@ -25,6 +25,7 @@ use super::{lease_secs, pg_err, PgStore, CANCEL_CHANNEL, NOTIFY_CHANNEL};
 use crate::lease::Held;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
 use crate::store::queues::limited_scan;
+use crate::store::tasks::RETRY_RESET;
 use crate::store::tasks::{
     backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
@@ -935,7 +936,7 @@ impl OperatorStore for PgStore {
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
+                    "UPDATE tasks SET {RETRY_RESET}, attempts = 0, run_at = now(), updated_at = now(), \
                        finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
                      WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
                 ),
@@ -956,9 +957,11 @@ impl OperatorStore for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "UPDATE tasks SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
-                   finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                 WHERE id = ANY($1) AND status IN ('failed', 'cancelled') RETURNING id",
+                &format!(
+                    "UPDATE tasks SET {RETRY_RESET}, attempts = 0, run_at = now(), updated_at = now(), \
+                       finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
+                     WHERE id = ANY($1) AND status IN ('failed', 'cancelled') RETURNING id"
+                ),
                 &[&uuids(ids)],
             )
             .await

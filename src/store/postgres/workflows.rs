@@ -11,11 +11,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::tasks::{Columns, INSERT_STEPS};
+use super::tasks::{task_from_row, Columns, COLUMNS, INSERT_STEPS};
 use super::{pg_err, PgStore};
-use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
+use crate::approval::{Decision, DecisionRecord};
+use crate::store::error::{DecideError, NotAwaiting, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
-use crate::task::{NewTask, TaskId, TaskStatus};
+use crate::task::{NewTask, Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
     WorkflowSummary, WorkflowView,
@@ -104,9 +105,66 @@ pub(super) async fn insert_workflow(
             .collect(),
     })
 }
+/// What ends an approval, after `UPDATE tasks SET`: counted as an attempt that began when
+/// the step began waiting for its decision (`updated_at`, set by the release), and
+/// ended now ($2).
+const APPROVAL_END: &str = "attempts = attempts + 1, started_at = updated_at, finished_at = $2, updated_at = $2, \
+     locked_by = NULL, locked_until = NULL";
+
+/// An approval step awaiting its decision (the fence of its end).
+const AWAITING: &str = "type = 'approval' AND workflow_id IS NOT NULL AND status = 'waiting' AND pending_parents = 0";
 
 #[async_trait]
 impl WorkflowStore for PgStore {
+    async fn decide(&self, id: TaskId, record: &DecisionRecord) -> Result<Task, DecideError> {
+        let client = self.client().await?;
+        let (status, error) = match record.decision {
+            Decision::Approve => ("completed", None),
+            Decision::Reject => ("failed", Some(record.rejection())),
+        };
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE tasks SET status = $3, result = $4, last_error = $5, {APPROVAL_END} \
+                     WHERE id = $1 AND {AWAITING} RETURNING {COLUMNS}"
+                ),
+                &[&id.0, &record.at, &status, &record.to_value(), &error],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = row {
+            return Ok(task_from_row(&row)?);
+        }
+        let row = client
+            .query_opt("SELECT type, workflow_id IS NOT NULL, status FROM tasks WHERE id = $1", &[&id.0])
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = row else { return Err(DecideError::NotFound(id)) };
+        let status = row.get::<_, &str>(2).parse().map_err(StoreError::internal)?;
+        Err(DecideError::NotAwaiting { id, status, why: NotAwaiting::of(row.get(0), row.get(1), status) })
+    }
+
+    async fn expire_approvals(&self, limit: u32) -> StoreResult<Vec<Task>> {
+        let client = self.client().await?;
+        // SKIP LOCKED: a step a decision holds now is that decision's; the outer status
+        // check is the fence once the lock is ours.
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE tasks SET status = 'failed', last_error = $1, {APPROVAL_END} \
+                     WHERE id IN (SELECT id FROM tasks WHERE {AWAITING} \
+                                    AND jsonb_typeof(payload->'expires_after_s') = 'number' \
+                                    AND updated_at + (payload->>'expires_after_s')::float8 * interval '1 second' <= $2 \
+                                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                       AND {AWAITING} RETURNING {COLUMNS}"
+                ),
+                &[&crate::approval::EXPIRED, &Utc::now(), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
@@ -145,17 +203,24 @@ impl WorkflowStore for PgStore {
         .map_err(pg_err)?;
         // The same reset as `POST /tasks/{id}/retry`; a step that goes to `queued` fires V8's
         // wake-up trigger, one back to `waiting` waits for its parents' trigger.
-        tx.execute(
-            "UPDATE tasks SET status = CASE WHEN u.pending = 0 THEN 'queued' ELSE 'waiting' END, \
-               pending_parents = u.pending, attempts = 0, run_at = now(), updated_at = now(), \
-               finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-             FROM unnest($1::uuid[], $2::int4[]) AS u(id, pending) WHERE tasks.id = u.id",
-            &[&rerun, &pending],
-        )
-        .await
-        .map_err(pg_err)?;
+        // An approval goes back to awaiting its decision (or its parents), never to `queued`;
+        // its wait starts again now (`updated_at`), and so does its expiry.
+        let requeued = tx
+            .query(
+                "UPDATE tasks SET status = CASE WHEN u.pending = 0 AND tasks.type <> 'approval' THEN 'queued' \
+                                              ELSE 'waiting' END, \
+                   pending_parents = u.pending, attempts = 0, run_at = now(), updated_at = now(), \
+                   finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL, \
+                   result = CASE WHEN tasks.type = 'approval' THEN NULL ELSE tasks.result END \
+                 FROM unnest($1::uuid[], $2::int4[]) AS u(id, pending) WHERE tasks.id = u.id RETURNING tasks.status",
+                &[&rerun, &pending],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .filter(|r| r.get::<_, &str>(0) == "queued")
+            .count() as u64;
         tx.commit().await.map_err(pg_err)?;
-        let requeued = pending.iter().filter(|&&n| n == 0).count() as u64;
         Ok(Some(StepsRetried { requeued, reopened: pending.len() as u64 - requeued }))
     }
 

@@ -13,6 +13,7 @@ use crate::lease::Held;
 use crate::queue::QueueSettings;
 use crate::store::error::{CancelError, EnqueueError, RetryError, StoreError, StoreResult};
 use crate::store::queues::limited_scan;
+use crate::store::tasks::RETRY_RESET;
 use crate::store::tasks::{
     backoff_params, AttemptEnd, AttemptStore, ClaimParams, Count, Finish, IntakeStore, LeadParams, LeaseState,
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
@@ -786,7 +787,7 @@ impl OperatorStore for SqliteStore {
             let now = micros(Utc::now());
             let retried = conn
                 .prepare_cached(&format!(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                    "UPDATE tasks SET {RETRY_RESET}, attempts = 0, run_at = ?2, updated_at = ?2, \
                        finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
                      WHERE id = ?1 AND status IN ('failed', 'cancelled') RETURNING {COLUMNS}"
                 ))
@@ -810,11 +811,11 @@ impl OperatorStore for SqliteStore {
         self.call(move |conn| {
             let now = micros(Utc::now());
             let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE tasks SET status = 'queued', attempts = 0, run_at = ?2, updated_at = ?2, \
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET {RETRY_RESET}, attempts = 0, run_at = ?2, updated_at = ?2, \
                        finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'cancelled') RETURNING id",
-                )
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'cancelled') RETURNING id"
+                ))
                 .map_err(sql_err)?;
             let rows = stmt.query_map(params![ids, now], |r| r.get::<_, String>(0)).map_err(sql_err)?;
             parse_ids(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)?)

@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::tasks::{insert_step, parse, Placement};
+use super::tasks::{insert_step, parse, task_from_row, Placement, COLUMNS};
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
-use crate::store::error::{StoreError, StoreResult, WorkflowCreateError};
+use crate::approval::{Decision, DecisionRecord};
+use crate::store::error::{DecideError, NotAwaiting, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
-use crate::task::{TaskId, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
     WorkflowSummary, WorkflowView,
@@ -107,9 +108,75 @@ pub(super) fn insert_workflow(
             .collect(),
     }))
 }
+/// What ends an approval (see the PostgreSQL driver's): `?2` is now.
+const APPROVAL_END: &str = "attempts = attempts + 1, started_at = updated_at, finished_at = ?2, updated_at = ?2, \
+     locked_by = NULL, locked_until = NULL";
+
+/// An approval step awaiting its decision (the fence of its end).
+const AWAITING: &str = "type = 'approval' AND workflow_id IS NOT NULL AND status = 'waiting' AND pending_parents = 0";
 
 #[async_trait]
 impl WorkflowStore for SqliteStore {
+    async fn decide(&self, id: TaskId, record: &DecisionRecord) -> Result<Task, DecideError> {
+        let (status, error) = match record.decision {
+            Decision::Approve => ("completed", None),
+            Decision::Reject => ("failed", Some(record.rejection())),
+        };
+        let result = record.to_value().to_string();
+        let at = micros(record.at);
+        self.call(move |conn| {
+            // One statement: the one writer of the file runs it and its release trigger whole,
+            // so of two decisions the second finds the step no longer waiting.
+            let decided = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = ?3, result = ?4, last_error = ?5, {APPROVAL_END} \
+                     WHERE id = ?1 AND {AWAITING} RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?
+                .query_row(params![id.to_string(), at, status, result, error], task_from_row)
+                .optional()
+                .map_err(sql_err)?;
+            if let Some(task) = decided {
+                return Ok(Ok(task));
+            }
+            let row: Option<(String, bool, String)> = conn
+                .query_row(
+                    "SELECT type, workflow_id IS NOT NULL, status FROM tasks WHERE id = ?1",
+                    [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            let Some((task_type, is_step, status)) = row else { return Ok(Err(DecideError::NotFound(id))) };
+            let status: TaskStatus = status.parse().map_err(StoreError::internal)?;
+            Ok(Err(DecideError::NotAwaiting { id, status, why: NotAwaiting::of(&task_type, is_step, status) }))
+        })
+        .await?
+    }
+
+    async fn expire_approvals(&self, limit: u32) -> StoreResult<Vec<Task>> {
+        self.call(move |conn| {
+            let now = micros(Utc::now());
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = 'failed', last_error = ?1, {APPROVAL_END} \
+                     WHERE id IN (SELECT id FROM tasks WHERE {AWAITING} \
+                                    AND json_type(payload, '$.expires_after_s') IN ('integer', 'real') \
+                                    AND updated_at + CAST(json_extract(payload, '$.expires_after_s') * 1000000 AS INTEGER) <= ?2 \
+                                  ORDER BY id LIMIT ?3) \
+                       AND {AWAITING} RETURNING {COLUMNS}"
+                ))
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![crate::approval::EXPIRED, now, limit], task_from_row)
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
         self.call(move |conn| {
             // One immediate transaction: no other writer (no parent's end) until it commits.
@@ -149,6 +216,7 @@ impl WorkflowStore for SqliteStore {
             let completed = |p: &String| status.get(p).is_some_and(|s| s == "completed");
             let pending = crate::store::workflows::pending_after_retry(&rerun, &edges, completed);
             let now = micros(Utc::now());
+            let mut requeued = 0u64;
             {
                 let mut counted = tx
                     .prepare_cached("UPDATE task_dependencies SET counted = ?3 WHERE task_id = ?1 AND parent_id = ?2")
@@ -156,21 +224,24 @@ impl WorkflowStore for SqliteStore {
                 for (step, parent) in &edges {
                     counted.execute(params![step, parent, completed(parent)]).map_err(sql_err)?;
                 }
-                // The same reset as `POST /tasks/{id}/retry`.
+                // The same reset as `POST /tasks/{id}/retry`; an approval goes back to awaiting
+                // its decision (or its parents), never to `queued` (see the PostgreSQL driver).
                 let mut reset = tx
                     .prepare_cached(
-                        "UPDATE tasks SET status = CASE WHEN ?2 = 0 THEN 'queued' ELSE 'waiting' END, \
+                        "UPDATE tasks SET status = CASE WHEN ?2 = 0 AND type <> 'approval' THEN 'queued' \
+                                                      ELSE 'waiting' END, \
                            pending_parents = ?2, attempts = 0, run_at = ?3, updated_at = ?3, \
-                           finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL \
-                         WHERE id = ?1",
+                           finished_at = NULL, started_at = NULL, locked_by = NULL, locked_until = NULL, \
+                           result = CASE WHEN type = 'approval' THEN NULL ELSE result END \
+                         WHERE id = ?1 RETURNING status = 'queued'",
                     )
                     .map_err(sql_err)?;
                 for (step, n) in rerun.iter().zip(&pending) {
-                    reset.execute(params![step, n, now]).map_err(sql_err)?;
+                    let queued: bool = reset.query_row(params![step, n, now], |r| r.get(0)).map_err(sql_err)?;
+                    requeued += u64::from(queued);
                 }
             }
             tx.commit().map_err(sql_err)?;
-            let requeued = pending.iter().filter(|&&n| n == 0).count() as u64;
             Ok(Some(StepsRetried { requeued, reopened: pending.len() as u64 - requeued }))
         })
         .await
