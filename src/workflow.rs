@@ -350,10 +350,8 @@ impl StoredGraph {
                 todo.extend(children.get(&t).into_iter().flatten().copied());
             }
         }
-        let ctx = SpawnContext {
-            existing: self.steps.iter().map(|s| (s.key.as_str(), s)).collect(),
-            below_spawner: below,
-        };
+        let ctx =
+            SpawnContext { existing: self.steps.iter().map(|s| (s.key.as_str(), s)).collect(), below_spawner: below };
         check_steps(steps, Some(&ctx))?;
         let new_ids: HashMap<&str, TaskId> = steps.iter().map(|s| (s.key.as_str(), s.task.id)).collect();
         let mut plan = SpawnPlan {
@@ -522,7 +520,10 @@ pub enum InvalidWorkflow {
         "step [{index}] ({key}) depends on {dependency:?}, which ended {status}; with on_parent_failure \"cancel\" it could never run (use \"run\")"
     )]
     ParentEnded { index: usize, key: String, dependency: String, status: TaskStatus },
-    #[error("steps: a spawn would take the workflow to {count} steps; a workflow holds at most {}", limits::WORKFLOW_STEPS_MAX)]
+    #[error(
+        "steps: a spawn would take the workflow to {count} steps; a workflow holds at most {}",
+        limits::WORKFLOW_STEPS_MAX
+    )]
     TooManyInWorkflow { count: usize },
     /// One step is not a valid task (or its type is unknown, or its executor refuses it).
     #[error("step [{index}]{}: {message}", key.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]

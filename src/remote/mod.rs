@@ -40,9 +40,9 @@ use crate::store::{
     AttemptEnd, ClaimParams, Finish, LeaseState, RenewParams, Spawn, SpawnError, StoreError, TaskStore, WorkerStore,
 };
 use crate::task::{Task, TaskId, WorkerId};
-use crate::workflow::{InvalidWorkflow, NewStep, SpawnedSteps};
 use crate::tunables::WORKER_DEAD_AFTER_BEATS;
 use crate::wakeups::Fanout;
+use crate::workflow::{InvalidWorkflow, NewStep, SpawnedSteps};
 
 /// Why a worker-protocol request changed nothing.
 #[derive(Debug, thiserror::Error)]

@@ -32,8 +32,7 @@ impl PgStore {
         let id = spawn.held.id;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let Some(row) =
-            tx.query_opt("SELECT workflow_id FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?
+        let Some(row) = tx.query_opt("SELECT workflow_id FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?
         else {
             return Err(SpawnError::NotFound(id));
         };

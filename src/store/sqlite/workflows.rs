@@ -74,7 +74,9 @@ impl WorkflowStore for SqliteStore {
                     return Ok(Err(SpawnError::NotFound(id)));
                 };
                 let token = &spawn.held.token;
-                if status != "running" || holder.as_deref() != Some(token.worker.0.as_str()) || attempts != token.attempt
+                if status != "running"
+                    || holder.as_deref() != Some(token.worker.0.as_str())
+                    || attempts != token.attempt
                 {
                     return Ok(Err(SpawnError::LeaseLost(id)));
                 }
@@ -153,8 +155,9 @@ impl WorkflowStore for SqliteStore {
                     }
                 };
                 tx.commit().map_err(sql_err)?;
-                let workflow_id: WorkflowId =
-                    workflow.parse().map_err(|_| StoreError::internal(format!("unreadable workflow id {workflow:?}")))?;
+                let workflow_id: WorkflowId = workflow
+                    .parse()
+                    .map_err(|_| StoreError::internal(format!("unreadable workflow id {workflow:?}")))?;
                 let steps = spawn
                     .steps
                     .iter()
