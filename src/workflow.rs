@@ -1,6 +1,8 @@
 //! Workflows as data: ids, step keys, what a step does when a parent fails, the validated
 //! [`NewWorkflow`] (its graph checked: keys unique, dependencies known, no cycle, at most
-//! [`limits::STEPS_MAX`] steps), the workflow's status, and what the API and a claim show.
+//! [`limits::STEPS_MAX`] steps), the steps a running step spawns checked by the same checker
+//! against the stored workflow ([`StoredGraph::plan`], which also says how to store them), the
+//! workflow's status, and what the API and a claim show.
 //!
 //! A workflow is tasks: each step is a row of `tasks` with `workflow_id` and `step_key`,
 //! `waiting` until its parents are done. The stores release steps in the transaction of a
@@ -730,6 +732,83 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, ["x", "y", "z"], "{keys:?}");
         assert!(matches!(wf(vec![step("s", &["s"])]), Err(InvalidWorkflow::Cycle { keys }) if keys == ["s"]));
+    }
+
+    /// A stored workflow: root → spawner → dependant → below, and a failed step.
+    fn stored() -> (StoredGraph, [TaskId; 5]) {
+        let ids = [TaskId::new(), TaskId::new(), TaskId::new(), TaskId::new(), TaskId::new()];
+        let s = |i: usize, key: &str, status| StoredStep { task_id: ids[i], key: key.into(), status };
+        let graph = StoredGraph {
+            spawner: ids[1],
+            steps: vec![
+                s(0, "root", TaskStatus::Completed),
+                s(1, "spawner", TaskStatus::Running),
+                s(2, "dependant", TaskStatus::Waiting),
+                s(3, "below", TaskStatus::Waiting),
+                s(4, "broken", TaskStatus::Failed),
+            ],
+            edges: vec![(ids[1], ids[0]), (ids[2], ids[1]), (ids[3], ids[2])],
+        };
+        (graph, ids)
+    }
+
+    #[test]
+    fn a_spawn_is_planned_against_the_stored_graph() {
+        let (graph, ids) = stored();
+        let new = vec![step("x", &["root"]), step("y", &["x", "spawner"]), step("z", &[])];
+        let plan = graph.plan(&new).unwrap();
+        assert_eq!(plan.statuses, [TaskStatus::Queued, TaskStatus::Waiting, TaskStatus::Queued]);
+        assert_eq!(plan.pending, [0, 2, 0], "root has completed: counted at once");
+        assert_eq!(plan.waiting_dependants, [ids[2]]);
+        let edge = |step: TaskId, parent: TaskId, counted: bool| NewEdge { step, parent, counted };
+        let (x, y, z) = (new[0].task.id, new[1].task.id, new[2].task.id);
+        assert_eq!(
+            plan.edges,
+            [
+                edge(x, ids[0], true),
+                edge(y, x, false),
+                edge(y, ids[1], false),
+                edge(ids[2], x, false),
+                edge(ids[2], y, false),
+                edge(ids[2], z, false),
+            ]
+        );
+        let refused = |steps: Vec<NewStep>| graph.plan(&steps).unwrap_err();
+        assert_eq!(refused(vec![step("root", &[])]), InvalidWorkflow::KeyTaken { index: 0, key: "root".into() });
+        for below in ["dependant", "below"] {
+            assert_eq!(
+                refused(vec![step("x", &[]), step("y", &[below])]),
+                InvalidWorkflow::DependsOnDependant { index: 1, key: "y".into(), dependency: below.into() }
+            );
+        }
+        assert_eq!(
+            refused(vec![step("x", &["broken"])]),
+            InvalidWorkflow::ParentEnded {
+                index: 0,
+                key: "x".into(),
+                dependency: "broken".into(),
+                status: TaskStatus::Failed
+            }
+        );
+        let mut run = step("x", &["broken"]);
+        run.on_parent_failure = OnParentFailure::Run;
+        assert_eq!(graph.plan(&[run]).unwrap().statuses, [TaskStatus::Queued]);
+        assert!(matches!(refused(vec![step("x", &["y"]), step("y", &["x"])]), InvalidWorkflow::Cycle { .. }));
+        assert_eq!(
+            refused(vec![step("x", &["nope"])]),
+            InvalidWorkflow::UnknownDependency { index: 0, key: "x".into(), dependency: "nope".into() }
+        );
+        assert_eq!(refused(vec![]), InvalidWorkflow::NoSteps);
+        let mut huge = graph.clone();
+        huge.steps.extend((0..limits::WORKFLOW_STEPS_MAX).map(|i| StoredStep {
+            task_id: TaskId::new(),
+            key: format!("s{i}"),
+            status: TaskStatus::Completed,
+        }));
+        assert_eq!(
+            huge.plan(&[step("x", &[])]).unwrap_err(),
+            InvalidWorkflow::TooManyInWorkflow { count: limits::WORKFLOW_STEPS_MAX + 6 }
+        );
     }
 
     fn parents(result: Value) -> Parents {
