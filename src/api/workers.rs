@@ -483,8 +483,8 @@ where
                 Some(steps) if !steps.is_empty() => spawned_steps(&state, steps).await?,
                 _ => Vec::new(),
             };
-            let end = RunEnd::Returned(req.result.unwrap_or(Value::Null));
-            let (task, spawned) = remote.finish(id, &token, end, steps.clone()).await?;
+            let result = req.result.unwrap_or(Value::Null);
+            let (task, spawned) = remote.complete_spawning(id, &token, result, steps.clone()).await?;
             if spawned.is_some() {
                 state.intake.steps_entered(&steps);
             }
@@ -507,7 +507,7 @@ where
                 }
                 _ => RunEnd::Failed(message),
             };
-            let (task, _) = remote.finish(id, &token, end, Vec::new()).await?;
+            let task = remote.finish(id, &token, end).await?;
             reply(StatusCode::OK, &task)
         }
         "release" => {

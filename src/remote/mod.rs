@@ -479,7 +479,7 @@ impl Remote {
     /// spawner's `trace_id`.
     pub async fn spawn(&self, id: TaskId, token: &LeaseToken, mut steps: Vec<NewStep>) -> RemoteResult<SpawnedSteps> {
         self.inherit_trace(id, token, &mut steps).await?;
-        let spawn = Spawn { held: Held { id, token: token.clone() }, steps, end: None };
+        let spawn = Spawn { held: Held { id, token: token.clone() }, steps, completes: None };
         Ok(self.tasks.spawn_steps(&spawn).await?.steps)
     }
 
@@ -504,10 +504,25 @@ impl Remote {
     /// Ends the attempt as the worker reports it: completed, or failed (retried per the
     /// policy, after `retry_after` when given, never when not `retryable`). The store's
     /// fenced write decides; this call then records that end (`output.json` on this
-    /// daemon's disk, the Run), whichever daemon the attempt was claimed through. With
-    /// `spawn` steps (a `complete` that carries `spawn`), the steps and the end are written
-    /// in one transaction, the steps first, so the spawner's dependants wait for them.
-    pub async fn finish(
+    /// daemon's disk, the Run), whichever daemon the attempt was claimed through.
+    pub async fn finish(&self, id: TaskId, token: &LeaseToken, end: RunEnd) -> RemoteResult<Task> {
+        Ok(self.end_attempt(id, token, end, Vec::new()).await?.0)
+    }
+
+    /// Completes the attempt with `result` as [`Remote::finish`] does, and adds `steps` to its
+    /// workflow in the same transaction, the steps first, so the spawner's dependants wait for
+    /// them (a `complete` that carries `spawn`).
+    pub async fn complete_spawning(
+        &self,
+        id: TaskId,
+        token: &LeaseToken,
+        result: Value,
+        steps: Vec<NewStep>,
+    ) -> RemoteResult<(Task, Option<SpawnedSteps>)> {
+        self.end_attempt(id, token, RunEnd::Returned(result), steps).await
+    }
+
+    async fn end_attempt(
         &self,
         id: TaskId,
         token: &LeaseToken,
@@ -543,7 +558,11 @@ impl Remote {
                     s.task.trace_id = Some(trace.clone());
                 }
             }
-            let spawned = self.tasks.spawn_steps(&Spawn { held, steps: spawn, end: Some(finish.clone()) }).await?;
+            let Finish::Completed { result } = &finish else {
+                unreachable!("only a returned run spawns, and a returned run is completed: {finish:?}")
+            };
+            let spawn = Spawn { held, steps: spawn, completes: Some(result.clone()) };
+            let spawned = self.tasks.spawn_steps(&spawn).await?;
             let Some(ended) = spawned.ended else {
                 return Err(RemoteError::LeaseLost(id));
             };

@@ -8,7 +8,6 @@
 use async_trait::async_trait;
 
 use super::error::{SpawnError, StoreResult, WorkflowCreateError};
-use super::tasks::Finish;
 use crate::lease::Held;
 use crate::task::{Task, TaskId};
 use crate::workflow::{
@@ -16,17 +15,17 @@ use crate::workflow::{
     WorkflowView,
 };
 
-/// New steps for the workflow of a running step, fenced by its attempt; with `end`, the
-/// attempt's end too (a `complete` that carries `spawn`), written in the same transaction
-/// after the steps, so the spawner's dependants are never released before they wait for
-/// the new steps.
+/// New steps for the workflow of a running step, fenced by its attempt; with `completes`, the
+/// attempt completed with that result too (a `complete` that carries `spawn`), written in the
+/// same transaction after the steps, so the spawner's dependants are never released before
+/// they wait for the new steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spawn {
     pub held: Held,
     /// Each step's task is already checked as an enqueue is; the graph is checked by the
     /// store against the stored workflow ([`crate::workflow::StoredGraph::plan`]).
     pub steps: Vec<NewStep>,
-    pub end: Option<Finish>,
+    pub completes: Option<serde_json::Value>,
 }
 
 /// What a spawn stored: the new steps, and the spawner as it now is when the spawn ended it.

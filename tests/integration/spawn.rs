@@ -545,7 +545,8 @@ async fn spawns_race_ends_and_each_other(kind: &str) {
         };
         let x = vec![step("x", "race_x", &["p"], OnParentFailure::Run)];
         let x_id = x[0].task.id;
-        let first = Spawn { held: Held::new(s1.id, WorkerId("daemon-2".into()), s1.attempts), steps: x, end: None };
+        let first =
+            Spawn { held: Held::new(s1.id, WorkerId("daemon-2".into()), s1.attempts), steps: x, completes: None };
         let (e, s) = (one.clone(), two.clone());
         let ended = tokio::spawn(async move { e.finish(&[end]).await.unwrap() });
         let spawned = tokio::spawn(async move { s.spawn_steps(&first).await });
@@ -561,7 +562,7 @@ async fn spawns_race_ends_and_each_other(kind: &str) {
         let y = |by: &devops_control_tower::task::Task, worker: &str| Spawn {
             held: Held::new(by.id, WorkerId(worker.into()), by.attempts),
             steps: vec![step("y", "race_y", &[], OnParentFailure::Cancel)],
-            end: None,
+            completes: None,
         };
         let (a, b) = (y(&s1, "daemon-2"), y(&s2, "daemon-1"));
         let (sa, sb) = (two.clone(), one.clone());

@@ -1416,7 +1416,8 @@ pub(crate) mod workflow_cases {
         let b = created.steps[1].task_id;
         let mut claimed = store.claim(&claim_types("w", &["wa"])).await.unwrap();
         let a = claimed.remove(0);
-        let spawn = |held: Held, steps: Vec<NewStep>, end: Option<Finish>| Spawn { held, steps, end };
+        let spawn =
+            |held: Held, steps: Vec<NewStep>, completes: Option<serde_json::Value>| Spawn { held, steps, completes };
         let x = || {
             vec![step("x", "wx", &[], OnParentFailure::Cancel), step("y", "wy", &["x", "a"], OnParentFailure::Cancel)]
         };
@@ -1445,10 +1446,7 @@ pub(crate) mod workflow_cases {
         // Spawned and ended in one transaction: b waits for x and y, y for x and the spawner.
         let steps = x();
         let (x_id, y_id) = (steps[0].task.id, steps[1].task.id);
-        let spawned = store
-            .spawn_steps(&spawn(held.clone(), steps, Some(Finish::Completed { result: json!("a") })))
-            .await
-            .unwrap();
+        let spawned = store.spawn_steps(&spawn(held.clone(), steps, Some(json!("a")))).await.unwrap();
         assert_eq!(spawned.steps.workflow_id, wf.id);
         let statuses: Vec<(String, TaskStatus)> =
             spawned.steps.steps.iter().map(|s| (s.key.to_string(), s.status)).collect();

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::tasks::{task_from_row, Columns, FinishArrays, FINISH, INSERT_STEPS};
 use super::{pg_err, PgStore};
 use crate::store::error::{SpawnError, StoreError, StoreResult, WorkflowCreateError};
-use crate::store::tasks::AttemptEnd;
+use crate::store::tasks::{AttemptEnd, Finish};
 use crate::store::workflows::{Spawn, Spawned, WorkflowStore};
 use crate::task::{NewTask, TaskId};
 use crate::workflow::{
@@ -148,10 +148,11 @@ impl PgStore {
         }
         // The end last, in this transaction: its release trigger finds the dependants already
         // waiting for the new steps.
-        let ended = match &spawn.end {
+        let ended = match &spawn.completes {
             None => None,
-            Some(finish) => {
-                let end = AttemptEnd { held: spawn.held.clone(), finish: finish.clone() };
+            Some(result) => {
+                let finish = Finish::Completed { result: result.clone() };
+                let end = AttemptEnd { held: spawn.held.clone(), finish };
                 let arrays = FinishArrays::of(std::iter::once(&end));
                 let row = tx.query_opt(FINISH.as_str(), &arrays.params()).await.map_err(pg_err)?;
                 // Held under this transaction's lock since the fence was read.

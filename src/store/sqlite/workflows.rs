@@ -13,7 +13,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::tasks::{insert_step, parse, write_end, Placement};
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::store::error::{SpawnError, StoreError, StoreResult, WorkflowCreateError};
-use crate::store::tasks::AttemptEnd;
+use crate::store::tasks::{AttemptEnd, Finish};
 use crate::store::workflows::{Spawn, Spawned, WorkflowStore};
 use crate::task::{TaskId, TaskStatus};
 use crate::workflow::{
@@ -144,10 +144,11 @@ impl WorkflowStore for SqliteStore {
                 }
                 // The end last, as on PostgreSQL: its release trigger finds the dependants
                 // already waiting for the new steps.
-                let ended = match &spawn.end {
+                let ended = match &spawn.completes {
                     None => None,
-                    Some(finish) => {
-                        let end = AttemptEnd { held: spawn.held.clone(), finish: finish.clone() };
+                    Some(result) => {
+                        let finish = Finish::Completed { result: result.clone() };
+                        let end = AttemptEnd { held: spawn.held.clone(), finish };
                         match write_end(&tx, &end, now)? {
                             Some((task, _)) => Some(task),
                             None => return Ok(Err(SpawnError::LeaseLost(id))),
