@@ -1,6 +1,8 @@
 //! Workflows as data: ids, step keys, what a step does when a parent fails, the validated
 //! [`NewWorkflow`] (its graph checked: keys unique, dependencies known, no cycle, at most
-//! [`limits::STEPS_MAX`] steps), the workflow's status, and what the API and a claim show.
+//! [`limits::STEPS_MAX`] steps), the steps a running step spawns checked by the same checker
+//! against the stored workflow ([`StoredGraph::plan`], which also says how to store them), the
+//! workflow's status, and what the API and a claim show.
 //!
 //! A workflow is tasks: each step is a row of `tasks` with `workflow_id` and `step_key`,
 //! `waiting` until its parents are done. The stores release steps in the transaction of a
@@ -36,7 +38,10 @@ pub use crate::task::{ParentOutcome, Parents, WorkflowId};
 /// Limits on what a workflow may hold.
 pub mod limits {
     pub const NAME_MAX: usize = 128;
+    /// Steps in one `POST /workflows` or one spawn.
     pub const STEPS_MAX: usize = 10_000;
+    /// Steps a workflow may reach through spawns.
+    pub const WORKFLOW_STEPS_MAX: usize = 100_000;
     pub const KEY_MAX: usize = 64;
 }
 
@@ -122,111 +127,8 @@ impl NewWorkflow {
     /// Checks the graph: at least one and at most [`limits::STEPS_MAX`] steps, every key
     /// once, every dependency a key of the workflow (and not the step itself), no cycle.
     pub fn checked(self) -> Result<NewWorkflow, InvalidWorkflow> {
-        if self.steps.is_empty() {
-            return Err(InvalidWorkflow::NoSteps);
-        }
-        if self.steps.len() > limits::STEPS_MAX {
-            return Err(InvalidWorkflow::TooManySteps { count: self.steps.len() });
-        }
-        let mut index: HashMap<&StepKey, usize> = HashMap::with_capacity(self.steps.len());
-        for (i, step) in self.steps.iter().enumerate() {
-            if let Some(&first) = index.get(&step.key) {
-                return Err(InvalidWorkflow::RepeatedKey { key: step.key.to_string(), indexes: [first, i] });
-            }
-            index.insert(&step.key, i);
-        }
-        for (i, step) in self.steps.iter().enumerate() {
-            let mut seen = Vec::with_capacity(step.depends_on.len());
-            for parent in &step.depends_on {
-                if !index.contains_key(parent) {
-                    return Err(InvalidWorkflow::UnknownDependency {
-                        index: i,
-                        key: step.key.to_string(),
-                        dependency: parent.to_string(),
-                    });
-                }
-                if seen.contains(&parent) {
-                    return Err(InvalidWorkflow::Step {
-                        index: i,
-                        key: Some(step.key.to_string()),
-                        code: "invalid_field",
-                        message: format!("depends_on: {parent} is named twice"),
-                    });
-                }
-                seen.push(parent);
-            }
-        }
-        for (i, step) in self.steps.iter().enumerate() {
-            if step.task.task_type == crate::approval::TYPE {
-                crate::approval::ApprovalPayload::parse(&step.task.payload).map_err(|message| {
-                    InvalidWorkflow::Step { index: i, key: Some(step.key.to_string()), code: "invalid_field", message }
-                })?;
-            }
-            let bad = |message: String| InvalidWorkflow::Step {
-                index: i,
-                key: Some(step.key.to_string()),
-                code: "invalid_reference",
-                message,
-            };
-            for r in references(&step.task.payload).map_err(bad)? {
-                if !step.depends_on.iter().any(|d| d.as_str() == r.key) {
-                    return Err(bad(format!(
-                        "payload{}: $from names {:?}, which is not in this step's depends_on",
-                        r.at, r.key
-                    )));
-                }
-            }
-        }
-        if let Some(keys) = self.cycle(&index) {
-            return Err(InvalidWorkflow::Cycle { keys });
-        }
+        check_steps(&self.steps, None)?;
         Ok(self)
-    }
-
-    /// The keys of one cycle, in dependency order, if the graph has any (Kahn's algorithm
-    /// leaves exactly the steps on or behind a cycle; following parents from one of them
-    /// must come back round).
-    fn cycle(&self, index: &HashMap<&StepKey, usize>) -> Option<Vec<String>> {
-        let n = self.steps.len();
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut pending: Vec<usize> = vec![0; n];
-        for (i, step) in self.steps.iter().enumerate() {
-            for parent in &step.depends_on {
-                children[index[parent]].push(i);
-                pending[i] += 1;
-            }
-        }
-        let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
-        let mut done = 0;
-        while let Some(i) = ready.pop() {
-            done += 1;
-            for &c in &children[i] {
-                pending[c] -= 1;
-                if pending[c] == 0 {
-                    ready.push(c);
-                }
-            }
-        }
-        if done == n {
-            return None;
-        }
-        // Walk parents that are still pending until a step repeats: the walk from there on
-        // is a cycle.
-        let start = (0..n).find(|&i| pending[i] > 0)?;
-        let mut path: Vec<usize> = vec![start];
-        let mut at: HashMap<usize, usize> = HashMap::from([(start, 0)]);
-        let mut current = start;
-        loop {
-            let next = self.steps[current].depends_on.iter().map(|p| index[p]).find(|&p| pending[p] > 0)?;
-            if let Some(&pos) = at.get(&next) {
-                let mut keys: Vec<String> = path[pos..].iter().map(|&i| self.steps[i].key.to_string()).collect();
-                keys.reverse();
-                return Some(keys);
-            }
-            at.insert(next, path.len());
-            path.push(next);
-            current = next;
-        }
     }
 
     /// The status each step starts in: `queued` without parents, else `waiting`; an
@@ -238,6 +140,274 @@ impl NewWorkflow {
             TaskStatus::Waiting
         }
     }
+}
+
+/// The graph checks every set of new steps passes, a new workflow's and a spawn's alike:
+/// at least one and at most [`limits::STEPS_MAX`] steps, every key once (and, in a spawn,
+/// not a key the workflow has), every dependency a new step or (in a spawn) a step of the
+/// workflow, none named twice, every `$from` among `depends_on`, no cycle. A spawn's steps
+/// are also held to `spawn`'s rules ([`SpawnContext`]).
+fn check_steps(steps: &[NewStep], spawn: Option<&SpawnContext<'_>>) -> Result<(), InvalidWorkflow> {
+    if steps.is_empty() {
+        return Err(InvalidWorkflow::NoSteps);
+    }
+    if steps.len() > limits::STEPS_MAX {
+        return Err(InvalidWorkflow::TooManySteps { count: steps.len() });
+    }
+    if let Some(ctx) = spawn {
+        let total = ctx.existing.len() + steps.len();
+        if total > limits::WORKFLOW_STEPS_MAX {
+            return Err(InvalidWorkflow::TooManyInWorkflow { count: total });
+        }
+    }
+    let mut index: HashMap<&StepKey, usize> = HashMap::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(&first) = index.get(&step.key) {
+            return Err(InvalidWorkflow::RepeatedKey { key: step.key.to_string(), indexes: [first, i] });
+        }
+        if spawn.is_some_and(|ctx| ctx.existing.contains_key(step.key.as_str())) {
+            return Err(InvalidWorkflow::KeyTaken { index: i, key: step.key.to_string() });
+        }
+        index.insert(&step.key, i);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let mut seen = Vec::with_capacity(step.depends_on.len());
+        for parent in &step.depends_on {
+            let stored = spawn.and_then(|ctx| ctx.existing.get(parent.as_str()).map(|s| (ctx, *s)));
+            if !index.contains_key(parent) && stored.is_none() {
+                return Err(InvalidWorkflow::UnknownDependency {
+                    index: i,
+                    key: step.key.to_string(),
+                    dependency: parent.to_string(),
+                });
+            }
+            if seen.contains(&parent) {
+                return Err(InvalidWorkflow::Step {
+                    index: i,
+                    key: Some(step.key.to_string()),
+                    code: "invalid_field",
+                    message: format!("depends_on: {parent} is named twice"),
+                });
+            }
+            seen.push(parent);
+            if let Some((ctx, stored)) = stored {
+                if ctx.below_spawner.contains(&stored.task_id) {
+                    return Err(InvalidWorkflow::DependsOnDependant {
+                        index: i,
+                        key: step.key.to_string(),
+                        dependency: parent.to_string(),
+                    });
+                }
+                let failed = matches!(stored.status, TaskStatus::Failed | TaskStatus::Cancelled);
+                if failed && step.on_parent_failure == OnParentFailure::Cancel {
+                    return Err(InvalidWorkflow::ParentEnded {
+                        index: i,
+                        key: step.key.to_string(),
+                        dependency: parent.to_string(),
+                        status: stored.status,
+                    });
+                }
+            }
+        }
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if step.task.task_type == crate::approval::TYPE {
+            crate::approval::ApprovalPayload::parse(&step.task.payload).map_err(|message| InvalidWorkflow::Step {
+                index: i,
+                key: Some(step.key.to_string()),
+                code: "invalid_field",
+                message,
+            })?;
+        }
+        let bad = |message: String| InvalidWorkflow::Step {
+            index: i,
+            key: Some(step.key.to_string()),
+            code: "invalid_reference",
+            message,
+        };
+        for r in references(&step.task.payload).map_err(bad)? {
+            if !step.depends_on.iter().any(|d| d.as_str() == r.key) {
+                return Err(bad(format!(
+                    "payload{}: $from names {:?}, which is not in this step's depends_on",
+                    r.at, r.key
+                )));
+            }
+        }
+    }
+    if let Some(keys) = cycle(steps, &index) {
+        return Err(InvalidWorkflow::Cycle { keys });
+    }
+    Ok(())
+}
+
+/// The keys of one cycle among `steps`, in dependency order, if they have any (Kahn's
+/// algorithm leaves exactly the steps on or behind a cycle; following parents from one of
+/// them must come back round). Dependencies outside `steps` (stored steps a spawn names)
+/// cannot be on a cycle: a stored step never waits for a new one, except the spawner's
+/// dependants, which no new step may name.
+fn cycle(steps: &[NewStep], index: &HashMap<&StepKey, usize>) -> Option<Vec<String>> {
+    let n = steps.len();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut pending: Vec<usize> = vec![0; n];
+    for (i, step) in steps.iter().enumerate() {
+        for parent in step.depends_on.iter().filter_map(|p| index.get(p)) {
+            children[*parent].push(i);
+            pending[i] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for &c in &children[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if done == n {
+        return None;
+    }
+    // Walk parents that are still pending until a step repeats: the walk from there on
+    // is a cycle.
+    let start = (0..n).find(|&i| pending[i] > 0)?;
+    let mut path: Vec<usize> = vec![start];
+    let mut at: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+    let mut current = start;
+    loop {
+        let next = steps[current].depends_on.iter().filter_map(|p| index.get(p).copied()).find(|&p| pending[p] > 0)?;
+        if let Some(&pos) = at.get(&next) {
+            let mut keys: Vec<String> = path[pos..].iter().map(|&i| steps[i].key.to_string()).collect();
+            keys.reverse();
+            return Some(keys);
+        }
+        at.insert(next, path.len());
+        path.push(next);
+        current = next;
+    }
+}
+
+/// A step already stored in the workflow a running step spawns into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStep {
+    pub task_id: TaskId,
+    pub key: String,
+    pub status: TaskStatus,
+}
+
+/// The workflow as stored when a running step spawns into it, read by the store inside the
+/// spawn's transaction (the statuses of the steps the new ones name read under their locks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredGraph {
+    /// The running step that spawns.
+    pub spawner: TaskId,
+    pub steps: Vec<StoredStep>,
+    /// Every edge of the workflow, as (step, parent): the step waits for the parent.
+    pub edges: Vec<(TaskId, TaskId)>,
+}
+
+/// What [`check_steps`] needs of a stored workflow.
+struct SpawnContext<'a> {
+    existing: HashMap<&'a str, &'a StoredStep>,
+    /// The spawner's dependants and every step below them: each will wait for the new
+    /// steps, so a new step that waited for one of them would close a cycle.
+    below_spawner: std::collections::HashSet<TaskId>,
+}
+
+/// One new edge of a spawn: `step` waits for `parent`. `counted` is true when the parent's
+/// end is already counted off the step (the parent ended before the spawn, or the step is no
+/// longer waiting), as the release trigger marks the edges it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEdge {
+    pub step: TaskId,
+    pub parent: TaskId,
+    pub counted: bool,
+}
+
+/// How a driver stores a spawn that [`StoredGraph::plan`] accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnPlan {
+    /// Per new step, in the order given: `queued` or `waiting`, and the parents it waits for.
+    pub statuses: Vec<TaskStatus>,
+    pub pending: Vec<i32>,
+    /// The new steps' edges to their parents, and the spawner's dependants' edges to every
+    /// new step.
+    pub edges: Vec<NewEdge>,
+    /// The spawner's dependants that are waiting: each now waits for every new step too
+    /// (`pending_parents` plus the number of new steps).
+    pub waiting_dependants: Vec<TaskId>,
+}
+
+impl StoredGraph {
+    /// Checks `steps` (with ids already given) as spawned by [`StoredGraph::spawner`] and
+    /// says how to store them: the checks of a new workflow ([`NewWorkflow::checked`]), plus
+    /// keys unique against the stored ones, dependencies on stored steps allowed except the
+    /// spawner's dependants and anything below them (a cycle), a dependency on a step that
+    /// ended `failed` or `cancelled` only for an `on_parent_failure: run` step (a `cancel`
+    /// step could never run), and at most [`limits::WORKFLOW_STEPS_MAX`] steps in all. A
+    /// parent that already ended is counted at once; the spawner's dependants get an edge to
+    /// every new step.
+    pub fn plan(&self, steps: &[NewStep]) -> Result<SpawnPlan, InvalidWorkflow> {
+        let mut children: HashMap<TaskId, Vec<TaskId>> = HashMap::new();
+        for (step, parent) in &self.edges {
+            children.entry(*parent).or_default().push(*step);
+        }
+        let dependants: Vec<TaskId> = children.get(&self.spawner).cloned().unwrap_or_default();
+        let mut below: std::collections::HashSet<TaskId> = std::collections::HashSet::new();
+        let mut todo = dependants.clone();
+        while let Some(t) = todo.pop() {
+            if below.insert(t) {
+                todo.extend(children.get(&t).into_iter().flatten().copied());
+            }
+        }
+        let ctx =
+            SpawnContext { existing: self.steps.iter().map(|s| (s.key.as_str(), s)).collect(), below_spawner: below };
+        check_steps(steps, Some(&ctx))?;
+        let new_ids: HashMap<&str, TaskId> = steps.iter().map(|s| (s.key.as_str(), s.task.id)).collect();
+        let mut plan = SpawnPlan {
+            statuses: Vec::with_capacity(steps.len()),
+            pending: Vec::with_capacity(steps.len()),
+            edges: Vec::new(),
+            waiting_dependants: Vec::new(),
+        };
+        for s in steps {
+            let mut pending = 0;
+            for p in &s.depends_on {
+                let (parent, ended) = match new_ids.get(p.as_str()) {
+                    Some(id) => (*id, false),
+                    None => {
+                        let stored = ctx.existing[p.as_str()];
+                        (stored.task_id, stored.status.is_final())
+                    }
+                };
+                if !ended {
+                    pending += 1;
+                }
+                plan.edges.push(NewEdge { step: s.task.id, parent, counted: ended });
+            }
+            // An approval is never queued: with its parents ended it awaits its decision.
+            let ready = pending == 0 && s.task.task_type != crate::approval::TYPE;
+            plan.statuses.push(if ready { TaskStatus::Queued } else { TaskStatus::Waiting });
+            plan.pending.push(pending);
+        }
+        let status_of: HashMap<TaskId, TaskStatus> = self.steps.iter().map(|s| (s.task_id, s.status)).collect();
+        for d in dependants {
+            let waiting = status_of.get(&d) == Some(&TaskStatus::Waiting);
+            if waiting {
+                plan.waiting_dependants.push(d);
+            }
+            plan.edges.extend(steps.iter().map(|s| NewEdge { step: d, parent: s.task.id, counted: !waiting }));
+        }
+        Ok(plan)
+    }
+}
+
+/// What a spawn answers: the workflow and each new step's task.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct SpawnedSteps {
+    pub workflow_id: WorkflowId,
+    pub steps: Vec<CreatedStep>,
 }
 
 /// One `$from` reference in a payload.
@@ -350,6 +520,24 @@ pub enum InvalidWorkflow {
     UnknownDependency { index: usize, key: String, dependency: String },
     #[error("the steps {} depend on each other in a cycle", keys.join(" → "))]
     Cycle { keys: Vec<String> },
+    /// A spawned step's key is a stored step's.
+    #[error("step [{index}] uses the key {key:?}, which a step of the workflow already has")]
+    KeyTaken { index: usize, key: String },
+    /// A spawned step names a step that waits for the spawner (or one below it).
+    #[error(
+        "step [{index}] ({key}) depends on {dependency:?}, which waits for the spawning step: that would be a cycle"
+    )]
+    DependsOnDependant { index: usize, key: String, dependency: String },
+    /// A spawned `cancel` step names a stored step that ended failed or cancelled.
+    #[error(
+        "step [{index}] ({key}) depends on {dependency:?}, which ended {status}; with on_parent_failure \"cancel\" it could never run (use \"run\")"
+    )]
+    ParentEnded { index: usize, key: String, dependency: String, status: TaskStatus },
+    #[error(
+        "steps: a spawn would take the workflow to {count} steps; a workflow holds at most {}",
+        limits::WORKFLOW_STEPS_MAX
+    )]
+    TooManyInWorkflow { count: usize },
     /// One step is not a valid task (or its type is unknown, or its executor refuses it).
     #[error("step [{index}]{}: {message}", key.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]
     Step { index: usize, key: Option<String>, code: &'static str, message: String },
@@ -555,6 +743,83 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, ["x", "y", "z"], "{keys:?}");
         assert!(matches!(wf(vec![step("s", &["s"])]), Err(InvalidWorkflow::Cycle { keys }) if keys == ["s"]));
+    }
+
+    /// A stored workflow: root → spawner → dependant → below, and a failed step.
+    fn stored() -> (StoredGraph, [TaskId; 5]) {
+        let ids = [TaskId::new(), TaskId::new(), TaskId::new(), TaskId::new(), TaskId::new()];
+        let s = |i: usize, key: &str, status| StoredStep { task_id: ids[i], key: key.into(), status };
+        let graph = StoredGraph {
+            spawner: ids[1],
+            steps: vec![
+                s(0, "root", TaskStatus::Completed),
+                s(1, "spawner", TaskStatus::Running),
+                s(2, "dependant", TaskStatus::Waiting),
+                s(3, "below", TaskStatus::Waiting),
+                s(4, "broken", TaskStatus::Failed),
+            ],
+            edges: vec![(ids[1], ids[0]), (ids[2], ids[1]), (ids[3], ids[2])],
+        };
+        (graph, ids)
+    }
+
+    #[test]
+    fn a_spawn_is_planned_against_the_stored_graph() {
+        let (graph, ids) = stored();
+        let new = vec![step("x", &["root"]), step("y", &["x", "spawner"]), step("z", &[])];
+        let plan = graph.plan(&new).unwrap();
+        assert_eq!(plan.statuses, [TaskStatus::Queued, TaskStatus::Waiting, TaskStatus::Queued]);
+        assert_eq!(plan.pending, [0, 2, 0], "root has completed: counted at once");
+        assert_eq!(plan.waiting_dependants, [ids[2]]);
+        let edge = |step: TaskId, parent: TaskId, counted: bool| NewEdge { step, parent, counted };
+        let (x, y, z) = (new[0].task.id, new[1].task.id, new[2].task.id);
+        assert_eq!(
+            plan.edges,
+            [
+                edge(x, ids[0], true),
+                edge(y, x, false),
+                edge(y, ids[1], false),
+                edge(ids[2], x, false),
+                edge(ids[2], y, false),
+                edge(ids[2], z, false),
+            ]
+        );
+        let refused = |steps: Vec<NewStep>| graph.plan(&steps).unwrap_err();
+        assert_eq!(refused(vec![step("root", &[])]), InvalidWorkflow::KeyTaken { index: 0, key: "root".into() });
+        for below in ["dependant", "below"] {
+            assert_eq!(
+                refused(vec![step("x", &[]), step("y", &[below])]),
+                InvalidWorkflow::DependsOnDependant { index: 1, key: "y".into(), dependency: below.into() }
+            );
+        }
+        assert_eq!(
+            refused(vec![step("x", &["broken"])]),
+            InvalidWorkflow::ParentEnded {
+                index: 0,
+                key: "x".into(),
+                dependency: "broken".into(),
+                status: TaskStatus::Failed
+            }
+        );
+        let mut run = step("x", &["broken"]);
+        run.on_parent_failure = OnParentFailure::Run;
+        assert_eq!(graph.plan(&[run]).unwrap().statuses, [TaskStatus::Queued]);
+        assert!(matches!(refused(vec![step("x", &["y"]), step("y", &["x"])]), InvalidWorkflow::Cycle { .. }));
+        assert_eq!(
+            refused(vec![step("x", &["nope"])]),
+            InvalidWorkflow::UnknownDependency { index: 0, key: "x".into(), dependency: "nope".into() }
+        );
+        assert_eq!(refused(vec![]), InvalidWorkflow::NoSteps);
+        let mut huge = graph.clone();
+        huge.steps.extend((0..limits::WORKFLOW_STEPS_MAX).map(|i| StoredStep {
+            task_id: TaskId::new(),
+            key: format!("s{i}"),
+            status: TaskStatus::Completed,
+        }));
+        assert_eq!(
+            huge.plan(&[step("x", &[])]).unwrap_err(),
+            InvalidWorkflow::TooManyInWorkflow { count: limits::WORKFLOW_STEPS_MAX + 6 }
+        );
     }
 
     fn parents(result: Value) -> Parents {

@@ -89,6 +89,9 @@ pub enum ApiError {
     WorkerNotFound(WorkerId),
     #[error("the lease of task {0} is lost: it was rescued, cancelled, ended or claimed again")]
     LeaseLost(TaskId),
+    /// A spawn from a task that belongs to no workflow.
+    #[error("task {0} is no workflow step; only a step of a workflow can spawn steps into it")]
+    NotAWorkflowStep(TaskId),
     #[error("task {id} already has an artifact named {name:?}")]
     ArtifactExists { id: TaskId, name: String },
     #[error("no such trace file {0:?} (input.json, log.txt, output.json or artifacts/<name>)")]
@@ -187,6 +190,7 @@ impl ApiError {
             | NotAwaitingDecision { .. }
             | WorkflowNotRetryable { .. }
             | LeaseLost(_)
+            | NotAWorkflowStep(_)
             | ArtifactExists { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ReadOnlyKey | CsrfRejected | CrossOrigin => StatusCode::FORBIDDEN,
@@ -224,6 +228,7 @@ impl ApiError {
             NotAwaitingDecision { .. } => "not_awaiting_decision",
             WorkerNotFound(_) => "worker_not_found",
             LeaseLost(_) => "lease_lost",
+            NotAWorkflowStep(_) => "not_a_workflow_step",
             ArtifactExists { .. } => "artifact_exists",
             TraceFileNotFound(_) => "trace_file_not_found",
             Unauthorized => "unauthorized",
@@ -264,7 +269,9 @@ impl ApiError {
                 body.task_id = Some(*id);
                 body.status = Some(status.to_string());
             }
-            ApiError::LeaseLost(id) | ApiError::ArtifactExists { id, .. } => body.task_id = Some(*id),
+            ApiError::LeaseLost(id) | ApiError::NotAWorkflowStep(id) | ApiError::ArtifactExists { id, .. } => {
+                body.task_id = Some(*id)
+            }
             ApiError::WorkerNotFound(id) => body.worker_id = Some(id.0.clone()),
             ApiError::InvalidSchedule { field, .. } | ApiError::InvalidQueue { field, .. } => {
                 body.field = Some(field.clone())
@@ -302,6 +309,28 @@ impl ApiError {
                         body.dependency = Some(dependency.clone());
                     }
                     W::Cycle { keys } => body.keys = Some(keys.clone()),
+                    W::KeyTaken { index, key } => {
+                        body.index = Some(*index);
+                        body.key = Some(key.clone());
+                        body.keys = Some(vec![key.clone()]);
+                    }
+                    W::DependsOnDependant { index, key, dependency } => {
+                        body.index = Some(*index);
+                        body.key = Some(key.clone());
+                        body.keys = Some(vec![key.clone()]);
+                        body.dependency = Some(dependency.clone());
+                    }
+                    W::ParentEnded { index, key, dependency, status } => {
+                        body.index = Some(*index);
+                        body.key = Some(key.clone());
+                        body.keys = Some(vec![key.clone()]);
+                        body.dependency = Some(dependency.clone());
+                        body.status = Some(status.to_string());
+                    }
+                    W::TooManyInWorkflow { count } => {
+                        body.field = Some("steps".into());
+                        body.count = Some(*count);
+                    }
                     W::Step { index, key, code, .. } => {
                         body.index = Some(*index);
                         body.key = key.clone();
@@ -489,6 +518,8 @@ impl From<RemoteError> for ApiError {
             RemoteError::WorkerNotFound(id) => ApiError::WorkerNotFound(id),
             RemoteError::TaskNotFound(id) => ApiError::TaskNotFound(id),
             RemoteError::LeaseLost(id) => ApiError::LeaseLost(id),
+            RemoteError::NotAWorkflowStep(id) => ApiError::NotAWorkflowStep(id),
+            RemoteError::InvalidSteps(invalid) => ApiError::InvalidWorkflow(invalid),
             RemoteError::ArtifactExists { id, name } => ApiError::ArtifactExists { id, name },
             RemoteError::Store(e) => e.into(),
         }

@@ -1,6 +1,6 @@
 //! The HTTP worker protocol: `/workers` (register, heartbeat, deregister, list) and the
-//! routes a worker uses on its tasks: claim, heartbeat, log, artifacts, complete, fail,
-//! release. Every route needs the API key when one is set. The service behind them is
+//! routes a worker uses on its tasks: claim, heartbeat, log, artifacts, spawn, complete,
+//! fail, release. Every route needs the API key when one is set. The service behind them is
 //! [`crate::remote::Remote`].
 
 use base64::Engine;
@@ -66,7 +66,7 @@ pub fn routes(state: ApiState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and_then(|id: String, op: String| async move {
             match op.as_str() {
-                "heartbeat" | "log" | "artifacts" | "complete" | "fail" | "release" => Ok((id, op)),
+                "heartbeat" | "log" | "artifacts" | "spawn" | "complete" | "fail" | "release" => Ok((id, op)),
                 // Not ours (cancel, retry, bulk): let the other filters answer.
                 _ => Err(warp::reject::not_found()),
             }
@@ -148,9 +148,29 @@ pub(super) fn describe(doc: &mut super::openapi::Doc) {
     )
     .answers::<crate::attempt::StoredArtifact>(201, "The stored artifact")
     .error(409, "`lease_lost`, or an artifact of that name exists (`artifact_exists`)");
-    fenced(doc.post("/tasks/{id}/complete", "Complete the attempt with a result"))
-        .body::<CompleteRequest>(json!({ "lease_token": token, "result": { "ok": true } }))
-        .answers::<crate::task::Task>(200, "The task");
+    let steps_refused = "`invalid_field` (a bad lease_token, a missing field), or `invalid_workflow` naming the step(s): a repeated key or one the workflow has (`key`, `index`), an unknown dependency or one on a step that waits for this one, a cycle (`keys`), a `cancel` step on a parent that ended failed or cancelled (`dependency`, `status`), more than 10,000 steps or 100,000 in the workflow (`count`), an invalid step (`index`, `key`, `cause`)";
+    fenced(doc.post(
+        "/tasks/{id}/spawn",
+        "Add steps to the running step's workflow (fan-out decided at run time): each waits for its depends_on (new steps or any step of the workflow), and whatever depends on this step waits for all of them too",
+    ))
+    .body::<SpawnRequest>(json!({
+        "lease_token": token,
+        "steps": [
+            { "key": "shard-0", "type": "echo", "payload": { "shard": 0 } },
+            { "key": "shard-1", "type": "echo", "payload": { "shard": 1 } }
+        ]
+    }))
+    .answers::<crate::workflow::SpawnedSteps>(201, "The workflow and each new step's task and status (queued or waiting)")
+    .error(409, "`lease_lost`: the token no longer holds the task; `not_a_workflow_step`: the task is in no workflow")
+    .error(422, steps_refused);
+    fenced(doc.post(
+        "/tasks/{id}/complete",
+        "Complete the attempt with a result; with spawn, add those steps in the same transaction first (as /spawn does)",
+    ))
+    .body::<CompleteRequest>(json!({ "lease_token": token, "result": { "ok": true } }))
+    .answers::<Completed>(200, "The task (and the spawned steps when spawn was given)")
+    .error(409, "`lease_lost`: the token no longer holds the task; `not_a_workflow_step`: spawn from a task in no workflow")
+    .error(422, steps_refused);
     fenced(doc.post(
         "/tasks/{id}/fail",
         "Fail the attempt: retried per max_attempts (after retry_after_s when given), never when retryable is false",
@@ -343,6 +363,38 @@ struct CompleteRequest {
     lease_token: String,
     #[serde(default)]
     result: Option<Value>,
+    /// Steps to add to the task's workflow in the transaction of its end (as `/spawn`
+    /// takes them); an empty list spawns nothing.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<super::workflows::StepBody>>")]
+    spawn: Option<Vec<Value>>,
+}
+
+/// `POST /tasks/{id}/complete`'s answer: the task, and what it spawned when it did.
+#[derive(Serialize, schemars::JsonSchema)]
+struct Completed {
+    #[serde(flatten)]
+    task: crate::task::Task,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spawned: Option<crate::workflow::SpawnedSteps>,
+}
+
+/// The body of `POST /tasks/{id}/spawn`; each step is read as a workflow's is.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SpawnRequest {
+    lease_token: String,
+    #[schemars(with = "Vec<super::workflows::StepBody>", length(min = 1, max = crate::workflow::limits::STEPS_MAX))]
+    steps: Vec<Value>,
+}
+
+/// Reads spawned steps and has the intake check each as an enqueue (the store checks the
+/// graph). They get a fresh trace id here; the remote service gives them the spawner's.
+async fn spawned_steps(state: &ApiState, steps: Vec<Value>) -> Result<Vec<crate::workflow::NewStep>, ApiError> {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let steps = super::workflows::parse_steps(steps, &trace, None)?;
+    state.intake.admit_steps(&steps).await?;
+    Ok(steps)
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -416,11 +468,27 @@ where
             let stored = remote.add_artifact(id, &token, posted).await?;
             reply(StatusCode::CREATED, &stored)
         }
+        "spawn" => {
+            let req: SpawnRequest = parse(ct, body, &state).await?;
+            let token = parse_token(&req.lease_token)?;
+            let steps = spawned_steps(&state, req.steps).await?;
+            let spawned = remote.spawn(id, &token, steps.clone()).await?;
+            state.intake.steps_entered(&steps);
+            reply(StatusCode::CREATED, &spawned)
+        }
         "complete" => {
             let req: CompleteRequest = parse(ct, body, &state).await?;
-            let end = RunEnd::Returned(req.result.unwrap_or(Value::Null));
-            let task = remote.finish(id, &parse_token(&req.lease_token)?, end).await?;
-            reply(StatusCode::OK, &task)
+            let token = parse_token(&req.lease_token)?;
+            let steps = match req.spawn {
+                Some(steps) if !steps.is_empty() => spawned_steps(&state, steps).await?,
+                _ => Vec::new(),
+            };
+            let result = req.result.unwrap_or(Value::Null);
+            let (task, spawned) = remote.complete_spawning(id, &token, result, steps.clone()).await?;
+            if spawned.is_some() {
+                state.intake.steps_entered(&steps);
+            }
+            reply(StatusCode::OK, &Completed { task, spawned })
         }
         "fail" => {
             let req: FailRequest = parse(ct, body, &state).await?;

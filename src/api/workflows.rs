@@ -69,7 +69,7 @@ struct WorkflowRequest {
 #[derive(schemars::JsonSchema)]
 #[schemars(rename = "WorkflowStep")]
 #[allow(dead_code)]
-struct StepBody {
+pub(super) struct StepBody {
     /// Unique in the workflow: `[A-Za-z0-9_.-]{1,64}`.
     #[schemars(length(min = 1, max = crate::workflow::limits::KEY_MAX))]
     key: String,
@@ -196,16 +196,7 @@ pub fn parse_workflow(value: Value, trace_id: String) -> Result<NewWorkflow, Api
             ));
         }
     }
-    // Counted before any step is read: a body of a million steps costs no more than this.
-    if req.steps.len() > limits::STEPS_MAX {
-        return Err(ApiError::InvalidWorkflow(InvalidWorkflow::TooManySteps { count: req.steps.len() }));
-    }
-    let steps = req
-        .steps
-        .into_iter()
-        .enumerate()
-        .map(|(index, step)| parse_step(index, step, &trace_id, req.cwom_issue_id.as_deref()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let steps = parse_steps(req.steps, &trace_id, req.cwom_issue_id.as_deref())?;
     let workflow = NewWorkflow {
         id: WorkflowId::new(),
         name: req.name,
@@ -214,6 +205,16 @@ pub fn parse_workflow(value: Value, trace_id: String) -> Result<NewWorkflow, Api
         steps,
     };
     workflow.checked().map_err(ApiError::InvalidWorkflow)
+}
+
+/// The steps of a workflow body or a spawn, each read by [`parse_step`] (the graph is
+/// checked after: by [`NewWorkflow::checked`], or by the store for a spawn).
+pub(super) fn parse_steps(steps: Vec<Value>, trace_id: &str, issue: Option<&str>) -> Result<Vec<NewStep>, ApiError> {
+    // Counted before any step is read: a body of a million steps costs no more than this.
+    if steps.len() > limits::STEPS_MAX {
+        return Err(ApiError::InvalidWorkflow(InvalidWorkflow::TooManySteps { count: steps.len() }));
+    }
+    steps.into_iter().enumerate().map(|(index, step)| parse_step(index, step, trace_id, issue)).collect()
 }
 
 /// One step: `key`, `depends_on`, `on_parent_failure`, and the rest an enqueue body.

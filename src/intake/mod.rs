@@ -2,7 +2,8 @@
 //!
 //! Every caller that adds tasks comes here: the HTTP routes (single and batch enqueue), the
 //! MCP server and the dashboard (both through those routes), and the daemon's own services
-//! (schedule ticks through [`Intake::fire`], workflows through [`Intake::enqueue_workflow`]).
+//! (schedule ticks through [`Intake::fire`], workflows through [`Intake::enqueue_workflow`], the
+//! steps a running step spawns through [`Intake::admit_steps`], stored by the worker protocol).
 //! For each task the intake checks what a validated [`NewTask`] cannot know alone:
 //! - the type is known here ([`TaskTypes`]: the built-in handlers, `JCT_TASK_TYPES`, the
 //!   types registered workers serve);
@@ -27,7 +28,7 @@ use crate::store::{
 };
 use crate::task::{NewTask, Task, TaskId};
 use crate::wakeups::Fanout;
-use crate::workflow::{CreatedWorkflow, NewWorkflow, WorkflowId};
+use crate::workflow::{CreatedWorkflow, NewStep, NewWorkflow, WorkflowId};
 
 mod types;
 
@@ -186,6 +187,29 @@ impl Intake {
         self.entered(&per_type);
         tracing::debug!(workflow_id = %created.workflow_id, steps = created.steps.len(), "workflow stored");
         Ok(created)
+    }
+
+    /// Checks steps a running step spawns as an enqueue is checked (types, admission, CWOM
+    /// links), naming the step refused by index and key. The store checks their graph.
+    pub async fn admit_steps(&self, steps: &[NewStep]) -> Result<(), IntakeError> {
+        let tasks: Vec<NewTask> = steps.iter().map(|s| s.task.clone()).collect();
+        self.check(&tasks, true).await.map_err(|(index, source)| IntakeError::InStep {
+            index,
+            key: steps[index].key.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Counts stored spawned steps as entered, and wakes the fleet for those queued at once.
+    pub fn steps_entered(&self, steps: &[NewStep]) {
+        let mut per_type: Vec<(&str, u64)> = Vec::new();
+        for s in steps {
+            match per_type.iter_mut().find(|(ty, _)| *ty == s.task.task_type) {
+                Some((_, n)) => *n += 1,
+                None => per_type.push((s.task.task_type.as_str(), 1)),
+            }
+        }
+        self.entered(&per_type);
     }
 
     /// Asks whether `task` would be taken (type, admission, CWOM link) without storing it:

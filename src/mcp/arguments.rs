@@ -176,6 +176,20 @@ pub struct CompleteTask {
     #[serde(default, deserialize_with = "given")]
     #[schemars(with = "Option<Value>")]
     pub result: Option<Option<Value>>,
+    /// steps to add to the task's workflow as it completes (as jct_spawn_steps takes them)
+    pub spawn: Option<Vec<Map<String, Value>>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnSteps {
+    /// the task's id (a UUID); it must be a running step of a workflow
+    pub task_id: String,
+    /// the lease_token jct_claim_task returned with the task
+    pub lease_token: String,
+    /// each an enqueue body (type, payload, …) plus key ([A-Za-z0-9_.-]{1,64}, new in the
+    /// workflow), depends_on (keys) and on_parent_failure (cancel or run); 1 to 10000
+    pub steps: Vec<Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -163,12 +163,21 @@ pub async fn call(
             }
             Ok(client.post_json(&format!("/tasks/{}/artifacts", task_id(&a.task_id)?), &body).await?)
         }
+        ToolName::SpawnSteps => {
+            let a: A::SpawnSteps = args(tool, &raw)?;
+            // The server checks every step (422 invalid_workflow naming it).
+            let body = json!({ "lease_token": a.lease_token, "steps": a.steps });
+            Ok(client.post_json(&format!("/tasks/{}/spawn", task_id(&a.task_id)?), &body).await?)
+        }
         ToolName::CompleteTask => {
             let a: A::CompleteTask = args(tool, &raw)?;
             let id = task_id(&a.task_id)?;
             let mut body = json!({ "lease_token": a.lease_token });
             if let Some(result) = a.result {
                 body["result"] = result.unwrap_or(Value::Null);
+            }
+            if let Some(spawn) = a.spawn {
+                body["spawn"] = json!(spawn);
             }
             let answer = client.post_json(&format!("/tasks/{id}/complete"), &body).await?;
             agent.ended(&id);

@@ -20,6 +20,7 @@ pub enum ToolName {
     Heartbeat,
     AppendLog,
     ReportArtifact,
+    SpawnSteps,
     CompleteTask,
     FailTask,
     GetIssueContext,
@@ -49,7 +50,7 @@ enum Effect {
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 25] = [
+    pub const ALL: [ToolName; 26] = [
         ToolName::EnqueueTask,
         ToolName::GetTask,
         ToolName::ListTasks,
@@ -60,6 +61,7 @@ impl ToolName {
         ToolName::Heartbeat,
         ToolName::AppendLog,
         ToolName::ReportArtifact,
+        ToolName::SpawnSteps,
         ToolName::CompleteTask,
         ToolName::FailTask,
         ToolName::GetIssueContext,
@@ -89,6 +91,7 @@ impl ToolName {
             ToolName::Heartbeat => "jct_heartbeat",
             ToolName::AppendLog => "jct_append_log",
             ToolName::ReportArtifact => "jct_report_artifact",
+            ToolName::SpawnSteps => "jct_spawn_steps",
             ToolName::CompleteTask => "jct_complete_task",
             ToolName::FailTask => "jct_fail_task",
             ToolName::GetIssueContext => "jct_get_issue_context",
@@ -129,6 +132,7 @@ impl ToolName {
             | ToolName::RetryTask
             | ToolName::Heartbeat
             | ToolName::ReportArtifact
+            | ToolName::SpawnSteps
             | ToolName::CompleteTask
             | ToolName::FailTask
             | ToolName::CreateSchedule
@@ -195,10 +199,20 @@ impl ToolName {
                  artifacts/<name>, or records a URI (a pull request, a build). Changes: adds the \
                  artifact. Twice: safe; the same name again is refused with 409 artifact_exists."
             }
+            ToolName::SpawnSteps => {
+                "Adds steps to the workflow of a task you hold while it runs (fan-out decided as \
+                 you work): each step is an enqueue body plus key, depends_on (new steps or any \
+                 step of the workflow) and on_parent_failure; whatever depends on your task waits \
+                 for all of them too. Returns the workflow_id and each step's task_id and status. \
+                 Changes: adds the steps. Twice: safe; the same keys again are refused with 422 \
+                 invalid_workflow."
+            }
             ToolName::CompleteTask => {
                 "Ends your attempt at the task successfully with an optional JSON result; \
-                 output.json is written. Changes: the task becomes completed and the lease ends. \
-                 Twice: safe; the second call is refused with 409 lease_lost."
+                 output.json is written. With spawn (steps as jct_spawn_steps takes them), those \
+                 steps join the task's workflow in the same transaction. Changes: the task becomes \
+                 completed and the lease ends. Twice: safe; the second call is refused with 409 \
+                 lease_lost."
             }
             ToolName::FailTask => {
                 "Ends your attempt at the task as failed with a message. retryable (default true) \
@@ -293,6 +307,7 @@ impl ToolName {
             ToolName::Heartbeat => schema_of::<Lease>(),
             ToolName::AppendLog => schema_of::<AppendLog>(),
             ToolName::ReportArtifact => schema_of::<ReportArtifact>(),
+            ToolName::SpawnSteps => schema_of::<SpawnSteps>(),
             ToolName::CompleteTask => schema_of::<CompleteTask>(),
             ToolName::FailTask => schema_of::<FailTask>(),
             ToolName::GetIssueContext => schema_of::<IssueRef>(),

@@ -16,6 +16,8 @@
 //!   A heartbeat that finds the attempt ended (finished by a `complete` in flight, rescued,
 //!   claimed again) tells the worker to stop it and records nothing: the write that ended
 //!   it does.
+//! - A running step may spawn steps into its workflow (`spawn`, or `complete` with steps):
+//!   the same fence, and with `complete` one transaction for the steps and the end.
 //! - Any daemon of the database serves any attempt: calls for an attempt that was claimed
 //!   through another process (a restarted daemon, a second daemon behind the same address)
 //!   reopen its trace folder on this daemon's disk ([`Lifecycle::resume`]) and go on there.
@@ -34,10 +36,13 @@ use crate::intake::TaskTypes;
 use crate::lease::{Held, LeaseToken};
 use crate::registration::{NewWorker, WorkerRecord, WorkerState};
 use crate::shutdown::Shutdown;
-use crate::store::{AttemptEnd, ClaimParams, Finish, LeaseState, RenewParams, StoreError, TaskStore, WorkerStore};
+use crate::store::{
+    AttemptEnd, ClaimParams, Finish, LeaseState, RenewParams, Spawn, SpawnError, StoreError, TaskStore, WorkerStore,
+};
 use crate::task::{Task, TaskId, WorkerId};
 use crate::tunables::WORKER_DEAD_AFTER_BEATS;
 use crate::wakeups::Fanout;
+use crate::workflow::{InvalidWorkflow, NewStep, SpawnedSteps};
 
 /// Why a worker-protocol request changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +58,26 @@ pub enum RemoteError {
     LeaseLost(TaskId),
     #[error("task {id} already has an artifact named {name:?}")]
     ArtifactExists { id: TaskId, name: String },
+    /// A spawn from a task that belongs to no workflow.
+    #[error("task {0} is no workflow step; only a step of a workflow can spawn steps into it")]
+    NotAWorkflowStep(TaskId),
+    /// A spawn's steps do not fit the workflow's graph.
+    #[error(transparent)]
+    InvalidSteps(InvalidWorkflow),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<SpawnError> for RemoteError {
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::NotFound(id) => RemoteError::TaskNotFound(id),
+            SpawnError::LeaseLost(id) => RemoteError::LeaseLost(id),
+            SpawnError::NotAWorkflowStep(id) => RemoteError::NotAWorkflowStep(id),
+            SpawnError::Invalid(invalid) => RemoteError::InvalidSteps(invalid),
+            SpawnError::Store(e) => RemoteError::Store(e),
+        }
+    }
 }
 
 type RemoteResult<T> = Result<T, RemoteError>;
@@ -451,11 +474,61 @@ impl Remote {
         })
     }
 
+    /// Adds steps to the workflow of the attempt's task while it runs, fenced by its token as
+    /// `complete` is ([`crate::store::WorkflowStore::spawn_steps`]); the steps share the
+    /// spawner's `trace_id`.
+    pub async fn spawn(&self, id: TaskId, token: &LeaseToken, mut steps: Vec<NewStep>) -> RemoteResult<SpawnedSteps> {
+        self.inherit_trace(id, token, &mut steps).await?;
+        let spawn = Spawn { held: Held { id, token: token.clone() }, steps, completes: None };
+        Ok(self.tasks.spawn_steps(&spawn).await?.steps)
+    }
+
+    /// Gives spawned steps the spawner's `trace_id`: one trace for the work it fanned out.
+    async fn inherit_trace(&self, id: TaskId, token: &LeaseToken, steps: &mut [NewStep]) -> RemoteResult<()> {
+        let trace = match self.cached(id, token) {
+            Some(open) => open.state.lock().await.attempt.as_ref().and_then(|a| a.task().trace_id.clone()),
+            None => None,
+        };
+        let trace = match trace {
+            Some(trace) => Some(trace),
+            None => self.tasks.get(id).await?.and_then(|t| t.trace_id),
+        };
+        if let Some(trace) = trace {
+            for s in steps {
+                s.task.trace_id = Some(trace.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the attempt as the worker reports it: completed, or failed (retried per the
     /// policy, after `retry_after` when given, never when not `retryable`). The store's
     /// fenced write decides; this call then records that end (`output.json` on this
     /// daemon's disk, the Run), whichever daemon the attempt was claimed through.
     pub async fn finish(&self, id: TaskId, token: &LeaseToken, end: RunEnd) -> RemoteResult<Task> {
+        Ok(self.end_attempt(id, token, end, Vec::new()).await?.0)
+    }
+
+    /// Completes the attempt with `result` as [`Remote::finish`] does, and adds `steps` to its
+    /// workflow in the same transaction, the steps first, so the spawner's dependants wait for
+    /// them (a `complete` that carries `spawn`).
+    pub async fn complete_spawning(
+        &self,
+        id: TaskId,
+        token: &LeaseToken,
+        result: Value,
+        steps: Vec<NewStep>,
+    ) -> RemoteResult<(Task, Option<SpawnedSteps>)> {
+        self.end_attempt(id, token, RunEnd::Returned(result), steps).await
+    }
+
+    async fn end_attempt(
+        &self,
+        id: TaskId,
+        token: &LeaseToken,
+        end: RunEnd,
+        mut spawn: Vec<NewStep>,
+    ) -> RemoteResult<(Task, Option<SpawnedSteps>)> {
         let open = self.cached(id, token);
         let task = match &open {
             Some(open) => open.state.lock().await.attempt.as_ref().map(|a| a.task().as_ref().clone()),
@@ -472,9 +545,28 @@ impl Remote {
             Ok(finish) => finish,
             Err(other) => unreachable!("a worker's report is always decided: {other:?}"),
         };
-        let end = AttemptEnd { held: Held { id, token: token.clone() }, finish: finish.clone() };
-        let Some(ended) = self.tasks.finish_reporting(&end).await? else {
-            return Err(RemoteError::LeaseLost(id));
+        let held = Held { id, token: token.clone() };
+        let (ended, spawned) = if spawn.is_empty() {
+            let end = AttemptEnd { held, finish: finish.clone() };
+            let Some(ended) = self.tasks.finish_reporting(&end).await? else {
+                return Err(RemoteError::LeaseLost(id));
+            };
+            (ended, None)
+        } else {
+            if let Some(trace) = &task.trace_id {
+                for s in &mut spawn {
+                    s.task.trace_id = Some(trace.clone());
+                }
+            }
+            let Finish::Completed { result } = &finish else {
+                unreachable!("only a returned run spawns, and a returned run is completed: {finish:?}")
+            };
+            let spawn = Spawn { held, steps: spawn, completes: Some(result.clone()) };
+            let spawned = self.tasks.spawn_steps(&spawn).await?;
+            let Some(ended) = spawned.ended else {
+                return Err(RemoteError::LeaseLost(id));
+            };
+            (ended, Some(spawned.steps))
         };
         self.forget(id, token);
         let open = match open {
@@ -487,7 +579,7 @@ impl Remote {
         if matches!(finish, Finish::Retry { .. }) {
             self.wake.work_available();
         }
-        Ok(ended)
+        Ok((ended, spawned))
     }
 
     /// Gives the attempt back to the queue, not counted.

@@ -9,7 +9,7 @@
 
 pub use crate::failure::{chain, StoreError, StoreErrorKind, StoreResult};
 use crate::task::{TaskId, TaskStatus};
-use crate::workflow::WorkflowId;
+use crate::workflow::{InvalidWorkflow, WorkflowId};
 
 /// Why an enqueue (one task or a batch) stored nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -108,6 +108,23 @@ pub enum WorkflowCreateError {
     /// The workflow's idempotency key was used before.
     #[error("idempotency key already used by workflow {existing}")]
     Duplicate { existing: WorkflowId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a spawn stored nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpawnError {
+    #[error("no task with id {0}")]
+    NotFound(TaskId),
+    /// The token no longer holds the task (rescued, cancelled, ended, claimed again).
+    #[error("the lease of task {0} is lost: it was rescued, cancelled, ended or claimed again")]
+    LeaseLost(TaskId),
+    /// The task holds the lease but belongs to no workflow.
+    #[error("task {0} is no workflow step; only a step of a workflow can spawn steps into it")]
+    NotAWorkflowStep(TaskId),
+    #[error(transparent)]
+    Invalid(InvalidWorkflow),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -3,7 +3,8 @@
 //! The rest of the daemon never sees SQL. It sees three traits, chosen once at start-up by
 //! [`Backend::open`] from `DATABASE_URL`:
 //! - [`TaskStore`] (`tasks.rs`): enqueue, claim, heartbeat, finish, release, cancel, list…,
-//!   and workflows ([`WorkflowStore`], `workflows.rs`: a workflow stored whole, read back);
+//!   and workflows ([`WorkflowStore`], `workflows.rs`: a workflow stored whole, a running
+//!   step's spawn, read back);
 //! - [`CwomStore`] (`cwom.rs`): create, read, list and update work objects;
 //! - [`WorkerStore`] (`workers.rs`): the registry of remote workers;
 //! - [`ScheduleStore`] (`schedules.rs`): schedules, and the transaction that fires a tick
@@ -43,8 +44,8 @@ pub mod workflows;
 
 pub use cwom::{Change, CwomStore};
 pub use error::{
-    CancelError, DecideError, EnqueueError, NotAwaiting, RetryError, ScheduleError, StoreError, StoreErrorKind,
-    StoreResult, WorkflowCreateError,
+    CancelError, DecideError, EnqueueError, NotAwaiting, RetryError, ScheduleError, SpawnError, StoreError,
+    StoreErrorKind, StoreResult, WorkflowCreateError,
 };
 pub use listener::{Listener, ListenerStatus, NotificationSink};
 pub use postgres::PgStore;
@@ -56,7 +57,7 @@ pub use tasks::{
     MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads, TaskStore,
 };
 pub use workers::WorkerStore;
-pub use workflows::{StepCounts, WorkflowStore};
+pub use workflows::{Spawn, Spawned, StepCounts, WorkflowStore};
 
 /// An open, migrated database: its task store, its CWOM store, and its listener if the
 /// database can notify.

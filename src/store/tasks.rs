@@ -8,7 +8,7 @@
 //! | [`OperatorStore`] | `crate::control` | cancel and retry, one task or many |
 //! | [`TaskReads`] | the API, the dashboard, the producer | get, list, counts, the overview, the next due time, ping |
 //! | [`MaintenanceStore`] | `crate::maintenance` | lease rescue, leadership |
-//! | [`WorkflowStore`] | `crate::intake`, `crate::control`, the API | a workflow stored whole, read, its unfinished steps |
+//! | [`WorkflowStore`] | `crate::intake`, `crate::control`, `crate::remote`, the API | a workflow stored whole, a running step's spawn (fenced by a [`Held`]), read, its unfinished steps |
 //!
 //! [`TaskStore`] is all six, what a driver implements and what the daemon holds.
 

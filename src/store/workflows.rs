@@ -1,4 +1,5 @@
-//! The workflow store: storing a workflow whole, and reading workflows back.
+//! The workflow store: storing a workflow whole, a running step's spawn (new steps joining
+//! its workflow, fenced by its lease), and reading workflows back.
 //!
 //! Releasing a step when its parents end is no operation here: each driver's migration
 //! (`V11__workflows.sql`) does it with a row trigger in the transaction of the parent's end,
@@ -8,12 +9,34 @@
 
 use async_trait::async_trait;
 
-use super::error::{DecideError, StoreResult, WorkflowCreateError};
+use super::error::{DecideError, SpawnError, StoreResult, WorkflowCreateError};
 use crate::approval::DecisionRecord;
+use crate::lease::Held;
 use crate::task::{Task, TaskId, TaskStatus};
 use crate::workflow::{
-    CreatedWorkflow, NewWorkflow, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary, WorkflowView,
+    CreatedWorkflow, NewStep, NewWorkflow, SpawnedSteps, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary,
+    WorkflowView,
 };
+
+/// New steps for the workflow of a running step, fenced by its attempt; with `completes`, the
+/// attempt completed with that result too (a `complete` that carries `spawn`), written in the
+/// same transaction after the steps, so the spawner's dependants are never released before
+/// they wait for the new steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spawn {
+    pub held: Held,
+    /// Each step's task is already checked as an enqueue is; the graph is checked by the
+    /// store against the stored workflow ([`crate::workflow::StoredGraph::plan`]).
+    pub steps: Vec<NewStep>,
+    pub completes: Option<serde_json::Value>,
+}
+
+/// What a spawn stored: the new steps, and the spawner as it now is when the spawn ended it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spawned {
+    pub steps: SpawnedSteps,
+    pub ended: Option<Task>,
+}
 
 #[async_trait]
 pub trait WorkflowStore: Send + Sync + 'static {
@@ -21,6 +44,15 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// nothing: steps without parents `queued`, the others `waiting`. A used idempotency
     /// key gives [`WorkflowCreateError::Duplicate`] with the workflow that holds it.
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<CreatedWorkflow, WorkflowCreateError>;
+
+    /// Adds `spawn`'s steps to the workflow of the running step it holds, in one transaction
+    /// under the lock of the workflow, the spawner, the stored parents the new steps name and
+    /// the spawner's dependants (so none of them ends between reading its status and counting
+    /// it): each new step `queued` or `waiting` for its unfinished parents, and every
+    /// dependant of the spawner waiting for every new step as well. Refused whole
+    /// ([`SpawnError`]) when the fence does not hold, the task is no workflow step, or the
+    /// graph check fails; then nothing is stored.
+    async fn spawn_steps(&self, spawn: &Spawn) -> Result<Spawned, SpawnError>;
 
     /// The workflow with every step, in the order they were given.
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowView>>;

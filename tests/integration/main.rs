@@ -40,6 +40,7 @@ mod remote_traces;
 mod sandbox;
 mod schedules;
 mod schema_parity;
+mod spawn;
 mod sqlite_migrations;
 mod storable;
 mod store_conformance;

@@ -21,7 +21,7 @@ const KEY: &str = "mcp-test-key";
 const AGENT_TYPE: &str = "agent-job";
 
 /// The tools DESIGN.md names, and the ones that change nothing.
-const ALL_TOOLS: [&str; 25] = [
+const ALL_TOOLS: [&str; 26] = [
     "jct_enqueue_task",
     "jct_get_task",
     "jct_list_tasks",
@@ -32,6 +32,7 @@ const ALL_TOOLS: [&str; 25] = [
     "jct_heartbeat",
     "jct_append_log",
     "jct_report_artifact",
+    "jct_spawn_steps",
     "jct_complete_task",
     "jct_fail_task",
     "jct_get_issue_context",
@@ -393,6 +394,64 @@ async fn agent_cycle(extra: &[(&'static str, &str)]) {
     })
     .await;
     assert!(log.contains("registered as a JCT worker"), "{log}");
+}
+
+/// An agent that holds a workflow step fans out through the tools: jct_spawn_steps adds
+/// steps, jct_complete_task's spawn adds more as it ends, and the step that depended on it
+/// waits for every one of them; a refused spawn comes back whole.
+async fn agent_spawns(extra: &[(&'static str, &str)]) {
+    let d = daemon(extra);
+    let m = mcp(&d.url(""), KEY, &[]).await;
+    let body = json!({ "name": "fan", "steps": [
+        { "key": "plan", "type": AGENT_TYPE },
+        { "key": "report", "type": "echo", "depends_on": ["plan"] },
+    ] });
+    let (status, created) = api(&d, reqwest::Method::POST, "/workflows", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let wid = created["workflow_id"].as_str().unwrap().to_string();
+    let claimed = m.call("jct_claim_task", json!({ "types": [AGENT_TYPE], "wait_ms": 5000 })).await.ok();
+    let task = &claimed["task"];
+    assert_eq!(task["step_key"], "plan", "{claimed}");
+    let lease = json!({ "task_id": task["task_id"], "lease_token": task["lease_token"] });
+    let mut args = lease.clone();
+    args["steps"] =
+        json!([{ "key": "one", "type": "echo", "payload": { "n": 1 } }, { "key": "report", "type": "echo" }]);
+    let refused = m.call("jct_spawn_steps", args).await.error("invalid_workflow", Some(422));
+    assert_eq!(refused["key"], "report", "{refused}");
+    let mut args = lease.clone();
+    args["steps"] = json!([{ "key": "one", "type": "echo", "payload": { "n": 1 } }]);
+    let spawned = m.call("jct_spawn_steps", args).await.ok();
+    assert_eq!(
+        (spawned["workflow_id"].as_str(), spawned["steps"][0]["key"].as_str()),
+        (Some(wid.as_str()), Some("one"))
+    );
+    let mut args = lease.clone();
+    args["result"] = json!("planned");
+    args["spawn"] = json!([{ "key": "two", "type": "echo", "depends_on": ["one"] }]);
+    let done = m.call("jct_complete_task", args).await.ok();
+    assert_eq!(
+        (done["status"].as_str(), done["spawned"]["steps"][0]["key"].as_str()),
+        (Some("completed"), Some("two"))
+    );
+    let w = wait_for("the workflow to complete", Duration::from_secs(20), || async {
+        let (_, w) = api(&d, reqwest::Method::GET, &format!("/workflows/{wid}"), None).await;
+        (w["status"] == "completed").then_some(w)
+    })
+    .await;
+    let report = w["steps"].as_array().unwrap().iter().find(|s| s["key"] == "report").unwrap();
+    assert_eq!(report["depends_on"], json!(["one", "plan", "two"]), "{w}");
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_spawns_steps_into_its_workflow() {
+    agent_spawns(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_spawns_steps_into_its_workflow_on_postgresql() {
+    let db = support::PgDb::new().await;
+    agent_spawns(&[("DATABASE_URL", &db.url)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,4 +172,33 @@ async fn every_documented_route_answers_as_documented() {
     )
     .unwrap();
     assert_eq!((decided["status"].as_str(), decided["result"]["by"].as_str()), (Some("completed"), Some("ana")));
+    // A spawn's 201 and a complete's answer with `spawned`, from a step a worker holds, read
+    // as documented; the spawn is the document's example with the real token.
+    let post = |path: String, body: Value| {
+        let url = format!("{base}{path}");
+        async move {
+            let res = http().post(url).json(&body).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, worker) = post("/workers".into(), json!({ "name": "w", "types": ["split"] })).await;
+    let steps =
+        json!([{ "key": "split", "type": "split" }, { "key": "join", "type": "echo", "depends_on": ["split"] }]);
+    let (code, _) = post("/workflows".into(), json!({ "name": "spawns", "steps": steps })).await;
+    assert_eq!(code, 201);
+    let (_, claim) = post("/tasks/claim".into(), json!({ "worker_id": worker["worker_id"], "wait_ms": 5000 })).await;
+    let (id, token) = (claim["tasks"][0]["id"].as_str().unwrap(), &claim["tasks"][0]["lease_token"]);
+    let op = &doc["paths"]["/tasks/{id}/spawn"]["post"];
+    let mut example = op["requestBody"]["content"]["application/json"]["example"].clone();
+    example["lease_token"] = token.clone();
+    let (code, spawned) = post(format!("/tasks/{id}/spawn"), example).await;
+    assert_eq!(code, 201, "{spawned}");
+    check(&doc, &op["responses"]["201"]["content"]["application/json"]["schema"], &spawned, "spawn → 201").unwrap();
+    assert_eq!(spawned["steps"].as_array().map(|s| s.len()), Some(2), "{spawned}");
+    let op = &doc["paths"]["/tasks/{id}/complete"]["post"];
+    let body = json!({ "lease_token": token, "spawn": [{ "key": "last", "type": "echo" }] });
+    let (code, done) = post(format!("/tasks/{id}/complete"), body).await;
+    assert_eq!(code, 200, "{done}");
+    check(&doc, &op["responses"]["200"]["content"]["application/json"]["schema"], &done, "complete → 200").unwrap();
+    assert_eq!(done["spawned"]["steps"][0]["key"], "last", "{done}");
 }

@@ -1425,6 +1425,78 @@ pub(crate) mod workflow_cases {
         assert_eq!(counts[&first.id], vec![(TaskStatus::Failed, 1), (TaskStatus::Cancelled, 2)]);
         assert!(store.step_counts(&[]).await.unwrap().is_empty());
     }
+
+    pub async fn a_spawn_is_fenced_and_its_steps_join_the_workflow(store: Arc<dyn TaskStore>) {
+        use devops_control_tower::store::{Spawn, SpawnError};
+        use devops_control_tower::workflow::InvalidWorkflow;
+        let wf = workflow(vec![
+            step("a", "wa", &[], OnParentFailure::Cancel),
+            step("b", "wb", &["a"], OnParentFailure::Cancel),
+        ]);
+        let created = store.create_workflow(&wf).await.unwrap();
+        let b = created.steps[1].task_id;
+        let mut claimed = store.claim(&claim_types("w", &["wa"])).await.unwrap();
+        let a = claimed.remove(0);
+        let spawn =
+            |held: Held, steps: Vec<NewStep>, completes: Option<serde_json::Value>| Spawn { held, steps, completes };
+        let x = || {
+            vec![step("x", "wx", &[], OnParentFailure::Cancel), step("y", "wy", &["x", "a"], OnParentFailure::Cancel)]
+        };
+        let wrong = Held::new(a.id, worker("w"), a.attempts + 1);
+        assert!(
+            matches!(store.spawn_steps(&spawn(wrong, x(), None)).await, Err(SpawnError::LeaseLost(id)) if id == a.id)
+        );
+        let nobody = Held::new(TaskId::new(), worker("w"), 1);
+        assert!(matches!(store.spawn_steps(&spawn(nobody, x(), None)).await, Err(SpawnError::NotFound(_))));
+        let held = Held::new(a.id, worker("w"), a.attempts);
+        let taken = vec![step("b", "wx", &[], OnParentFailure::Cancel)];
+        match store.spawn_steps(&spawn(held.clone(), taken, None)).await {
+            Err(SpawnError::Invalid(InvalidWorkflow::KeyTaken { index: 0, key })) => assert_eq!(key, "b"),
+            other => panic!("expected the key to be refused, got {other:?}"),
+        }
+        let cycle = vec![step("x", "wx", &["b"], OnParentFailure::Cancel)];
+        assert!(matches!(
+            store.spawn_steps(&spawn(held.clone(), cycle, None)).await,
+            Err(SpawnError::Invalid(InvalidWorkflow::DependsOnDependant { .. }))
+        ));
+        assert_eq!(
+            store.get_workflow(wf.id).await.unwrap().unwrap().summary.step_count,
+            2,
+            "a refused spawn stored steps"
+        );
+        // Spawned and ended in one transaction: b waits for x and y, y for x and the spawner.
+        let steps = x();
+        let (x_id, y_id) = (steps[0].task.id, steps[1].task.id);
+        let spawned = store.spawn_steps(&spawn(held.clone(), steps, Some(json!("a")))).await.unwrap();
+        assert_eq!(spawned.steps.workflow_id, wf.id);
+        let statuses: Vec<(String, TaskStatus)> =
+            spawned.steps.steps.iter().map(|s| (s.key.to_string(), s.status)).collect();
+        assert_eq!(statuses, [("x".to_string(), TaskStatus::Queued), ("y".to_string(), TaskStatus::Waiting)]);
+        assert_eq!(spawned.ended.map(|t| t.status), Some(TaskStatus::Completed));
+        assert_eq!(status(&*store, b).await, TaskStatus::Waiting, "the spawner's end released b before x and y");
+        let view = store.get_workflow(wf.id).await.unwrap().unwrap();
+        let b_view = view.steps.iter().find(|s| s.key == "b").unwrap();
+        assert_eq!(b_view.depends_on, ["a", "x", "y"]);
+        // The ended spawner's token holds nothing: no more spawns.
+        let late = vec![step("z", "wx", &[], OnParentFailure::Cancel)];
+        assert!(matches!(store.spawn_steps(&spawn(held, late, None)).await, Err(SpawnError::LeaseLost(_))));
+        // A plain task holds its lease but has no workflow.
+        let plain = enqueue(&*store, "echo").await;
+        let claimed = store.claim(&claim("w", 10)).await.unwrap();
+        assert_eq!(claimed[0].id, plain);
+        let on_plain = Held::new(plain, worker("w"), claimed[0].attempts);
+        assert!(matches!(store.spawn_steps(&spawn(on_plain, x(), None)).await, Err(SpawnError::NotAWorkflowStep(_))));
+        run_one(&*store, "wx", Finish::Completed { result: json!("x") }).await;
+        assert_eq!(status(&*store, y_id).await, TaskStatus::Queued);
+        assert_eq!(status(&*store, b).await, TaskStatus::Waiting);
+        let y = run_one(&*store, "wy", Finish::Completed { result: json!("y") }).await;
+        assert_eq!(y.parents.unwrap().keys().collect::<Vec<_>>(), ["a", "x"]);
+        let b_task = run_one(&*store, "wb", Finish::Completed { result: json!("b") }).await;
+        let parents = b_task.parents.unwrap();
+        assert_eq!(parents.keys().collect::<Vec<_>>(), ["a", "x", "y"]);
+        assert_eq!(parents["x"].task_id, x_id);
+        assert_eq!(store.get_workflow(wf.id).await.unwrap().unwrap().summary.status, WorkflowStatus::Completed);
+    }
 }
 
 on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
@@ -1435,6 +1507,7 @@ on_both_stores!(workflows_sqlite, workflows_postgres, workflow_cases, store;
     cancelling_a_step_cancels_its_dependants,
     a_retried_parent_counts_off_its_dependants_once,
     step_counts_group_each_workflows_steps_by_status,
+    a_spawn_is_fenced_and_its_steps_join_the_workflow,
 );
 
 /// Approval steps (issue 25, point 6): never claimed, ended by a fenced decision or expiry

@@ -624,9 +624,12 @@ impl<'a> FinishArrays<'a> {
         client: &deadpool_postgres::Object,
         stmt: &tokio_postgres::Statement,
     ) -> StoreResult<Vec<Row>> {
-        let params: [&(dyn ToSql + Sync); 7] =
-            [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, &self.workers];
-        client.query(stmt, &params).await.map_err(pg_err)
+        client.query(stmt, &self.params()).await.map_err(pg_err)
+    }
+
+    /// The parameters of [`FINISH`], for a caller that runs it in its own transaction.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [&self.ids, &self.attempts, &self.statuses, &self.results, &self.errors, &self.run_ats, &self.workers]
     }
 }
 

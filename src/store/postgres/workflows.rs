@@ -1,5 +1,6 @@
-//! Workflows on PostgreSQL: a workflow stored whole in one transaction, read back with its
-//! steps, listed (the parents a claimed step carries are read by the claim, in
+//! Workflows on PostgreSQL: a workflow stored whole in one transaction, a running step's
+//! spawn (its new steps and edges in one transaction, under the locks that keep the counts
+//! true), read back with its steps, listed (the parents a claimed step carries are read by the claim, in
 //! `tasks.rs`). The release of waiting steps is
 //! the `tasks_release_dependants` trigger of `migrations/postgres/V11__workflows.sql`.
 
@@ -11,16 +12,165 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::tasks::{task_from_row, Columns, COLUMNS, INSERT_STEPS};
+use super::tasks::{task_from_row, Columns, FinishArrays, COLUMNS, FINISH, INSERT_STEPS};
 use super::{pg_err, PgStore};
 use crate::approval::{Decision, DecisionRecord};
-use crate::store::error::{DecideError, NotAwaiting, StoreError, StoreResult, WorkflowCreateError};
-use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
+use crate::store::error::{DecideError, NotAwaiting, SpawnError, StoreError, StoreResult, WorkflowCreateError};
+use crate::store::tasks::{AttemptEnd, Finish};
+use crate::store::workflows::{ordered_counts, Spawn, Spawned, StepCounts, WorkflowStore};
 use crate::task::{NewTask, Task, TaskId, TaskStatus};
 use crate::workflow::{
-    CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
-    WorkflowSummary, WorkflowView,
+    CreatedStep, CreatedWorkflow, NewWorkflow, SpawnedSteps, StepView, StepsRetried, StoredGraph, StoredStep,
+    WorkflowFilter, WorkflowId, WorkflowStatus, WorkflowSummary, WorkflowView,
 };
+
+/// How often a spawn that PostgreSQL chose as a deadlock's victim is tried again (it can
+/// meet the end of a parent it names, whose trigger locks that parent's dependants).
+const SPAWN_TRIES: usize = 3;
+
+impl PgStore {
+    async fn spawn_once(&self, spawn: &Spawn) -> Result<Spawned, SpawnError> {
+        let id = spawn.held.id;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let Some(row) = tx.query_opt("SELECT workflow_id FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?
+        else {
+            return Err(SpawnError::NotFound(id));
+        };
+        let workflow: Option<Uuid> = row.get(0);
+        // The workflow's row first: spawns into one workflow go one at a time, so the keys
+        // and edges read below stay true until this commits. Nothing else locks it.
+        if let Some(w) = workflow {
+            tx.execute("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", &[&w]).await.map_err(pg_err)?;
+        }
+        // The fence, under the spawner's lock: its end waits for this commit.
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM tasks WHERE id = $1 AND status = 'running' AND locked_by = $2 AND attempts = $3 \
+                 FOR UPDATE",
+                &[&id.0, &spawn.held.token.worker.0, &spawn.held.token.attempt],
+            )
+            .await
+            .map_err(pg_err)?;
+        if held.is_none() {
+            return Err(SpawnError::LeaseLost(id));
+        }
+        let Some(workflow) = workflow else {
+            return Err(SpawnError::NotAWorkflowStep(id));
+        };
+        let rows = tx
+            .query("SELECT id, step_key, status FROM tasks WHERE workflow_id = $1", &[&workflow])
+            .await
+            .map_err(pg_err)?;
+        let mut steps = Vec::with_capacity(rows.len());
+        for r in &rows {
+            steps.push(StoredStep {
+                task_id: TaskId(r.get(0)),
+                key: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                status: r.get::<_, &str>(2).parse().map_err(StoreError::internal)?,
+            });
+        }
+        let edges: Vec<(TaskId, TaskId)> = tx
+            .query(
+                "SELECT d.task_id, d.parent_id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id \
+                 WHERE t.workflow_id = $1",
+                &[&workflow],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| (TaskId(r.get(0)), TaskId(r.get(1))))
+            .collect();
+        let mut graph = StoredGraph { spawner: id, steps, edges };
+        // The stored parents the new steps name, then the spawner's dependants, each set in
+        // id order, their statuses read again under the lock: a parent that ends meanwhile
+        // waits for this commit, and its trigger then sees the new edges (or this spawn waits
+        // for its end and counts it). Parents before dependants, as a parent's end locks
+        // its dependants after itself.
+        let by_key: HashMap<&str, Uuid> = graph.steps.iter().map(|s| (s.key.as_str(), s.task_id.0)).collect();
+        let named: Vec<Uuid> = {
+            let mut named: Vec<Uuid> = spawn
+                .steps
+                .iter()
+                .flat_map(|s| s.depends_on.iter())
+                .filter_map(|k| by_key.get(k.as_str()).copied())
+                .collect();
+            named.sort();
+            named.dedup();
+            named
+        };
+        let dependants: Vec<Uuid> = graph.edges.iter().filter(|(_, p)| *p == id).map(|(s, _)| s.0).collect();
+        let mut fresh: HashMap<Uuid, String> = HashMap::new();
+        for (ids, lock) in [(&named, "FOR SHARE"), (&dependants, "FOR UPDATE")] {
+            if ids.is_empty() {
+                continue;
+            }
+            let rows = tx
+                .query(&format!("SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id {lock}"), &[ids])
+                .await
+                .map_err(pg_err)?;
+            fresh.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+        }
+        for s in &mut graph.steps {
+            if let Some(status) = fresh.get(&s.task_id.0) {
+                s.status = status.parse().map_err(StoreError::internal)?;
+            }
+        }
+        let plan = graph.plan(&spawn.steps).map_err(SpawnError::Invalid)?;
+        let tasks: Vec<&NewTask> = spawn.steps.iter().map(|s| &s.task).collect();
+        let columns = Columns::of(&tasks);
+        let statuses: Vec<&str> = plan.statuses.iter().map(|s| s.as_str()).collect();
+        let keys: Vec<&str> = spawn.steps.iter().map(|s| s.key.as_str()).collect();
+        let modes: Vec<&str> = spawn.steps.iter().map(|s| s.on_parent_failure.as_str()).collect();
+        let mut params = columns.params();
+        params.extend_from_slice(&[&statuses as &(dyn ToSql + Sync), &keys, &modes, &plan.pending, &workflow]);
+        tx.execute(INSERT_STEPS.as_str(), &params).await.map_err(pg_err)?;
+        let children: Vec<Uuid> = plan.edges.iter().map(|e| e.step.0).collect();
+        let parents: Vec<Uuid> = plan.edges.iter().map(|e| e.parent.0).collect();
+        let counted: Vec<bool> = plan.edges.iter().map(|e| e.counted).collect();
+        if !children.is_empty() {
+            tx.execute(
+                "INSERT INTO task_dependencies (task_id, parent_id, counted) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[])",
+                &[&children, &parents, &counted],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        if !plan.waiting_dependants.is_empty() {
+            let waiting: Vec<Uuid> = plan.waiting_dependants.iter().map(|t| t.0).collect();
+            tx.execute(
+                "UPDATE tasks SET pending_parents = pending_parents + $2, updated_at = now() \
+                 WHERE id = ANY($1) AND status = 'waiting'",
+                &[&waiting, &(spawn.steps.len() as i32)],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        // The end last, in this transaction: its release trigger finds the dependants already
+        // waiting for the new steps.
+        let ended = match &spawn.completes {
+            None => None,
+            Some(result) => {
+                let finish = Finish::Completed { result: result.clone() };
+                let end = AttemptEnd { held: spawn.held.clone(), finish };
+                let arrays = FinishArrays::of(std::iter::once(&end));
+                let row = tx.query_opt(FINISH.as_str(), &arrays.params()).await.map_err(pg_err)?;
+                // Held under this transaction's lock since the fence was read.
+                let row = row.ok_or(SpawnError::LeaseLost(id))?;
+                Some(task_from_row(&row)?)
+            }
+        };
+        tx.commit().await.map_err(pg_err)?;
+        let steps = spawn
+            .steps
+            .iter()
+            .zip(&plan.statuses)
+            .map(|(s, status)| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: *status })
+            .collect();
+        Ok(Spawned { steps: SpawnedSteps { workflow_id: WorkflowId(workflow), steps }, ended })
+    }
+}
 
 /// A workflow's columns and what its steps say of it: status (the rule of
 /// [`WorkflowStatus::of`], in SQL), step count, when the last step ended. `w` is the
@@ -163,6 +313,16 @@ impl WorkflowStore for PgStore {
             .await
             .map_err(pg_err)?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn spawn_steps(&self, spawn: &Spawn) -> Result<Spawned, SpawnError> {
+        let mut tries = 1;
+        loop {
+            match self.spawn_once(spawn).await {
+                Err(SpawnError::Store(e)) if e.code() == Some("40P01") && tries < SPAWN_TRIES => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {

@@ -472,6 +472,47 @@ impl IntakeStore for SqliteStore {
     }
 }
 
+/// Writes one attempt's end, fenced, inside the caller's transaction; answers the row as it
+/// now is and whether its attempt was claimed under a queue's limit, or `None` when the fence
+/// no longer matched.
+pub(super) fn write_end(conn: &Connection, end: &AttemptEnd, now: i64) -> StoreResult<Option<(Task, bool)>> {
+    const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
+    static DONE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
+             locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+        )
+    });
+    static RETRY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
+             locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+        )
+    });
+    static FAILED: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
+             locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
+        )
+    });
+    let (id, worker, attempt) = (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
+    let row = match &end.finish {
+        Finish::Completed { result } => conn
+            .prepare_cached(&DONE)
+            .map_err(sql_err)?
+            .query_row(params![id, worker, attempt, result.to_string(), now], ended_from_row),
+        Finish::Retry { error, run_at } => conn
+            .prepare_cached(&RETRY)
+            .map_err(sql_err)?
+            .query_row(params![id, worker, attempt, error, now, micros(*run_at)], ended_from_row),
+        Finish::Failed { error } => conn
+            .prepare_cached(&FAILED)
+            .map_err(sql_err)?
+            .query_row(params![id, worker, attempt, error, now], ended_from_row),
+    };
+    row.optional().map_err(sql_err)
+}
+
 impl SqliteStore {
     /// Writes attempt ends in one transaction; answers the rows that applied, as they now are.
     async fn finish_rows(&self, ends: Vec<AttemptEnd>) -> StoreResult<Vec<Task>> {
@@ -479,44 +520,8 @@ impl SqliteStore {
             let now = micros(Utc::now());
             let tx = conn.transaction().map_err(sql_err)?;
             let mut applied = Vec::with_capacity(ends.len());
-            {
-                const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
-                let mut done = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'completed', result = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                let mut retry = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'queued', last_error = ?4, run_at = ?6, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                let mut failed = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET status = 'failed', last_error = ?4, finished_at = ?5, updated_at = ?5, \
-                         locked_by = NULL, locked_until = NULL WHERE {FENCE} RETURNING {COLUMNS}"
-                    ))
-                    .map_err(sql_err)?;
-                for end in &ends {
-                    let (id, worker, attempt) =
-                        (end.held.id.to_string(), &end.held.token.worker.0, end.held.token.attempt);
-                    let row = match &end.finish {
-                        Finish::Completed { result } => {
-                            done.query_row(params![id, worker, attempt, result.to_string(), now], ended_from_row)
-                        }
-                        Finish::Retry { error, run_at } => {
-                            retry.query_row(params![id, worker, attempt, error, now, micros(*run_at)], ended_from_row)
-                        }
-                        Finish::Failed { error } => {
-                            failed.query_row(params![id, worker, attempt, error, now], ended_from_row)
-                        }
-                    }
-                    .optional()
-                    .map_err(sql_err)?;
-                    applied.extend(row);
-                }
+            for end in &ends {
+                applied.extend(write_end(&tx, end, now)?);
             }
             tx.commit().map_err(sql_err)?;
             Ok(applied)

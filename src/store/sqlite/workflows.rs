@@ -1,5 +1,6 @@
-//! Workflows on SQLite: a workflow stored whole in one transaction, read back with its
-//! steps, listed (the parents a claimed step carries are read by the claim, in
+//! Workflows on SQLite: a workflow stored whole in one transaction, a running step's spawn
+//! (in one immediate transaction: no other writer, so nothing it reads changes before it
+//! commits), read back with its steps, listed (the parents a claimed step carries are read by the claim, in
 //! `tasks.rs`). The release of waiting steps is
 //! the `tasks_release_dependants` trigger of `migrations/sqlite/V11__workflows.sql`.
 
@@ -9,15 +10,16 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::tasks::{insert_step, parse, task_from_row, Placement, COLUMNS};
+use super::tasks::{insert_step, parse, task_from_row, write_end, Placement, COLUMNS};
 use super::{conversion, micros, sql_err, time_from_sql, SqliteStore};
 use crate::approval::{Decision, DecisionRecord};
-use crate::store::error::{DecideError, NotAwaiting, StoreError, StoreResult, WorkflowCreateError};
-use crate::store::workflows::{ordered_counts, StepCounts, WorkflowStore};
+use crate::store::error::{DecideError, NotAwaiting, SpawnError, StoreError, StoreResult, WorkflowCreateError};
+use crate::store::tasks::{AttemptEnd, Finish};
+use crate::store::workflows::{ordered_counts, Spawn, Spawned, StepCounts, WorkflowStore};
 use crate::task::{Task, TaskId, TaskStatus};
 use crate::workflow::{
-    CreatedStep, CreatedWorkflow, NewWorkflow, StepView, StepsRetried, WorkflowFilter, WorkflowId, WorkflowStatus,
-    WorkflowSummary, WorkflowView,
+    CreatedStep, CreatedWorkflow, NewWorkflow, SpawnedSteps, StepView, StepsRetried, StoredGraph, StoredStep,
+    WorkflowFilter, WorkflowId, WorkflowStatus, WorkflowSummary, WorkflowView,
 };
 
 /// A workflow's columns and what its steps say of it (see the PostgreSQL driver's).
@@ -175,6 +177,125 @@ impl WorkflowStore for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    async fn spawn_steps(&self, spawn: &Spawn) -> Result<Spawned, SpawnError> {
+        let spawn = spawn.clone();
+        let spawned = self
+            .call(move |conn| {
+                let now = micros(Utc::now());
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
+                let id = spawn.held.id;
+                let sid = id.to_string();
+                let row: Option<(Option<String>, String, Option<String>, i32)> = tx
+                    .query_row(
+                        "SELECT workflow_id, status, locked_by, attempts FROM tasks WHERE id = ?1",
+                        [&sid],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                let Some((workflow, status, holder, attempts)) = row else {
+                    return Ok(Err(SpawnError::NotFound(id)));
+                };
+                let token = &spawn.held.token;
+                if status != "running"
+                    || holder.as_deref() != Some(token.worker.0.as_str())
+                    || attempts != token.attempt
+                {
+                    return Ok(Err(SpawnError::LeaseLost(id)));
+                }
+                let Some(workflow) = workflow else {
+                    return Ok(Err(SpawnError::NotAWorkflowStep(id)));
+                };
+                let steps = tx
+                    .prepare_cached("SELECT id, step_key, status FROM tasks WHERE workflow_id = ?1")
+                    .map_err(sql_err)?
+                    .query_map([&workflow], |r| {
+                        Ok(StoredStep {
+                            task_id: parse(0, &r.get::<_, String>(0)?)?,
+                            key: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            status: parse(2, &r.get::<_, String>(2)?)?,
+                        })
+                    })
+                    .map_err(sql_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql_err)?;
+                let edges = tx
+                    .prepare_cached(
+                        "SELECT d.task_id, d.parent_id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id \
+                         WHERE t.workflow_id = ?1",
+                    )
+                    .map_err(sql_err)?
+                    .query_map([&workflow], |r| {
+                        Ok((parse::<TaskId>(0, &r.get::<_, String>(0)?)?, parse::<TaskId>(1, &r.get::<_, String>(1)?)?))
+                    })
+                    .map_err(sql_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql_err)?;
+                let graph = StoredGraph { spawner: id, steps, edges };
+                let plan = match graph.plan(&spawn.steps) {
+                    Ok(plan) => plan,
+                    Err(invalid) => return Ok(Err(SpawnError::Invalid(invalid))),
+                };
+                for (step, (status, pending)) in spawn.steps.iter().zip(plan.statuses.iter().zip(&plan.pending)) {
+                    let at = Placement {
+                        status: status.as_str(),
+                        key: step.key.as_str(),
+                        on_parent_failure: step.on_parent_failure.as_str(),
+                        pending_parents: i64::from(*pending),
+                        workflow_id: &workflow,
+                    };
+                    insert_step(&tx, &step.task, now, &at)?;
+                }
+                {
+                    let mut edge = tx
+                        .prepare_cached(
+                            "INSERT INTO task_dependencies (task_id, parent_id, counted) VALUES (?1, ?2, ?3)",
+                        )
+                        .map_err(sql_err)?;
+                    for e in &plan.edges {
+                        edge.execute(params![e.step.to_string(), e.parent.to_string(), e.counted]).map_err(sql_err)?;
+                    }
+                    let mut wait = tx
+                        .prepare_cached(
+                            "UPDATE tasks SET pending_parents = pending_parents + ?2, updated_at = ?3 \
+                             WHERE id = ?1 AND status = 'waiting'",
+                        )
+                        .map_err(sql_err)?;
+                    for d in &plan.waiting_dependants {
+                        wait.execute(params![d.to_string(), spawn.steps.len() as i64, now]).map_err(sql_err)?;
+                    }
+                }
+                // The end last, as on PostgreSQL: its release trigger finds the dependants
+                // already waiting for the new steps.
+                let ended = match &spawn.completes {
+                    None => None,
+                    Some(result) => {
+                        let finish = Finish::Completed { result: result.clone() };
+                        let end = AttemptEnd { held: spawn.held.clone(), finish };
+                        match write_end(&tx, &end, now)? {
+                            Some((task, _)) => Some(task),
+                            None => return Ok(Err(SpawnError::LeaseLost(id))),
+                        }
+                    }
+                };
+                tx.commit().map_err(sql_err)?;
+                let workflow_id: WorkflowId = workflow
+                    .parse()
+                    .map_err(|_| StoreError::internal(format!("unreadable workflow id {workflow:?}")))?;
+                let steps = spawn
+                    .steps
+                    .iter()
+                    .zip(&plan.statuses)
+                    .map(|(s, status)| CreatedStep { key: s.key.clone(), task_id: s.task.id, status: *status })
+                    .collect();
+                Ok(Ok(Spawned { steps: SpawnedSteps { workflow_id, steps }, ended }))
+            })
+            .await??;
+        // New queued steps, or the spawner's end (which frees its slot): local claimers hear.
+        self.slots_freed(spawned.ended.is_some() || spawned.steps.steps.iter().any(|s| s.status == TaskStatus::Queued));
+        Ok(spawned)
     }
 
     async fn retry_workflow(&self, id: WorkflowId) -> StoreResult<Option<StepsRetried>> {
