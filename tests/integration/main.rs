@@ -45,4 +45,5 @@ mod store_conformance;
 mod ui_browser;
 mod ui_http;
 mod worker_protocol;
+mod workflow_stress;
 mod workflows;
