@@ -47,4 +47,5 @@ mod store_conformance;
 mod ui_browser;
 mod ui_http;
 mod worker_protocol;
+mod workflow_stress;
 mod workflows;
