@@ -48,6 +48,7 @@ pub enum Scenario {
     CommandStartNoSandbox,
     ScheduleFireLag,
     WorkflowStepLatency,
+    WorkflowFanout,
 }
 
 /// What a scenario is held to.
@@ -87,7 +88,7 @@ pub struct Measured {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::NotifyLatency,
         Scenario::PollLatency,
         Scenario::HttpEnqueue,
@@ -107,6 +108,7 @@ impl Scenario {
         Scenario::CommandStartNoSandbox,
         Scenario::ScheduleFireLag,
         Scenario::WorkflowStepLatency,
+        Scenario::WorkflowFanout,
     ];
 
     /// The scenario's key in results.json.
@@ -131,6 +133,7 @@ impl Scenario {
             Scenario::CommandStartNoSandbox => "command_start_no_sandbox_ms",
             Scenario::ScheduleFireLag => "schedule_fire_lag_ms",
             Scenario::WorkflowStepLatency => "workflow_step_latency_ms",
+            Scenario::WorkflowFanout => "workflow_fanout_per_s",
         }
     }
 
@@ -152,6 +155,7 @@ impl Scenario {
             Scenario::CommandStart | Scenario::CommandStartNoSandbox => Target::None,
             Scenario::ScheduleFireLag => Target::AtMost { p50: 50.0, p99: Some(250.0) },
             Scenario::WorkflowStepLatency => Target::AtMost { p50: 3.0, p99: Some(10.0) },
+            Scenario::WorkflowFanout => Target::AtLeastShareOfDrain(0.5),
         }
     }
 
@@ -176,6 +180,7 @@ impl Scenario {
             Scenario::CommandStartNoSandbox => command_start(bench, "none").await,
             Scenario::ScheduleFireLag => schedule_fire_lag(bench).await,
             Scenario::WorkflowStepLatency => workflow_step_latency(bench).await,
+            Scenario::WorkflowFanout => workflow_fanout(bench).await,
         }
     }
 }
@@ -789,6 +794,67 @@ async fn workflow_step_latency(bench: &Bench) -> Result<Measured> {
             }
             problems.extend(daemon.stop().await);
             Measured::latency(&latencies, problems)
+        })
+        .await
+}
+
+/// Steps `workflow_fanout_per_s`'s first step spawns.
+const FANOUT_STEPS: usize = 10_000;
+
+/// `workflow_fanout_per_s`: a 1 → 10,000 → 1 workflow of no-op steps on PostgreSQL,
+/// traces off. The bench, as an HTTP worker, claims the first step (`split`) and completes
+/// it with a `spawn` of 10,000 `echo` steps in the same call; the daemon's own workers run
+/// them, then `join`, which waits for all of them. The rate is the 10,001 steps after the
+/// split over the time from the split's end to the join's, on the database clock.
+async fn workflow_fanout(bench: &Bench) -> Result<Measured> {
+    let n = if bench.quick { FANOUT_STEPS / 10 } else { FANOUT_STEPS };
+    bench
+        .with_pg_database(|url| async move {
+            let config = DaemonConfig::serve(&url).env("JCT_TRACE", "off").env("JCT_MAX_BODY_BYTES", 16 << 20);
+            let mut daemon = bench.start_daemon(config).await?;
+            let client = http::client(2)?;
+            let base = daemon.base_url();
+            http::wait_healthy(&client, &base).await?;
+            let worker = http::register_worker(&client, &base, "split", 1).await?;
+            let body = serde_json::json!({ "name": "fanout", "steps": [
+                { "key": "split", "type": "split" },
+                { "key": "join", "type": "echo", "depends_on": ["split"] }
+            ] });
+            let res = client.post(format!("{base}/workflows")).json(&body).send().await.context("POST /workflows")?;
+            if res.status() != reqwest::StatusCode::CREATED {
+                return Err(format!("POST /workflows answered {}", res.status()).into());
+            }
+            let split = http::claim(&client, &base, &worker, 1, 5_000).await?;
+            let Some(split) = split.first() else { return Err("the split step was not claimed".into()) };
+            let steps: Vec<serde_json::Value> =
+                (0..n).map(|i| serde_json::json!({ "key": format!("s{i}"), "type": "echo" })).collect();
+            progress!("  1 → {n} → 1: the split completes spawning {n} steps");
+            let id = split["task_id"].as_str().ok_or("a claimed task without task_id")?;
+            let res = client
+                .post(format!("{base}/tasks/{id}/complete"))
+                .json(&serde_json::json!({ "lease_token": split["lease_token"], "spawn": steps }))
+                .send()
+                .await
+                .context("POST complete with spawn")?;
+            if res.status() != reqwest::StatusCode::OK {
+                let status = res.status();
+                return Err(
+                    format!("complete with spawn answered {status}: {}", res.text().await.unwrap_or_default()).into()
+                );
+            }
+            let db = pg::connect(&url).await?;
+            wait_all_completed(&mut daemon, n + 2, DRAIN_TIMEOUT, || pg::any_unfinished(&db), || pg::task_counts(&db))
+                .await?;
+            let row = db
+                .query_one(
+                    "SELECT extract(epoch FROM (SELECT finished_at FROM tasks WHERE step_key = 'join') \
+                                            - (SELECT finished_at FROM tasks WHERE step_key = 'split'))::float8",
+                    &[],
+                )
+                .await
+                .context("reading the fan-out's span")?;
+            let problems = daemon.stop().await;
+            Measured::rate(n + 1, row.get(0), problems)
         })
         .await
 }
