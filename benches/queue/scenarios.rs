@@ -760,7 +760,8 @@ async fn workflow_step_latency(bench: &Bench) -> Result<Measured> {
                 problems.push(e.to_string());
             }
             tokio::time::sleep(LISTENER_SETTLE).await;
-            let worker = http::register_worker(&client, &base, "echo", 1).await?;
+            // Two slots: the child's claim waits while the parent is still held.
+            let worker = http::register_worker(&client, &base, "echo", 2).await?;
             let body = serde_json::json!({ "name": "latency", "steps": [
                 { "key": "parent", "type": "echo" },
                 { "key": "child", "type": "echo", "depends_on": ["parent"] }
