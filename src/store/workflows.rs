@@ -1,9 +1,10 @@
 //! The workflow store: storing a workflow whole, a running step's spawn (new steps joining
 //! its workflow, fenced by its lease), and reading workflows back.
 //!
-//! Releasing a step when its parents end is no operation here: each driver's migration
-//! (`V11__workflows.sql`) does it with a row trigger in the transaction of the parent's end,
-//! whichever path wrote it (finish, cancel, rescue, anyone's SQL). Approval steps
+//! Releasing a step when its parents end is no operation here: each driver's migrations do
+//! it with a trigger in the transaction of the parent's end, whichever path wrote it
+//! (finish, cancel, rescue, anyone's SQL): SQLite's a row trigger (V11, V13), PostgreSQL's
+//! a statement trigger counting off a whole batch of ends at once (V14). Approval steps
 //! (`V13__approvals.sql`) are never released to `queued`: they end by [`WorkflowStore::decide`]
 //! or [`WorkflowStore::expire_approvals`], whose end releases their dependants in turn.
 

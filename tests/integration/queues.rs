@@ -249,6 +249,9 @@ async fn kill_9_of_workers_mid_task_leaks_no_slot_and_exceeds_no_limit() {
         .await;
         victim.signal("KILL");
         victim.wait_exit(Duration::from_secs(10));
+        // An end the worker sent just before its death may still be on its way through the
+        // daemon's ends lane; a quarter second settles it, well inside the 2 s lease.
+        tokio::time::sleep(Duration::from_millis(250)).await;
         orphaned.extend(held_by(&db, &id).await);
         remotes.push(victim);
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::checkout;
 use super::tasks::{task_from_row, FinishArrays, FINISH};
-use super::{checkout, pg_err};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::tasks::AttemptEnd;
 use crate::task::{Task, TaskId};
@@ -87,7 +87,6 @@ async fn lane(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
 /// One fenced UPDATE for all `ends`; returns the tasks it changed, by id.
 async fn write(pool: &Pool, ends: &[Pending]) -> StoreResult<HashMap<TaskId, Task>> {
     let client = checkout(pool).await?;
-    let stmt = client.prepare_cached(&FINISH).await.map_err(pg_err)?;
-    let rows = FinishArrays::of(ends.iter().map(|p| &p.end)).query(&client, &stmt).await?;
+    let rows = FinishArrays::of(ends.iter().map(|p| &p.end)).query(&client, &FINISH).await?;
     rows.iter().map(|r| task_from_row(r).map(|t| (t.id, t))).collect()
 }

@@ -31,6 +31,7 @@ use crate::store::tasks::{
     MaintenanceStore, MinuteCounts, OperatorStore, Overview, RenewParams, Rescued, TaskReads,
 };
 use crate::task::{NewTask, RetryPolicy, Task, TaskFilter, TaskId, TaskStatus, WorkerId};
+use crate::tunables::PLANNED_BATCH;
 use crate::workflow::{ParentOutcome, Parents};
 
 crate::store::tasks::task_columns! {
@@ -312,6 +313,29 @@ async fn status_of(client: &deadpool_postgres::Object, id: TaskId) -> StoreResul
 
 fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|i| i.0).collect()
+}
+
+/// Runs a statement that joins a batch of `rows` ids against `tasks`. A large batch runs as
+/// an unnamed statement, in one round trip, so PostgreSQL plans it for this batch and the
+/// table as it is now. A prepared statement would, after five runs, keep a generic plan made
+/// from the table's last statistics; on a new database those describe an empty table, and
+/// the plan that is best for one (walk `tasks`, match each row against the whole batch)
+/// stays until autovacuum analyzes while the table grows: quadratic in the batch
+/// (`docs/benchmarks.md`, "2026-12-07, evening"). A small batch keeps the prepared
+/// statement: planning would cost it more than that plan's worst.
+pub(super) async fn query_batch(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+    rows: usize,
+) -> StoreResult<Vec<Row>> {
+    if rows >= PLANNED_BATCH {
+        return client.query_typed(sql, params).await.map_err(pg_err);
+    }
+    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+    let stmt = client.prepare_typed_cached(sql, &types).await.map_err(pg_err)?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    client.query(&stmt, &values).await.map_err(pg_err)
 }
 
 /// How every claim marks its tasks: `next` holds the ids ($2 worker, $3 lease in seconds).
@@ -618,13 +642,24 @@ impl<'a> FinishArrays<'a> {
         a
     }
 
-    /// Runs [`FINISH`] (prepared as `stmt`) with these arrays.
-    pub(super) async fn query(
-        &self,
-        client: &deadpool_postgres::Object,
-        stmt: &tokio_postgres::Statement,
-    ) -> StoreResult<Vec<Row>> {
-        client.query(stmt, &self.params()).await.map_err(pg_err)
+    /// Runs `sql` ([`FINISH`] or [`FINISH_IDS`]) with these arrays (see [`query_batch`]).
+    pub(super) async fn query(&self, client: &deadpool_postgres::Object, sql: &str) -> StoreResult<Vec<Row>> {
+        let [ids, attempts, statuses, results, errors, run_ats, workers] = self.params();
+        query_batch(
+            client,
+            sql,
+            &[
+                (ids, Type::UUID_ARRAY),
+                (attempts, Type::INT4_ARRAY),
+                (statuses, Type::TEXT_ARRAY),
+                (results, Type::JSONB_ARRAY),
+                (errors, Type::TEXT_ARRAY),
+                (run_ats, Type::TIMESTAMPTZ_ARRAY),
+                (workers, Type::TEXT_ARRAY),
+            ],
+            self.ids.len(),
+        )
+        .await
     }
 
     /// The parameters of [`FINISH`], for a caller that runs it in its own transaction.
@@ -729,20 +764,23 @@ impl IntakeStore for PgStore {
     }
 }
 
-/// Fills in `parents` of the claimed steps among `tasks`, with one read for all of them.
+/// Fills in `parents` of the claimed steps among `tasks`, with one read for all of them:
+/// a join from the batch, not `task_id = ANY($1)`, which the planner may answer by matching
+/// every edge of the table against the whole batch.
 async fn attach_parents(client: &deadpool_postgres::Object, tasks: &mut [Task]) -> StoreResult<()> {
     let steps: Vec<Uuid> = tasks.iter().filter(|t| t.workflow_id.is_some()).map(|t| t.id.0).collect();
     if steps.is_empty() {
         return Ok(());
     }
-    let stmt = client
-        .prepare_cached(
-            "SELECT d.task_id, p.step_key, p.id, p.status, p.result, p.last_error \
-             FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id WHERE d.task_id = ANY($1)",
-        )
-        .await
-        .map_err(pg_err)?;
-    let rows = client.query(&stmt, &[&steps]).await.map_err(pg_err)?;
+    let rows = query_batch(
+        client,
+        "SELECT d.task_id, p.step_key, p.id, p.status, p.result, p.last_error \
+         FROM unnest($1::uuid[]) AS s(id) JOIN task_dependencies d ON d.task_id = s.id \
+         JOIN tasks p ON p.id = d.parent_id",
+        &[(&steps, Type::UUID_ARRAY)],
+        steps.len(),
+    )
+    .await?;
     let mut by_step: HashMap<Uuid, Parents> = HashMap::new();
     for r in &rows {
         let status: TaskStatus = r.get::<_, &str>(3).parse().map_err(StoreError::internal)?;
@@ -821,8 +859,7 @@ impl AttemptStore for PgStore {
             return Ok(Vec::new());
         }
         let client = self.worker_client().await?;
-        let stmt = client.prepare_cached(&FINISH_IDS).await.map_err(pg_err)?;
-        let rows = FinishArrays::of(ends.iter()).query(&client, &stmt).await?;
+        let rows = FinishArrays::of(ends.iter()).query(&client, &FINISH_IDS).await?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
@@ -837,9 +874,14 @@ impl AttemptStore for PgStore {
         }
         // Durable: a worker told "released" must find the task queued after a crash.
         let client = self.client().await?;
-        let stmt = client.prepare_cached(RELEASE).await.map_err(pg_err)?;
         let f = Fences::of(attempts);
-        let rows = client.query(&stmt, &[&f.ids, &f.workers, &f.attempts]).await.map_err(pg_err)?;
+        let rows = query_batch(
+            &client,
+            RELEASE,
+            &[(&f.ids, Type::UUID_ARRAY), (&f.workers, Type::TEXT_ARRAY), (&f.attempts, Type::INT4_ARRAY)],
+            f.ids.len(),
+        )
+        .await?;
         Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 

@@ -2,7 +2,8 @@
 //! spawn (its new steps and edges in one transaction, under the locks that keep the counts
 //! true), read back with its steps, listed (the parents a claimed step carries are read by the claim, in
 //! `tasks.rs`). The release of waiting steps is
-//! the `tasks_release_dependants` trigger of `migrations/postgres/V11__workflows.sql`.
+//! the statement trigger `tasks_release_ended_steps` of
+//! `migrations/postgres/V14__release_per_statement.sql`.
 
 use std::collections::HashMap;
 
