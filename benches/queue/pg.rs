@@ -102,7 +102,7 @@ pub async fn insert_idle_schedules(client: &Client, n: usize) -> Result<()> {
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO schedules (name, cron, timezone, task, catch_up, catch_up_window_s, overlap, fired_through) \
+        "INSERT INTO schedules (name, cron, timezone, template, catch_up, catch_up_window_s, overlap, fired_through) \
          SELECT 'idle-' || g, '0 0 1 1 *', 'UTC', '{{\"type\": \"echo\"}}'::jsonb, 'skip', 3600, 'skip', now() \
          FROM generate_series(1, {n}) g"
     );

@@ -9,11 +9,12 @@
 //! or [`WorkflowStore::expire_approvals`], whose end releases their dependants in turn.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::error::{DecideError, SpawnError, StoreResult, WorkflowCreateError};
 use crate::approval::DecisionRecord;
 use crate::lease::Held;
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{NewTask, Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedWorkflow, NewStep, NewWorkflow, SpawnedSteps, StepsRetried, WorkflowFilter, WorkflowId, WorkflowSummary,
     WorkflowView,
@@ -30,6 +31,23 @@ pub struct Spawn {
     /// store against the stored workflow ([`crate::workflow::StoredGraph::plan`]).
     pub steps: Vec<NewStep>,
     pub completes: Option<serde_json::Value>,
+}
+
+impl Spawn {
+    /// The new steps' tasks when the spawner was fired by a schedule (`schedule_name`, read
+    /// by the driver under the fence, with its `scheduled_for`): a spawned step belongs to
+    /// that fire as much as the steps created with it, so it carries both, and the overlap
+    /// policies see the workflow going while only spawned steps are left. `None` when the
+    /// spawner has no schedule: the tasks are stored as given.
+    pub fn under_schedule(
+        &self,
+        schedule_name: Option<String>,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> Option<Vec<NewTask>> {
+        let name = schedule_name?;
+        let fired = |s: &NewStep| NewTask { schedule_name: Some(name.clone()), scheduled_for, ..s.task.clone() };
+        Some(self.steps.iter().map(fired).collect())
+    }
 }
 
 /// What a spawn stored: the new steps, and the spawner as it now is when the spawn ended it.

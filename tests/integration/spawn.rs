@@ -600,3 +600,49 @@ async fn spawns_race_ends_and_each_other_on_sqlite() {
 async fn spawns_race_ends_and_each_other_on_postgres() {
     spawns_race_ends_and_each_other("postgres").await;
 }
+
+/// Steps spawned in a workflow a schedule started carry the schedule's `schedule_name` and
+/// the spawner's `scheduled_for`, as the steps created with it do: `GET /tasks?schedule_name=`
+/// lists them, and the overlap policy sees the workflow going while only they are unfinished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_steps_of_a_scheduled_workflow_carry_its_schedule() {
+    for kind in STORES {
+        let db = TestDb::new(kind).await;
+        let app = daemon(&db, &[]).await;
+        let worker = Worker::register(&app.base, &["split", "leaf"]).await;
+        // Every second, `skip`: a tick fires nothing while the previous workflow is going.
+        let schedule = json!({ "name": "fan-each-second", "cron": "* * * * * *", "overlap": "skip",
+            "workflow": { "name": "fan", "steps": [{ "key": "split", "type": "split" }] } });
+        let (status, created) = call(&app.base, "POST", "/schedules", Some(schedule)).await;
+        assert_eq!(status, 201, "{kind}: {created}");
+        let split = worker.claim_step("split").await;
+        assert_eq!(split["schedule_name"], "fan-each-second", "{kind}: {split}");
+        let tick = time(&split["scheduled_for"]);
+        let (status, spawned) =
+            spawn(&app.base, &split, json!([{ "key": "leaf-0", "type": "leaf" }, { "key": "leaf-1", "type": "leaf" }]))
+                .await;
+        assert_eq!(status, 201, "{kind}: {spawned}");
+        complete(&app.base, &split, json!({})).await;
+        // Nothing claims `leaf`: the spawned steps stay queued, the only unfinished steps.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+        let (status, list) = call(&app.base, "GET", "/tasks?schedule_name=fan-each-second", None).await;
+        assert_eq!(status, 200, "{kind}: {list}");
+        let mut steps: Vec<(String, chrono::DateTime<chrono::Utc>, String)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let key = t["step_key"].as_str().unwrap_or_else(|| panic!("{kind}: not a step: {t}"));
+                (key.to_string(), time(&t["scheduled_for"]), t["status"].as_str().unwrap().to_string())
+            })
+            .collect();
+        steps.sort();
+        let expected = [("leaf-0", "queued"), ("leaf-1", "queued"), ("split", "completed")]
+            .map(|(key, status)| (key.to_string(), tick, status.to_string()));
+        assert_eq!(
+            steps, expected,
+            "{kind}: the spawned steps under the schedule and its tick, and no later tick fired while they wait"
+        );
+    }
+}

@@ -34,11 +34,15 @@ impl PgStore {
         let id = spawn.held.id;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let Some(row) = tx.query_opt("SELECT workflow_id FROM tasks WHERE id = $1", &[&id.0]).await.map_err(pg_err)?
+        let Some(row) = tx
+            .query_opt("SELECT workflow_id, schedule_name, scheduled_for FROM tasks WHERE id = $1", &[&id.0])
+            .await
+            .map_err(pg_err)?
         else {
             return Err(SpawnError::NotFound(id));
         };
         let workflow: Option<Uuid> = row.get(0);
+        let fired = spawn.under_schedule(row.get(1), row.get(2));
         // The workflow's row first: spawns into one workflow go one at a time, so the keys
         // and edges read below stay true until this commits. Nothing else locks it.
         if let Some(w) = workflow {
@@ -118,7 +122,10 @@ impl PgStore {
             }
         }
         let plan = graph.plan(&spawn.steps).map_err(SpawnError::Invalid)?;
-        let tasks: Vec<&NewTask> = spawn.steps.iter().map(|s| &s.task).collect();
+        let tasks: Vec<&NewTask> = match &fired {
+            Some(fired) => fired.iter().collect(),
+            None => spawn.steps.iter().map(|s| &s.task).collect(),
+        };
         let columns = Columns::of(&tasks);
         let statuses: Vec<&str> = plan.statuses.iter().map(|s| s.as_str()).collect();
         let keys: Vec<&str> = spawn.steps.iter().map(|s| s.key.as_str()).collect();

@@ -2,12 +2,13 @@
 //! (in one immediate transaction: no other writer, so nothing it reads changes before it
 //! commits), read back with its steps, listed (the parents a claimed step carries are read by the claim, in
 //! `tasks.rs`). The release of waiting steps is
-//! the `tasks_release_dependants` trigger of `migrations/sqlite/V11__workflows.sql`.
+//! the `tasks_release_dependants` trigger of `migrations/sqlite/V11__workflows.sql`, as
+//! `V13__approvals.sql` redefined it.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::tasks::{insert_step, parse, task_from_row, write_end, Placement, COLUMNS};
@@ -16,7 +17,7 @@ use crate::approval::{Decision, DecisionRecord};
 use crate::store::error::{DecideError, NotAwaiting, SpawnError, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::tasks::{AttemptEnd, Finish};
 use crate::store::workflows::{ordered_counts, Spawn, Spawned, StepCounts, WorkflowStore};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{NewTask, Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, SpawnedSteps, StepView, StepsRetried, StoredGraph, StoredStep,
     WorkflowFilter, WorkflowId, WorkflowStatus, WorkflowSummary, WorkflowView,
@@ -187,15 +188,17 @@ impl WorkflowStore for SqliteStore {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
                 let id = spawn.held.id;
                 let sid = id.to_string();
-                let row: Option<(Option<String>, String, Option<String>, i32)> = tx
+                type Spawner = (Option<String>, String, Option<String>, i32, Option<String>, Option<DateTime<Utc>>);
+                let row: Option<Spawner> = tx
                     .query_row(
-                        "SELECT workflow_id, status, locked_by, attempts FROM tasks WHERE id = ?1",
+                        "SELECT workflow_id, status, locked_by, attempts, schedule_name, scheduled_for \
+                         FROM tasks WHERE id = ?1",
                         [&sid],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, opt_time(r, 5)?)),
                     )
                     .optional()
                     .map_err(sql_err)?;
-                let Some((workflow, status, holder, attempts)) = row else {
+                let Some((workflow, status, holder, attempts, schedule, tick)) = row else {
                     return Ok(Err(SpawnError::NotFound(id)));
                 };
                 let token = &spawn.held.token;
@@ -238,7 +241,14 @@ impl WorkflowStore for SqliteStore {
                     Ok(plan) => plan,
                     Err(invalid) => return Ok(Err(SpawnError::Invalid(invalid))),
                 };
-                for (step, (status, pending)) in spawn.steps.iter().zip(plan.statuses.iter().zip(&plan.pending)) {
+                let fired = spawn.under_schedule(schedule, tick);
+                let tasks: Vec<&NewTask> = match &fired {
+                    Some(fired) => fired.iter().collect(),
+                    None => spawn.steps.iter().map(|s| &s.task).collect(),
+                };
+                for ((step, task), (status, pending)) in
+                    spawn.steps.iter().zip(tasks).zip(plan.statuses.iter().zip(&plan.pending))
+                {
                     let at = Placement {
                         status: status.as_str(),
                         key: step.key.as_str(),
@@ -246,7 +256,7 @@ impl WorkflowStore for SqliteStore {
                         pending_parents: i64::from(*pending),
                         workflow_id: &workflow,
                     };
-                    insert_step(&tx, &step.task, now, &at)?;
+                    insert_step(&tx, task, now, &at)?;
                 }
                 {
                     let mut edge = tx
