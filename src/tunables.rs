@@ -117,12 +117,11 @@ pub const SCHEDULE_WAIT_FLOOR: Duration = Duration::from_millis(2);
 /// How long a handler asked to stop (cancel, lease lost) may take to return before it is
 /// dropped.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Most attempt ends written in one store call.
+/// Most attempt ends written in one store call. The completer does not wait for a batch to
+/// fill: the ends that arrive while one write is in flight make the next. A wait would
+/// delay every end's commit, and that commit is when a limited queue's slot frees and a
+/// workflow step's dependants are released, so it would hold back the next task's start.
 pub const COMPLETER_MAX_BATCH: usize = 512;
-/// How long a small batch of attempt ends waits for company. Ends trickle in one by one
-/// from the slots; a short wait turns many one-row writes into a few large ones, and costs
-/// only how soon `completed` becomes visible, never when a task starts.
-pub const COMPLETER_LINGER: Duration = Duration::from_millis(2);
 /// A completer write that failed (database away) is retried after this, doubling up to
 /// the cap: an attempt's end is never dropped while the daemon runs.
 pub const COMPLETER_RETRY_FIRST: Duration = Duration::from_millis(50);

@@ -1,7 +1,8 @@
 //! The completer: writes the ends of attempts back to the store, in batches.
 //!
 //! Executors send their results here and move on; the completer takes whatever has
-//! arrived, writes it in one fenced store call, and repeats. A write that fails because
+//! arrived, writes it in one fenced store call, and repeats (no waiting for more: the ends
+//! that arrive during a write make the next batch). A write that fails because
 //! the database is away is retried until it lands while the daemon runs. Once shutdown is
 //! under way the retries are bounded: after the grace period plus
 //! [`COMPLETER_SHUTDOWN_EXTRA`] the completer gives up, logs one line with the number of
@@ -23,8 +24,7 @@ use crate::lease::Held;
 use crate::shutdown::Shutdown;
 use crate::store::{AttemptEnd, Finish, StoreResult, TaskStore};
 use crate::tunables::{
-    COMPLETER_LAST_TRY, COMPLETER_LINGER, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST,
-    COMPLETER_SHUTDOWN_EXTRA,
+    COMPLETER_LAST_TRY, COMPLETER_MAX_BATCH, COMPLETER_RETRY_CAP, COMPLETER_RETRY_FIRST, COMPLETER_SHUTDOWN_EXTRA,
 };
 use crate::wakeups::Fanout;
 
@@ -79,16 +79,8 @@ pub async fn run(
     // Attempt ends (finishes and hand-backs) given up on at shutdown.
     let mut unwritten = 0usize;
     let mut buf = Vec::with_capacity(COMPLETER_MAX_BATCH);
+    // Whatever has arrived, at once: what arrives during a write is the next batch.
     while rx.recv_many(&mut buf, COMPLETER_MAX_BATCH).await > 0 {
-        let linger = tokio::time::sleep(COMPLETER_LINGER);
-        tokio::pin!(linger);
-        while buf.len() < COMPLETER_MAX_BATCH {
-            let room = COMPLETER_MAX_BATCH - buf.len();
-            tokio::select! {
-                n = rx.recv_many(&mut buf, room) => if n == 0 { break },
-                _ = &mut linger => break,
-            }
-        }
         let mut outcomes = Vec::with_capacity(buf.len());
         let mut releases = Vec::new();
         for c in buf.drain(..) {
