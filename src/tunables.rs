@@ -36,6 +36,12 @@ pub const WORKER_POOL_SIZE: usize = 4;
 /// PostgreSQL connections for claims: the producer has one claim in flight at a time; the
 /// second covers a claim that outlives its connection's recycling.
 pub const CLAIM_POOL_SIZE: usize = 2;
+/// From this many rows a batch statement against `tasks` (finish, release, the claim's read
+/// of parents) is planned for its batch instead of run as a prepared statement
+/// (`store::postgres::tasks::query_batch`): planning costs a few tenths of a millisecond,
+/// which a small batch would feel; a stale generic plan costs a large batch time quadratic
+/// in its size.
+pub const PLANNED_BATCH: usize = 64;
 /// How long a caller waits for a pooled connection before the store counts as unavailable.
 pub const POOL_WAIT: Duration = Duration::from_secs(10);
 /// How long opening a connection may take: a database that does not answer within five
@@ -105,12 +111,6 @@ pub const SHORT_TASK: Duration = Duration::from_millis(10);
 pub const PREFETCH_PER_SLOT: usize = 128;
 pub const PREFETCH_MIN: usize = 512;
 pub const PREFETCH_MAX: usize = 2048;
-/// From this many rows a batch statement against `tasks` (finish, release, the claim's read
-/// of parents) is planned for its batch instead of run as a prepared statement
-/// (`store::postgres::tasks::query_batch`): planning costs a few tenths of a millisecond,
-/// which a small batch would feel; a stale generic plan costs a large batch time quadratic
-/// in its size.
-pub const PLANNED_BATCH: usize = 64;
 /// Shortest sleep until the next scheduled task: a clock skew between daemon and database
 /// must not turn the wait into a spin.
 pub const SCHEDULE_WAIT_FLOOR: Duration = Duration::from_millis(2);

@@ -8,6 +8,8 @@
 //! (`V13__approvals.sql`) are never released to `queued`: they end by [`WorkflowStore::decide`]
 //! or [`WorkflowStore::expire_approvals`], whose end releases their dependants in turn.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -34,19 +36,25 @@ pub struct Spawn {
 }
 
 impl Spawn {
-    /// The new steps' tasks when the spawner was fired by a schedule (`schedule_name`, read
-    /// by the driver under the fence, with its `scheduled_for`): a spawned step belongs to
-    /// that fire as much as the steps created with it, so it carries both, and the overlap
-    /// policies see the workflow going while only spawned steps are left. `None` when the
-    /// spawner has no schedule: the tasks are stored as given.
-    pub fn under_schedule(
+    /// The new steps' tasks as they are stored. When the spawner was fired by a schedule
+    /// (its `schedule_name` and `scheduled_for`, read by the driver), a spawned step belongs
+    /// to that fire as much as the steps created with it: it carries both, so the overlap
+    /// policies see the workflow going while only spawned steps are left. Otherwise the
+    /// tasks as given, borrowed.
+    pub fn step_tasks(
         &self,
         schedule_name: Option<String>,
         scheduled_for: Option<DateTime<Utc>>,
-    ) -> Option<Vec<NewTask>> {
-        let name = schedule_name?;
-        let fired = |s: &NewStep| NewTask { schedule_name: Some(name.clone()), scheduled_for, ..s.task.clone() };
-        Some(self.steps.iter().map(fired).collect())
+    ) -> Vec<Cow<'_, NewTask>> {
+        self.steps
+            .iter()
+            .map(|s| match &schedule_name {
+                None => Cow::Borrowed(&s.task),
+                Some(name) => {
+                    Cow::Owned(NewTask { schedule_name: Some(name.clone()), scheduled_for, ..s.task.clone() })
+                }
+            })
+            .collect()
     }
 }
 

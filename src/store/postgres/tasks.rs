@@ -339,15 +339,15 @@ pub(super) async fn query_batch(
 }
 
 /// How every claim marks its tasks: `next` holds the ids ($2 worker, $3 lease in seconds),
-/// `claimed_at` the claim's instant. That is `clock_timestamp()` read once as the rows are
-/// written, after the statement's snapshot, as the limited claim's `clock`: `now()` is the
+/// `clock` the claim's instant: `clock_timestamp()` read once as the rows are written,
+/// after the statement's snapshot, as in the limited claim: `now()` is the
 /// transaction's start, which a busy server can stamp milliseconds before the snapshot that
 /// saw a step released, so a step would seem to start before the parent whose end released it.
 macro_rules! claim_update {
     () => {
         "UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, locked_by = $2, \
-           locked_until = (SELECT t FROM claimed_at) + $3 * interval '1 second', \
-           started_at = (SELECT t FROM claimed_at), updated_at = (SELECT t FROM claimed_at) \
+           locked_until = (SELECT t FROM clock) + $3 * interval '1 second', \
+           started_at = (SELECT t FROM clock), updated_at = (SELECT t FROM clock) \
          FROM next WHERE tasks.id = next.id RETURNING "
     };
 }
@@ -360,7 +360,7 @@ macro_rules! claim_update {
 /// table for every claim (`tests/integration/postgres_dispatch.rs` holds the plan to the claim index).
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH claimed_at AS (SELECT clock_timestamp() AS t), next AS ( \
+        "WITH clock AS (SELECT clock_timestamp() AS t), next AS ( \
            SELECT id FROM tasks WHERE status = 'queued' AND run_at <= now() \
              AND type = ANY($4::text[]) AND ($5::text[] IS NULL OR queue = ANY($5::text[])) \
              AND CASE WHEN cardinality({controlled}) = 0 THEN true ELSE queue <> ALL ({controlled}) END \
@@ -376,7 +376,7 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
 /// queue's backlog is never walked through. Parameters as [`CLAIM`].
 static CLAIM_AROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH RECURSIVE claimed_at AS (SELECT clock_timestamp() AS t), queued AS ( \
+        "WITH RECURSIVE clock AS (SELECT clock_timestamp() AS t), queued AS ( \
            (SELECT queue FROM tasks WHERE status = 'queued' ORDER BY queue LIMIT 1) \
            UNION ALL \
            SELECT (SELECT t.queue FROM tasks t WHERE t.status = 'queued' AND t.queue > queued.queue \

@@ -41,8 +41,8 @@ impl PgStore {
         else {
             return Err(SpawnError::NotFound(id));
         };
-        let workflow: Option<Uuid> = row.get(0);
-        let fired = spawn.under_schedule(row.get(1), row.get(2));
+        let (workflow, schedule, tick): (Option<Uuid>, Option<String>, Option<DateTime<Utc>>) =
+            (row.get(0), row.get(1), row.get(2));
         // The workflow's row first: spawns into one workflow go one at a time, so the keys
         // and edges read below stay true until this commits. Nothing else locks it.
         if let Some(w) = workflow {
@@ -122,11 +122,8 @@ impl PgStore {
             }
         }
         let plan = graph.plan(&spawn.steps).map_err(SpawnError::Invalid)?;
-        let tasks: Vec<&NewTask> = match &fired {
-            Some(fired) => fired.iter().collect(),
-            None => spawn.steps.iter().map(|s| &s.task).collect(),
-        };
-        let columns = Columns::of(&tasks);
+        let tasks = spawn.step_tasks(schedule, tick);
+        let columns = Columns::of(&tasks.iter().map(|t| &**t).collect::<Vec<&NewTask>>());
         let statuses: Vec<&str> = plan.statuses.iter().map(|s| s.as_str()).collect();
         let keys: Vec<&str> = spawn.steps.iter().map(|s| s.key.as_str()).collect();
         let modes: Vec<&str> = spawn.steps.iter().map(|s| s.on_parent_failure.as_str()).collect();

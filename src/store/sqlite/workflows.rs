@@ -17,7 +17,7 @@ use crate::approval::{Decision, DecisionRecord};
 use crate::store::error::{DecideError, NotAwaiting, SpawnError, StoreError, StoreResult, WorkflowCreateError};
 use crate::store::tasks::{AttemptEnd, Finish};
 use crate::store::workflows::{ordered_counts, Spawn, Spawned, StepCounts, WorkflowStore};
-use crate::task::{NewTask, Task, TaskId, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus};
 use crate::workflow::{
     CreatedStep, CreatedWorkflow, NewWorkflow, SpawnedSteps, StepView, StepsRetried, StoredGraph, StoredStep,
     WorkflowFilter, WorkflowId, WorkflowStatus, WorkflowSummary, WorkflowView,
@@ -241,13 +241,9 @@ impl WorkflowStore for SqliteStore {
                     Ok(plan) => plan,
                     Err(invalid) => return Ok(Err(SpawnError::Invalid(invalid))),
                 };
-                let fired = spawn.under_schedule(schedule, tick);
-                let tasks: Vec<&NewTask> = match &fired {
-                    Some(fired) => fired.iter().collect(),
-                    None => spawn.steps.iter().map(|s| &s.task).collect(),
-                };
+                let tasks = spawn.step_tasks(schedule, tick);
                 for ((step, task), (status, pending)) in
-                    spawn.steps.iter().zip(tasks).zip(plan.statuses.iter().zip(&plan.pending))
+                    spawn.steps.iter().zip(&tasks).zip(plan.statuses.iter().zip(&plan.pending))
                 {
                     let at = Placement {
                         status: status.as_str(),
